@@ -1,0 +1,170 @@
+"""Typed configuration: `memos.toml` decoded into strict msgspec Structs, read in one place.
+
+Precedence: an explicit path (`--config`), then `$MEMOS_CONFIG`, then `$XDG_CONFIG_HOME/memos/memos.toml` if it
+exists, else the defaults below (which the repository's `memos.toml` spells out). Relative paths inside a file
+are resolved against the file's directory, so a config works wherever the daemon is started from.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+from daemon.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on 3.10
+    import tomli as tomllib
+
+DEFAULT_PORT = 7077
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+NO_MODEL = "none"
+
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    pass
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: Port = DEFAULT_PORT
+    session_idle_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 1800.0
+    max_sessions: Positive = 1000
+    max_request_bytes: Positive = 4 * 1024 * 1024
+
+
+class StorageConfig(_Section):
+    # None: `$XDG_DATA_HOME/memos/memos.db`.
+    path: str | None = None
+    read_connections: Annotated[int, msgspec.Meta(ge=1, le=16)] = 2
+
+
+class EmbedderConfig(_Section):
+    # A fastembed model name, or "none" for lexical-only search.
+    model: str = DEFAULT_MODEL
+    # A local directory holding the ONNX export; None downloads the model through fastembed.
+    model_path: str | None = None
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 64
+    threads: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+
+class LimitsConfig(_Section):
+    max_content_bytes: Positive = 64 * 1024
+    max_batch: Positive = 1000
+    max_tags: Positive = 32
+    max_tag_chars: Positive = 64
+    max_metadata_bytes: Positive = 16 * 1024
+    max_query_chars: Positive = 4096
+    max_k: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Config(_Section):
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
+    embedder: EmbedderConfig = msgspec.field(default_factory=EmbedderConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
+    # Where the configuration came from ("defaults" or a file path); set by the loader, not by the file.
+    source: str = "defaults"
+
+    @property
+    def database_path(self) -> Path:
+        assert self.storage.path is not None, "load_config resolves the storage path"
+        return Path(self.storage.path)
+
+
+def _xdg(environ: Mapping[str, str], var: str, fallback: str) -> Path:
+    value = environ.get(var)
+    return Path(value) if value else Path(environ.get("HOME", str(Path.home()))) / fallback
+
+
+def default_config_path(environ: Mapping[str, str]) -> Path:
+    return _xdg(environ, "XDG_CONFIG_HOME", ".config") / "memos" / "memos.toml"
+
+
+def locate_config(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path | None:
+    """The file to read, or None for the built-in defaults."""
+    if explicit:
+        return Path(explicit)
+    if environ.get("MEMOS_CONFIG"):
+        return Path(environ["MEMOS_CONFIG"])
+    user_file = default_config_path(environ)
+    return user_file if user_file.is_file() else None
+
+
+def _describe(path: str) -> str:
+    """`$.server.port` -> `[server] port`, the way a TOML user reads it."""
+    parts = path.removeprefix("$").strip(".").split(".")
+    if len(parts) >= 2:
+        return f"[{'.'.join(parts[:-1])}] {parts[-1]}"
+    return f"key {parts[0]}" if parts and parts[0] else "the top level"
+
+
+def parse_config(text: str, source: str) -> Config:
+    """Decode TOML text into a Config; every error names the source, the key and what was expected."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    if "source" in raw:
+        raise ConfigError(f"{source}: unknown key `source` at the top level")
+    try:
+        return msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        message, _, where = str(exc).partition(" - at `")
+        location = _describe(where.rstrip("`")) if where else "the top level"
+        raise ConfigError(f"{source}: {location}: {message}") from exc
+
+
+def _resolve(base: Path, value: str | None) -> str | None:
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
+def load_config(
+    explicit: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Find, read and validate the configuration, with every path made absolute."""
+    env = os.environ if environ is None else environ
+    path = locate_config(explicit, env)
+    if path is None:
+        config, base = Config(), Path.cwd()
+    else:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the configuration file: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: the configuration file is not valid UTF-8") from exc
+        config, base = parse_config(text, str(path)), path.parent.resolve()
+    data_dir = _xdg(env, "XDG_DATA_HOME", ".local/share") / "memos"
+    storage_path = _resolve(base, config.storage.path) or str(data_dir / "memos.db")
+    return msgspec.structs.replace(
+        config,
+        storage=msgspec.structs.replace(config.storage, path=storage_path),
+        embedder=msgspec.structs.replace(
+            config.embedder, model_path=_resolve(base, config.embedder.model_path)
+        ),
+        source=str(path) if path else "defaults",
+    )
+
+
+def model_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where fastembed keeps a downloaded model."""
+    env = os.environ if environ is None else environ
+    return _xdg(env, "XDG_CACHE_HOME", ".cache") / "memos" / "models"

@@ -1,0 +1,155 @@
+"""Text embeddings with fastembed (ONNX, no torch), computed off the event loop in batches.
+
+`Embedder.run` is a service owned by the daemon's task group. It loads the model on a worker thread (the
+daemon serves lexical search meanwhile), then serves `embed()` calls: requests that arrive while a batch is
+being computed are gathered into the next one, so many concurrent writers cost a few model calls, not many.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+import numpy as np
+from anyio.abc import TaskStatus
+
+from daemon.config import NO_MODEL, EmbedderConfig
+from daemon.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+State = Literal["disabled", "loading", "ready", "failed"]
+_QUEUE_LIMIT = 256  # pending embed requests before callers wait
+
+
+class _Request:
+    __slots__ = ("done", "error", "texts", "vectors")
+
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = texts
+        self.vectors: np.ndarray | None = None
+        self.error: BaseException | None = None
+        self.done = anyio.Event()
+
+
+def load_model(config: EmbedderConfig, cache_dir: Path) -> Any:
+    """Load the fastembed model (blocking: call on a worker thread)."""
+    from fastembed import TextEmbedding  # imported here: it is slow to import and unused without a model
+
+    kwargs: dict[str, Any] = {"cache_dir": str(cache_dir), "threads": config.threads}
+    if config.model_path:
+        if not Path(config.model_path, "model.onnx").is_file():
+            raise FileNotFoundError(f"[embedder] model_path {config.model_path} has no model.onnx")
+        kwargs["specific_model_path"] = config.model_path
+    return TextEmbedding(config.model, **kwargs)
+
+
+class Embedder:
+    def __init__(self, config: EmbedderConfig, cache_dir: Path) -> None:
+        self.config = config
+        self._cache_dir = cache_dir
+        self._model: Any = None
+        self.state: State = "disabled" if config.model == NO_MODEL else "loading"
+        self.problem: str | None = None
+        self.dims: int | None = None
+        self.ready = anyio.Event()
+        self._send, self._receive = anyio.create_memory_object_stream[_Request](_QUEUE_LIMIT)
+
+    @property
+    def model_name(self) -> str:
+        return self.config.model
+
+    def unavailable_reason(self) -> str:
+        if self.state == "disabled":
+            return 'semantic search is off ([embedder] model = "none"); results are lexical'
+        if self.state == "loading":
+            return "the embedding model is still loading; results are lexical for now"
+        return f"the embedding model could not be loaded ({self.problem}); results are lexical"
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Load the model, then serve batched requests until cancelled."""
+        task_status.started()
+        if self.state == "disabled":
+            return
+        try:
+            self._model = await anyio.to_thread.run_sync(
+                load_model, self.config, self._cache_dir, abandon_on_cancel=True
+            )
+            probe = await anyio.to_thread.run_sync(self._compute, ["dimension probe"])
+        # Model loading fails in many ways (missing files, no network, a corrupt download, onnxruntime
+        # errors); all of them mean the same thing to the daemon: keep serving, lexically, and say why.
+        except Exception as exc:  # noqa: BLE001
+            self.state, self.problem = "failed", f"{type(exc).__name__}: {exc}"
+            log.error(
+                "embedding model %s could not be loaded: %s. Search stays lexical; set [embedder] model_path"
+                " to a local ONNX copy of the model, or model = \"none\" to silence this.",
+                self.config.model,
+                self.problem,
+            )
+            self._fail_pending()
+            return
+        self.dims = int(probe.shape[1])
+        self.state = "ready"
+        self.ready.set()
+        log.info("embedding model %s ready (%d dimensions)", self.config.model, self.dims)
+        await self._serve()
+
+    async def _serve(self) -> None:
+        async with self._receive:
+            async for first in self._receive:
+                batch, size = [first], len(first.texts)
+                while size < self.config.batch_size:
+                    try:
+                        more = self._receive.receive_nowait()
+                    except anyio.WouldBlock:
+                        break
+                    batch.append(more)
+                    size += len(more.texts)
+                texts = [text for request in batch for text in request.texts]
+                try:
+                    vectors = await anyio.to_thread.run_sync(self._compute, texts, abandon_on_cancel=True)
+                except Exception as exc:  # noqa: BLE001 - handed to each waiting caller, not swallowed
+                    for request in batch:
+                        request.error = exc
+                        request.done.set()
+                    continue
+                offset = 0
+                for request in batch:
+                    request.vectors = vectors[offset : offset + len(request.texts)]
+                    offset += len(request.texts)
+                    request.done.set()
+
+    def _fail_pending(self) -> None:
+        while True:
+            try:
+                request = self._receive.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                return
+            request.error = Unavailable(self.unavailable_reason())
+            request.done.set()
+
+    def _compute(self, texts: list[str]) -> np.ndarray:
+        vectors = np.asarray(list(self._model.embed(texts, batch_size=self.config.batch_size)), dtype=np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.maximum(norms, 1e-12)
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        """Unit-length vectors for `texts`; Unavailable when the model is not (yet) loaded."""
+        if self.state != "ready":
+            raise Unavailable(self.unavailable_reason())
+        result = np.empty((0, self.dims or 0), dtype=np.float32)
+        # Split huge requests so one caller cannot hold the model for long.
+        step = max(self.config.batch_size, 1)
+        parts = []
+        for start in range(0, len(texts), step):
+            request = _Request(texts[start : start + step])
+            await self._send.send(request)
+            await request.done.wait()
+            if request.error is not None:
+                raise Unavailable(f"embedding failed: {request.error}") from request.error
+            assert request.vectors is not None
+            parts.append(request.vectors)
+        return np.concatenate(parts) if parts else result
+

@@ -1,0 +1,71 @@
+"""Filters shared by listing and search, rendered as one SQL predicate over `memories m` with bound values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from daemon.config import LimitsConfig
+from daemon.errors import InvalidInput
+from daemon.timeutil import now_iso, parse_time
+from daemon.validation import check_kind, check_name, check_tags
+
+
+class MemoryFilter(msgspec.Struct, kw_only=True, frozen=True):
+    kinds: list[str] | None = None
+    tags: list[str] | None = None  # a memory matches when it has any of them
+    since: str | None = None  # on occurred_at, else created_at
+    until: str | None = None
+    source_agent: str | None = None
+    include_deleted: bool = False
+
+    @classmethod
+    def checked(
+        cls,
+        limits: LimitsConfig,
+        *,
+        kinds: list[str] | None = None,
+        tags: list[str] | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        source_agent: str | None = None,
+        include_deleted: bool = False,
+    ) -> MemoryFilter:
+        since_t = parse_time(since, "since") if since else None
+        until_t = parse_time(until, "until") if until else None
+        if since_t and until_t and since_t > until_t:
+            raise InvalidInput(f"since ({since}) is after until ({until})")
+        return cls(
+            kinds=[check_kind(k, "kinds") for k in kinds] if kinds else None,
+            tags=check_tags(tags, limits) if tags else None,
+            since=since_t,
+            until=until_t,
+            source_agent=check_name(source_agent, "source_agent") if source_agent else None,
+            include_deleted=include_deleted,
+        )
+
+    def sql(self) -> tuple[str, list[Any]]:
+        """A predicate (starting with AND) and its parameters; always hides expired memories."""
+        clauses = ["AND (m.expires_at IS NULL OR m.expires_at > ?)"]
+        params: list[Any] = [now_iso()]
+        if not self.include_deleted:
+            clauses.append("AND m.deleted_at IS NULL")
+        if self.kinds:
+            clauses.append(f"AND m.kind IN ({', '.join('?' * len(self.kinds))})")
+            params += self.kinds
+        if self.tags:
+            clauses.append(
+                f"AND EXISTS (SELECT 1 FROM json_each(m.tags) t WHERE t.value IN ({', '.join('?' * len(self.tags))}))"
+            )
+            params += self.tags
+        if self.since:
+            clauses.append("AND coalesce(m.occurred_at, m.created_at) >= ?")
+            params.append(self.since)
+        if self.until:
+            clauses.append("AND coalesce(m.occurred_at, m.created_at) <= ?")
+            params.append(self.until)
+        if self.source_agent:
+            clauses.append("AND m.source_agent = ?")
+            params.append(self.source_agent)
+        return " ".join(clauses), params

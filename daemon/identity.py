@@ -1,0 +1,105 @@
+"""Agents and their bearer tokens. A token is shown once; only its SHA-256 is stored.
+
+Tokens carry 256 random bits, so a plain hash is as strong as a slow one here, and lookup by hash means the
+secret itself is never compared byte by byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+
+from daemon.errors import Conflict, NotFound, Unauthenticated
+from daemon.models import Agent, AgentInfo
+from daemon.store import Store
+from daemon.timeutil import now_iso
+from daemon.validation import check_name, private_cube_of
+
+TOKEN_PREFIX = "memos_"
+_LAST_SEEN_INTERVAL_S = 60.0  # write last_seen_at at most this often per agent
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def agent_named(name: str) -> Agent:
+    """The identity of an authenticated agent, with its private cube."""
+    return Agent(name=name, home_cube=private_cube_of(name))
+
+
+class Identities:
+    """Creates agents (with their private cube) and turns tokens into agent identities."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._last_seen_written: dict[str, float] = {}
+
+    async def add(self, name: str) -> tuple[AgentInfo, str]:
+        """Create an agent and its private cube `@name`; returns the info and the token (shown once)."""
+        check_name(name, "agent name")
+        token, created = new_token(), now_iso()
+        async with self._store.write() as conn:
+            if await conn.fetch_one("SELECT 1 FROM agents WHERE name = ?", (name,)):
+                raise Conflict(f"agent {name!r} already exists; `memos agent rotate-token {name}` issues a new token")
+            await conn.execute(
+                "INSERT INTO agents (name, token_hash, created_at) VALUES (?, ?, ?)",
+                (name, token_hash(token), created),
+            )
+            await conn.execute(
+                "INSERT OR IGNORE INTO cubes (name, owner, description, created_at) VALUES (?, ?, ?, ?)",
+                (private_cube_of(name), name, f"Private memories of agent {name}", created),
+            )
+        return AgentInfo(name=name, created_at=created), token
+
+    async def rotate_token(self, name: str) -> str:
+        token = new_token()
+        async with self._store.write() as conn:
+            if not await conn.fetch_one("SELECT 1 FROM agents WHERE name = ?", (name,)):
+                raise NotFound(f"no agent named {name!r}")
+            await conn.execute("UPDATE agents SET token_hash = ? WHERE name = ?", (token_hash(token), name))
+        return token
+
+    async def set_disabled(self, name: str, disabled: bool) -> None:
+        async with self._store.write() as conn:
+            if not await conn.fetch_one("SELECT 1 FROM agents WHERE name = ?", (name,)):
+                raise NotFound(f"no agent named {name!r}")
+            await conn.execute(
+                "UPDATE agents SET disabled_at = ? WHERE name = ?", (now_iso() if disabled else None, name)
+            )
+
+    async def list(self) -> list[AgentInfo]:
+        async with self._store.read() as conn:
+            rows = await conn.fetch_all(
+                "SELECT name, created_at, last_seen_at, disabled_at FROM agents ORDER BY name"
+            )
+        return [AgentInfo(name=r[0], created_at=r[1], last_seen_at=r[2], disabled=r[3] is not None) for r in rows]
+
+    async def authenticate(self, token: str) -> Agent:
+        """The agent a token belongs to; Unauthenticated for an unknown or disabled one."""
+        if not token.startswith(TOKEN_PREFIX):
+            raise Unauthenticated("not a memos token")
+        async with self._store.read() as conn:
+            row = await conn.fetch_one(
+                "SELECT name, disabled_at FROM agents WHERE token_hash = ?", (token_hash(token),)
+            )
+        if row is None:
+            raise Unauthenticated("unknown token")
+        name, disabled_at = row
+        if disabled_at is not None:
+            raise Unauthenticated(f"agent {name!r} is disabled")
+        await self._touch(name)
+        return agent_named(name)
+
+    async def _touch(self, name: str) -> None:
+        now = time.monotonic()
+        if now - self._last_seen_written.get(name, -_LAST_SEEN_INTERVAL_S) < _LAST_SEEN_INTERVAL_S:
+            return
+        self._last_seen_written[name] = now
+        async with self._store.write() as conn:
+            await conn.execute("UPDATE agents SET last_seen_at = ? WHERE name = ?", (now_iso(), name))

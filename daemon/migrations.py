@@ -1,0 +1,150 @@
+"""Numbered schema migrations, each applied once in its own transaction and recorded in `schema_migrations`."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+from daemon.timeutil import now_iso
+
+Migration = Callable[[Any], None]
+MIGRATIONS: list[tuple[int, str, Migration]] = []
+
+
+def migration(version: int, name: str) -> Callable[[Migration], Migration]:
+    def register(fn: Migration) -> Migration:
+        assert not MIGRATIONS or MIGRATIONS[-1][0] == version - 1, "migrations are numbered consecutively"
+        MIGRATIONS.append((version, name, fn))
+        return fn
+
+    return register
+
+
+@migration(1, "agents, cubes, memories, versions, full-text index")
+def _initial(conn: Any) -> None:
+    run_script(
+        conn,
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+        CREATE TABLE agents (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            token_hash TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL,
+            last_seen_at TEXT,
+            disabled_at TEXT
+        );
+
+        CREATE TABLE cubes (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            owner TEXT NOT NULL,
+            description TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL
+        );
+
+        CREATE TABLE memories (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            cube_id INTEGER NOT NULL REFERENCES cubes(id),
+            content TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            tags TEXT NOT NULL DEFAULT '[]',
+            metadata TEXT NOT NULL DEFAULT '{}',
+            source_agent TEXT NOT NULL,
+            task_id TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            occurred_at TEXT,
+            importance REAL NOT NULL DEFAULT 0.5,
+            expires_at TEXT,
+            deleted_at TEXT,
+            version INTEGER NOT NULL DEFAULT 1,
+            embedded INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX memories_by_cube ON memories (cube_id, created_at);
+        CREATE INDEX memories_unembedded ON memories (seq) WHERE embedded = 0;
+
+        -- Prior versions of a memory; the current one lives in `memories`.
+        CREATE TABLE memory_versions (
+            memory_seq INTEGER NOT NULL REFERENCES memories(seq),
+            version INTEGER NOT NULL,
+            content TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            tags TEXT NOT NULL,
+            metadata TEXT NOT NULL,
+            importance REAL NOT NULL,
+            occurred_at TEXT,
+            expires_at TEXT,
+            updated_at TEXT NOT NULL,
+            replaced_at TEXT NOT NULL,
+            replaced_by TEXT NOT NULL,
+            PRIMARY KEY (memory_seq, version)
+        );
+
+        -- External-content FTS5 index kept in step by triggers; Porter stemming over unicode61.
+        CREATE VIRTUAL TABLE memories_fts USING fts5(
+            content, tags, content='memories', content_rowid='seq',
+            tokenize='porter unicode61 remove_diacritics 2'
+        );
+        CREATE TRIGGER memories_fts_insert AFTER INSERT ON memories BEGIN
+            INSERT INTO memories_fts (rowid, content, tags) VALUES (new.seq, new.content, new.tags);
+        END;
+        CREATE TRIGGER memories_fts_update AFTER UPDATE OF content, tags ON memories BEGIN
+            INSERT INTO memories_fts (memories_fts, rowid, content, tags)
+                VALUES ('delete', old.seq, old.content, old.tags);
+            INSERT INTO memories_fts (rowid, content, tags) VALUES (new.seq, new.content, new.tags);
+        END;
+        CREATE TRIGGER memories_fts_delete AFTER DELETE ON memories BEGIN
+            INSERT INTO memories_fts (memories_fts, rowid, content, tags)
+                VALUES ('delete', old.seq, old.content, old.tags);
+        END;
+        """,
+    )
+
+
+def run_script(conn: Any, script: str) -> None:
+    """Run statements one by one inside the caller's transaction (`executescript` would commit it)."""
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            conn.execute(statement)
+            statement = ""
+    assert not statement.strip(), f"incomplete SQL statement in a migration: {statement[:60]}"
+
+
+def apply_migrations(conn: Any) -> list[int]:
+    """Bring the schema up to date on a raw connection; returns the versions applied now."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations"
+        " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
+    done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+    newest_known = MIGRATIONS[-1][0]
+    if done and max(done) > newest_known:
+        from daemon.errors import StoreError
+
+        raise StoreError(
+            f"the database has schema version {max(done)}, newer than this memos knows ({newest_known}):"
+            " upgrade memos"
+        )
+    applied = []
+    for version, name, fn in MIGRATIONS:
+        if version in done:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            fn(conn)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                (version, name, now_iso()),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        applied.append(version)
+    return applied

@@ -1,0 +1,143 @@
+"""The typed values that cross the service API: what the MCP layer and the CLI receive and send."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+MemoryKind = Literal["fact", "preference", "event", "procedure", "note", "message"]
+MEMORY_KINDS: tuple[str, ...] = ("fact", "preference", "event", "procedure", "note", "message")
+SearchMode = Literal["hybrid", "lexical", "vector"]
+
+
+class _Wire(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class Agent(_Wire, frozen=True):
+    """An authenticated caller. Identity comes only from its bearer token."""
+
+    name: str
+    home_cube: str
+
+
+class AgentInfo(_Wire):
+    name: str
+    created_at: str
+    last_seen_at: str | None = None
+    disabled: bool = False
+
+
+class Cube(_Wire):
+    name: str
+    owner: str
+    description: str
+    created_at: str
+    memory_count: int = 0
+
+
+class NewMemory(_Wire):
+    """One memory to add; validated by the memory service."""
+
+    content: str
+    kind: MemoryKind = "note"
+    tags: list[str] = msgspec.field(default_factory=list)
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+    occurred_at: str | None = None
+    importance: float = 0.5
+    expires_at: str | None = None
+    task_id: str | None = None
+
+
+class MemoryChanges(_Wire):
+    """A partial update: only the fields given change."""
+
+    content: str | None = None
+    kind: MemoryKind | None = None
+    tags: list[str] | None = None
+    metadata: dict[str, Any] | None = None
+    occurred_at: str | None = None
+    importance: float | None = None
+    expires_at: str | None = None
+
+
+class Memory(_Wire):
+    id: str
+    cube: str
+    content: str
+    kind: str
+    tags: list[str]
+    metadata: dict[str, Any]
+    source_agent: str
+    task_id: str | None
+    created_at: str
+    updated_at: str
+    occurred_at: str | None
+    importance: float
+    expires_at: str | None
+    version: int
+    deleted_at: str | None = None
+
+
+class MemoryVersion(_Wire):
+    version: int
+    content: str
+    kind: str
+    tags: list[str]
+    metadata: dict[str, Any]
+    importance: float
+    occurred_at: str | None
+    expires_at: str | None
+    updated_at: str
+    current: bool
+    replaced_at: str | None = None
+    replaced_by: str | None = None
+
+
+class MatchInfo(_Wire):
+    """Why a result matched: its rank in each signal (1 = best) and the vector similarity."""
+
+    lexical_rank: int | None = None
+    vector_rank: int | None = None
+    similarity: float | None = None
+
+
+class SearchHit(_Wire):
+    id: str
+    cube: str
+    content: str
+    kind: str
+    tags: list[str]
+    metadata: dict[str, Any]
+    source_agent: str
+    created_at: str
+    occurred_at: str | None
+    importance: float
+    score: float
+    match: MatchInfo
+
+
+class SearchQuery(_Wire):
+    query: str
+    cubes: list[str] | None = None
+    k: int = 10
+    kinds: list[MemoryKind] | None = None
+    tags: list[str] | None = None
+    since: str | None = None
+    until: str | None = None
+    source_agent: str | None = None
+    mode: SearchMode | None = None
+
+
+class SearchResults(_Wire):
+    results: list[SearchHit]
+    mode: SearchMode
+    cubes: list[str]
+    note: str | None = None
+
+
+class MemoryPage(_Wire):
+    memories: list[Memory]
+    cubes: list[str]
+    next_cursor: str | None = None

@@ -1,0 +1,136 @@
+"""The vector index: a sqlite-vec `vec0` table of unit vectors, partitioned by cube, in the same file.
+
+The table is made for one model. When the configured model changes (or its dimension), the old vectors are
+dropped and every memory is marked for re-embedding; `VectorIndex.backfill` embeds what is missing in the
+background, so memories written while the model was loading or unavailable become searchable by meaning.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import anyio
+import numpy as np
+from anyio.abc import TaskStatus
+
+from daemon.embedder import Embedder
+from daemon.errors import StoreClosed, Unavailable
+from daemon.store import Connection, Store, placeholders
+
+log = logging.getLogger(__name__)
+
+_BACKFILL_BATCH = 256
+
+
+class VectorIndex:
+    def __init__(self, store: Store, embedder: Embedder) -> None:
+        self._store = store
+        self._embedder = embedder
+        self.ready = False  # the table matches the loaded model
+        self._wake = anyio.Event()
+
+    async def attach(self) -> None:
+        """Make the table match the loaded model; called once the embedder is ready."""
+        model, dims = self._embedder.model_name, self._embedder.dims
+        assert dims is not None
+        async with self._store.write() as conn:
+            rows = dict(await conn.fetch_all("SELECT key, value FROM meta WHERE key LIKE 'embedding_%'"))
+            if rows.get("embedding_model") != model or rows.get("embedding_dims") != str(dims):
+                if rows:
+                    log.warning("embedding model changed to %s: re-embedding every memory", model)
+                await conn.execute("DROP TABLE IF EXISTS memory_vectors")
+                # dims is an int from the model, not caller text.
+                await conn.execute(
+                    "CREATE VIRTUAL TABLE memory_vectors USING vec0("
+                    f"cube_id integer partition key, embedding float[{int(dims)}] distance_metric=cosine)"
+                )
+                await conn.execute("UPDATE memories SET embedded = 0 WHERE embedded = 1")
+                await conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('embedding_model', ?), ('embedding_dims', ?)",
+                    (model, str(dims)),
+                )
+        self.ready = True
+        self.wake()
+
+    def wake(self) -> None:
+        """Tell the backfill loop there may be unembedded memories."""
+        self._wake.set()
+
+    @property
+    def usable(self) -> bool:
+        return self.ready and self._embedder.state == "ready"
+
+    async def embed(self, texts: list[str]) -> np.ndarray | None:
+        """Vectors for `texts`, or None when the index cannot take them now (the backfill will)."""
+        if not self.usable:
+            return None
+        try:
+            return await self._embedder.embed(texts)
+        except Unavailable as exc:
+            log.warning("embedding deferred to backfill: %s", exc)
+            return None
+
+    @staticmethod
+    async def put(conn: Connection, rows: Sequence[tuple[int, int, np.ndarray]]) -> None:
+        """Store (seq, cube_id, vector) rows and mark the memories embedded, inside the caller's write."""
+        seqs = [seq for seq, _, _ in rows]
+        await conn.execute(f"DELETE FROM memory_vectors WHERE rowid IN ({placeholders(len(seqs))})", seqs)
+        await conn.execute_many(
+            "INSERT INTO memory_vectors (rowid, cube_id, embedding) VALUES (?, ?, ?)",
+            [(seq, cube_id, vector.astype(np.float32).tobytes()) for seq, cube_id, vector in rows],
+        )
+        await conn.execute(f"UPDATE memories SET embedded = 1 WHERE seq IN ({placeholders(len(seqs))})", seqs)
+
+    async def nearest(
+        self, conn: Connection, vector: np.ndarray, cube_ids: Sequence[int], k: int
+    ) -> list[tuple[int, float]]:
+        """(seq, cosine similarity) of the k nearest vectors in the given cubes, best first."""
+        rows = await conn.fetch_all(
+            "SELECT rowid, distance FROM memory_vectors WHERE embedding MATCH ? AND k = ?"
+            f" AND cube_id IN ({placeholders(len(cube_ids))}) ORDER BY distance",
+            [vector.astype(np.float32).tobytes(), k, *cube_ids],
+        )
+        return [(int(seq), 1.0 - float(distance)) for seq, distance in rows]
+
+    async def backfill(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Embed memories that have no vector yet, whenever woken; runs until cancelled."""
+        task_status.started()
+        await self._embedder.ready.wait()
+        await self.attach()
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            try:
+                while await self._backfill_batch():
+                    pass
+            except (Unavailable, StoreClosed) as exc:
+                log.warning("backfill paused: %s", exc)
+
+    async def _backfill_batch(self) -> bool:
+        async with self._store.read() as conn:
+            rows = await conn.fetch_all(
+                "SELECT seq, cube_id, content FROM memories WHERE embedded = 0 ORDER BY seq LIMIT ?",
+                (_BACKFILL_BATCH,),
+            )
+        if not rows:
+            return False
+        vectors = await self._embedder.embed([row[2] for row in rows])
+        async with self._store.write() as conn:
+            # Skip rows changed since they were read: their new text gets its own vector.
+            current = set(
+                await conn.fetch_all(
+                    f"SELECT seq, content FROM memories WHERE embedded = 0 AND seq IN ({placeholders(len(rows))})",
+                    [row[0] for row in rows],
+                )
+            )
+            todo = [(row[0], row[1], vec) for row, vec in zip(rows, vectors) if (row[0], row[2]) in current]
+            if todo:
+                await self.put(conn, todo)
+        log.info("backfill embedded %d memories", len(todo))
+        return len(rows) == _BACKFILL_BATCH
+
+    def unavailable_reason(self) -> str:
+        if self._embedder.state == "ready" and not self.ready:
+            return "the vector index is being prepared; results are lexical for now"
+        return self._embedder.unavailable_reason()
