@@ -1,0 +1,54 @@
+"""Compose the MCP server: tools, resources, bearer-token auth, and the streamable-HTTP ASGI app."""
+
+from __future__ import annotations
+
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.mcpserver import MCPServer
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from daemon import Services
+from mcp_server.auth import AgentTokenVerifier
+from mcp_server.resources import add_resources
+from mcp_server.tools import build_tools
+
+INSTRUCTIONS = """memos is your long-term memory, shared with other agents under access policies.
+Search it (memory_search) before answering questions that earlier sessions may know about: the user's
+preferences, decisions, people and projects. Remember (memory_add) durable facts, preferences and decisions
+as self-contained sentences. Your writes go to your private cube unless you name a shared cube."""
+
+MCP_PATH = "/mcp"
+
+
+def build_mcp(services: Services, version: str) -> MCPServer:
+    server = services.config.server
+    # The issuer is a placeholder the SDK requires; tokens come from `memos agent add`, not from OAuth.
+    base = f"http://{server.host}:{server.port}"
+    mcp: MCPServer = MCPServer(
+        name="memos",
+        version=version,
+        instructions=INSTRUCTIONS,
+        token_verifier=AgentTokenVerifier(services.identities),
+        auth=AuthSettings(issuer_url=base, resource_server_url=None),  # type: ignore[arg-type]
+        tools=build_tools(services),
+    )
+    add_resources(mcp, services)
+
+    @mcp.custom_route("/healthz", methods=["GET"])
+    async def healthz(request: Request) -> Response:
+        """Liveness for supervisors; unauthenticated, so it carries no data."""
+        return JSONResponse({"status": "ok"})
+
+    return mcp
+
+
+def build_app(mcp: MCPServer, services: Services) -> Starlette:
+    server = services.config.server
+    return mcp.streamable_http_app(
+        streamable_http_path=MCP_PATH,
+        session_idle_timeout=server.session_idle_timeout_s,
+        max_sessions=server.max_sessions,
+        max_request_body_size=server.max_request_bytes,
+        host=server.host,
+    )

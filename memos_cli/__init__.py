@@ -1,0 +1,1 @@
+"""Command-line entry points: `memosd` (the daemon) and `memos` (the client and admin tool)."""

@@ -1,0 +1,122 @@
+"""`memos`: the command-line client and admin tool.
+
+Admin commands work on the database file directly (safe while memosd runs: WAL, one short transaction
+each), so they work whether or not the daemon is up. `memos mcp` is the stdio bridge for hosts that launch a
+command, such as Claude Desktop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+
+from daemon import Config, MemosError, Services, load_config, open_store_services
+from memos_cli.errors import FAILURES, first_memos_error
+
+
+def _run(config: Config, action: Callable[[Services], Awaitable[Any]]) -> Any:
+    async def main() -> Any:
+        async with open_store_services(config) as services:
+            return await action(services)
+
+    return anyio.run(main)
+
+
+def cmd_agent_add(config: Config, args: argparse.Namespace) -> int:
+    info, token = _run(config, lambda s: s.identities.add(args.name))
+    print(f"Created agent {info.name} with private cube @{info.name}.")
+    print("Its token is shown only now; give it to the agent's MCP client (README: Connecting agents):")
+    print(token)
+    return 0
+
+
+def cmd_agent_list(config: Config, args: argparse.Namespace) -> int:
+    agents = _run(config, lambda s: s.identities.list())
+    if not agents:
+        print("No agents yet: memos agent add NAME")
+    for agent in agents:
+        state = "disabled" if agent.disabled else "active"
+        print(f"{agent.name}\t{state}\tcreated {agent.created_at}\tlast seen {agent.last_seen_at or 'never'}")
+    return 0
+
+
+def cmd_agent_rotate(config: Config, args: argparse.Namespace) -> int:
+    token = _run(config, lambda s: s.identities.rotate_token(args.name))
+    print(f"New token for {args.name}; the old one no longer works:")
+    print(token)
+    return 0
+
+
+def cmd_agent_disable(config: Config, args: argparse.Namespace) -> int:
+    _run(config, lambda s: s.identities.set_disabled(args.name, not args.enable))
+    print(f"agent {args.name} {'enabled' if args.enable else 'disabled'}")
+    return 0
+
+
+def cmd_mcp(config: Config, args: argparse.Namespace) -> int:
+    from mcp_server.bridge import run_bridge  # the bridge must start fast: import only what it needs
+
+    token = os.environ.get("MEMOS_TOKEN", "")
+    if args.token_file:
+        try:
+            with open(args.token_file, encoding="utf-8") as handle:
+                token = handle.read().strip()
+        except OSError as exc:
+            raise MemosError(f"cannot read --token-file {args.token_file}: {exc.strerror}") from exc
+    if not token:
+        raise MemosError(
+            f"no token for agent {args.agent}: set MEMOS_TOKEN in the MCP client's env (the token"
+            f" `memos agent add {args.agent}` printed) or pass --token-file"
+        )
+    url = args.url or f"http://{config.server.host}:{config.server.port}/mcp"
+    anyio.run(run_bridge, url, token, args.agent)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="memos", description="memos: shared memory for AI agents.")
+    parser.add_argument("--config", metavar="PATH", help="configuration file (default: $MEMOS_CONFIG or defaults)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    agent = commands.add_parser("agent", help="manage agents and their tokens")
+    agent_commands = agent.add_subparsers(dest="agent_command", required=True, metavar="ACTION")
+    add = agent_commands.add_parser("add", help="create an agent (and its private cube); prints its token once")
+    add.add_argument("name")
+    add.set_defaults(handler=cmd_agent_add)
+    agent_commands.add_parser("list", help="list agents").set_defaults(handler=cmd_agent_list)
+    rotate = agent_commands.add_parser("rotate-token", help="issue a new token; the old one stops working")
+    rotate.add_argument("name")
+    rotate.set_defaults(handler=cmd_agent_rotate)
+    disable = agent_commands.add_parser("disable", help="refuse the agent's token (--enable to undo)")
+    disable.add_argument("name")
+    disable.add_argument("--enable", action="store_true", help="enable the agent again")
+    disable.set_defaults(handler=cmd_agent_disable)
+
+    mcp = commands.add_parser("mcp", help="stdio MCP server relaying to memosd (for Claude Desktop and others)")
+    mcp.add_argument("--agent", required=True, help="the agent this client acts as")
+    mcp.add_argument("--token-file", metavar="PATH", help="read the token from this file instead of $MEMOS_TOKEN")
+    mcp.add_argument("--url", help="the daemon's MCP endpoint (default: from the configuration)")
+    mcp.set_defaults(handler=cmd_mcp)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        return int(args.handler(config, args))
+    except FAILURES as exc:
+        error = first_memos_error(exc)
+        if error is None:
+            raise
+        print(f"memos: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
