@@ -8,6 +8,7 @@ are resolved against the file's directory, so a config works wherever the daemon
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +26,8 @@ else:  # pragma: no cover - exercised only on 3.10
 DEFAULT_PORT = 7077
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 NO_MODEL = "none"
+
+_UNKNOWN_FIELD = re.compile(r"Object contains unknown field `(.*)`")
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
@@ -105,12 +108,13 @@ def locate_config(explicit: str | os.PathLike[str] | None, environ: Mapping[str,
     return user_file if user_file.is_file() else None
 
 
-def _describe(path: str) -> str:
-    """`$.server.port` -> `[server] port`, the way a TOML user reads it."""
-    parts = path.removeprefix("$").strip(".").split(".")
-    if len(parts) >= 2:
-        return f"[{'.'.join(parts[:-1])}] {parts[-1]}"
-    return f"key {parts[0]}" if parts and parts[0] else "the top level"
+def _location(parts: list[str]) -> str:
+    """`["server", "port"]` -> `[server] port`, the way a TOML user reads it."""
+    if not parts:
+        return "the top level"
+    if len(parts) == 1:
+        return parts[0]
+    return f"[{'.'.join(parts[:-1])}] {parts[-1]}"
 
 
 def parse_config(text: str, source: str) -> Config:
@@ -120,13 +124,17 @@ def parse_config(text: str, source: str) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
     if "source" in raw:
-        raise ConfigError(f"{source}: unknown key `source` at the top level")
+        raise ConfigError(f"{source}: source: unknown key")
     try:
         return msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
         message, _, where = str(exc).partition(" - at `")
-        location = _describe(where.rstrip("`")) if where else "the top level"
-        raise ConfigError(f"{source}: {location}: {message}") from exc
+        parts = [p for p in where.rstrip("`").removeprefix("$").split(".") if p]
+        unknown = _UNKNOWN_FIELD.fullmatch(message)
+        if unknown:
+            parts.append(unknown.group(1))
+            message = "unknown key (memos.toml in the repository lists every key)"
+        raise ConfigError(f"{source}: {_location(parts)}: {message}") from exc
 
 
 def _resolve(base: Path, value: str | None) -> str | None:

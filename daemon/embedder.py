@@ -14,6 +14,7 @@ from typing import Any, Literal
 import anyio
 import numpy as np
 from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from daemon.config import NO_MODEL, EmbedderConfig
 from daemon.errors import Unavailable
@@ -55,7 +56,7 @@ class Embedder:
         self.problem: str | None = None
         self.dims: int | None = None
         self.ready = anyio.Event()
-        self._send, self._receive = anyio.create_memory_object_stream[_Request](_QUEUE_LIMIT)
+        self._send: MemoryObjectSendStream[_Request] | None = None
 
     @property
     def model_name(self) -> str:
@@ -70,9 +71,20 @@ class Embedder:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Load the model, then serve batched requests until cancelled."""
-        task_status.started()
         if self.state == "disabled":
+            task_status.started()
             return
+        send, receive = anyio.create_memory_object_stream[_Request](_QUEUE_LIMIT)
+        try:
+            with send, receive:
+                self._send = send
+                task_status.started()
+                await self._load_and_serve(receive)
+        finally:
+            if self.state == "ready":
+                self.state, self.problem = "failed", "the embedder stopped"
+
+    async def _load_and_serve(self, receive: MemoryObjectReceiveStream[_Request]) -> None:
         try:
             self._model = await anyio.to_thread.run_sync(
                 load_model, self.config, self._cache_dir, abandon_on_cancel=True
@@ -88,43 +100,42 @@ class Embedder:
                 self.config.model,
                 self.problem,
             )
-            self._fail_pending()
+            self._fail_pending(receive)
             return
         self.dims = int(probe.shape[1])
         self.state = "ready"
         self.ready.set()
         log.info("embedding model %s ready (%d dimensions)", self.config.model, self.dims)
-        await self._serve()
+        await self._serve(receive)
 
-    async def _serve(self) -> None:
-        async with self._receive:
-            async for first in self._receive:
-                batch, size = [first], len(first.texts)
-                while size < self.config.batch_size:
-                    try:
-                        more = self._receive.receive_nowait()
-                    except anyio.WouldBlock:
-                        break
-                    batch.append(more)
-                    size += len(more.texts)
-                texts = [text for request in batch for text in request.texts]
+    async def _serve(self, receive: MemoryObjectReceiveStream[_Request]) -> None:
+        async for first in receive:
+            batch, size = [first], len(first.texts)
+            while size < self.config.batch_size:
                 try:
-                    vectors = await anyio.to_thread.run_sync(self._compute, texts, abandon_on_cancel=True)
-                except Exception as exc:  # noqa: BLE001 - handed to each waiting caller, not swallowed
-                    for request in batch:
-                        request.error = exc
-                        request.done.set()
-                    continue
-                offset = 0
+                    more = receive.receive_nowait()
+                except anyio.WouldBlock:
+                    break
+                batch.append(more)
+                size += len(more.texts)
+            texts = [text for request in batch for text in request.texts]
+            try:
+                vectors = await anyio.to_thread.run_sync(self._compute, texts, abandon_on_cancel=True)
+            except Exception as exc:  # noqa: BLE001 - handed to each waiting caller, not swallowed
                 for request in batch:
-                    request.vectors = vectors[offset : offset + len(request.texts)]
-                    offset += len(request.texts)
+                    request.error = exc
                     request.done.set()
+                continue
+            offset = 0
+            for request in batch:
+                request.vectors = vectors[offset : offset + len(request.texts)]
+                offset += len(request.texts)
+                request.done.set()
 
-    def _fail_pending(self) -> None:
+    def _fail_pending(self, receive: MemoryObjectReceiveStream[_Request]) -> None:
         while True:
             try:
-                request = self._receive.receive_nowait()
+                request = receive.receive_nowait()
             except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                 return
             request.error = Unavailable(self.unavailable_reason())
@@ -137,7 +148,7 @@ class Embedder:
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         """Unit-length vectors for `texts`; Unavailable when the model is not (yet) loaded."""
-        if self.state != "ready":
+        if self.state != "ready" or self._send is None:
             raise Unavailable(self.unavailable_reason())
         result = np.empty((0, self.dims or 0), dtype=np.float32)
         # Split huge requests so one caller cannot hold the model for long.
@@ -145,7 +156,10 @@ class Embedder:
         parts = []
         for start in range(0, len(texts), step):
             request = _Request(texts[start : start + step])
-            await self._send.send(request)
+            try:
+                await self._send.send(request)
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                raise Unavailable("the embedder has stopped: memosd is shutting down") from None
             await request.done.wait()
             if request.error is not None:
                 raise Unavailable(f"embedding failed: {request.error}") from request.error

@@ -17,7 +17,7 @@ from daemon.store import Store, placeholders
 from daemon.vectors import VectorIndex
 
 RRF_K = 60  # the usual reciprocal-rank-fusion constant: damps the weight of the very top ranks
-_WORD = re.compile(r"\w+", re.UNICODE)
+_WORD = re.compile(r"[^\W_]+")  # letters and digits: what the unicode61 tokenizer keeps
 # Dropped from the lexical query unless nothing else is left: they match nearly everything.
 STOP_WORDS = frozenset(
     "a an and are as at be but by did do does for from had has have he her his how i if in is it its me my "
@@ -28,10 +28,11 @@ STOP_WORDS = frozenset(
 
 def fts_query(text: str) -> str | None:
     """An FTS5 MATCH expression that treats `text` as plain words, or None if it has no words."""
-    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(text)))
+    # Case is left to the tokenizer, which folds it the same way on both sides of the match.
+    words = list(dict.fromkeys(_WORD.findall(text)))
     if not words:
         return None
-    content_words = [w for w in words if w not in STOP_WORDS] or words
+    content_words = [w for w in words if w.lower() not in STOP_WORDS] or words
     return " OR ".join(f'"{w}"' for w in content_words)
 
 

@@ -171,29 +171,34 @@ class Store:
             self._reader_receive.close()
 
 
+def _open_failure(path: Path, exc: Exception) -> StoreError:
+    if "not a database" in str(exc) or "malformed" in str(exc):
+        return StoreCorrupt(
+            f"{path} is damaged or not a memos database ({exc}); stop memosd, move the file aside and"
+            " restore a backup"
+        )
+    return StoreError(f"cannot open the database {path}: {exc}")
+
+
 def _prepare(path: Path, check_integrity: bool) -> None:
     """Check and migrate the file on a short-lived connection, before the pool opens."""
     module = sqlite_driver.sqlite_module()
     try:
         conn = sqlite_driver.connect(str(path))
     except module.Error as exc:
-        raise StoreError(f"cannot open the database {path}: {exc}") from exc
+        raise _open_failure(path, exc) from exc
     try:
         if check_integrity:
             problems = [row[0] for row in conn.execute("PRAGMA quick_check") if row[0] != "ok"]
             if problems:
                 raise StoreCorrupt(
                     f"the database {path} is damaged ({problems[0]}); stop memosd, move the file aside"
-                    " and restore the latest backup"
+                    " and restore a backup"
                 )
         applied = apply_migrations(conn)
         if applied:
             log.info("database %s migrated to schema version %d", path, applied[-1])
-    except module.DatabaseError as exc:
-        if "not a database" in str(exc) or "malformed" in str(exc):
-            raise StoreCorrupt(
-                f"{path} is not a readable memos database ({exc}); move it aside or restore a backup"
-            ) from exc
-        raise StoreError(f"cannot prepare the database {path}: {exc}") from exc
+    except module.Error as exc:
+        raise _open_failure(path, exc) from exc
     finally:
         conn.close()

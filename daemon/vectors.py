@@ -28,6 +28,7 @@ class VectorIndex:
         self._store = store
         self._embedder = embedder
         self.ready = False  # the table matches the loaded model
+        self.attached = anyio.Event()  # set when `ready` becomes true
         self._wake = anyio.Event()
 
     async def attach(self) -> None:
@@ -51,6 +52,7 @@ class VectorIndex:
                     (model, str(dims)),
                 )
         self.ready = True
+        self.attached.set()
         self.wake()
 
     def wake(self) -> None:

@@ -1,0 +1,162 @@
+"""Shared fixtures: real SQLite files in tmp dirs, the real embedding model, a real daemon on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from daemon import Config, Services, load_config, open_services
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL_DIR = REPO.parent / "shared" / "models" / "all-MiniLM-L6-v2-onnx"
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    if not (MODEL_DIR / "model.onnx").is_file():
+        pytest.fail(f"the test model is missing: expected {MODEL_DIR}/model.onnx (../shared beside the repo)")
+    return MODEL_DIR
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_config(directory: Path, *, port: int, model: str | None = None, extra: str = "") -> Path:
+    """A memos.toml for tests; `model` is a model dir, or "none" for lexical only."""
+    embedder = 'model = "none"' if model == "none" else f'model_path = "{model}"' if model else ""
+    path = directory / "memos.toml"
+    path.write_text(
+        f'[server]\nport = {port}\n[storage]\npath = "data/memos.db"\n[embedder]\n{embedder}\n{extra}\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+def isolated_env(home: Path) -> dict[str, str]:
+    """The environment for child processes: no user config leaks in, the repo importable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MEMOS_", "XDG_"))}
+    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / "config"), XDG_DATA_HOME=str(home / "data"))
+    env.update(XDG_CACHE_HOME=str(home / "cache"), PYTHONUNBUFFERED="1")
+    return env
+
+
+def memos_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "memos_cli.memos", *args]
+
+
+def memosd_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "memos_cli.memosd", *args]
+
+
+@dataclass
+class RunningDaemon:
+    config_path: Path
+    port: int
+    home: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return isolated_env(self.home)
+
+    def memos(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            memos_command("--config", str(self.config_path), *args),
+            capture_output=True, text=True, env=self.env, cwd=REPO, timeout=60, check=check,
+        )
+
+    def add_agent(self, name: str) -> str:
+        """Create an agent through the CLI, as a user would; returns its token (the last line)."""
+        return self.memos("agent", "add", name).stdout.strip().splitlines()[-1]
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+
+def start_daemon(config_path: Path, home: Path, port: int) -> RunningDaemon:
+    log_path = config_path.parent / "memosd.log"
+    with log_path.open("ab") as log_file:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            memosd_command("--config", str(config_path)),
+            stdout=subprocess.DEVNULL, stderr=log_file, env=isolated_env(home), cwd=REPO,
+        )
+    daemon = RunningDaemon(config_path, port, home, process, log_path)
+    deadline = time.monotonic() + 60
+    while "memosd ready" not in daemon.log():
+        if process.poll() is not None:
+            raise AssertionError(f"memosd exited with {process.returncode}:\n{daemon.log()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"memosd did not become ready:\n{daemon.log()}")
+        time.sleep(0.05)
+    return daemon
+
+
+def stop_daemon(daemon: RunningDaemon) -> int:
+    if daemon.process.poll() is None:
+        daemon.process.terminate()
+        try:
+            daemon.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            daemon.process.kill()
+            daemon.process.wait()
+    return daemon.process.returncode
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[RunningDaemon]:
+    """memosd as a real subprocess with the real model, on a free loopback port, for one test module."""
+    home = tmp_path_factory.mktemp("memosd")
+    port = free_port()
+    running = start_daemon(write_config(home, port=port, model=str(model_dir)), home, port)
+    try:
+        yield running
+    finally:
+        stop_daemon(running)
+
+
+@asynccontextmanager
+async def mcp_client(url: str, token: str | None, mode: str = "auto") -> AsyncIterator[Client]:
+    """The SDK's own client over streamable HTTP; mode "legacy" is the handshake era, "auto" the modern."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    http = httpx2.AsyncClient(headers=headers, timeout=60)
+    async with http, Client(streamable_http_client(url, http_client=http), mode=mode, cache=None) as client:
+        yield client
+
+
+def make_config(tmp_path: Path, model: str | None = None) -> Config:
+    return load_config(write_config(tmp_path, port=free_port(), model=model), environ={"HOME": str(tmp_path)})
+
+
+@pytest.fixture
+async def services(tmp_path: Path, model_dir: Path) -> AsyncIterator[Services]:
+    """The daemon core in-process, with the real model loaded and the vector index attached."""
+    config = make_config(tmp_path, str(model_dir))
+    async with open_services(config) as core:
+        await core.vectors.attached.wait()
+        yield core

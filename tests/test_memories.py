@@ -1,0 +1,139 @@
+"""Memories through the service API: add, batch, get, update with history, soft delete, list, limits."""
+
+from __future__ import annotations
+
+import pytest
+
+from daemon import (
+    Conflict,
+    InvalidInput,
+    MemoryChanges,
+    MemoryFilter,
+    NewMemory,
+    NotFound,
+    Services,
+    agent_named,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+async def _agent(services: Services, name: str = "alice"):  # type: ignore[no-untyped-def]
+    await services.identities.add(name)
+    return agent_named(name)
+
+
+async def test_a_memory_goes_to_the_agents_private_cube_by_default(services: Services) -> None:
+    alice = await _agent(services)
+    memory = await services.memories.add(alice, None, NewMemory(content="Prefers dark mode", kind="preference"))
+    assert memory.cube == "@alice"
+    assert memory.source_agent == "alice"
+    assert (await services.memories.get(alice, memory.id)) == memory
+
+
+async def test_an_update_keeps_the_previous_version_in_history(services: Services) -> None:
+    alice = await _agent(services)
+    first = await services.memories.add(alice, None, NewMemory(content="Deploys happen on Tuesdays"))
+    updated = await services.memories.update(alice, first.id, MemoryChanges(content="Deploys happen on Thursdays"))
+    assert updated.version == 2
+    history = await services.memories.history(alice, first.id)
+    assert [(v.version, v.content, v.current) for v in history] == [
+        (1, "Deploys happen on Tuesdays", False),
+        (2, "Deploys happen on Thursdays", True),
+    ]
+    assert history[0].replaced_by == "alice"
+
+
+async def test_an_update_with_a_stale_expected_version_changes_nothing(services: Services) -> None:
+    alice = await _agent(services)
+    memory = await services.memories.add(alice, None, NewMemory(content="v1"))
+    await services.memories.update(alice, memory.id, MemoryChanges(content="v2"))
+    with pytest.raises(Conflict, match="version 2, not 1"):
+        await services.memories.update(alice, memory.id, MemoryChanges(content="v3"), expected_version=1)
+    assert (await services.memories.get(alice, memory.id)).content == "v2"
+
+
+async def test_a_batch_with_one_bad_item_stores_nothing_and_names_the_item(services: Services) -> None:
+    alice = await _agent(services)
+    items = [NewMemory(content="fine"), NewMemory(content="also fine"), NewMemory(content="   ")]
+    with pytest.raises(InvalidInput, match=r"items\[2\]\.content is empty"):
+        await services.memories.add_batch(alice, None, items)
+    assert (await services.memories.list(alice)).memories == []
+
+
+async def test_a_batch_is_stored_whole(services: Services) -> None:
+    alice = await _agent(services)
+    added = await services.memories.add_batch(alice, None, [NewMemory(content=f"fact {i}") for i in range(30)])
+    page = await services.memories.list(alice, limit=500)
+    assert sorted(m.id for m in page.memories) == sorted(m.id for m in added)
+
+
+async def test_deleted_memories_leave_lists_and_come_back_on_restore(services: Services) -> None:
+    alice = await _agent(services)
+    memory = await services.memories.add(alice, None, NewMemory(content="temporary"))
+    deleted = await services.memories.delete(alice, memory.id)
+    assert deleted.deleted_at is not None
+    assert (await services.memories.list(alice)).memories == []
+    listed = await services.memories.list(alice, where=MemoryFilter(include_deleted=True))
+    assert [m.id for m in listed.memories] == [memory.id]
+    await services.memories.restore(alice, memory.id)
+    assert [m.id for m in (await services.memories.list(alice)).memories] == [memory.id]
+
+
+async def test_listing_pages_through_everything_newest_first(services: Services) -> None:
+    alice = await _agent(services)
+    added = await services.memories.add_batch(alice, None, [NewMemory(content=f"note {i}") for i in range(7)])
+    seen, cursor = [], None
+    while True:
+        page = await services.memories.list(alice, limit=3, cursor=cursor)
+        seen += [m.id for m in page.memories]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == [m.id for m in reversed(added)]
+
+
+async def test_another_agents_memory_is_not_found_rather_than_forbidden(services: Services) -> None:
+    alice, bob = await _agent(services, "alice"), await _agent(services, "bob")
+    secret = await services.memories.add(alice, None, NewMemory(content="alice's secret"))
+    for call in (
+        services.memories.get(bob, secret.id),
+        services.memories.update(bob, secret.id, MemoryChanges(content="hijack")),
+        services.memories.delete(bob, secret.id),
+        services.memories.history(bob, secret.id),
+    ):
+        with pytest.raises(NotFound, match="no memory with id"):
+            await call
+    with pytest.raises(NotFound, match="does not exist or you have no access"):
+        await services.memories.add(bob, "@alice", NewMemory(content="intrusion"))
+    assert (await services.memories.get(alice, secret.id)).content == "alice's secret"
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        (NewMemory(content=""), "content is empty"),
+        (NewMemory(content="x" * 70_000), "content is 70000 bytes; the limit is 65536 bytes"),
+        (NewMemory(content="a\x00b"), "content contains a NUL character"),
+        (NewMemory(content="\ud800 lone surrogate"), "content is not valid UTF-8"),
+        (NewMemory(content="ok", importance=2.0), "importance must be a number from 0 to 1"),
+        (NewMemory(content="ok", occurred_at="yesterday"), "occurred_at: 'yesterday' is not an ISO-8601"),
+        (NewMemory(content="ok", tags=["x" * 100]), "longer than 64 characters"),
+        (NewMemory(content="ok", tags=[str(i) for i in range(40)]), "40 tags; the limit is 32"),
+        (NewMemory(content="ok", metadata={"blob": "y" * 20_000}), "metadata is 20011 bytes as JSON; the limit is 16384"),
+    ],
+)
+async def test_bad_input_is_refused_with_a_message_naming_the_problem(
+    services: Services, item: NewMemory, message: str
+) -> None:
+    alice = await _agent(services)
+    with pytest.raises(InvalidInput, match=message.replace("(", r"\(")):
+        await services.memories.add(alice, None, item)
+    assert (await services.memories.list(alice)).memories == []
+
+
+async def test_a_batch_over_the_limit_is_refused(services: Services) -> None:
+    alice = await _agent(services)
+    items = [NewMemory(content="x")] * (services.config.limits.max_batch + 1)
+    with pytest.raises(InvalidInput, match="the limit is 1000 per batch"):
+        await services.memories.add_batch(alice, None, items)

@@ -1,0 +1,141 @@
+"""Hybrid search: meaning and words fused, scoped to readable cubes, user text never FTS5 syntax."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from daemon import InvalidInput, NewMemory, SearchQuery, Services, agent_named, open_services
+from daemon.search import fts_query
+from daemon.sqlite_driver import connect
+from tests.conftest import make_config
+
+pytestmark = pytest.mark.anyio
+
+FACTS = [
+    NewMemory(content="Alice drinks green tea every morning", kind="preference", tags=["alice"]),
+    NewMemory(content="The staging cluster runs Kubernetes 1.31", kind="fact", tags=["infra"]),
+    NewMemory(content="Quarterly planning meeting moved to Thursday", kind="event", tags=["calendar"]),
+    NewMemory(content="To release: tag the commit, then run the publish workflow", kind="procedure"),
+]
+
+
+async def _alice_with_facts(services: Services):  # type: ignore[no-untyped-def]
+    await services.identities.add("alice")
+    alice = agent_named("alice")
+    await services.memories.add_batch(alice, None, FACTS)
+    return alice
+
+
+async def test_a_semantic_hit_needs_no_shared_words(services: Services) -> None:
+    alice = await _alice_with_facts(services)
+    result = await services.search.search(alice, SearchQuery(query="which hot beverage is preferred", k=3))
+    assert result.mode == "hybrid"
+    assert result.results[0].content == "Alice drinks green tea every morning"
+    assert result.results[0].match.lexical_rank is None
+    assert result.results[0].match.vector_rank == 1
+
+
+async def test_the_issue_example_ranks_the_tea_memory_first(services: Services) -> None:
+    alice = await _alice_with_facts(services)
+    result = await services.search.search(alice, SearchQuery(query="what beverage does Alice like"))
+    assert result.results[0].content.startswith("Alice drinks green tea")
+    assert result.cubes == ["@alice"]
+
+
+async def test_exact_words_rank_first_in_lexical_mode(services: Services) -> None:
+    alice = await _alice_with_facts(services)
+    result = await services.search.search(alice, SearchQuery(query="Kubernetes", mode="lexical"))
+    assert result.mode == "lexical"
+    assert [hit.content for hit in result.results] == ["The staging cluster runs Kubernetes 1.31"]
+
+
+async def test_filters_narrow_results(services: Services) -> None:
+    alice = await _alice_with_facts(services)
+    result = await services.search.search(alice, SearchQuery(query="meeting tea cluster", kinds=["event"]))
+    assert [hit.kind for hit in result.results] == ["event"]
+    result = await services.search.search(alice, SearchQuery(query="meeting tea cluster", tags=["infra"]))
+    assert [hit.tags for hit in result.results] == [["infra"]]
+    result = await services.search.search(alice, SearchQuery(query="tea", until="2000-01-01"))
+    assert result.results == []
+
+
+async def test_search_never_returns_memories_from_unreadable_cubes(services: Services) -> None:
+    alice = await _alice_with_facts(services)
+    await services.identities.add("bob")
+    bob = agent_named("bob")
+    await services.memories.add(bob, None, NewMemory(content="Bob takes his coffee black"))
+    result = await services.search.search(bob, SearchQuery(query="Alice drinks green tea every morning", k=10))
+    assert {hit.cube for hit in result.results} == {"@bob"}
+    assert result.cubes == ["@bob"]
+    with pytest.raises(Exception, match="does not exist or you have no access"):
+        await services.search.search(bob, SearchQuery(query="tea", cubes=["@alice"]))
+    assert (await services.search.search(alice, SearchQuery(query="coffee"))).cubes == ["@alice"]
+
+
+@pytest.mark.parametrize("query", ['"NEAR(tea morning)', "tea*", "-tea", "tea OR", "AND", "col:tea", "{tea}", "tea'", 'tea"'])
+async def test_fts5_operators_in_a_query_are_just_text(services: Services, query: str) -> None:
+    alice = await _alice_with_facts(services)
+    result = await services.search.search(alice, SearchQuery(query=query, mode="lexical"))
+    assert result.mode == "lexical"
+
+
+@pytest.mark.parametrize("query", ["", "   ", "?!...", "¿¡—"])
+async def test_a_query_without_words_is_refused(services: Services, query: str) -> None:
+    alice = await _alice_with_facts(services)
+    with pytest.raises(InvalidInput, match="no words to search for"):
+        await services.search.search(alice, SearchQuery(query=query))
+
+
+async def test_without_a_model_search_is_lexical_and_says_so(tmp_path: Path) -> None:
+    async with open_services(make_config(tmp_path, "none")) as services:
+        alice = await _alice_with_facts(services)
+        result = await services.search.search(alice, SearchQuery(query="green tea"))
+    assert result.mode == "lexical"
+    assert result.note is not None and 'model = "none"' in result.note
+    assert result.results[0].content.startswith("Alice drinks green tea")
+
+
+async def test_memories_written_before_the_model_loads_are_embedded_later(tmp_path: Path, model_dir: Path) -> None:
+    config = make_config(tmp_path, "none")
+    async with open_services(config) as services:
+        await _alice_with_facts(services)
+    async with open_services(make_config(tmp_path, str(model_dir))) as services:
+        await services.vectors.attached.wait()
+        alice = agent_named("alice")
+        for _ in range(200):
+            result = await services.search.search(alice, SearchQuery(query="which hot beverage is preferred"))
+            if result.results and result.results[0].match.vector_rank == 1:
+                break
+            await anyio.sleep(0.05)
+    assert result.results[0].content.startswith("Alice drinks green tea")
+
+
+def _fts_matches(text: str, match: str) -> int:
+    conn = connect(":memory:")
+    try:
+        conn.execute("CREATE VIRTUAL TABLE t USING fts5(x, tokenize='porter unicode61 remove_diacritics 2')")
+        conn.execute("INSERT INTO t VALUES (?)", (text,))
+        return int(conn.execute("SELECT count(*) FROM t WHERE t MATCH ?", (match,)).fetchone()[0])
+    finally:
+        conn.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_any_text_becomes_a_valid_fts5_query_or_none(text: str) -> None:
+    match = fts_query(text)
+    if match is not None:
+        _fts_matches(text, match)  # never an FTS5 syntax error
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=0x24F, exclude_categories=["Cs"]), max_size=200))
+def test_text_in_latin_scripts_finds_itself(text: str) -> None:
+    match = fts_query(text)
+    if match is not None:
+        assert _fts_matches(text, match) == 1
