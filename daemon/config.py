@@ -33,11 +33,7 @@ Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 
 
-class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    pass
-
-
-class ServerConfig(_Section):
+class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     host: str = "127.0.0.1"
     port: Port = DEFAULT_PORT
     session_idle_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 1800.0
@@ -45,13 +41,13 @@ class ServerConfig(_Section):
     max_request_bytes: Positive = 4 * 1024 * 1024
 
 
-class StorageConfig(_Section):
+class StorageConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     # None: `$XDG_DATA_HOME/memos/memos.db`.
     path: str | None = None
     read_connections: Annotated[int, msgspec.Meta(ge=1, le=16)] = 2
 
 
-class EmbedderConfig(_Section):
+class EmbedderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     # A fastembed model name, or "none" for lexical-only search.
     model: str = DEFAULT_MODEL
     # A local directory holding the ONNX export; None downloads the model through fastembed.
@@ -60,7 +56,7 @@ class EmbedderConfig(_Section):
     threads: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
-class LimitsConfig(_Section):
+class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     max_content_bytes: Positive = 64 * 1024
     max_batch: Positive = 1000
     max_tags: Positive = 32
@@ -70,11 +66,11 @@ class LimitsConfig(_Section):
     max_k: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
 
 
-class LogConfig(_Section):
+class LogConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-class Config(_Section):
+class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
     embedder: EmbedderConfig = msgspec.field(default_factory=EmbedderConfig)

@@ -24,7 +24,9 @@ class Cubes:
 
     async def create(self, agent: Agent, name: str, description: str = "") -> Cube:
         if isinstance(name, str) and name.startswith(PRIVATE_CUBE_PREFIX):
-            raise InvalidInput(f"cube names starting with {PRIVATE_CUBE_PREFIX!r} are reserved for agents' private cubes")
+            raise InvalidInput(
+                f"cube names starting with {PRIVATE_CUBE_PREFIX!r} are reserved for agents' private cubes"
+            )
         check_name(name, "cube name")
         if len(description) > MAX_DESCRIPTION_CHARS:
             raise InvalidInput(f"description is longer than {MAX_DESCRIPTION_CHARS} characters")

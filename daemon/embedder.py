@@ -96,7 +96,7 @@ class Embedder:
             self.state, self.problem = "failed", f"{type(exc).__name__}: {exc}"
             log.error(
                 "embedding model %s could not be loaded: %s. Search stays lexical; set [embedder] model_path"
-                " to a local ONNX copy of the model, or model = \"none\" to silence this.",
+                ' to a local ONNX copy of the model, or model = "none" to silence this.',
                 self.config.model,
                 self.problem,
             )
@@ -142,7 +142,9 @@ class Embedder:
             request.done.set()
 
     def _compute(self, texts: list[str]) -> np.ndarray:
-        vectors = np.asarray(list(self._model.embed(texts, batch_size=self.config.batch_size)), dtype=np.float32)
+        vectors = np.asarray(
+            list(self._model.embed(texts, batch_size=self.config.batch_size)), dtype=np.float32
+        )
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.maximum(norms, 1e-12)
 
@@ -166,4 +168,3 @@ class Embedder:
             assert request.vectors is not None
             parts.append(request.vectors)
         return np.concatenate(parts) if parts else result
-

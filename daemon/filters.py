@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -25,7 +26,7 @@ class MemoryFilter(msgspec.Struct, kw_only=True, frozen=True):
         cls,
         limits: LimitsConfig,
         *,
-        kinds: list[str] | None = None,
+        kinds: Sequence[str] | None = None,
         tags: list[str] | None = None,
         since: str | None = None,
         until: str | None = None,

@@ -46,7 +46,9 @@ class Identities:
         token, created = new_token(), now_iso()
         async with self._store.write() as conn:
             if await conn.fetch_one("SELECT 1 FROM agents WHERE name = ?", (name,)):
-                raise Conflict(f"agent {name!r} already exists; `memos agent rotate-token {name}` issues a new token")
+                raise Conflict(
+                    f"agent {name!r} already exists; `memos agent rotate-token {name}` issues a new token"
+                )
             await conn.execute(
                 "INSERT INTO agents (name, token_hash, created_at) VALUES (?, ?, ?)",
                 (name, token_hash(token), created),
@@ -78,7 +80,9 @@ class Identities:
             rows = await conn.fetch_all(
                 "SELECT name, created_at, last_seen_at, disabled_at FROM agents ORDER BY name"
             )
-        return [AgentInfo(name=r[0], created_at=r[1], last_seen_at=r[2], disabled=r[3] is not None) for r in rows]
+        return [
+            AgentInfo(name=r[0], created_at=r[1], last_seen_at=r[2], disabled=r[3] is not None) for r in rows
+        ]
 
     async def authenticate(self, token: str) -> Agent:
         """The agent a token belongs to; Unauthenticated for an unknown or disabled one."""

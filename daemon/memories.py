@@ -65,7 +65,9 @@ def check_memory_id(memory_id: str) -> str:
 
 
 class Memories:
-    def __init__(self, store: Store, access: AccessPolicy, vectors: VectorIndex, limits: LimitsConfig) -> None:
+    def __init__(
+        self, store: Store, access: AccessPolicy, vectors: VectorIndex, limits: LimitsConfig
+    ) -> None:
         self._store = store
         self._access = access
         self._vectors = vectors
@@ -87,7 +89,9 @@ class Memories:
         if not items:
             raise InvalidInput("items is empty: give at least one memory")
         if len(items) > self._limits.max_batch:
-            raise InvalidInput(f"items has {len(items)} memories; the limit is {self._limits.max_batch} per batch")
+            raise InvalidInput(
+                f"items has {len(items)} memories; the limit is {self._limits.max_batch} per batch"
+            )
         checked = [
             check_new_memory(item, self._limits, f"{field_prefix}[{i}]." if field_prefix else "")
             for i, item in enumerate(items)
@@ -97,9 +101,18 @@ class Memories:
         now = now_iso()
         rows = [
             (
-                new_memory_id(), item.content, item.kind, _json.encode(item.tags).decode(),
-                _json.encode(item.metadata).decode(), agent.name, item.task_id, now, now, item.occurred_at,
-                item.importance, item.expires_at,
+                new_memory_id(),
+                item.content,
+                item.kind,
+                _json.encode(item.tags).decode(),
+                _json.encode(item.metadata).decode(),
+                agent.name,
+                item.task_id,
+                now,
+                now,
+                item.occurred_at,
+                item.importance,
+                item.expires_at,
             )
             for item in checked
         ]
@@ -116,11 +129,14 @@ class Memories:
                     )
                 )
             if vectors is not None:
-                await self._vectors.put(conn, [(seq, ref.id, vec) for seq, vec in zip(seqs, vectors)])
+                await self._vectors.put(
+                    conn, [(seq, ref.id, vec) for seq, vec in zip(seqs, vectors, strict=True)]
+                )
         if vectors is None:
             self._vectors.wake()
         return [
-            memory_from_row((seq, row[0], ref.name, *row[1:], 1, None, ref.id)) for seq, row in zip(seqs, rows)
+            memory_from_row((seq, row[0], ref.name, *row[1:], 1, None, ref.id))
+            for seq, row in zip(seqs, rows, strict=True)
         ]
 
     async def _visible_row(self, conn: Connection, agent: Agent, memory_id: str) -> tuple[Any, ...]:
@@ -163,13 +179,28 @@ class Memories:
                 "INSERT INTO memory_versions (memory_seq, version, content, kind, tags, metadata, importance,"
                 " occurred_at, expires_at, updated_at, replaced_at, replaced_by)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (old[0], old[14], old[3], old[4], old[5], old[6], old[12], old[11], old[13], old[10], now, agent.name),
+                (
+                    old[0],
+                    old[14],
+                    old[3],
+                    old[4],
+                    old[5],
+                    old[6],
+                    old[12],
+                    old[11],
+                    old[13],
+                    old[10],
+                    now,
+                    agent.name,
+                ),
             )
             new = {
                 "content": changes.content if changes.content is not None else old[3],
                 "kind": changes.kind or old[4],
                 "tags": _json.encode(changes.tags).decode() if changes.tags is not None else old[5],
-                "metadata": _json.encode(changes.metadata).decode() if changes.metadata is not None else old[6],
+                "metadata": _json.encode(changes.metadata).decode()
+                if changes.metadata is not None
+                else old[6],
                 "occurred_at": changes.occurred_at or old[11],
                 "importance": changes.importance if changes.importance is not None else old[12],
                 "expires_at": changes.expires_at or old[13],
@@ -184,7 +215,9 @@ class Memories:
                     await self._vectors.put(conn, [(old[0], old[16], vectors[0])])
                 else:
                     await conn.execute("UPDATE memories SET embedded = 0 WHERE seq = ?", (old[0],))
-            row = await conn.fetch_one(f"SELECT {MEMORY_COLUMNS} FROM {MEMORY_FROM} WHERE m.seq = ?", (old[0],))
+            row = await conn.fetch_one(
+                f"SELECT {MEMORY_COLUMNS} FROM {MEMORY_FROM} WHERE m.seq = ?", (old[0],)
+            )
         if changes.content is not None and vectors is None:
             self._vectors.wake()
         assert row is not None
@@ -201,7 +234,9 @@ class Memories:
             await conn.execute(
                 "UPDATE memories SET deleted_at = ? WHERE seq = ?", (now_iso() if deleted else None, old[0])
             )
-            row = await conn.fetch_one(f"SELECT {MEMORY_COLUMNS} FROM {MEMORY_FROM} WHERE m.seq = ?", (old[0],))
+            row = await conn.fetch_one(
+                f"SELECT {MEMORY_COLUMNS} FROM {MEMORY_FROM} WHERE m.seq = ?", (old[0],)
+            )
         assert row is not None
         return memory_from_row(row)
 
@@ -224,18 +259,34 @@ class Memories:
             )
         versions = [
             MemoryVersion(
-                version=v[0], content=v[1], kind=v[2], tags=_tags.decode(v[3]), metadata=_meta.decode(v[4]),
-                importance=v[5], occurred_at=v[6], expires_at=v[7], updated_at=v[8], current=False,
-                replaced_at=v[9], replaced_by=v[10],
+                version=v[0],
+                content=v[1],
+                kind=v[2],
+                tags=_tags.decode(v[3]),
+                metadata=_meta.decode(v[4]),
+                importance=v[5],
+                occurred_at=v[6],
+                expires_at=v[7],
+                updated_at=v[8],
+                current=False,
+                replaced_at=v[9],
+                replaced_by=v[10],
             )
             for v in old
         ]
         current = memory_from_row(row)
         versions.append(
             MemoryVersion(
-                version=current.version, content=current.content, kind=current.kind, tags=current.tags,
-                metadata=current.metadata, importance=current.importance, occurred_at=current.occurred_at,
-                expires_at=current.expires_at, updated_at=current.updated_at, current=True,
+                version=current.version,
+                content=current.content,
+                kind=current.kind,
+                tags=current.tags,
+                metadata=current.metadata,
+                importance=current.importance,
+                occurred_at=current.occurred_at,
+                expires_at=current.expires_at,
+                updated_at=current.updated_at,
+                current=True,
             )
         )
         return versions
@@ -243,7 +294,10 @@ class Memories:
     async def scope(self, conn: Connection, agent: Agent, cubes: list[str] | None) -> list[CubeRef]:
         """The cubes a read covers: the named ones (each must be readable), else every readable cube."""
         if cubes:
-            return [await self._access.require(conn, agent, check_cube_ref(name), "read") for name in dict.fromkeys(cubes)]
+            return [
+                await self._access.require(conn, agent, check_cube_ref(name), "read")
+                for name in dict.fromkeys(cubes)
+            ]
         return await self._access.readable_cubes(conn, agent)
 
     async def list(

@@ -15,7 +15,7 @@ class _Wire(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     pass
 
 
-class Agent(_Wire, frozen=True):
+class Agent(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """An authenticated caller. Identity comes only from its bearer token."""
 
     name: str

@@ -31,7 +31,8 @@ class AccessPolicy:
     async def readable_cubes(self, conn: Connection, agent: Agent) -> list[CubeRef]:
         """Every cube the agent may read, private cube first."""
         rows = await conn.fetch_all(
-            "SELECT id, name FROM cubes WHERE owner = ? ORDER BY name != ?, name", (agent.name, agent.home_cube)
+            "SELECT id, name FROM cubes WHERE owner = ? ORDER BY name != ?, name",
+            (agent.name, agent.home_cube),
         )
         return [CubeRef(id=r[0], name=r[1]) for r in rows]
 

@@ -20,9 +20,67 @@ RRF_K = 60  # the usual reciprocal-rank-fusion constant: damps the weight of the
 _WORD = re.compile(r"[^\W_]+")  # letters and digits: what the unicode61 tokenizer keeps
 # Dropped from the lexical query unless nothing else is left: they match nearly everything.
 STOP_WORDS = frozenset(
-    "a an and are as at be but by did do does for from had has have he her his how i if in is it its me my "
-    "of on or our she so that the their them then there these they this to was we were what when where which "
-    "who whom why will with you your".split()
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "but",
+        "by",
+        "did",
+        "do",
+        "does",
+        "for",
+        "from",
+        "had",
+        "has",
+        "have",
+        "he",
+        "her",
+        "his",
+        "how",
+        "i",
+        "if",
+        "in",
+        "is",
+        "it",
+        "its",
+        "me",
+        "my",
+        "of",
+        "on",
+        "or",
+        "our",
+        "she",
+        "so",
+        "that",
+        "the",
+        "their",
+        "them",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "to",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "whom",
+        "why",
+        "will",
+        "with",
+        "you",
+        "your",
+    ]
 )
 
 
@@ -46,7 +104,9 @@ class Search:
     async def search(self, agent: Agent, query: SearchQuery) -> SearchResults:
         text = query.query
         if len(text) > self._limits.max_query_chars:
-            raise InvalidInput(f"query is {len(text)} characters; the limit is {self._limits.max_query_chars}")
+            raise InvalidInput(
+                f"query is {len(text)} characters; the limit is {self._limits.max_query_chars}"
+            )
         if "\x00" in text:
             raise InvalidInput("query contains a NUL character")
         match = fts_query(text)
@@ -55,7 +115,11 @@ class Search:
         if not 1 <= query.k <= self._limits.max_k:
             raise InvalidInput(f"k must be from 1 to {self._limits.max_k}, got {query.k}")
         where = MemoryFilter.checked(
-            self._limits, kinds=query.kinds, tags=query.tags, since=query.since, until=query.until,
+            self._limits,
+            kinds=query.kinds,
+            tags=query.tags,
+            since=query.since,
+            until=query.until,
             source_agent=query.source_agent,
         )
         wanted = query.mode or "hybrid"
@@ -111,9 +175,17 @@ class Search:
             memory = by_seq[seq]
             hits.append(
                 SearchHit(
-                    id=memory.id, cube=memory.cube, content=memory.content, kind=memory.kind, tags=memory.tags,
-                    metadata=memory.metadata, source_agent=memory.source_agent, created_at=memory.created_at,
-                    occurred_at=memory.occurred_at, importance=memory.importance, score=round(score, 6),
+                    id=memory.id,
+                    cube=memory.cube,
+                    content=memory.content,
+                    kind=memory.kind,
+                    tags=memory.tags,
+                    metadata=memory.metadata,
+                    source_agent=memory.source_agent,
+                    created_at=memory.created_at,
+                    occurred_at=memory.occurred_at,
+                    importance=memory.importance,
+                    score=round(score, 6),
                     match=MatchInfo(
                         lexical_rank=ranks[0],
                         vector_rank=ranks[1],

@@ -47,7 +47,9 @@ def _check_text(value: str, field: str, max_bytes: int) -> str:
     except UnicodeEncodeError:
         raise InvalidInput(f"{field} is not valid UTF-8 (it contains an unpaired surrogate)") from None
     if size > max_bytes:
-        raise InvalidInput(f"{field} is {size} bytes; the limit is {max_bytes} bytes ([limits] in memos.toml)")
+        raise InvalidInput(
+            f"{field} is {size} bytes; the limit is {max_bytes} bytes ([limits] in memos.toml)"
+        )
     return value
 
 

@@ -36,7 +36,9 @@ class VectorIndex:
         model, dims = self._embedder.model_name, self._embedder.dims
         assert dims is not None
         async with self._store.write() as conn:
-            rows = dict(await conn.fetch_all("SELECT key, value FROM meta WHERE key LIKE 'embedding_%'"))
+            rows: dict[str, str] = dict(
+                await conn.fetch_all("SELECT key, value FROM meta WHERE key LIKE 'embedding_%'")
+            )
             if rows.get("embedding_model") != model or rows.get("embedding_dims") != str(dims):
                 if rows:
                     log.warning("embedding model changed to %s: re-embedding every memory", model)
@@ -126,7 +128,11 @@ class VectorIndex:
                     [row[0] for row in rows],
                 )
             )
-            todo = [(row[0], row[1], vec) for row, vec in zip(rows, vectors) if (row[0], row[2]) in current]
+            todo = [
+                (row[0], row[1], vec)
+                for row, vec in zip(rows, vectors, strict=True)
+                if (row[0], row[2]) in current
+            ]
             if todo:
                 await self.put(conn, todo)
         log.info("backfill embedded %d memories", len(todo))

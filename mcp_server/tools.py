@@ -5,7 +5,6 @@ has a default scope (writes go to the caller's private cube, reads cover every c
 result names the scope it used.
 """
 
-
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -25,7 +24,14 @@ from daemon import (
     Services,
 )
 from mcp_server.auth import current_agent
-from mcp_server.wire import ADDITIVE, ADDITIVE_IDEMPOTENT, DESTRUCTIVE, DESTRUCTIVE_IDEMPOTENT, READ_ONLY, make_tool
+from mcp_server.wire import (
+    ADDITIVE,
+    ADDITIVE_IDEMPOTENT,
+    DESTRUCTIVE,
+    DESTRUCTIVE_IDEMPOTENT,
+    READ_ONLY,
+    make_tool,
+)
 
 Kind = Literal["fact", "preference", "event", "procedure", "note", "message"]
 
@@ -33,12 +39,16 @@ CubeArg = Annotated[
     str | None,
     Field(description="Cube to write to. Omit to use your own private cube (named @<your agent name>)."),
 ]
-IdArg = Annotated[str, Field(description="A memory id such as mem_0123456789abcdef, as returned by other tools.")]
+IdArg = Annotated[
+    str, Field(description="A memory id such as mem_0123456789abcdef, as returned by other tools.")
+]
 KindArg = Annotated[
     Kind | None,
     Field(description="fact, preference, event, procedure, note (default) or message (a conversation turn)."),
 ]
-TagsArg = Annotated[list[str] | None, Field(description="Short labels to filter by later, e.g. ['project-x'].")]
+TagsArg = Annotated[
+    list[str] | None, Field(description="Short labels to filter by later, e.g. ['project-x'].")
+]
 MetadataArg = Annotated[dict[str, Any] | None, Field(description="Any JSON object to keep with the memory.")]
 WhenArg = Annotated[
     str | None, Field(description="ISO-8601 date or date-time when the remembered thing happened.")
@@ -121,7 +131,9 @@ def build_tools(services: Services) -> list[Tool]:
         return await services.cubes.create(current_agent(), name, description)
 
     async def memory_add(
-        content: Annotated[str, Field(description="The text to remember, self-contained (say who and what).")],
+        content: Annotated[
+            str, Field(description="The text to remember, self-contained (say who and what).")
+        ],
         cube: CubeArg = None,
         kind: KindArg = None,
         tags: TagsArg = None,
@@ -162,7 +174,9 @@ def build_tools(services: Services) -> list[Tool]:
         source_agent: Annotated[str | None, Field(description="Only memories written by this agent.")] = None,
         mode: Annotated[
             Literal["hybrid", "lexical", "vector"] | None,
-            Field(description="hybrid (default: words and meaning), lexical (exact words) or vector (meaning)."),
+            Field(
+                description="hybrid (default: words and meaning), lexical (exact words) or vector (meaning)."
+            ),
         ] = None,
     ) -> SearchResults:
         """Search memories by meaning and by words. Use it before answering anything that earlier sessions
@@ -171,8 +185,15 @@ def build_tools(services: Services) -> list[Tool]:
         return await services.search.search(
             current_agent(),
             SearchQuery(
-                query=query, cubes=cubes, k=k, kinds=kinds, tags=tags, since=since, until=until,  # type: ignore[arg-type]
-                source_agent=source_agent, mode=mode,
+                query=query,
+                cubes=cubes,
+                k=k,
+                kinds=kinds,
+                tags=tags,
+                since=since,
+                until=until,  # type: ignore[arg-type]
+                source_agent=source_agent,
+                mode=mode,
             ),
         )
 
@@ -189,10 +210,17 @@ def build_tools(services: Services) -> list[Tool]:
     ) -> MemoryPage:
         """List memories newest first, with filters, a page at a time. Use memory_search to find by topic."""
         where = MemoryFilter.checked(
-            limits, kinds=kinds, tags=tags, since=since, until=until, source_agent=source_agent,  # type: ignore[arg-type]
+            limits,
+            kinds=kinds,
+            tags=tags,
+            since=since,
+            until=until,
+            source_agent=source_agent,  # type: ignore[arg-type]
             include_deleted=include_deleted,
         )
-        return await services.memories.list(current_agent(), cubes=cubes, where=where, limit=limit, cursor=cursor)
+        return await services.memories.list(
+            current_agent(), cubes=cubes, where=where, limit=limit, cursor=cursor
+        )
 
     async def memory_get(id: IdArg) -> Memory:
         """Read one memory by id, with all its fields (a deleted one shows deleted_at)."""
@@ -203,7 +231,9 @@ def build_tools(services: Services) -> list[Tool]:
         content: Annotated[str | None, Field(description="New text.")] = None,
         kind: KindArg = None,
         tags: Annotated[list[str] | None, Field(description="New tags (replace the old ones).")] = None,
-        metadata: Annotated[dict[str, Any] | None, Field(description="New metadata (replaces the old).")] = None,
+        metadata: Annotated[
+            dict[str, Any] | None, Field(description="New metadata (replaces the old).")
+        ] = None,
         occurred_at: WhenArg = None,
         importance: ImportanceArg = None,
         expires_at: ExpiresArg = None,
@@ -214,8 +244,13 @@ def build_tools(services: Services) -> list[Tool]:
         """Correct or extend a memory. Only the fields you give change; the previous version is kept and
         memory_history shows it."""
         changes = MemoryChanges(
-            content=content, kind=kind, tags=tags, metadata=metadata, occurred_at=occurred_at,  # type: ignore[arg-type]
-            importance=importance, expires_at=expires_at,
+            content=content,
+            kind=kind,
+            tags=tags,
+            metadata=metadata,
+            occurred_at=occurred_at,  # type: ignore[arg-type]
+            importance=importance,
+            expires_at=expires_at,
         )
         return await services.memories.update(current_agent(), id, changes, expected_version)
 

@@ -80,12 +80,16 @@ def cmd_mcp(config: Config, args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memos", description="memos: shared memory for AI agents.")
-    parser.add_argument("--config", metavar="PATH", help="configuration file (default: $MEMOS_CONFIG or defaults)")
+    parser.add_argument(
+        "--config", metavar="PATH", help="configuration file (default: $MEMOS_CONFIG or defaults)"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     agent = commands.add_parser("agent", help="manage agents and their tokens")
     agent_commands = agent.add_subparsers(dest="agent_command", required=True, metavar="ACTION")
-    add = agent_commands.add_parser("add", help="create an agent (and its private cube); prints its token once")
+    add = agent_commands.add_parser(
+        "add", help="create an agent (and its private cube); prints its token once"
+    )
     add.add_argument("name")
     add.set_defaults(handler=cmd_agent_add)
     agent_commands.add_parser("list", help="list agents").set_defaults(handler=cmd_agent_list)
@@ -97,9 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     disable.add_argument("--enable", action="store_true", help="enable the agent again")
     disable.set_defaults(handler=cmd_agent_disable)
 
-    mcp = commands.add_parser("mcp", help="stdio MCP server relaying to memosd (for Claude Desktop and others)")
+    mcp = commands.add_parser(
+        "mcp", help="stdio MCP server relaying to memosd (for Claude Desktop and others)"
+    )
     mcp.add_argument("--agent", required=True, help="the agent this client acts as")
-    mcp.add_argument("--token-file", metavar="PATH", help="read the token from this file instead of $MEMOS_TOKEN")
+    mcp.add_argument(
+        "--token-file", metavar="PATH", help="read the token from this file instead of $MEMOS_TOKEN"
+    )
     mcp.add_argument("--url", help="the daemon's MCP endpoint (default: from the configuration)")
     mcp.set_defaults(handler=cmd_mcp)
     return parser

@@ -34,7 +34,9 @@ async def run_daemon(config: Config) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with anyio.create_task_group() as tg:
                 await tg.start(http.serve)
-                print(f"memosd ready: http://{config.server.host}:{http.port}/mcp", file=sys.stderr, flush=True)
+                print(
+                    f"memosd ready: http://{config.server.host}:{http.port}/mcp", file=sys.stderr, flush=True
+                )
                 async for signum in signals:
                     log.info("received %s: shutting down", signal.Signals(signum).name)
                     http.stop()
@@ -44,7 +46,9 @@ async def run_daemon(config: Config) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="memosd", description="The memos daemon (foreground).")
-    parser.add_argument("--config", metavar="PATH", help="configuration file (default: $MEMOS_CONFIG or defaults)")
+    parser.add_argument(
+        "--config", metavar="PATH", help="configuration file (default: $MEMOS_CONFIG or defaults)"
+    )
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)

@@ -87,7 +87,12 @@ class RunningDaemon:
     def memos(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             memos_command("--config", str(self.config_path), *args),
-            capture_output=True, text=True, env=self.env, cwd=REPO, timeout=60, check=check,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=REPO,
+            timeout=60,
+            check=check,
         )
 
     def add_agent(self, name: str) -> str:
@@ -100,14 +105,18 @@ class RunningDaemon:
 
 def start_daemon(config_path: Path, home: Path, port: int) -> RunningDaemon:
     log_path = config_path.parent / "memosd.log"
+    offset = log_path.stat().st_size if log_path.exists() else 0  # a restart appends to the same log
     with log_path.open("ab") as log_file:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
             memosd_command("--config", str(config_path)),
-            stdout=subprocess.DEVNULL, stderr=log_file, env=isolated_env(home), cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+            env=isolated_env(home),
+            cwd=REPO,
         )
     daemon = RunningDaemon(config_path, port, home, process, log_path)
     deadline = time.monotonic() + 60
-    while "memosd ready" not in daemon.log():
+    while "memosd ready" not in daemon.log()[offset:]:
         if process.poll() is not None:
             raise AssertionError(f"memosd exited with {process.returncode}:\n{daemon.log()}")
         if time.monotonic() > deadline:

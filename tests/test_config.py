@@ -20,13 +20,19 @@ def test_the_shipped_memos_toml_spells_out_the_built_in_defaults() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[server]\nprot = 1\n", "cfg.toml: [server] prot: unknown key (memos.toml in the repository lists every key)"),
+        (
+            "[server]\nprot = 1\n",
+            "cfg.toml: [server] prot: unknown key (memos.toml in the repository lists every key)",
+        ),
         ('[server]\nport = "80"\n', "cfg.toml: [server] port: Expected `int`, got `str`"),
         ("[server]\nport = 70000\n", "cfg.toml: [server] port: Expected `int` <= 65535"),
         ("[limits]\nmax_batch = 0\n", "cfg.toml: [limits] max_batch: Expected `int` >= 1"),
         ('[log]\nlevel = "loud"\n', "cfg.toml: [log] level: Invalid enum value 'loud'"),
         ("[nonsense]\n", "cfg.toml: nonsense: unknown key (memos.toml in the repository lists every key)"),
-        ("[server\n", "cfg.toml: not valid TOML: Expected ']' at the end of a table declaration (at line 1, column 8)"),
+        (
+            "[server\n",
+            "cfg.toml: not valid TOML: Expected ']' at the end of a table declaration (at line 1, column 8)",
+        ),
     ],
 )
 def test_a_bad_config_is_refused_with_file_key_and_expectation(text: str, message: str) -> None:

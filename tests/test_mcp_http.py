@@ -15,8 +15,17 @@ pytestmark = pytest.mark.anyio
 ERAS = ["legacy", "auto"]  # handshake era (initialize + session id) and the modern sessionless era
 
 TOOLS = {
-    "cube_list", "cube_create", "memory_add", "memory_add_batch", "memory_search", "memory_list",
-    "memory_get", "memory_update", "memory_delete", "memory_restore", "memory_history",
+    "cube_list",
+    "cube_create",
+    "memory_add",
+    "memory_add_batch",
+    "memory_search",
+    "memory_list",
+    "memory_get",
+    "memory_update",
+    "memory_delete",
+    "memory_restore",
+    "memory_history",
 }
 
 
@@ -36,7 +45,9 @@ async def call_error(client: Client, tool: str, **arguments: Any) -> str:
 
 @pytest.fixture(scope="module")
 def tokens(daemon: RunningDaemon) -> dict[str, str]:
-    return {name: daemon.add_agent(name) for name in ("alice", "bob", "carol", "writer-legacy", "writer-auto")}
+    return {
+        name: daemon.add_agent(name) for name in ("alice", "bob", "carol", "writer-legacy", "writer-auto")
+    }
 
 
 @pytest.mark.parametrize("era", ERAS)
@@ -59,12 +70,17 @@ async def test_add_search_get_update_history_delete_over_http(
         assert found["results"][0]["id"] == ids[0]
 
         memory = await call(client, "memory_get", id=ids[0])
-        assert memory["content"] == contents[0] and memory["cube"] == f"@writer-{era}" and memory["version"] == 1
+        assert (
+            memory["content"] == contents[0] and memory["cube"] == f"@writer-{era}" and memory["version"] == 1
+        )
 
         updated = await call(client, "memory_update", id=ids[0], content=f"[{era}] Alice switched to coffee")
         assert updated["version"] == 2
         history = await call(client, "memory_history", id=ids[0])
-        assert [v["content"] for v in history["versions"]] == [contents[0], f"[{era}] Alice switched to coffee"]
+        assert [v["content"] for v in history["versions"]] == [
+            contents[0],
+            f"[{era}] Alice switched to coffee",
+        ]
 
         deleted = await call(client, "memory_delete", id=ids[1])
         assert deleted["deleted_at"] is not None
@@ -92,14 +108,18 @@ async def test_every_tool_is_listed_with_truthful_annotations_and_an_output_sche
         assert tool.annotations.open_world_hint is False
 
 
-async def test_a_batch_is_atomic_and_a_bad_item_is_named(daemon: RunningDaemon, tokens: dict[str, str]) -> None:
+async def test_a_batch_is_atomic_and_a_bad_item_is_named(
+    daemon: RunningDaemon, tokens: dict[str, str]
+) -> None:
     async with mcp_client(daemon.url, tokens["carol"]) as client:
         message = await call_error(
             client, "memory_add_batch", items=[{"content": "one"}, {"content": ""}, {"content": "three"}]
         )
         assert "items[1].content is empty" in message
         assert (await call(client, "memory_list"))["memories"] == []
-        added = await call(client, "memory_add_batch", items=[{"content": "one"}, {"content": "two", "kind": "fact"}])
+        added = await call(
+            client, "memory_add_batch", items=[{"content": "one"}, {"content": "two", "kind": "fact"}]
+        )
         assert added["count"] == 2 and added["cube"] == "@carol"
 
 
@@ -110,7 +130,11 @@ async def test_a_batch_is_atomic_and_a_bad_item_is_named(daemon: RunningDaemon, 
         ("memory_add", {"content": 42}, "content"),
         ("memory_add", {"content": "x", "kind": "gossip"}, "kind"),
         ("memory_add", {"content": "x" * 70_000}, "the limit is 65536 bytes"),
-        ("memory_add", {"content": "x", "cube": "no-such-cube"}, "Not found: cube 'no-such-cube' does not exist"),
+        (
+            "memory_add",
+            {"content": "x", "cube": "no-such-cube"},
+            "Not found: cube 'no-such-cube' does not exist",
+        ),
         ("memory_add", {"content": "x", "cube": "../etc"}, "Invalid input: cube name '../etc' is not valid"),
         ("memory_search", {"query": "?!?"}, "Invalid input: query has no words to search for"),
         ("memory_search", {"query": "tea", "k": 0}, "k must be from 1 to 100"),
@@ -162,12 +186,16 @@ async def test_cubes_can_be_created_listed_and_read_as_resources(
 
 
 @pytest.mark.parametrize("header", [None, "Bearer memos_wrong", "Bearer not-a-memos-token", "Basic abc"])
-async def test_a_missing_or_wrong_token_is_refused_with_401(daemon: RunningDaemon, header: str | None) -> None:
+async def test_a_missing_or_wrong_token_is_refused_with_401(
+    daemon: RunningDaemon, header: str | None
+) -> None:
     headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
     if header is not None:
         headers["Authorization"] = header
     async with httpx2.AsyncClient() as http:
-        response = await http.post(daemon.url, headers=headers, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        response = await http.post(
+            daemon.url, headers=headers, json={"jsonrpc": "2.0", "id": 1, "method": "ping"}
+        )
     assert response.status_code == 401
 
 

@@ -25,7 +25,9 @@ async def _agent(services: Services, name: str = "alice"):  # type: ignore[no-un
 
 async def test_a_memory_goes_to_the_agents_private_cube_by_default(services: Services) -> None:
     alice = await _agent(services)
-    memory = await services.memories.add(alice, None, NewMemory(content="Prefers dark mode", kind="preference"))
+    memory = await services.memories.add(
+        alice, None, NewMemory(content="Prefers dark mode", kind="preference")
+    )
     assert memory.cube == "@alice"
     assert memory.source_agent == "alice"
     assert (await services.memories.get(alice, memory.id)) == memory
@@ -34,7 +36,9 @@ async def test_a_memory_goes_to_the_agents_private_cube_by_default(services: Ser
 async def test_an_update_keeps_the_previous_version_in_history(services: Services) -> None:
     alice = await _agent(services)
     first = await services.memories.add(alice, None, NewMemory(content="Deploys happen on Tuesdays"))
-    updated = await services.memories.update(alice, first.id, MemoryChanges(content="Deploys happen on Thursdays"))
+    updated = await services.memories.update(
+        alice, first.id, MemoryChanges(content="Deploys happen on Thursdays")
+    )
     assert updated.version == 2
     history = await services.memories.history(alice, first.id)
     assert [(v.version, v.content, v.current) for v in history] == [
@@ -63,7 +67,9 @@ async def test_a_batch_with_one_bad_item_stores_nothing_and_names_the_item(servi
 
 async def test_a_batch_is_stored_whole(services: Services) -> None:
     alice = await _agent(services)
-    added = await services.memories.add_batch(alice, None, [NewMemory(content=f"fact {i}") for i in range(30)])
+    added = await services.memories.add_batch(
+        alice, None, [NewMemory(content=f"fact {i}") for i in range(30)]
+    )
     page = await services.memories.list(alice, limit=500)
     assert sorted(m.id for m in page.memories) == sorted(m.id for m in added)
 
@@ -120,7 +126,10 @@ async def test_another_agents_memory_is_not_found_rather_than_forbidden(services
         (NewMemory(content="ok", occurred_at="yesterday"), "occurred_at: 'yesterday' is not an ISO-8601"),
         (NewMemory(content="ok", tags=["x" * 100]), "longer than 64 characters"),
         (NewMemory(content="ok", tags=[str(i) for i in range(40)]), "40 tags; the limit is 32"),
-        (NewMemory(content="ok", metadata={"blob": "y" * 20_000}), "metadata is 20011 bytes as JSON; the limit is 16384"),
+        (
+            NewMemory(content="ok", metadata={"blob": "y" * 20_000}),
+            "metadata is 20011 bytes as JSON; the limit is 16384",
+        ),
     ],
 )
 async def test_bad_input_is_refused_with_a_message_naming_the_problem(

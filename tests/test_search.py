@@ -69,7 +69,9 @@ async def test_search_never_returns_memories_from_unreadable_cubes(services: Ser
     await services.identities.add("bob")
     bob = agent_named("bob")
     await services.memories.add(bob, None, NewMemory(content="Bob takes his coffee black"))
-    result = await services.search.search(bob, SearchQuery(query="Alice drinks green tea every morning", k=10))
+    result = await services.search.search(
+        bob, SearchQuery(query="Alice drinks green tea every morning", k=10)
+    )
     assert {hit.cube for hit in result.results} == {"@bob"}
     assert result.cubes == ["@bob"]
     with pytest.raises(Exception, match="does not exist or you have no access"):
@@ -77,7 +79,9 @@ async def test_search_never_returns_memories_from_unreadable_cubes(services: Ser
     assert (await services.search.search(alice, SearchQuery(query="coffee"))).cubes == ["@alice"]
 
 
-@pytest.mark.parametrize("query", ['"NEAR(tea morning)', "tea*", "-tea", "tea OR", "AND", "col:tea", "{tea}", "tea'", 'tea"'])
+@pytest.mark.parametrize(
+    "query", ['"NEAR(tea morning)', "tea*", "-tea", "tea OR", "AND", "col:tea", "{tea}", "tea'", 'tea"']
+)
 async def test_fts5_operators_in_a_query_are_just_text(services: Services, query: str) -> None:
     alice = await _alice_with_facts(services)
     result = await services.search.search(alice, SearchQuery(query=query, mode="lexical"))
@@ -100,7 +104,9 @@ async def test_without_a_model_search_is_lexical_and_says_so(tmp_path: Path) -> 
     assert result.results[0].content.startswith("Alice drinks green tea")
 
 
-async def test_memories_written_before_the_model_loads_are_embedded_later(tmp_path: Path, model_dir: Path) -> None:
+async def test_memories_written_before_the_model_loads_are_embedded_later(
+    tmp_path: Path, model_dir: Path
+) -> None:
     config = make_config(tmp_path, "none")
     async with open_services(config) as services:
         await _alice_with_facts(services)

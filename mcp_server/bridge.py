@@ -1,0 +1,358 @@
+"""The stdio bridge behind `memos mcp --agent NAME`.
+
+Desktop hosts launch a stdio server and give it seconds to answer `initialize`, so the bridge answers
+from a local low-level `Server` at once and relays each request to the daemon's `/mcp` endpoint. A raw
+JSON-RPC pipe would die with the daemon's sessions; instead the upstream is a sessionless modern-era
+`Client`, owned by a supervisor task and rebuilt whenever a connection error kills it (SDK issue #915).
+Nothing here loads a model or waits for the daemon before serving.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import anyio
+import httpx2
+import mcp_types as types
+from mcp.client import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.lowlevel import NotificationOptions, Server
+from mcp.server.session import ServerSession
+from mcp.server.stdio import stdio_server
+from mcp.server.subscriptions import (
+    InMemorySubscriptionBus,
+    ListenHandler,
+    PromptsListChanged,
+    ResourcesListChanged,
+    ResourceUpdated,
+    ServerEvent,
+    ToolsListChanged,
+)
+from mcp.shared.exceptions import MCPError
+from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, METHOD_NOT_FOUND
+from mcp_types.version import LATEST_MODERN_VERSION, MODERN_PROTOCOL_VERSIONS
+
+logger = logging.getLogger(__name__)
+
+_R = TypeVar("_R")
+_Ctx = ServerRequestContext[Any, Any]
+_Page = types.PaginatedRequestParams | None
+
+
+class BridgeError(MCPError):
+    """A failure of the bridge itself (daemon down, token refused), worded for the person reading it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(INTERNAL_ERROR, message)
+
+
+class _Link:
+    """One incarnation of an upstream client: a connection error kills it, so it is replaced, never reused."""
+
+    def __init__(self) -> None:
+        self.client: Client | None = None
+        self.up = anyio.Event()  # entered, or failed to enter
+        self.retire = anyio.Event()  # a request on it was cut off: stop handing it out
+        self.dead = anyio.Event()
+        self.cause: BaseException | None = None  # why the client's task group died
+        self.refused = False  # the daemon's latest answer on this link was HTTP 401
+
+
+def _leaves(exc: BaseException | None) -> Iterator[BaseException]:
+    """The leaf exceptions of a (possibly nested) exception group, plus their causes."""
+    while exc is not None:
+        nested = getattr(exc, "exceptions", None)
+        if nested is not None:
+            for inner in nested:
+                yield from _leaves(inner)
+            return
+        yield exc
+        exc = exc.__cause__
+
+
+class _Bridge:
+    """Request relay, upstream client supervision and subscription fan-in for one stdio host."""
+
+    def __init__(self, url: str, token: str, agent: str) -> None:
+        self.url, self.token, self.agent = url, token, agent
+        self._link = _Link()
+        self._host: ServerSession | None = None  # handshake-era host: notifications go to its session
+        self._host_uris: set[str] = set()  # handshake-era resources/subscribe
+        self._listen_uris: Counter[str] = Counter()  # URIs of the host's open listen streams (modern era)
+        self._listening: list[str] = []  # the URIs of the current upstream listen stream
+        self._relisten = anyio.CancelScope()
+        self._bus = InMemorySubscriptionBus()  # fans upstream events out to the host's modern listen streams
+        self._listen_handler = ListenHandler(self._bus)
+
+    # -- upstream -------------------------------------------------------------------------------
+    @asynccontextmanager
+    async def _open(self, link: _Link) -> AsyncIterator[Client]:
+        """A modern-era client: pinning the version means entering it touches no network (no probe)."""
+
+        async def on_response(response: httpx2.Response) -> None:
+            # The SDK reports a 401 only as INTERNAL_ERROR, so remember the status where we can see it.
+            if response.status_code == 401:
+                link.refused = True
+            elif response.is_success:
+                link.refused = False
+
+        http = httpx2.AsyncClient(
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=httpx2.Timeout(30.0, connect=5.0, read=300.0),
+            event_hooks={"response": [on_response]},
+        )
+        transport = streamable_http_client(self.url, http_client=http, terminate_on_close=False)
+        async with http, Client(transport, mode=LATEST_MODERN_VERSION, cache=None) as client:
+            yield client
+
+    async def supervise(self) -> None:
+        """Own the shared upstream client, and replace it each time its task group dies."""
+        while True:
+            link = self._link
+            try:
+                async with self._open(link) as client:
+                    link.client = client
+                    link.up.set()
+                    await link.retire.wait()
+            except Exception as exc:  # the client's own task group failed: keep why, for the caller
+                link.cause = exc
+                logger.debug("upstream client closed", exc_info=True)
+            finally:
+                was_up, link.client = link.client is not None, None
+                link.up.set()
+                link.dead.set()
+            self._link = _Link()
+            if not was_up:  # could not even build a client: do not spin
+                await anyio.sleep(1.0)
+
+    def _unreachable(self) -> BridgeError:
+        return BridgeError(f"memos daemon is not reachable at {self.url}: start it with `memosd`")
+
+    def _refused(self) -> BridgeError:
+        return BridgeError(
+            f"the daemon refused agent {self.agent}'s token: run `memos agent rotate-token {self.agent}` "
+            f"and update this MCP server's configuration (or re-enable the agent)"
+        )
+
+    @staticmethod
+    def _never_sent(cause: BaseException | None) -> bool:
+        """The connection was refused: the request never reached the daemon, so it is safe to send again."""
+        return any(isinstance(e, (httpx2.ConnectError, httpx2.ConnectTimeout)) for e in _leaves(cause))
+
+    def _failure(self, cause: BaseException | None, write: str | None) -> BridgeError:
+        """Name what went wrong: the daemon was never reached, or was lost mid-request."""
+        if self._never_sent(cause):
+            return self._unreachable()
+        if write is None:
+            return BridgeError(f"lost the connection to the memos daemon at {self.url}; try again")
+        return BridgeError(
+            f"lost the connection to the memos daemon at {self.url} during {write}: it may or may not "
+            f"have run, so check before calling it again"
+        )
+
+    async def _relay(self, op: Callable[[Client], Awaitable[_R]], *, write: str | None = None) -> _R:
+        """Run `op` on the live client, once more on a fresh client if the first attempt failed. A write is
+        tried again only when the daemon was never reached (a restarted daemon leaves stale connections)."""
+        failure = self._unreachable()
+        for _ in range(2):
+            link = self._link
+            await link.up.wait()
+            if link.client is None:
+                failure = self._failure(link.cause, None)
+                continue
+            try:
+                return await op(link.client)
+            except MCPError as err:
+                if err.code == INTERNAL_ERROR and link.refused:
+                    raise self._refused() from None
+                if err.code != CONNECTION_CLOSED:
+                    raise  # the daemon's own answer: relay it as is
+                # Transport failure. If it killed the client, the supervisor records why just after we
+                # hear. Retire the client either way: a failed notification POST ends its writer but
+                # not its task group, leaving a client that answers "Connection closed" forever.
+                with anyio.move_on_after(1.0):
+                    await link.dead.wait()
+                link.retire.set()
+                with anyio.move_on_after(5.0):
+                    await link.dead.wait()
+                failure = self._failure(link.cause, write)
+                if write is not None and not self._never_sent(link.cause):
+                    break
+        raise failure
+
+    # -- host-facing handlers ---------------------------------------------------------------------
+    async def note_host(self, ctx: _Ctx, call_next: CallNext) -> HandlerResult:
+        """Middleware: remember a handshake-era host's session, the only way to notify it."""
+        if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            self._host = ctx.session
+        return await call_next(ctx)
+
+    def pager(
+        self, fetch: Callable[[Client, str | None], Awaitable[_R]]
+    ) -> Callable[[_Ctx, _Page], Awaitable[_R]]:
+        """A handler relaying one page of a list method, cursor passed through."""
+
+        async def handler(ctx: _Ctx, params: _Page) -> _R:
+            return await self._relay(lambda c: fetch(c, params.cursor if params else None))
+
+        return handler
+
+    async def call_tool(self, ctx: _Ctx, params: types.CallToolRequestParams) -> types.CallToolResult:
+        """Relay one call, never retried. Our own failures become tool errors so the model reads them."""
+        request = types.CallToolRequest(
+            params=types.CallToolRequestParams(name=params.name, arguments=params.arguments)
+        )
+        try:
+            # session.send_request, not Client.call_tool: no output-schema revalidation, nor a listing
+            # fetched after the write has already run; the host validates what it receives.
+            return await self._relay(
+                lambda c: c.session.send_request(request, types.CallToolResult), write=f"`{params.name}`"
+            )
+        except BridgeError as err:
+            return types.CallToolResult(
+                content=[types.TextContent(type="text", text=err.message)], is_error=True
+            )
+
+    async def read_resource(
+        self, ctx: _Ctx, params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        return await self._relay(lambda c: c.read_resource(str(params.uri)))
+
+    async def get_prompt(self, ctx: _Ctx, params: types.GetPromptRequestParams) -> types.GetPromptResult:
+        return await self._relay(lambda c: c.get_prompt(params.name, params.arguments))
+
+    # -- subscriptions ----------------------------------------------------------------------------
+    def _wanted(self) -> list[str]:
+        return sorted(self._host_uris | {uri for uri, n in self._listen_uris.items() if n > 0})
+
+    def _rewant(self) -> None:
+        """The host's subscriptions changed: make the upstream listen stream follow, at once."""
+        if self._wanted() != self._listening:
+            self._relisten.cancel()
+
+    async def subscribe(self, ctx: _Ctx, params: types.SubscribeRequestParams) -> types.EmptyResult:
+        self._host_uris.add(str(params.uri))
+        self._rewant()
+        return types.EmptyResult()
+
+    async def unsubscribe(self, ctx: _Ctx, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+        self._host_uris.discard(str(params.uri))
+        self._rewant()
+        return types.EmptyResult()
+
+    async def listen(
+        self, ctx: _Ctx, params: types.SubscriptionsListenRequestParams
+    ) -> types.SubscriptionsListenResult:
+        """A modern-era host's listen stream: served locally, its URIs added to the upstream filter."""
+        uris = list(params.notifications.resource_subscriptions or ())
+        self._listen_uris.update(uris)
+        self._rewant()
+        try:
+            return await self._listen_handler(ctx, params)
+        finally:
+            self._listen_uris.subtract(uris)
+            self._rewant()
+
+    async def _emit(self, event: ServerEvent) -> None:
+        """Re-emit one upstream event to the host, in whichever era it speaks."""
+        await self._bus.publish(event)  # the host's modern listen streams, filtered by the handler
+        if (host := self._host) is None:
+            return
+        try:
+            if isinstance(event, ResourceUpdated):
+                if event.uri in self._host_uris:
+                    await host.send_resource_updated(event.uri)
+            elif isinstance(event, ResourcesListChanged):
+                await host.send_resource_list_changed()
+            elif isinstance(event, ToolsListChanged):
+                await host.send_tool_list_changed()
+            elif isinstance(event, PromptsListChanged):
+                await host.send_prompt_list_changed()
+        except Exception:  # a host that went away must not stop the relay
+            logger.debug("could not forward %r to the host", event, exc_info=True)
+
+    async def listen_upstream(self) -> None:
+        """Hold one upstream listen stream for the union of the host's subscriptions.
+
+        It has its own client, so a dropped stream never disturbs an in-flight call. There is no replay:
+        after a loss the host is told that everything it watches may have changed.
+        """
+        delay, lost, warned = 0.5, False, False
+        while True:
+            self._listening, link, established = self._wanted(), _Link(), False
+            with anyio.CancelScope() as self._relisten:  # cancelled when the wanted URIs change
+                try:
+                    async with (
+                        self._open(link) as client,
+                        client.listen(
+                            tools_list_changed=True,
+                            prompts_list_changed=True,
+                            resources_list_changed=True,
+                            resource_subscriptions=self._listening,
+                        ) as sub,
+                    ):
+                        established, delay, warned = True, 0.5, False
+                        if lost:
+                            lost = False
+                            missed: list[ServerEvent] = [ResourcesListChanged()]
+                            for event in missed + [ResourceUpdated(u) for u in self._listening]:
+                                await self._emit(event)
+                        async for event in sub:
+                            await self._emit(event)
+                except Exception as exc:  # the client wraps what it raises in (nested) exception groups
+                    if METHOD_NOT_FOUND in {e.code for e in _leaves(exc) if isinstance(e, MCPError)}:
+                        logger.info("the daemon does not serve subscriptions/listen: no notifications")
+                        return
+                    if link.refused and not warned:
+                        warned = True
+                        logger.warning("%s", self._refused().message)
+                    logger.debug("upstream listen stream ended", exc_info=True)
+                lost = lost or established  # it dropped: events may have been missed
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+
+def _build_server(bridge: _Bridge) -> Server[Any]:
+    """The host-facing server: every handler relays; `initialize` never waits for the daemon."""
+    server: Server[Any] = Server(
+        "memos",
+        instructions=f"memos memory for agent {bridge.agent}, relayed to {bridge.url}",
+        on_list_tools=bridge.pager(lambda c, cursor: c.list_tools(cursor=cursor)),
+        on_call_tool=bridge.call_tool,
+        on_list_resources=bridge.pager(lambda c, cursor: c.list_resources(cursor=cursor)),
+        on_list_resource_templates=bridge.pager(lambda c, cursor: c.list_resource_templates(cursor=cursor)),
+        on_read_resource=bridge.read_resource,
+        on_subscribe_resource=bridge.subscribe,
+        on_unsubscribe_resource=bridge.unsubscribe,
+        on_subscriptions_listen=bridge.listen,
+        on_list_prompts=bridge.pager(lambda c, cursor: c.list_prompts(cursor=cursor)),
+        on_get_prompt=bridge.get_prompt,
+    )
+    server.middleware.append(bridge.note_host)
+    return server
+
+
+async def run_bridge(
+    url: str,
+    token: str,
+    agent: str,
+    *,
+    stdin: anyio.AsyncFile[str] | None = None,
+    stdout: anyio.AsyncFile[str] | None = None,
+) -> None:
+    """Serve MCP on stdio for `agent`, relayed to the daemon at `url`, until the host closes stdin."""
+    bridge = _Bridge(url, token, agent)
+    server = _build_server(bridge)
+    options = server.create_initialization_options(
+        NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
+    )
+    async with stdio_server(stdin, stdout) as (read_stream, write_stream), anyio.create_task_group() as tg:
+        tg.start_soon(bridge.supervise)
+        tg.start_soon(bridge.listen_upstream)
+        await server.run(read_stream, write_stream, options)
+        tg.cancel_scope.cancel()

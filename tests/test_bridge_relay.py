@@ -1,0 +1,355 @@
+"""The stdio bridge against a real upstream MCP server: down, up, restarted, and with a refused token.
+
+Everything is real: the upstream is an `MCPServer` with bearer auth served by uvicorn in a subprocess
+(so it can be killed and restarted on the same port), and the bridge is a subprocess driven over stdio
+by the SDK's own client, the way a desktop host drives it.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import mcp_types as types
+import pytest
+from anyio.abc import Process
+from mcp.client import Client, ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.server.subscriptions import ResourceUpdated
+from mcp.shared.exceptions import MCPError
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "tok-agent-a"
+
+UPSTREAM_SRC = r"""
+import sys
+import anyio
+import uvicorn
+from pydantic import BaseModel
+from mcp.server import MCPServer
+from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
+from mcp_types import ToolAnnotations
+
+port, token, marker = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+
+
+class Verifier:
+    async def verify_token(self, presented):
+        return AccessToken(token=presented, client_id="a", scopes=[]) if presented == token else None
+
+
+class Echoed(BaseModel):
+    text: str
+
+
+bus = InMemorySubscriptionBus()
+mcp = MCPServer(
+    "fake-memosd",
+    token_verifier=Verifier(),
+    auth=AuthSettings(issuer_url="http://127.0.0.1:9", resource_server_url=None),
+    subscriptions=bus,
+)
+
+
+@mcp.tool(annotations=ToolAnnotations(read_only_hint=True))
+async def echo(text: str) -> Echoed:
+    return Echoed(text=text)
+
+
+@mcp.tool()
+async def fail(reason: str) -> str:
+    raise ToolError(f"refused: {reason}")
+
+
+@mcp.tool()
+async def touch() -> str:
+    await bus.publish(ResourceUpdated("memo://note"))
+    return "touched"
+
+
+@mcp.tool()
+async def slow() -> str:
+    with open(marker, "a") as f:
+        f.write("ran\n")
+    await anyio.sleep(30)
+    return "finished"
+
+
+@mcp.resource("memo://note")
+async def note() -> str:
+    return "hello note"
+
+
+uvicorn.run(mcp.streamable_http_app(), host="127.0.0.1", port=port, log_level="warning")
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Upstream:
+    """The fake daemon, as a process we can kill and start again on the same port."""
+
+    def __init__(self, port: int, log: Path) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}/mcp"
+        self.log = log
+        self.marker = log.with_name("slow-calls.txt")  # one line per run of the `slow` tool
+        self.proc: Process | None = None
+
+    async def start(self) -> None:
+        with self.log.open("ab") as log:
+            args = [sys.executable, "-c", UPSTREAM_SRC, str(self.port), TOKEN, str(self.marker)]
+            self.proc = await anyio.open_process(args, stdout=log, stderr=log)
+        with anyio.fail_after(20):
+            while True:
+                assert self.proc.returncode is None, self.log.read_text()
+                try:
+                    stream = await anyio.connect_tcp("127.0.0.1", self.port)
+                except OSError:
+                    await anyio.sleep(0.05)
+                    continue
+                await stream.aclose()
+                return
+
+    async def stop(self) -> None:
+        if self.proc is not None:
+            if self.proc.returncode is None:
+                self.proc.kill()
+            await self.proc.wait()
+            await self.proc.aclose()
+        self.proc = None
+
+
+@asynccontextmanager
+async def upstream_at(tmp_path: Path) -> AsyncIterator[Upstream]:
+    up = Upstream(_free_port(), tmp_path / "upstream.log")
+    try:
+        yield up
+    finally:
+        with anyio.CancelScope(shield=True):
+            await up.stop()
+
+
+def _bridge_params(url: str, token: str, agent: str) -> StdioServerParameters:
+    code = "import sys, anyio, mcp_server.bridge as b; anyio.run(b.run_bridge, *sys.argv[1:4])"
+    return StdioServerParameters(command=sys.executable, args=["-c", code, url, token, agent], cwd=str(ROOT))
+
+
+@asynccontextmanager
+async def bridge_host(
+    url: str, token: str, agent: str, tmp_path: Path, notes: list[Any] | None = None
+) -> AsyncIterator[ClientSession]:
+    """A handshake-era host (what desktop hosts speak today) talking to the bridge over stdio."""
+
+    async def on_message(message: Any) -> None:
+        if notes is not None and isinstance(message, types.ServerNotification):
+            notes.append(message)
+
+    with (tmp_path / "bridge.log").open("w") as errlog:
+        async with (
+            stdio_client(_bridge_params(url, token, agent), errlog=errlog) as (read, write),
+            ClientSession(read, write, message_handler=on_message) as session,
+        ):
+            yield session
+
+
+def _text(result: types.CallToolResult) -> str:
+    return " ".join(c.text for c in result.content if isinstance(c, types.TextContent))
+
+
+@pytest.mark.timeout(60)
+def test_relay_survives_daemon_down_and_restart(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with upstream_at(tmp_path) as upstream, bridge_host(upstream.url, TOKEN, "a", tmp_path) as host:
+            url = upstream.url
+            # The daemon is not running: the handshake must still be answered at once.
+            with anyio.fail_after(10):
+                init = await host.initialize()
+            assert init.server_info.name == "memos"
+            assert init.capabilities.tools is not None and init.capabilities.resources is not None
+
+            with anyio.fail_after(10):
+                down = await host.call_tool("echo", {"text": "hi"})
+            assert down.is_error
+            assert f"memos daemon is not reachable at {url}: start it with `memosd`" in _text(down)
+            with anyio.fail_after(10), pytest.raises(MCPError, match="not reachable"):
+                await host.list_tools()
+
+            await upstream.start()
+            tools = {t.name: t for t in (await host.list_tools()).tools}
+            assert {"echo", "fail", "touch"} <= tools.keys()
+            assert tools["echo"].output_schema is not None
+            assert tools["echo"].annotations is not None and tools["echo"].annotations.read_only_hint
+
+            ok = await host.call_tool("echo", {"text": "hi"})
+            assert not ok.is_error and ok.structured_content == {"text": "hi"}
+            refused = await host.call_tool("fail", {"reason": "nope"})
+            assert refused.is_error and "refused: nope" in _text(refused)
+            with pytest.raises(MCPError):  # the daemon's own protocol errors come through as errors
+                await host.read_resource("memo://missing")
+
+            resources = await host.list_resources()
+            assert [str(r.uri) for r in resources.resources] == ["memo://note"]
+            read = await host.read_resource("memo://note")
+            assert isinstance(read.contents[0], types.TextResourceContents)
+            assert read.contents[0].text == "hello note"
+            assert (await host.list_resource_templates()).resource_templates == []
+            assert (await host.list_prompts()).prompts == []
+
+            # Restart the daemon on the same port: the next call works without restarting the bridge.
+            await upstream.stop()
+            await upstream.start()
+            again = await host.call_tool("echo", {"text": "again"})
+            assert not again.is_error and again.structured_content == {"text": "again"}
+            await upstream.stop()
+            await upstream.start()
+            assert "echo" in {t.name for t in (await host.list_tools()).tools}
+
+            # And it goes down for good: a clear message again, not a hang.
+            await upstream.stop()
+            with anyio.fail_after(10):
+                gone = await host.call_tool("echo", {"text": "x"})
+            assert gone.is_error and "not reachable" in _text(gone)
+
+    anyio.run(main)
+
+
+@pytest.mark.timeout(60)
+def test_call_cut_off_midway_is_reported_not_retried(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with upstream_at(tmp_path) as upstream:
+            await upstream.start()
+            async with bridge_host(upstream.url, TOKEN, "a", tmp_path) as host:
+                await host.initialize()
+                results: list[types.CallToolResult] = []
+
+                async def call_slow() -> None:
+                    results.append(await host.call_tool("slow", {}))
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(call_slow)
+                    for _ in range(200):  # the tool marks its start in a file: poll it
+                        if upstream.marker.exists():
+                            break
+                        await anyio.sleep(0.05)
+                    await upstream.stop()  # the daemon dies while the call is running
+                    await upstream.start()  # and is back before the bridge could retry
+                assert results[0].is_error
+                assert "during `slow`: it may or may not have run" in _text(results[0])
+                await anyio.sleep(1.0)
+                assert upstream.marker.read_text() == "ran\n"  # never re-sent
+                ok = await host.call_tool("echo", {"text": "after"})
+                assert not ok.is_error and ok.structured_content == {"text": "after"}
+
+    anyio.run(main)
+
+
+@pytest.mark.timeout(60)
+def test_wrong_token_names_the_agent(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with upstream_at(tmp_path) as upstream:
+            await upstream.start()
+            async with bridge_host(upstream.url, "not-the-token", "scribe", tmp_path) as host:
+                await host.initialize()
+                with anyio.fail_after(10):
+                    result = await host.call_tool("echo", {"text": "hi"})
+                assert result.is_error
+                assert "the daemon refused agent scribe's token" in _text(result)
+                assert "memos agent rotate-token scribe" in _text(result)
+                with anyio.fail_after(10), pytest.raises(MCPError, match="rotate-token scribe"):
+                    await host.list_tools()
+
+    anyio.run(main)
+
+
+@pytest.mark.timeout(60)
+def test_resource_updates_reach_a_handshake_host(tmp_path: Path) -> None:
+    notes: list[Any] = []
+
+    def updated() -> list[types.ResourceUpdatedNotification]:
+        return [n for n in notes if isinstance(n, types.ResourceUpdatedNotification)]
+
+    async def main() -> None:
+        async with upstream_at(tmp_path) as upstream:
+            await upstream.start()
+            async with bridge_host(upstream.url, TOKEN, "a", tmp_path, notes) as host:
+                init = await host.initialize()
+                assert init.capabilities.resources is not None and init.capabilities.resources.subscribe
+                # `ClientSession.subscribe_resource` is deprecated (warnings are errors here): send it raw.
+                subscribe = types.SubscribeRequest(params=types.SubscribeRequestParams(uri="memo://note"))
+                await host.send_request(subscribe, types.EmptyResult)
+                # The bridge re-listens upstream with the new URI in the background: poke until it lands.
+                with anyio.fail_after(20):
+                    while not updated():
+                        assert not (await host.call_tool("touch", {})).is_error
+                        await anyio.sleep(0.2)
+                assert str(updated()[0].params.uri) == "memo://note"
+
+    anyio.run(main)
+
+
+@pytest.mark.timeout(60)
+def test_modern_host_listen_stream(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with upstream_at(tmp_path) as upstream:
+            await upstream.start()
+            with (tmp_path / "bridge.log").open("w") as errlog:
+                # Client's default mode="auto" discovers the modern era over stdio.
+                transport = stdio_client(_bridge_params(upstream.url, TOKEN, "a"), errlog=errlog)
+                async with Client(transport, cache=None) as host:
+                    assert host.protocol_version == "2026-07-28"
+                    ok = await host.call_tool("echo", {"text": "modern"})
+                    assert not ok.is_error and ok.structured_content == {"text": "modern"}
+                    async with host.listen(resource_subscriptions=["memo://note"]) as sub:
+                        got: list[Any] = []
+
+                        async def first_event() -> None:
+                            got.append(await sub.__anext__())
+
+                        with anyio.fail_after(20):
+                            async with anyio.create_task_group() as tg:
+                                tg.start_soon(first_event)
+                                while not got:
+                                    await host.call_tool("touch", {})
+                                    await anyio.sleep(0.2)
+                        assert got[0] == ResourceUpdated("memo://note")
+
+    anyio.run(main)
+
+
+@pytest.mark.timeout(60)
+def test_wedged_upstream_client_is_replaced(tmp_path: Path) -> None:
+    """A notification POST that fails ends the SDK client's writer but not its task group (SDK 2.3.0):
+    every later request then gets "Connection closed". The bridge must retire such a client."""
+    from mcp_server.bridge import _Bridge
+
+    async def main() -> None:
+        async with upstream_at(tmp_path) as upstream:
+            bridge = _Bridge(upstream.url, TOKEN, "a")
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(bridge.supervise)
+                link = bridge._link
+                await link.up.wait()
+                assert link.client is not None
+                # Daemon down: a cancel notification for an unknown request is POSTed and fails.
+                await link.client.session._dispatcher.notify("notifications/cancelled", {"requestId": "x"})
+                await upstream.start()
+                with anyio.fail_after(10):
+                    tools = await bridge._relay(lambda c: c.list_tools())
+                assert "echo" in {t.name for t in tools.tools}
+                assert bridge._link is not link and link.dead.is_set()
+                tg.cancel_scope.cancel()
+
+    anyio.run(main)
