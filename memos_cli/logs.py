@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from typing import Any
 
 
 class _JsonFormatter(logging.Formatter):
@@ -34,3 +35,19 @@ def setup_logging(level: str) -> None:
     # The SDK and uvicorn are chatty at INFO about every request.
     for noisy in ("mcp", "uvicorn.error", "httpx", "httpx2"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    _route_loguru()
+
+
+def _route_loguru() -> None:
+    """fastembed logs through loguru, straight to stderr; send its warnings through our handler instead."""
+    try:
+        from loguru import logger
+    except ImportError:
+        return
+
+    def forward(message: Any) -> None:
+        record = message.record
+        logging.getLogger(record["name"] or "loguru").log(record["level"].no, "%s", record["message"])
+
+    logger.remove()
+    logger.add(forward, level="WARNING", format="{message}")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
+import threading
 from importlib.metadata import PackageNotFoundError, version
 
 import anyio
@@ -67,7 +69,18 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:  # a second Ctrl-C while shutting down
         return 130
-    return 0
+    return exit_now(0)
+
+
+def exit_now(code: int) -> int:
+    """Exit even if a worker thread is stuck in a call that cannot be cancelled (a model download
+    retrying without network): everything acknowledged is committed and the store is closed by now."""
+    if threading.active_count() > 1:
+        log.warning("leaving %d blocked worker thread(s) behind", threading.active_count() - 1)
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

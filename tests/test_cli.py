@@ -1,0 +1,75 @@
+"""The commands as a user runs them: one-line errors with an exit code, tokens printed once and last."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from pathlib import Path
+
+from daemon.config import ServerConfig
+from mcp_server.http import bind
+from tests.conftest import REPO, free_port, isolated_env, memos_command, memosd_command, write_config
+
+
+def run(command: list[str], home: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command, capture_output=True, text=True, env=isolated_env(home), cwd=REPO, timeout=60
+    )
+
+
+def test_agent_add_prints_the_token_as_the_last_line_and_refuses_a_duplicate(tmp_path: Path) -> None:
+    config = write_config(tmp_path, port=free_port(), model="none")
+    first = run(memos_command("--config", str(config), "agent", "add", "scribe"), tmp_path)
+    assert first.returncode == 0
+    assert first.stdout.strip().splitlines()[-1].startswith("memos_")
+    again = run(memos_command("--config", str(config), "agent", "add", "scribe"), tmp_path)
+    assert again.returncode == 1
+    assert again.stderr.strip() == (
+        "memos: agent 'scribe' already exists; `memos agent rotate-token scribe` issues a new token"
+    )
+    listed = run(memos_command("--config", str(config), "agent", "list"), tmp_path)
+    assert listed.stdout.startswith("scribe\tactive")
+
+
+def test_a_bad_agent_name_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    config = write_config(tmp_path, port=free_port(), model="none")
+    result = run(memos_command("--config", str(config), "agent", "add", "../evil"), tmp_path)
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "agent name '../evil' is not valid" in result.stderr
+
+
+def test_memosd_refuses_a_bad_config_naming_file_and_key(tmp_path: Path) -> None:
+    config = tmp_path / "memos.toml"
+    config.write_text('[server]\nport = "seven"\n')
+    result = run(memosd_command("--config", str(config)), tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"memosd: {config}: [server] port: Expected `int`, got `str`"
+
+
+def test_memosd_says_when_its_port_is_taken(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run(
+            memosd_command("--config", str(write_config(tmp_path, port=port, model="none"))), tmp_path
+        )
+    assert result.returncode == 1
+    assert f"memosd: port {port} on 127.0.0.1 is already in use" in result.stderr
+
+
+def test_the_listening_socket_gets_tcp_nodelay_connections() -> None:
+    """asyncio sets TCP_NODELAY only on sockets that declare IPPROTO_TCP; without it responses stall ~40 ms."""
+    sock = bind(ServerConfig(port=free_port()))
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
+
+
+def test_the_bridge_without_a_token_explains_where_to_put_it(tmp_path: Path) -> None:
+    config = write_config(tmp_path, port=free_port(), model="none")
+    result = run(memos_command("--config", str(config), "mcp", "--agent", "desk"), tmp_path)
+    assert result.returncode == 1
+    assert "set MEMOS_TOKEN" in result.stderr
