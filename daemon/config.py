@@ -66,6 +66,11 @@ class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     max_k: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
 
 
+class PoliciesConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    # Relative to the configuration file; without a file, to $XDG_CONFIG_HOME/memos.
+    dir: str = "policies"
+
+
 class LogConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -75,6 +80,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
     embedder: EmbedderConfig = msgspec.field(default_factory=EmbedderConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    policies: PoliciesConfig = msgspec.field(default_factory=PoliciesConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     # Where the configuration came from ("defaults" or a file path); set by the loader, not by the file.
     source: str = "defaults"
@@ -83,6 +89,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     def database_path(self) -> Path:
         assert self.storage.path is not None, "load_config resolves the storage path"
         return Path(self.storage.path)
+
+    @property
+    def policy_dir(self) -> Path:
+        return Path(self.policies.dir)
 
 
 def _xdg(environ: Mapping[str, str], var: str, fallback: str) -> Path:
@@ -147,7 +157,7 @@ def load_config(
     env = os.environ if environ is None else environ
     path = locate_config(explicit, env)
     if path is None:
-        config, base = Config(), Path.cwd()
+        config, base = Config(), default_config_path(env).parent
     else:
         try:
             text = path.read_text(encoding="utf-8")
@@ -164,6 +174,7 @@ def load_config(
         embedder=msgspec.structs.replace(
             config.embedder, model_path=_resolve(base, config.embedder.model_path)
         ),
+        policies=msgspec.structs.replace(config.policies, dir=_resolve(base, config.policies.dir) or ""),
         source=str(path) if path else "defaults",
     )
 

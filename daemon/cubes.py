@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from daemon.errors import Conflict, InvalidInput
-from daemon.models import Agent, Cube
+import builtins
+
+from daemon.audit import Audit
+from daemon.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from daemon.models import Agent, Cube, CubeMembers, Member
 from daemon.policy import AccessPolicy
-from daemon.store import Store, placeholders
+from daemon.policy_rules import EVERYONE, LEVEL, cube_matches
+from daemon.store import Connection, Store, placeholders
 from daemon.timeutil import now_iso
 from daemon.validation import PRIVATE_CUBE_PREFIX, check_cube_ref, check_name
 
@@ -40,6 +44,7 @@ class Cubes:
                 "INSERT INTO cubes (name, owner, description, created_at) VALUES (?, ?, ?, ?)",
                 (name, agent.name, description, created),
             )
+            await Audit.record(conn, agent.name, "cube_create", name, None)
         return Cube(name=name, owner=agent.name, description=description, created_at=created)
 
     async def list(self, agent: Agent) -> list[Cube]:
@@ -54,13 +59,111 @@ class Cubes:
         by_name = {row[0]: row for row in rows}
         return [_cube(by_name[ref.name]) for ref in refs]
 
+    async def administered(self, agent: Agent) -> builtins.list[str]:
+        """Names of the cubes the agent administers (whose audit entries it may read)."""
+        async with self._store.read() as conn:
+            levels = await self._access.levels(conn, agent)
+        return sorted(name for name, level in levels.values() if level >= LEVEL["admin"])
+
     async def describe(self, agent: Agent, name: str) -> Cube:
         check_cube_ref(name)
         async with self._store.read() as conn:
-            ref = await self._access.require(conn, agent, name, "read")
+            ref = await self._access.require(conn, agent, name, "read", "cube_describe")
             row = await conn.fetch_one(f"SELECT {_CUBE_COLUMNS} FROM cubes c WHERE c.id = ?", (ref.id,))
         assert row is not None
         return _cube(row)
+
+    async def _check_grantee(self, conn: Connection, grantee: str) -> str:
+        if grantee == EVERYONE:
+            return grantee
+        if grantee.startswith("group:"):
+            group = check_name(grantee[6:], "group name")
+            if not await conn.fetch_one("SELECT 1 FROM groups WHERE name = ?", (group,)):
+                raise InvalidInput(f"no group named {group!r}; `memos group add {group}` creates it")
+            return grantee
+        check_name(grantee, "grantee")
+        if not await conn.fetch_one("SELECT 1 FROM agents WHERE name = ?", (grantee,)):
+            raise InvalidInput(f"no agent named {grantee!r}; name an agent, 'group:NAME' or '*' (everyone)")
+        return grantee
+
+    async def share(self, agent: Agent, cube: str, grantee: str, permission: str) -> CubeMembers:
+        """Grant `permission` on the cube; needs share, and admin to grant admin."""
+        check_cube_ref(cube)
+        if permission not in LEVEL:
+            raise InvalidInput(f"permission {permission!r} is not one of: {', '.join(LEVEL)}")
+        async with self._store.write() as conn:
+            ref = await self._access.require(conn, agent, cube, "share", "cube_share")
+            if LEVEL[permission] > await self._access.level_of(conn, agent, ref.id):
+                raise PermissionDenied(f"only an admin of {cube!r} can grant {permission}")
+            grantee = await self._check_grantee(conn, grantee)
+            await conn.execute(
+                "INSERT OR REPLACE INTO cube_grants (cube_id, grantee, permission, granted_by, granted_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (ref.id, grantee, permission, agent.name, now_iso()),
+            )
+            await Audit.record(conn, agent.name, "cube_share", cube, grantee, permission)
+        return await self.members(agent, cube)
+
+    async def unshare(self, agent: Agent, cube: str, grantee: str, permission: str | None) -> CubeMembers:
+        """Remove one stored grant, or all of the grantee's on this cube. Policy-file rules stay."""
+        check_cube_ref(cube)
+        if permission is not None and permission not in LEVEL:
+            raise InvalidInput(f"permission {permission!r} is not one of: {', '.join(LEVEL)}")
+        async with self._store.write() as conn:
+            ref = await self._access.require(conn, agent, cube, "share", "cube_unshare")
+            rows = await conn.fetch_all(
+                "SELECT permission FROM cube_grants WHERE cube_id = ? AND grantee = ?"
+                + (" AND permission = ?" if permission else ""),
+                [ref.id, grantee] + ([permission] if permission else []),
+            )
+            if not rows:
+                what = f"{permission} grant" if permission else "grant"
+                raise NotFound(f"{grantee!r} holds no stored {what} on {cube!r}; cube_members lists them")
+            highest = max(LEVEL[row[0]] for row in rows)
+            if highest > await self._access.level_of(conn, agent, ref.id):
+                raise PermissionDenied(f"only an admin of {cube!r} can remove an admin grant")
+            await conn.execute(
+                "DELETE FROM cube_grants WHERE cube_id = ? AND grantee = ?"
+                + (" AND permission = ?" if permission else ""),
+                [ref.id, grantee] + ([permission] if permission else []),
+            )
+            await Audit.record(conn, agent.name, "cube_unshare", cube, grantee, permission or "all")
+        return await self.members(agent, cube)
+
+    async def members(self, agent: Agent, cube: str) -> CubeMembers:
+        """Who holds what on the cube, and why: ownership, policy-file rules and stored grants."""
+        check_cube_ref(cube)
+        async with self._store.read() as conn:
+            ref = await self._access.require(conn, agent, cube, "read", "cube_members")
+            owner_row = await conn.fetch_one("SELECT owner FROM cubes WHERE id = ?", (ref.id,))
+            grants = await conn.fetch_all(
+                "SELECT grantee, permission, granted_by FROM cube_grants WHERE cube_id = ? ORDER BY grantee",
+                (ref.id,),
+            )
+        assert owner_row is not None
+        members = [Member(grantee=owner_row[0], permission="admin", effect="allow", source="owner")]
+        for sourced in self._access.rules:
+            rule = sourced.rule
+            if any(cube_matches(pattern, ref.name) for pattern in rule.cubes):
+                for grantee in [*rule.agents, *(f"group:{g}" for g in rule.groups)]:
+                    members.append(
+                        Member(
+                            grantee=grantee,
+                            permission=rule.permission,
+                            effect=rule.effect,
+                            source=sourced.source,
+                        )
+                    )
+        for grantee, permission, granted_by in grants:
+            members.append(
+                Member(
+                    grantee=grantee,
+                    permission=permission,
+                    effect="allow",
+                    source=f"cube_share by {granted_by}",
+                )
+            )
+        return CubeMembers(cube=ref.name, owner=owner_row[0], members=members)
 
 
 def _cube(row: tuple) -> Cube:

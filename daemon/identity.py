@@ -12,7 +12,7 @@ import time
 
 from daemon.errors import Conflict, NotFound, Unauthenticated
 from daemon.models import Agent, AgentInfo
-from daemon.store import Store
+from daemon.store import Connection, Store
 from daemon.timeutil import now_iso
 from daemon.validation import check_name, private_cube_of
 
@@ -107,3 +107,58 @@ class Identities:
         self._last_seen_written[name] = now
         async with self._store.write() as conn:
             await conn.execute("UPDATE agents SET last_seen_at = ? WHERE name = ?", (now_iso(), name))
+
+
+class Groups:
+    """Named sets of agents that policy rules and grants can name (`group:NAME`)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def add(self, name: str) -> None:
+        check_name(name, "group name")
+        async with self._store.write() as conn:
+            if await conn.fetch_one("SELECT 1 FROM groups WHERE name = ?", (name,)):
+                raise Conflict(f"group {name!r} already exists")
+            await conn.execute("INSERT INTO groups (name, created_at) VALUES (?, ?)", (name, now_iso()))
+
+    async def _group_id(self, conn: Connection, name: str) -> int:
+        row = await conn.fetch_one("SELECT id FROM groups WHERE name = ?", (name,))
+        if row is None:
+            raise NotFound(f"no group named {name!r}; `memos group add {name}` creates it")
+        return int(row[0])
+
+    async def add_member(self, group: str, agent: str) -> None:
+        async with self._store.write() as conn:
+            group_id = await self._group_id(conn, group)
+            if not await conn.fetch_one("SELECT 1 FROM agents WHERE name = ?", (agent,)):
+                raise NotFound(f"no agent named {agent!r}")
+            await conn.execute(
+                "INSERT OR IGNORE INTO group_members (group_id, agent, added_at) VALUES (?, ?, ?)",
+                (group_id, agent, now_iso()),
+            )
+
+    async def remove_member(self, group: str, agent: str) -> None:
+        async with self._store.write() as conn:
+            group_id = await self._group_id(conn, group)
+            if not await conn.fetch_one(
+                "SELECT 1 FROM group_members WHERE group_id = ? AND agent = ?", (group_id, agent)
+            ):
+                raise NotFound(f"agent {agent!r} is not in group {group!r}")
+            await conn.execute(
+                "DELETE FROM group_members WHERE group_id = ? AND agent = ?", (group_id, agent)
+            )
+
+    async def list(self) -> dict[str, list[str]]:
+        """Group name -> its members, sorted."""
+        async with self._store.read() as conn:
+            rows = await conn.fetch_all(
+                "SELECT g.name, m.agent FROM groups g LEFT JOIN group_members m ON m.group_id = g.id"
+                " ORDER BY g.name, m.agent"
+            )
+        groups: dict[str, list[str]] = {}
+        for name, agent in rows:
+            groups.setdefault(name, [])
+            if agent is not None:
+                groups[name].append(agent)
+        return groups

@@ -11,16 +11,19 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
 import msgspec
 
+from daemon.audit import Audit
 from daemon.config import NO_MODEL, Config, model_cache_dir
 from daemon.cubes import Cubes
 from daemon.embedder import Embedder
-from daemon.identity import Identities
+from daemon.identity import Groups, Identities
 from daemon.memories import Memories
 from daemon.policy import AccessPolicy
+from daemon.policy_watch import PolicyWatcher
 from daemon.search import Search
 from daemon.store import Store
 from daemon.vectors import VectorIndex
@@ -36,7 +39,10 @@ class Services:
     store: Store
     embedder: Embedder
     vectors: VectorIndex
+    audit: Audit
+    access: AccessPolicy
     identities: Identities
+    groups: Groups
     cubes: Cubes
     memories: Memories
     search: Search
@@ -60,18 +66,24 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     try:
         services = _services(config, store, Embedder(config.embedder, model_cache_dir()))
         async with anyio.create_task_group() as tg:
+            await tg.start(services.audit.run)
+            config_file = Path(config.source) if config.source != "defaults" else None
+            watcher = PolicyWatcher(services.access, store, config.policy_dir, config_file)
+            await tg.start(watcher.run)
             await tg.start(services.embedder.run)
             await tg.start(services.vectors.backfill)
             try:
                 yield services
             finally:
+                watcher.stop()
                 tg.cancel_scope.cancel("memosd is shutting down")
     finally:
         await store.close()
 
 
 def _services(config: Config, store: Store, embedder: Embedder) -> Services:
-    access = AccessPolicy()
+    audit = Audit(store)
+    access = AccessPolicy(audit)
     vectors = VectorIndex(store, embedder)
     memories = Memories(store, access, vectors, config.limits)
     return Services(
@@ -79,7 +91,10 @@ def _services(config: Config, store: Store, embedder: Embedder) -> Services:
         store=store,
         embedder=embedder,
         vectors=vectors,
+        audit=audit,
+        access=access,
         identities=Identities(store),
+        groups=Groups(store),
         cubes=Cubes(store, access),
         memories=memories,
         search=Search(store, memories, vectors, config.limits),

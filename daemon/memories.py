@@ -12,11 +12,12 @@ from typing import Any
 
 import msgspec
 
+from daemon.audit import Audit
 from daemon.config import LimitsConfig
 from daemon.errors import Conflict, InvalidInput, NotFound
 from daemon.filters import MemoryFilter
 from daemon.models import Agent, Memory, MemoryChanges, MemoryPage, MemoryVersion, NewMemory
-from daemon.policy import AccessPolicy, CubeRef, not_visible
+from daemon.policy import AccessPolicy, CubeRef, Permission
 from daemon.store import Connection, Store, placeholders
 from daemon.timeutil import now_iso
 from daemon.validation import check_changes, check_cube_ref, check_new_memory
@@ -76,7 +77,7 @@ class Memories:
     async def _writable_cube(self, agent: Agent, cube: str | None) -> str:
         name = check_cube_ref(cube) if cube else agent.home_cube
         async with self._store.read() as conn:  # fail fast, before spending time on embeddings
-            await self._access.require(conn, agent, name, "write")
+            await self._access.require(conn, agent, name, "write", "memory_add")
         return name
 
     async def add(self, agent: Agent, cube: str | None, item: NewMemory) -> Memory:
@@ -117,7 +118,7 @@ class Memories:
             for item in checked
         ]
         async with self._store.write() as conn:
-            ref = await self._access.require(conn, agent, cube_name, "write")
+            ref = await self._access.require(conn, agent, cube_name, "write", "memory_add")
             seqs = []
             for row in rows:
                 seqs.append(
@@ -132,6 +133,8 @@ class Memories:
                 await self._vectors.put(
                     conn, [(seq, ref.id, vec) for seq, vec in zip(seqs, vectors, strict=True)]
                 )
+            more = f" (+{len(rows) - 1} more)" if len(rows) > 1 else ""
+            await Audit.record(conn, agent.name, "memory_add", ref.name, rows[0][0] + more)
         if vectors is None:
             self._vectors.wake()
         return [
@@ -139,22 +142,20 @@ class Memories:
             for seq, row in zip(seqs, rows, strict=True)
         ]
 
-    async def _visible_row(self, conn: Connection, agent: Agent, memory_id: str) -> tuple[Any, ...]:
+    async def _row(
+        self, conn: Connection, agent: Agent, memory_id: str, permission: Permission, action: str
+    ) -> tuple[Any, ...]:
+        """The memory's row, if the agent holds `permission` on its cube (NotFound if it may not read it)."""
         row = await conn.fetch_one(f"SELECT {MEMORY_COLUMNS} FROM {MEMORY_FROM} WHERE m.id = ?", (memory_id,))
-        if row is None or not await self._access.may(conn, agent, row[16], "read"):
+        if row is None:
             raise NotFound(f"no memory with id {memory_id!r} that you can read; memory_search finds ids")
-        return row
-
-    async def _writable_row(self, conn: Connection, agent: Agent, memory_id: str) -> tuple[Any, ...]:
-        row = await self._visible_row(conn, agent, memory_id)
-        if not await self._access.may(conn, agent, row[16], "write"):
-            raise not_visible(row[2])
+        await self._access.check_memory(conn, agent, row[16], row[2], memory_id, permission, action)
         return row
 
     async def get(self, agent: Agent, memory_id: str) -> Memory:
         memory_id = check_memory_id(memory_id)
         async with self._store.read() as conn:
-            return memory_from_row(await self._visible_row(conn, agent, memory_id))
+            return memory_from_row(await self._row(conn, agent, memory_id, "read", "memory_get"))
 
     async def update(
         self, agent: Agent, memory_id: str, changes: MemoryChanges, expected_version: int | None = None
@@ -163,11 +164,11 @@ class Memories:
         memory_id = check_memory_id(memory_id)
         changes = check_changes(changes, self._limits)
         async with self._store.read() as conn:
-            await self._writable_row(conn, agent, memory_id)
+            await self._row(conn, agent, memory_id, "write", "memory_update")
         vectors = await self._vectors.embed([changes.content]) if changes.content is not None else None
         now = now_iso()
         async with self._store.write() as conn:
-            old = await self._writable_row(conn, agent, memory_id)
+            old = await self._row(conn, agent, memory_id, "write", "memory_update")
             if old[15] is not None:
                 raise Conflict(f"memory {memory_id} is deleted; memory_restore it before updating")
             if expected_version is not None and old[14] != expected_version:
@@ -215,6 +216,7 @@ class Memories:
                     await self._vectors.put(conn, [(old[0], old[16], vectors[0])])
                 else:
                     await conn.execute("UPDATE memories SET embedded = 0 WHERE seq = ?", (old[0],))
+            await Audit.record(conn, agent.name, "memory_update", old[2], memory_id, f"version {old[14] + 1}")
             row = await conn.fetch_one(
                 f"SELECT {MEMORY_COLUMNS} FROM {MEMORY_FROM} WHERE m.seq = ?", (old[0],)
             )
@@ -225,8 +227,9 @@ class Memories:
 
     async def _set_deleted(self, agent: Agent, memory_id: str, deleted: bool) -> Memory:
         memory_id = check_memory_id(memory_id)
+        action = "memory_delete" if deleted else "memory_restore"
         async with self._store.write() as conn:
-            old = await self._writable_row(conn, agent, memory_id)
+            old = await self._row(conn, agent, memory_id, "write", action)
             if deleted and old[15] is not None:
                 return memory_from_row(old)  # deleting twice changes nothing
             if not deleted and old[15] is None:
@@ -234,6 +237,7 @@ class Memories:
             await conn.execute(
                 "UPDATE memories SET deleted_at = ? WHERE seq = ?", (now_iso() if deleted else None, old[0])
             )
+            await Audit.record(conn, agent.name, action, old[2], memory_id)
             row = await conn.fetch_one(
                 f"SELECT {MEMORY_COLUMNS} FROM {MEMORY_FROM} WHERE m.seq = ?", (old[0],)
             )
@@ -251,7 +255,7 @@ class Memories:
         """Every version, oldest first; the last one is the current text."""
         memory_id = check_memory_id(memory_id)
         async with self._store.read() as conn:
-            row = await self._visible_row(conn, agent, memory_id)
+            row = await self._row(conn, agent, memory_id, "read", "memory_history")
             old = await conn.fetch_all(
                 "SELECT version, content, kind, tags, metadata, importance, occurred_at, expires_at, updated_at,"
                 " replaced_at, replaced_by FROM memory_versions WHERE memory_seq = ? ORDER BY version",

@@ -148,3 +148,47 @@ def apply_migrations(conn: Any) -> list[int]:
             raise
         applied.append(version)
     return applied
+
+
+@migration(2, "groups, stored grants, audit log")
+def _sharing(conn: Any) -> None:
+    run_script(
+        conn,
+        """
+        CREATE TABLE groups (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE group_members (
+            group_id INTEGER NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+            agent TEXT NOT NULL,
+            added_at TEXT NOT NULL,
+            PRIMARY KEY (group_id, agent)
+        );
+        CREATE INDEX group_members_by_agent ON group_members (agent);
+
+        -- Grants made with cube_share; combined with the policy files by the same rules.
+        CREATE TABLE cube_grants (
+            cube_id INTEGER NOT NULL REFERENCES cubes(id),
+            grantee TEXT NOT NULL,
+            permission TEXT NOT NULL,
+            granted_by TEXT NOT NULL,
+            granted_at TEXT NOT NULL,
+            PRIMARY KEY (cube_id, grantee, permission)
+        );
+        CREATE INDEX cube_grants_by_grantee ON cube_grants (grantee);
+
+        CREATE TABLE audit (
+            id INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            agent TEXT NOT NULL,
+            action TEXT NOT NULL,
+            cube TEXT,
+            target TEXT,
+            outcome TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX audit_by_cube ON audit (cube, id);
+        """,
+    )

@@ -37,6 +37,21 @@ class Cube(_Wire):
     memory_count: int = 0
 
 
+class Member(_Wire):
+    """One line of a cube's membership: who, which permission, allowed or denied, and where it comes from."""
+
+    grantee: str  # an agent, "group:NAME" or "*"
+    permission: str
+    effect: str  # "allow" or "deny"
+    source: str  # "owner", "team.toml rule 2", "cube_share by alice"
+
+
+class CubeMembers(_Wire):
+    cube: str
+    owner: str
+    members: list[Member]
+
+
 class NewMemory(_Wire):
     """One memory to add; validated by the memory service."""
 

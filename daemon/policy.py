@@ -1,21 +1,26 @@
 """Who may do what to which cube: the one place every operation asks.
 
-For now an agent may read, write and administer the cubes it owns (its private `@name` cube and the cubes it
-created) and nothing else. Denials are reported as NotFound, with the same words as a cube that does not
-exist, so a refusal never reveals that a cube exists.
+Three sources combine by the rules in `policy_rules`: ownership (an owner holds admin), the policy files
+(allow and deny rules, hot-reloaded) and the grants stored by `cube_share`. Every check runs on the caller's
+connection, inside the same transaction as the data it guards, so a revoked grant stops the very next call.
+A cube the agent may not read is reported with the same words as a cube that does not exist.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import msgspec
 
-from daemon.errors import NotFound
+from daemon.audit import Audit
+from daemon.errors import NotFound, PermissionDenied
 from daemon.models import Agent
-from daemon.store import Connection
+from daemon.policy_rules import LEVEL, Grant, SourcedRule, effective_level
+from daemon.store import Connection, placeholders
+from daemon.timeutil import now_iso
 
-Permission = Literal["read", "write", "admin"]
+Permission = Literal["read", "write", "share", "admin"]
 
 
 class CubeRef(msgspec.Struct, frozen=True):
@@ -23,26 +28,129 @@ class CubeRef(msgspec.Struct, frozen=True):
     name: str
 
 
+class PolicyState(msgspec.Struct, kw_only=True):
+    """What is in force, for `memos status`: the last good rules and the latest load error, if any."""
+
+    directory: str | None
+    files: list[str]
+    rules: int
+    loaded_at: str | None
+    error: str | None = None
+
+
 def not_visible(cube: str) -> NotFound:
     return NotFound(f"cube {cube!r} does not exist or you have no access to it; cube_list shows yours")
 
 
 class AccessPolicy:
-    async def readable_cubes(self, conn: Connection, agent: Agent) -> list[CubeRef]:
-        """Every cube the agent may read, private cube first."""
+    def __init__(self, audit: Audit) -> None:
+        self._audit = audit
+        self._rules: tuple[SourcedRule, ...] = ()
+        self.state = PolicyState(directory=None, files=[], rules=0, loaded_at=None)
+
+    @property
+    def rules(self) -> tuple[SourcedRule, ...]:
+        return self._rules
+
+    def install(self, rules: Sequence[SourcedRule], files: list[str], directory: str) -> None:
+        """Put a complete, validated rule set in force (one assignment: no call sees half of it)."""
+        self._rules = tuple(rules)
+        self.state = PolicyState(directory=directory, files=files, rules=len(rules), loaded_at=now_iso())
+
+    def reject(self, error: str) -> None:
+        """A reload failed: the last good rules stay, and the error is kept for `memos status`."""
+        self.state = msgspec.structs.replace(self.state, error=error)
+
+    @staticmethod
+    async def groups_of(conn: Connection, agent: str) -> list[str]:
         rows = await conn.fetch_all(
-            "SELECT id, name FROM cubes WHERE owner = ? ORDER BY name != ?, name",
-            (agent.name, agent.home_cube),
+            "SELECT g.name FROM group_members m JOIN groups g ON g.id = m.group_id WHERE m.agent = ?",
+            (agent,),
         )
-        return [CubeRef(id=r[0], name=r[1]) for r in rows]
+        return [row[0] for row in rows]
 
-    async def require(self, conn: Connection, agent: Agent, cube: str, permission: Permission) -> CubeRef:
-        """The cube, if the agent holds `permission` on it; otherwise NotFound."""
-        row = await conn.fetch_one("SELECT id, name, owner FROM cubes WHERE name = ?", (cube,))
-        if row is None or row[2] != agent.name:
+    @staticmethod
+    async def _grants(
+        conn: Connection, cube_ids: Sequence[int], agent: str, groups: Sequence[str]
+    ) -> dict[int, list[Grant]]:
+        grantees = [agent, "*", *(f"group:{g}" for g in groups)]
+        rows = await conn.fetch_all(
+            f"SELECT cube_id, grantee, permission FROM cube_grants WHERE grantee IN ({placeholders(len(grantees))})"
+            + (f" AND cube_id IN ({placeholders(len(cube_ids))})" if cube_ids else ""),
+            [*grantees, *cube_ids],
+        )
+        grants: dict[int, list[Grant]] = {}
+        for cube_id, grantee, permission in rows:
+            grants.setdefault(cube_id, []).append(Grant(grantee, permission))
+        return grants
+
+    async def levels(
+        self, conn: Connection, agent: Agent, cube_ids: Sequence[int] | None = None
+    ) -> dict[int, tuple[str, int]]:
+        """cube id -> (name, level) for every cube (or the given ones) where the agent holds any permission."""
+        if cube_ids is not None and not cube_ids:
+            return {}
+        sql = "SELECT id, name, owner FROM cubes"
+        if cube_ids is not None:
+            sql += f" WHERE id IN ({placeholders(len(cube_ids))})"
+        cubes = await conn.fetch_all(sql, list(cube_ids or []))
+        groups = await self.groups_of(conn, agent.name)
+        grants = await self._grants(conn, list(cube_ids or []), agent.name, groups)
+        result = {}
+        for cube_id, name, owner in cubes:
+            level = effective_level(
+                cube=name, owner=owner, agent=agent.name, groups=groups, rules=self._rules,
+                grants=grants.get(cube_id, ()),
+            )  # fmt: skip
+            if level:
+                result[cube_id] = (name, level)
+        return result
+
+    async def readable_cubes(self, conn: Connection, agent: Agent) -> list[CubeRef]:
+        """Every cube the agent may read: its private cube first, then by name."""
+        levels = await self.levels(conn, agent)
+        refs = [CubeRef(id=cube_id, name=name) for cube_id, (name, _) in levels.items()]
+        return sorted(refs, key=lambda ref: (ref.name != agent.home_cube, ref.name))
+
+    async def level_of(self, conn: Connection, agent: Agent, cube_id: int) -> int:
+        return (await self.levels(conn, agent, [cube_id])).get(cube_id, ("", 0))[1]
+
+    async def require(
+        self, conn: Connection, agent: Agent, cube: str, permission: Permission, action: str = ""
+    ) -> CubeRef:
+        """The cube, if the agent holds `permission` on it. NotFound if it may not even read it."""
+        row = await conn.fetch_one("SELECT id, name FROM cubes WHERE name = ?", (cube,))
+        level = await self.level_of(conn, agent, row[0]) if row else 0
+        if level >= LEVEL[permission]:
+            assert row is not None
+            return CubeRef(id=row[0], name=row[1])
+        self._audit.denied(agent.name, action or permission, cube, None, f"needs {permission}")
+        if level == 0:
             raise not_visible(cube)
-        return CubeRef(id=row[0], name=row[1])
+        raise PermissionDenied(
+            f"you may {_verb(level)} cube {cube!r} but not {permission} it; its admin can cube_share"
+            f" {permission} with you"
+        )
 
-    async def may(self, conn: Connection, agent: Agent, cube_id: int, permission: Permission) -> bool:
-        row = await conn.fetch_one("SELECT owner FROM cubes WHERE id = ?", (cube_id,))
-        return row is not None and row[0] == agent.name
+    async def check_memory(
+        self,
+        conn: Connection,
+        agent: Agent,
+        cube_id: int,
+        cube: str,
+        memory_id: str,
+        permission: Permission,
+        action: str,
+    ) -> None:
+        """Like `require`, for a memory found by id: unreadable means 'no such memory'."""
+        level = await self.level_of(conn, agent, cube_id)
+        if level >= LEVEL[permission]:
+            return
+        self._audit.denied(agent.name, action, cube, memory_id, f"needs {permission}")
+        if level == 0:
+            raise NotFound(f"no memory with id {memory_id!r} that you can read; memory_search finds ids")
+        raise PermissionDenied(f"you may {_verb(level)} cube {cube!r} but not {permission} it")
+
+
+def _verb(level: int) -> str:
+    return {1: "read", 2: "read and write", 3: "read, write and share", 4: "administer"}[level]

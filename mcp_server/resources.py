@@ -41,6 +41,16 @@ def add_resources(mcp: MCPServer, services: Services) -> None:
 
         return await _json(produce)
 
+    @mcp.resource("memos://audit", name="audit", title="Audit log of cubes you administer", mime_type=JSON)
+    async def audit() -> str:
+        """The newest 200 audit entries (writes, share changes, denials) of the cubes you administer."""
+
+        async def produce() -> list[Any]:
+            agent = current_agent()
+            return await services.audit.entries(cubes=await services.cubes.administered(agent), limit=200)
+
+        return await _json(produce)
+
     @mcp.resource("memos://memories/{id}", name="memory", title="One memory", mime_type=JSON)
     async def memory(id: str) -> str:
         """One memory with all its fields."""

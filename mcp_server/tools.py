@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from daemon import (
     Cube,
+    CubeMembers,
     Memory,
     MemoryChanges,
     MemoryFilter,
@@ -34,6 +35,7 @@ from mcp_server.wire import (
 )
 
 Kind = Literal["fact", "preference", "event", "procedure", "note", "message"]
+Permission = Literal["read", "write", "share", "admin"]
 
 CubeArg = Annotated[
     str | None,
@@ -129,6 +131,32 @@ def build_tools(services: Services) -> list[Tool]:
     ) -> Cube:
         """Create a new memory cube that you own, for memories on one topic or to share with others later."""
         return await services.cubes.create(current_agent(), name, description)
+
+    async def cube_share(
+        cube: Annotated[str, Field(description="The cube to share (you need share permission on it).")],
+        grantee: Annotated[
+            str, Field(description="An agent name, 'group:NAME' for a group, or '*' for every agent.")
+        ],
+        permission: Annotated[
+            Permission, Field(description="read < write < share < admin; each includes the ones before it.")
+        ],
+    ) -> CubeMembers:
+        """Give another agent or group access to a cube, at once. Returns the cube's members after the change."""
+        return await services.cubes.share(current_agent(), cube, grantee, permission)
+
+    async def cube_unshare(
+        cube: Annotated[str, Field(description="The cube.")],
+        grantee: Annotated[str, Field(description="The agent, 'group:NAME' or '*' as it was shared with.")],
+        permission: Annotated[
+            Permission | None, Field(description="Remove only this grant; omit to remove all of theirs.")
+        ] = None,
+    ) -> CubeMembers:
+        """Take back access granted with cube_share (policy-file rules are not changed by this)."""
+        return await services.cubes.unshare(current_agent(), cube, grantee, permission)
+
+    async def cube_members(cube: Annotated[str, Field(description="The cube.")]) -> CubeMembers:
+        """Who may do what on a cube, and why: its owner, policy-file rules and cube_share grants."""
+        return await services.cubes.members(current_agent(), cube)
 
     async def memory_add(
         content: Annotated[
@@ -273,6 +301,9 @@ def build_tools(services: Services) -> list[Tool]:
     return [
         make_tool(cube_list, CubeList, READ_ONLY),
         make_tool(cube_create, Cube, ADDITIVE),
+        make_tool(cube_share, CubeMembers, ADDITIVE_IDEMPOTENT),
+        make_tool(cube_unshare, CubeMembers, DESTRUCTIVE_IDEMPOTENT),
+        make_tool(cube_members, CubeMembers, READ_ONLY),
         make_tool(memory_add, Memory, ADDITIVE),
         make_tool(memory_add_batch, BatchAdded, ADDITIVE),
         make_tool(memory_search, SearchResults, READ_ONLY),

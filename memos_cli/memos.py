@@ -14,9 +14,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+import msgspec
 
 from daemon import Config, MemosError, Services, load_config, open_store_services
 from memos_cli.errors import FAILURES, first_memos_error
+from memos_cli.status import read_status
 
 
 def _run(config: Config, action: Callable[[Services], Awaitable[Any]]) -> Any:
@@ -55,6 +57,70 @@ def cmd_agent_rotate(config: Config, args: argparse.Namespace) -> int:
 def cmd_agent_disable(config: Config, args: argparse.Namespace) -> int:
     _run(config, lambda s: s.identities.set_disabled(args.name, not args.enable))
     print(f"agent {args.name} {'enabled' if args.enable else 'disabled'}")
+    return 0
+
+
+def cmd_group_add(config: Config, args: argparse.Namespace) -> int:
+    _run(config, lambda s: s.groups.add(args.name))
+    print(f"group {args.name} created; policy rules and cube_share can name it as group:{args.name}")
+    return 0
+
+
+def cmd_group_add_member(config: Config, args: argparse.Namespace) -> int:
+    _run(config, lambda s: s.groups.add_member(args.group, args.agent))
+    print(f"{args.agent} is in group {args.group}")
+    return 0
+
+
+def cmd_group_remove_member(config: Config, args: argparse.Namespace) -> int:
+    _run(config, lambda s: s.groups.remove_member(args.group, args.agent))
+    print(f"{args.agent} is no longer in group {args.group}")
+    return 0
+
+
+def cmd_group_list(config: Config, args: argparse.Namespace) -> int:
+    groups = _run(config, lambda s: s.groups.list())
+    if not groups:
+        print("No groups yet: memos group add NAME")
+    for name, members in groups.items():
+        print(f"{name}\t{', '.join(members) or '(no members)'}")
+    return 0
+
+
+def cmd_audit(config: Config, args: argparse.Namespace) -> int:
+    entries = _run(
+        config,
+        lambda s: s.audit.entries(
+            cubes=[args.cube] if args.cube else None, agent=args.agent, limit=args.limit
+        ),
+    )
+    if args.json:
+        for entry in entries:
+            print(msgspec.json.encode(entry).decode())
+        return 0
+    for e in entries:
+        target = f" {e.target}" if e.target else ""
+        detail = f" ({e.detail})" if e.detail else ""
+        print(f"{e.at}  {e.outcome:6}  {e.agent:16}  {e.action:15} {e.cube or '-'}{target}{detail}")
+    return 0
+
+
+def cmd_status(config: Config, args: argparse.Namespace) -> int:
+    status = _run(config, lambda s: read_status(s))
+    if args.json:
+        print(msgspec.json.encode(status).decode())
+        return 0
+    print(f"config      {config.source}")
+    print(f"database    {config.database_path} (schema {status.schema_version})")
+    print(f"daemon      {status.daemon}")
+    print(f"counts      {status.agents} agents, {status.cubes} cubes, {status.memories} memories")
+    policy = status.policy
+    if policy is None:
+        print("policy      not loaded yet (memosd loads it at start)")
+    else:
+        print(f"policy      {policy.rules} rules from {len(policy.files)} files in {policy.directory}")
+        if policy.error:
+            print(f"            REJECTED CHANGE (last good policy in force): {policy.error}")
     return 0
 
 
@@ -100,6 +166,34 @@ def build_parser() -> argparse.ArgumentParser:
     disable.add_argument("name")
     disable.add_argument("--enable", action="store_true", help="enable the agent again")
     disable.set_defaults(handler=cmd_agent_disable)
+
+    group = commands.add_parser("group", help="manage groups of agents")
+    group_commands = group.add_subparsers(dest="group_command", required=True, metavar="ACTION")
+    group_add = group_commands.add_parser("add", help="create a group")
+    group_add.add_argument("name")
+    group_add.set_defaults(handler=cmd_group_add)
+    add_member = group_commands.add_parser("add-member", help="put an agent in a group")
+    add_member.add_argument("group")
+    add_member.add_argument("agent")
+    add_member.set_defaults(handler=cmd_group_add_member)
+    remove_member = group_commands.add_parser("remove-member", help="take an agent out of a group")
+    remove_member.add_argument("group")
+    remove_member.add_argument("agent")
+    remove_member.set_defaults(handler=cmd_group_remove_member)
+    group_commands.add_parser("list", help="groups and their members").set_defaults(handler=cmd_group_list)
+
+    audit = commands.add_parser(
+        "audit", help="the audit log: writes, share changes and denials, newest first"
+    )
+    audit.add_argument("--cube", help="only this cube")
+    audit.add_argument("--agent", help="only this agent")
+    audit.add_argument("--limit", type=int, default=50, help="entries to show (default 50)")
+    audit.add_argument("--json", action="store_true", help="one JSON object per line")
+    audit.set_defaults(handler=cmd_audit)
+
+    status = commands.add_parser("status", help="daemon, database, counts and the policy in force")
+    status.add_argument("--json", action="store_true", help="machine-readable")
+    status.set_defaults(handler=cmd_status)
 
     mcp = commands.add_parser(
         "mcp", help="stdio MCP server relaying to memosd (for Claude Desktop and others)"

@@ -169,3 +169,10 @@ async def services(tmp_path: Path, model_dir: Path) -> AsyncIterator[Services]:
     async with open_services(config) as core:
         await core.vectors.attached.wait()
         yield core
+
+
+@pytest.fixture
+async def lexical_services(tmp_path: Path) -> AsyncIterator[Services]:
+    """The daemon core without a model (lexical search): quick to open, for tests about rules, not meaning."""
+    async with open_services(make_config(tmp_path, "none")) as core:
+        yield core

@@ -22,7 +22,7 @@ def test_every_tool_is_documented() -> None:
 
 
 def test_every_resource_is_documented() -> None:
-    for uri in ("memos://cubes", "memos://cubes/{cube}", "memos://memories/{id}"):
+    for uri in ("memos://cubes", "memos://cubes/{cube}", "memos://memories/{id}", "memos://audit"):
         assert f"`{uri}`" in README
 
 

@@ -17,6 +17,9 @@ ERAS = ["legacy", "auto"]  # handshake era (initialize + session id) and the mod
 TOOLS = {
     "cube_list",
     "cube_create",
+    "cube_share",
+    "cube_unshare",
+    "cube_members",
     "memory_add",
     "memory_add_batch",
     "memory_search",
@@ -99,9 +102,16 @@ async def test_every_tool_is_listed_with_truthful_annotations_and_an_output_sche
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
     assert set(tools) == TOOLS
     read_only = {name for name, tool in tools.items() if tool.annotations and tool.annotations.read_only_hint}
-    assert read_only == {"cube_list", "memory_search", "memory_list", "memory_get", "memory_history"}
+    assert read_only == {
+        "cube_list",
+        "cube_members",
+        "memory_search",
+        "memory_list",
+        "memory_get",
+        "memory_history",
+    }
     destructive = {name for name, tool in tools.items() if tool.annotations.destructive_hint}
-    assert destructive == {"memory_update", "memory_delete"}
+    assert destructive == {"memory_update", "memory_delete", "cube_unshare"}
     for tool in tools.values():
         assert tool.description and len(tool.description) < 400
         assert tool.output_schema and tool.output_schema["type"] == "object"
