@@ -71,6 +71,12 @@ class PoliciesConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     dir: str = "policies"
 
 
+class SearchConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    # Keep a copy of the vectors in memory for fast exact search (~1.5 KiB per memory with MiniLM);
+    # false: search them with sqlite-vec's KNN inside the database (slower, no extra memory).
+    vector_cache: bool = True
+
+
 class LogConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -81,6 +87,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     embedder: EmbedderConfig = msgspec.field(default_factory=EmbedderConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     policies: PoliciesConfig = msgspec.field(default_factory=PoliciesConfig)
+    search: SearchConfig = msgspec.field(default_factory=SearchConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     # Where the configuration came from ("defaults" or a file path); set by the loader, not by the file.
     source: str = "defaults"

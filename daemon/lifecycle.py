@@ -84,7 +84,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
 def _services(config: Config, store: Store, embedder: Embedder) -> Services:
     audit = Audit(store)
     access = AccessPolicy(audit)
-    vectors = VectorIndex(store, embedder)
+    vectors = VectorIndex(store, embedder, use_cache=config.search.vector_cache)
     memories = Memories(store, access, vectors, config.limits)
     return Services(
         config=config,

@@ -84,13 +84,19 @@ STOP_WORDS = frozenset(
 )
 
 
+def _is_stop_word(word: str) -> bool:
+    # A lone letter is the tail of a possessive or a contraction ("Rosa's", "don't"): it matches nearly
+    # everything and says nothing.
+    return word.lower() in STOP_WORDS or (len(word) == 1 and word.isalpha())
+
+
 def fts_query(text: str) -> str | None:
     """An FTS5 MATCH expression that treats `text` as plain words, or None if it has no words."""
     # Case is left to the tokenizer, which folds it the same way on both sides of the match.
     words = list(dict.fromkeys(_WORD.findall(text)))
     if not words:
         return None
-    content_words = [w for w in words if w.lower() not in STOP_WORDS] or words
+    content_words = [w for w in words if not _is_stop_word(w)] or words
     return " OR ".join(f'"{w}"' for w in content_words)
 
 

@@ -10,7 +10,7 @@ nowhere else.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,12 @@ class Connection:
 
     def __init__(self, raw: aiosqlite.Connection) -> None:
         self._raw = raw
+        self.committed: list[Callable[[], None]] = []
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once this write transaction has committed (never if it rolls back): for in-memory
+        state that must not run ahead of the database."""
+        self.committed.append(callback)
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run a statement; returns the last inserted rowid."""
@@ -119,8 +125,9 @@ class Store:
             async with self._write_lock:
                 self._check_open()
                 await self._writer.execute("BEGIN IMMEDIATE")
+                conn = Connection(self._writer)
                 try:
-                    yield Connection(self._writer)
+                    yield conn
                 except BaseException as exc:
                     await self._writer.execute("ROLLBACK")
                     if isinstance(exc, self._errors.Error):
@@ -131,6 +138,8 @@ class Store:
                 except self._errors.Error as exc:
                     await self._writer.execute("ROLLBACK")
                     raise self._translate(exc) from exc
+                for callback in conn.committed:
+                    callback()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Connection]:

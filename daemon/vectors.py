@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import anyio
 import numpy as np
 from anyio.abc import TaskStatus
 
+from daemon import sqlite_driver
 from daemon.embedder import Embedder
 from daemon.errors import StoreClosed, Unavailable
 from daemon.store import Connection, Store, placeholders
+from daemon.vector_cache import VectorCache
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +27,11 @@ _BACKFILL_BATCH = 256
 
 
 class VectorIndex:
-    def __init__(self, store: Store, embedder: Embedder) -> None:
+    def __init__(self, store: Store, embedder: Embedder, *, use_cache: bool = True) -> None:
         self._store = store
         self._embedder = embedder
+        self._use_cache = use_cache
+        self._cache: VectorCache | None = None
         self.ready = False  # the table matches the loaded model
         self.attached = anyio.Event()  # set when `ready` becomes true
         self._wake = anyio.Event()
@@ -53,6 +58,11 @@ class VectorIndex:
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('embedding_model', ?), ('embedding_dims', ?)",
                     (model, str(dims)),
                 )
+        if self._use_cache:
+            self._cache = VectorCache(dims)
+            stored = await anyio.to_thread.run_sync(_read_vectors, self._store.path)
+            self._cache.upsert(stored)
+            log.info("vector cache holds %d vectors", len(self._cache))
         self.ready = True
         self.attached.set()
         self.wake()
@@ -75,8 +85,7 @@ class VectorIndex:
             log.warning("embedding deferred to backfill: %s", exc)
             return None
 
-    @staticmethod
-    async def put(conn: Connection, rows: Sequence[tuple[int, int, np.ndarray]]) -> None:
+    async def put(self, conn: Connection, rows: Sequence[tuple[int, int, np.ndarray]]) -> None:
         """Store (seq, cube_id, vector) rows and mark the memories embedded, inside the caller's write."""
         seqs = [seq for seq, _, _ in rows]
         await conn.execute(f"DELETE FROM memory_vectors WHERE rowid IN ({placeholders(len(seqs))})", seqs)
@@ -85,11 +94,17 @@ class VectorIndex:
             [(seq, cube_id, vector.astype(np.float32).tobytes()) for seq, cube_id, vector in rows],
         )
         await conn.execute(f"UPDATE memories SET embedded = 1 WHERE seq IN ({placeholders(len(seqs))})", seqs)
+        if self._cache is not None:
+            cache = self._cache
+            conn.after_commit(lambda: cache.upsert(rows))
 
     async def nearest(
         self, conn: Connection, vector: np.ndarray, cube_ids: Sequence[int], k: int
     ) -> list[tuple[int, float]]:
-        """(seq, cosine similarity) of the k nearest vectors in the given cubes, best first."""
+        """(seq, cosine similarity) of the k nearest vectors in the given cubes, best first: exact either
+        way, from the in-memory cache (BLAS) or from sqlite-vec's KNN."""
+        if self._cache is not None:
+            return await anyio.to_thread.run_sync(self._cache.nearest, vector, cube_ids, k)
         rows = await conn.fetch_all(
             "SELECT rowid, distance FROM memory_vectors WHERE embedding MATCH ? AND k = ?"
             f" AND cube_id IN ({placeholders(len(cube_ids))}) ORDER BY distance",
@@ -142,3 +157,15 @@ class VectorIndex:
         if self._embedder.state == "ready" and not self.ready:
             return "the vector index is being prepared; results are lexical for now"
         return self._embedder.unavailable_reason()
+
+
+def _read_vectors(path: Path) -> list[tuple[int, int, np.ndarray]]:
+    """Every stored vector, for the cache (blocking: a worker thread, on its own connection)."""
+    conn = sqlite_driver.connect(str(path), read_only=True)
+    try:
+        return [
+            (int(seq), int(cube_id), np.frombuffer(blob, dtype=np.float32))
+            for seq, cube_id, blob in conn.execute("SELECT rowid, cube_id, embedding FROM memory_vectors")
+        ]
+    finally:
+        conn.close()

@@ -1,0 +1,87 @@
+"""An in-memory copy of the vectors for exact nearest-neighbour search with BLAS.
+
+sqlite-vec's brute-force KNN scans 100k 384-dimension vectors in ~70 ms on this class of machine; one matrix
+product over the same float32 matrix takes ~7 ms. The database stays the truth: the cache is filled from it
+at start and changed only after a write commits. It costs 4 bytes per dimension per memory (1.5 KiB with
+MiniLM: ~150 MiB at 100k memories).
+
+Searches run on worker threads while the event loop appends, so the arrays are replaced, never resized in
+place, and a search reads one consistent snapshot tuple.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+_Snapshot = tuple[np.ndarray, np.ndarray, np.ndarray, int]  # vectors, seqs, cube ids, rows in use
+_RETIRED = -1  # cube id of a row whose memory got a newer vector
+
+
+class VectorCache:
+    def __init__(self, dims: int) -> None:
+        self.dims = dims
+        self._snapshot: _Snapshot = (
+            np.empty((1024, dims), np.float32), np.empty(1024, np.int64), np.empty(1024, np.int64), 0
+        )  # fmt: skip
+        self._row_of: dict[int, int] = {}
+        self._retired = 0
+
+    def __len__(self) -> int:
+        return len(self._row_of)
+
+    def upsert(self, rows: Iterable[tuple[int, int, np.ndarray]]) -> None:
+        """Add (seq, cube id, unit vector) rows; a seq seen before gets its new vector."""
+        rows = list(rows)
+        vectors, seqs, cubes, used = self._snapshot
+        if used + len(rows) > len(seqs):
+            capacity = max(2 * len(seqs), used + len(rows))
+            vectors, seqs, cubes = _grown(vectors, capacity), _grown(seqs, capacity), _grown(cubes, capacity)
+        for seq, cube_id, vector in rows:
+            old = self._row_of.get(seq)
+            if old is not None:
+                cubes[old] = _RETIRED
+                self._retired += 1
+            vectors[used], seqs[used], cubes[used] = vector, seq, cube_id
+            self._row_of[seq] = used
+            used += 1
+        self._snapshot = (vectors, seqs, cubes, used)
+        if self._retired > 1024 and self._retired > used // 4:
+            self._compact()
+
+    def discard(self, seqs: Iterable[int]) -> None:
+        _, _, cubes, _ = self._snapshot
+        for seq in seqs:
+            row = self._row_of.pop(seq, None)
+            if row is not None:
+                cubes[row] = _RETIRED
+                self._retired += 1
+
+    def _compact(self) -> None:
+        vectors, seqs, cubes, used = self._snapshot
+        keep = np.flatnonzero(cubes[:used] != _RETIRED)
+        self._snapshot = (vectors[keep].copy(), seqs[keep].copy(), cubes[keep].copy(), len(keep))
+        self._row_of = {int(seq): row for row, seq in enumerate(self._snapshot[1][: len(keep)])}
+        self._retired = 0
+
+    def nearest(self, query: np.ndarray, cube_ids: Sequence[int], k: int) -> list[tuple[int, float]]:
+        """(seq, cosine similarity) of the k most similar vectors in the given cubes, best first.
+        Blocking (a matrix product): call it on a worker thread."""
+        vectors, seqs, cubes, used = self._snapshot
+        if used == 0 or k <= 0:
+            return []
+        similarity = vectors[:used] @ query.astype(np.float32)
+        allowed = np.isin(cubes[:used], np.asarray(cube_ids, dtype=np.int64))
+        candidates = np.flatnonzero(allowed)
+        if len(candidates) > k:
+            top = np.argpartition(-similarity[candidates], k - 1)[:k]
+            candidates = candidates[top]
+        order = candidates[np.argsort(-similarity[candidates], kind="stable")]
+        return [(int(seqs[row]), float(similarity[row])) for row in order]
+
+
+def _grown(array: np.ndarray, capacity: int) -> np.ndarray:
+    grown = np.empty((capacity, *array.shape[1:]), array.dtype)
+    grown[: len(array)] = array
+    return grown

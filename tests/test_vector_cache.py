@@ -1,0 +1,81 @@
+"""The in-memory vector cache gives exactly what a brute-force search over the stored vectors gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from daemon import NewMemory, SearchQuery, agent_named, open_services
+from daemon.vector_cache import VectorCache
+from tests.conftest import make_config
+
+
+def unit(rng: np.random.Generator, n: int, dims: int = 8) -> np.ndarray:
+    vectors = rng.standard_normal((n, dims)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 300), st.integers(1, 20), st.integers(0, 10_000), st.lists(st.integers(0, 3), max_size=3)
+)
+def test_nearest_matches_brute_force_within_the_given_cubes(
+    n: int, k: int, seed: int, wanted: list[int]
+) -> None:
+    rng = np.random.default_rng(seed)
+    vectors, cubes = unit(rng, n), rng.integers(0, 4, n)
+    cache = VectorCache(8)
+    cache.upsert((seq, int(cubes[seq]), vectors[seq]) for seq in range(n))
+    query = unit(rng, 1)[0]
+    got = cache.nearest(query, wanted, k)
+    pool = [seq for seq in range(n) if cubes[seq] in wanted]
+    expected = sorted(pool, key=lambda seq: (-float(vectors[seq] @ query), seq))[:k]
+    assert [seq for seq, _ in got] == expected or np.allclose(
+        [sim for _, sim in got], [float(vectors[seq] @ query) for seq in expected], atol=1e-6
+    )
+
+
+def test_a_new_vector_replaces_the_old_one_and_compaction_keeps_the_rest() -> None:
+    rng = np.random.default_rng(1)
+    vectors = unit(rng, 5000)
+    cache = VectorCache(8)
+    cache.upsert((seq, 1, vectors[seq]) for seq in range(5000))
+    for _ in range(3):  # enough replacements to trigger compaction
+        cache.upsert((seq, 1, vectors[(seq + 1) % 5000]) for seq in range(2000))
+    assert len(cache) == 5000
+    (best, similarity), *_ = cache.nearest(vectors[1], [1], 3)
+    assert best == 0 and similarity == pytest.approx(1.0)  # seq 0 now holds vector 1; seq 1 holds vector 2
+    (best, _), *_ = cache.nearest(vectors[2], [1], 3)
+    assert best == 1
+    cache.discard([0])
+    assert 0 not in [seq for seq, _ in cache.nearest(vectors[1], [1], 10)]
+
+
+@pytest.mark.anyio
+async def test_search_gives_the_same_results_with_and_without_the_cache(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    results = []
+    for use_cache in (True, False):
+        directory = tmp_path / str(use_cache)
+        directory.mkdir()
+        config = make_config(directory, str(model_dir))
+        config = msgspec.structs.replace(
+            config, search=msgspec.structs.replace(config.search, vector_cache=use_cache)
+        )
+        async with open_services(config) as services:
+            await services.vectors.attached.wait()
+            await services.identities.add("alice")
+            alice = agent_named("alice")
+            await services.memories.add_batch(
+                alice, None, [NewMemory(content=f"Memory number {i} about topic {i % 7}") for i in range(60)]
+            )
+            found = await services.search.search(alice, SearchQuery(query="topic three", mode="vector", k=20))
+            results.append([(hit.content, hit.match.similarity) for hit in found.results])
+    assert [c for c, _ in results[0]] == [c for c, _ in results[1]]
+    assert np.allclose([s for _, s in results[0]], [s for _, s in results[1]], atol=1e-3)
