@@ -17,7 +17,7 @@ import anyio
 import msgspec
 
 from daemon import Config, MemosError, Services, load_config, open_store_services
-from memos_cli.errors import FAILURES, first_memos_error
+from memos_cli.errors import exit_code, one_line_errors
 from memos_cli.status import read_status
 
 
@@ -209,15 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        config = load_config(args.config)
-        return int(args.handler(config, args))
-    except FAILURES as exc:
-        error = first_memos_error(exc)
-        if error is None:
-            raise
-        print(f"memos: {error}", file=sys.stderr)
-        return 1
+
+    def run() -> int:
+        with one_line_errors("memos"):
+            return int(args.handler(load_config(args.config), args))
+
+    return exit_code(run)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,10 @@ from importlib.metadata import PackageNotFoundError, version
 
 import anyio
 
-from daemon import Config, MemosError, load_config, open_services
+from daemon import Config, load_config, open_services
 from mcp_server.app import build_app, build_mcp
 from mcp_server.http import HttpServer
-from memos_cli.errors import FAILURES, first_memos_error
+from memos_cli.errors import exit_code, one_line_errors
 from memos_cli.logs import setup_logging
 
 log = logging.getLogger("memosd")
@@ -52,21 +52,17 @@ def main(argv: list[str] | None = None) -> int:
         "--config", metavar="PATH", help="configuration file (default: $MEMOS_CONFIG or defaults)"
     )
     args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except MemosError as exc:
-        print(f"memosd: {exc}", file=sys.stderr)
-        return 2
+    return exit_code(lambda: _serve(args.config))
+
+
+def _serve(config_path: str | None) -> int:
+    with one_line_errors("memosd", code=2):
+        config = load_config(config_path)
     setup_logging(config.log.level)
     log.info("memos %s, config %s, database %s", memos_version(), config.source, config.database_path)
     try:
-        anyio.run(run_daemon, config)
-    except FAILURES as exc:
-        error = first_memos_error(exc)
-        if error is None:
-            raise
-        print(f"memosd: {error}", file=sys.stderr)
-        return 1
+        with one_line_errors("memosd"):
+            anyio.run(run_daemon, config)
     except KeyboardInterrupt:  # a second Ctrl-C while shutting down
         return 130
     return exit_now(0)
