@@ -77,6 +77,14 @@ class SearchConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     vector_cache: bool = True
 
 
+class BackupConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    # None: `backups` beside the database.
+    dir: str | None = None
+    # Hours between scheduled backups; 0 turns them off.
+    interval_hours: Annotated[float, msgspec.Meta(ge=0)] = 24.0
+    keep: Annotated[int, msgspec.Meta(ge=1)] = 7
+
+
 class LogConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -88,6 +96,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     policies: PoliciesConfig = msgspec.field(default_factory=PoliciesConfig)
     search: SearchConfig = msgspec.field(default_factory=SearchConfig)
+    backup: BackupConfig = msgspec.field(default_factory=BackupConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     # Where the configuration came from ("defaults" or a file path); set by the loader, not by the file.
     source: str = "defaults"
@@ -96,6 +105,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     def database_path(self) -> Path:
         assert self.storage.path is not None, "load_config resolves the storage path"
         return Path(self.storage.path)
+
+    @property
+    def backup_dir(self) -> Path:
+        return Path(self.backup.dir) if self.backup.dir else self.database_path.parent / "backups"
 
     @property
     def policy_dir(self) -> Path:
@@ -182,6 +195,7 @@ def load_config(
             config.embedder, model_path=_resolve(base, config.embedder.model_path)
         ),
         policies=msgspec.structs.replace(config.policies, dir=_resolve(base, config.policies.dir) or ""),
+        backup=msgspec.structs.replace(config.backup, dir=_resolve(base, config.backup.dir)),
         source=str(path) if path else "defaults",
     )
 

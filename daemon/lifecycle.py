@@ -11,12 +11,14 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import anyio
 import msgspec
 
 from daemon.audit import Audit
+from daemon.backup import scheduled_backups
 from daemon.config import NO_MODEL, Config, model_cache_dir
 from daemon.cubes import Cubes
 from daemon.embedder import Embedder
@@ -41,6 +43,7 @@ class Services:
     vectors: VectorIndex
     audit: Audit
     access: AccessPolicy
+    policy_watcher: PolicyWatcher
     identities: Identities
     groups: Groups
     cubes: Cubes
@@ -49,12 +52,31 @@ class Services:
 
 
 @asynccontextmanager
-async def open_store_services(config: Config) -> AsyncIterator[Services]:
-    """The services without background work or a model: for CLI commands that only read and write rows."""
+async def open_store_services(config: Config, *, with_model: bool = False) -> AsyncIterator[Services]:
+    """The services for one CLI command: the policy files read once, no watchers or scheduled work.
+
+    Without a model, writes leave vectors to the daemon's backfill (so its in-memory vectors stay
+    complete); with one (for `memos search`), vectors are searched in the database.
+    """
     store = await Store.open(config.database_path, read_connections=config.storage.read_connections)
     try:
-        no_model = msgspec.structs.replace(config.embedder, model=NO_MODEL)
-        yield _services(config, store, Embedder(no_model, model_cache_dir()))
+        embedder_config = (
+            config.embedder if with_model else msgspec.structs.replace(config.embedder, model=NO_MODEL)
+        )
+        no_cache = msgspec.structs.replace(
+            config, search=msgspec.structs.replace(config.search, vector_cache=False)
+        )
+        services = _services(no_cache, store, Embedder(embedder_config, model_cache_dir()))
+        await services.policy_watcher.reload(publish=False)
+        async with anyio.create_task_group() as tg:
+            await tg.start(services.embedder.run)
+            if with_model:
+                await services.embedder.ready.wait()
+                await services.vectors.attach(read_only=True)
+            try:
+                yield services
+            finally:
+                tg.cancel_scope.cancel()
     finally:
         await store.close()
 
@@ -67,15 +89,20 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
         services = _services(config, store, Embedder(config.embedder, model_cache_dir()))
         async with anyio.create_task_group() as tg:
             await tg.start(services.audit.run)
-            config_file = Path(config.source) if config.source != "defaults" else None
-            watcher = PolicyWatcher(services.access, store, config.policy_dir, config_file)
-            await tg.start(watcher.run)
+            await tg.start(services.policy_watcher.run)
             await tg.start(services.embedder.run)
             await tg.start(services.vectors.backfill)
+            if config.backup.interval_hours > 0:
+                await tg.start(
+                    partial(
+                        scheduled_backups, config.database_path, config.backup_dir,
+                        config.backup.interval_hours * 3600, config.backup.keep,
+                    )
+                )  # fmt: skip
             try:
                 yield services
             finally:
-                watcher.stop()
+                services.policy_watcher.stop()
                 tg.cancel_scope.cancel("memosd is shutting down")
     finally:
         await store.close()
@@ -93,6 +120,9 @@ def _services(config: Config, store: Store, embedder: Embedder) -> Services:
         vectors=vectors,
         audit=audit,
         access=access,
+        policy_watcher=PolicyWatcher(
+            access, store, config.policy_dir, Path(config.source) if config.source != "defaults" else None
+        ),
         identities=Identities(store),
         groups=Groups(store),
         cubes=Cubes(store, access),

@@ -37,18 +37,21 @@ class PolicyWatcher:
         """Release the watcher thread now (cancellation alone waits for it to time out, up to a second)."""
         self._stop.set()
 
-    async def reload(self) -> bool:
-        """Load every policy file; install them all or none. True if they were installed."""
+    async def reload(self, *, publish: bool = True) -> bool:
+        """Load every policy file; install them all or none. True if they were installed. `publish` records
+        the outcome for `memos status` (the daemon does; a CLI command reading the files does not)."""
         try:
             rules, files = load_policy_dir(self.directory)
         except ConfigError as exc:
             self._access.reject(str(exc))
             log.error("policy files rejected, the last good policy stays in force: %s", exc)
-            await self._publish()
+            if publish:
+                await self._publish()
             return False
         self._access.install(rules, files, str(self.directory))
-        log.info("policy loaded: %d rules from %d files in %s", len(rules), len(files), self.directory)
-        await self._publish()
+        if publish:
+            log.info("policy loaded: %d rules from %d files in %s", len(rules), len(files), self.directory)
+            await self._publish()
         return True
 
     async def _publish(self) -> None:

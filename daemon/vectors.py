@@ -24,6 +24,7 @@ from daemon.vector_cache import VectorCache
 log = logging.getLogger(__name__)
 
 _BACKFILL_BATCH = 256
+_RECHECK_S = 5.0
 
 
 class VectorIndex:
@@ -36,10 +37,18 @@ class VectorIndex:
         self.attached = anyio.Event()  # set when `ready` becomes true
         self._wake = anyio.Event()
 
-    async def attach(self) -> None:
-        """Make the table match the loaded model; called once the embedder is ready."""
+    async def attach(self, *, read_only: bool = False) -> None:
+        """Make the table match the loaded model; called once the embedder is ready. `read_only` (a CLI
+        command beside the daemon) only uses the table if it already matches: rebuilding is the daemon's."""
         model, dims = self._embedder.model_name, self._embedder.dims
         assert dims is not None
+        if read_only:
+            async with self._store.read() as conn:
+                meta: dict[str, str] = dict(
+                    await conn.fetch_all("SELECT key, value FROM meta WHERE key LIKE 'embedding_%'")
+                )
+            self.ready = meta.get("embedding_model") == model and meta.get("embedding_dims") == str(dims)
+            return
         async with self._store.write() as conn:
             rows: dict[str, str] = dict(
                 await conn.fetch_all("SELECT key, value FROM meta WHERE key LIKE 'embedding_%'")
@@ -118,7 +127,9 @@ class VectorIndex:
         await self._embedder.ready.wait()
         await self.attach()
         while True:
-            await self._wake.wait()
+            # Other processes (memos import) write rows without vectors too: look now and then.
+            with anyio.move_on_after(_RECHECK_S):
+                await self._wake.wait()
             self._wake = anyio.Event()
             try:
                 while await self._backfill_batch():

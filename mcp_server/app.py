@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 
 from daemon import Services
 from mcp_server.auth import AgentTokenVerifier
+from mcp_server.request_log import log_request
 from mcp_server.resources import add_resources
 from mcp_server.tools import build_tools
 
@@ -32,6 +33,7 @@ def build_mcp(services: Services, version: str) -> MCPServer:
         token_verifier=AgentTokenVerifier(services.identities),
         auth=AuthSettings(issuer_url=base, resource_server_url=None),  # type: ignore[arg-type]
         tools=build_tools(services),
+        middleware=[log_request],
     )
     add_resources(mcp, services)
 

@@ -60,6 +60,7 @@ class HttpServer:
         self._config = config
         self._sock = bind(config)
         self.port = self._sock.getsockname()[1]
+        self.stopped = anyio.Event()
         self._server = _Server(
             uvicorn.Config(
                 app, lifespan="off", log_config=None, access_log=False, timeout_graceful_shutdown=5
@@ -71,12 +72,16 @@ class HttpServer:
         self._server.should_exit = True
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        async with self._mcp.session_manager.run(), anyio.create_task_group() as tg:
-            tg.start_soon(self._run_uvicorn)
-            while not self._server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
-                await anyio.sleep(0.01)
-            log.info("MCP endpoint listening on http://%s:%d/mcp", self._config.host, self.port)
-            task_status.started()
+        """Serve until `stop()`; `stopped` is set once open requests and sessions are finished."""
+        try:
+            async with self._mcp.session_manager.run(), anyio.create_task_group() as tg:
+                tg.start_soon(self._run_uvicorn)
+                while not self._server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
+                    await anyio.sleep(0.01)
+                log.info("MCP endpoint listening on http://%s:%d/mcp", self._config.host, self.port)
+                task_status.started()
+        finally:
+            self.stopped.set()
 
     async def _run_uvicorn(self) -> None:
         try:

@@ -7,6 +7,8 @@ import logging
 import sys
 from typing import Any
 
+_EXTRA_FIELDS = ("request_id", "agent", "method", "target", "outcome", "latency_ms")
+
 
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -16,6 +18,9 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for key in _EXTRA_FIELDS:
+            if hasattr(record, key):
+                entry[key] = getattr(record, key)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)

@@ -17,7 +17,10 @@ import anyio
 import msgspec
 
 from daemon import Config, MemosError, Services, load_config, open_store_services
+from memos_cli.data_commands import add_parsers as add_data_parsers
 from memos_cli.errors import exit_code, one_line_errors
+from memos_cli.memory_commands import add_parsers as add_memory_parsers
+from memos_cli.service_commands import add_parsers as add_service_parsers
 from memos_cli.status import read_status
 
 
@@ -113,6 +116,14 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     print(f"config      {config.source}")
     print(f"database    {config.database_path} (schema {status.schema_version})")
     print(f"daemon      {status.daemon}")
+    reported = status.daemon_status
+    if reported is not None:
+        print(
+            f"            pid {reported.pid}, memos {reported.version}, {reported.state} since"
+            f" {reported.started_at}, embedder {reported.embedder or 'n/a'}"
+        )
+        for error in reported.last_errors[-5:]:
+            print(f"            error: {error}")
     print(f"counts      {status.agents} agents, {status.cubes} cubes, {status.memories} memories")
     policy = status.policy
     if policy is None:
@@ -194,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="daemon, database, counts and the policy in force")
     status.add_argument("--json", action="store_true", help="machine-readable")
     status.set_defaults(handler=cmd_status)
+
+    add_memory_parsers(commands)
+    add_data_parsers(commands)
+    add_service_parsers(commands)
 
     mcp = commands.add_parser(
         "mcp", help="stdio MCP server relaying to memosd (for Claude Desktop and others)"

@@ -11,8 +11,12 @@ import threading
 from importlib.metadata import PackageNotFoundError, version
 
 import anyio
+import anyio.abc
 
-from daemon import Config, load_config, open_services
+from daemon import Config, Services, load_config, open_services
+from daemon.daemon_status import StatusReporter
+from daemon.instance_lock import InstanceLock
+from daemon.sd_notify import Notifier
 from mcp_server.app import build_app, build_mcp
 from mcp_server.http import HttpServer
 from memos_cli.errors import exit_code, one_line_errors
@@ -28,22 +32,65 @@ def memos_version() -> str:
         return "0+unknown"
 
 
-async def run_daemon(config: Config) -> None:
-    """Serve until SIGINT or SIGTERM; then stop intake, finish requests, stop services, close the store."""
-    async with open_services(config) as services:
-        mcp = build_mcp(services, memos_version())
-        http = HttpServer(mcp, build_app(mcp, services), config.server)
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with anyio.create_task_group() as tg:
-                await tg.start(http.serve)
-                print(
-                    f"memosd ready: http://{config.server.host}:{http.port}/mcp", file=sys.stderr, flush=True
-                )
-                async for signum in signals:
-                    log.info("received %s: shutting down", signal.Signals(signum).name)
-                    http.stop()
-                    break
+async def run_daemon(config: Config, notifier: Notifier) -> None:
+    """Serve until SIGINT or SIGTERM; then stop intake, finish requests, stop services, close the store.
+
+    A second SIGINT/SIGTERM cancels the requests still open (writes in progress still finish: they are
+    shielded). SIGHUP reloads the policy files.
+    """
+    lock = InstanceLock(config.database_path)
+    lock.acquire()
+    try:
+        async with open_services(config) as services:
+            mcp = build_mcp(services, memos_version())
+            http = HttpServer(mcp, build_app(mcp, services), config.server)
+            url = f"http://{config.server.host}:{http.port}/mcp"
+            reporter = StatusReporter(services.store, memos_version(), url, services.embedder)
+            try:
+                await _serve(services, http, reporter, notifier, url)
+            finally:
+                reporter.close()
+                with anyio.CancelScope(shield=True):
+                    await reporter.publish("stopped")
+    finally:
+        lock.release()
     log.info("memosd stopped")
+
+
+async def _serve(
+    services: Services, http: HttpServer, reporter: StatusReporter, notifier: Notifier, url: str
+) -> None:
+    signals_wanted = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    with anyio.open_signal_receiver(*signals_wanted) as signals:
+        async with anyio.create_task_group() as tg:
+            await tg.start(http.serve)
+            await tg.start(notifier.watchdog)
+            await tg.start(reporter.run)
+            print(f"memosd ready: {url}", file=sys.stderr, flush=True)
+            notifier.ready(f"serving {url}")
+            stopping = False
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if signum == signal.SIGHUP:
+                    log.info("received SIGHUP: reloading the policy files")
+                    await services.policy_watcher.reload()
+                    continue
+                if stopping:
+                    log.warning("received %s again: cancelling open requests", name)
+                    tg.cancel_scope.cancel("forced shutdown")
+                    break
+                log.info("received %s: shutting down", name)
+                stopping = True
+                notifier.stopping("finishing open requests")
+                http.stop()
+                tg.start_soon(_stop_when_idle, http, tg)
+                await reporter.publish("stopping")
+
+
+async def _stop_when_idle(http: HttpServer, tg: anyio.abc.TaskGroup) -> None:
+    """Once the HTTP server has drained, end the other background tasks of this group."""
+    await http.stopped.wait()
+    tg.cancel_scope.cancel("memosd is shutting down")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,17 +99,21 @@ def main(argv: list[str] | None = None) -> int:
         "--config", metavar="PATH", help="configuration file (default: $MEMOS_CONFIG or defaults)"
     )
     args = parser.parse_args(argv)
-    return exit_code(lambda: _serve(args.config))
+    return exit_code(lambda: _serve_command(args.config))
 
 
-def _serve(config_path: str | None) -> int:
+def _serve_command(config_path: str | None) -> int:
     with one_line_errors("memosd", code=2):
         config = load_config(config_path)
     setup_logging(config.log.level)
     log.info("memos %s, config %s, database %s", memos_version(), config.source, config.database_path)
+    watchdog = os.environ.get("WATCHDOG_USEC")
+    notifier = Notifier(
+        os.environ.get("NOTIFY_SOCKET"), int(watchdog) if watchdog and watchdog.isdigit() else None
+    )
     try:
         with one_line_errors("memosd"):
-            anyio.run(run_daemon, config)
+            anyio.run(run_daemon, config, notifier)
     except KeyboardInterrupt:  # a second Ctrl-C while shutting down
         return 130
     return exit_now(0)

@@ -6,11 +6,13 @@ import httpx2
 import msgspec
 
 from daemon import Services
+from daemon.daemon_status import DaemonStatus
 from daemon.policy import PolicyState
 
 
 class Status(msgspec.Struct, kw_only=True):
     daemon: str
+    daemon_status: DaemonStatus | None
     schema_version: int
     agents: int
     cubes: int
@@ -40,9 +42,11 @@ async def read_status(services: Services) -> Status:
             " (SELECT count(*) FROM cubes), (SELECT count(*) FROM memories WHERE deleted_at IS NULL)"
         )
         policy_row = await conn.fetch_one("SELECT value FROM meta WHERE key = 'policy_status'")
+        daemon_row = await conn.fetch_one("SELECT value FROM meta WHERE key = 'daemon_status'")
     assert counts is not None
     return Status(
         daemon=await _daemon_state(services),
+        daemon_status=msgspec.json.decode(daemon_row[0], type=DaemonStatus) if daemon_row else None,
         schema_version=counts[0],
         agents=counts[1],
         cubes=counts[2],

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import socket
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from daemon.config import ServerConfig
 from mcp_server.http import bind
@@ -73,3 +77,41 @@ def test_the_bridge_without_a_token_explains_where_to_put_it(tmp_path: Path) -> 
     result = run(memos_command("--config", str(config), "mcp", "--agent", "desk"), tmp_path)
     assert result.returncode == 1
     assert "set MEMOS_TOKEN" in result.stderr
+
+
+def test_the_admin_commands_act_as_an_agent_with_its_permissions(tmp_path: Path) -> None:
+    config = write_config(tmp_path, port=free_port(), model="none")
+
+    def memos(*args: str) -> subprocess.CompletedProcess[str]:
+        return run(memos_command("--config", str(config), *args), tmp_path)
+
+    for name in ("ann", "ben"):
+        assert memos("agent", "add", name).returncode == 0
+    assert (
+        memos("cube", "create", "plans", "--agent", "ann").stdout.strip()
+        == "cube plans created, owned by ann"
+    )
+    added = memos("add", "The offsite is in Lisbon", "--agent", "ann", "--cube", "plans", "--tag", "travel")
+    assert added.stdout.strip().endswith("added to plans")
+    found = memos("search", "Lisbon offsite", "--agent", "ann", "--lexical", "--json")
+    assert [hit["cube"] for hit in json.loads(found.stdout)["results"]] == ["plans"]
+    refused = memos("add", "intrusion", "--agent", "ben", "--cube", "plans")
+    assert refused.returncode == 1 and "does not exist or you have no access" in refused.stderr
+    listed = memos("cube", "list", "--agent", "ben", "--json")
+    assert [c["name"] for c in json.loads(listed.stdout)] == ["@ben"]
+    described = memos("cube", "describe", "plans", "--agent", "ann")
+    assert "allow admin  ann  (owner)" in described.stdout
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+@pytest.mark.parametrize("flags", [[], ["--system"]])
+def test_the_installed_units_pass_systemd_analyze_verify(tmp_path: Path, flags: list[str]) -> None:
+    unit = tmp_path / "memosd.service"
+    result = run(memos_command("install-service", *flags, "--target", str(unit)), tmp_path)
+    assert result.returncode == 0 and f"wrote {unit}" in result.stdout
+    text = unit.read_text()
+    assert "Type=notify" in text and "WatchdogSec=" in text and "@MEMOSD@" not in text
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    assert verify.returncode == 0, verify.stderr

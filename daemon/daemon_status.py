@@ -1,0 +1,78 @@
+"""What the running daemon tells `memos status`: written to the database's `meta` table, because the
+command reads the database and `/healthz` carries no data."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+
+import anyio
+import msgspec
+from anyio.abc import TaskStatus
+
+from daemon.store import Store
+from daemon.timeutil import now_iso
+
+_REPORT_EVERY_S = 5.0
+
+
+class DaemonStatus(msgspec.Struct, kw_only=True):
+    pid: int
+    version: str
+    url: str
+    started_at: str
+    state: str  # "starting", "serving", "stopping", "stopped"
+    embedder: str
+    updated_at: str
+    last_errors: list[str] = msgspec.field(default_factory=list)
+
+
+class _ErrorMemory(logging.Handler):
+    """Keeps the last few ERROR records (message only, never memory content: we do not log content)."""
+
+    def __init__(self, size: int = 10) -> None:
+        super().__init__(level=logging.ERROR)
+        self.records: collections.deque[str] = collections.deque(maxlen=size)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(f"{now_iso()} {record.name}: {record.getMessage()}"[:500])
+
+
+class StatusReporter:
+    def __init__(self, store: Store, version: str, url: str, embedder_state: object) -> None:
+        self._store = store
+        self._embedder = embedder_state
+        self.status = DaemonStatus(
+            pid=os.getpid(), version=version, url=url, started_at=now_iso(), state="starting",
+            embedder="", updated_at=now_iso(),
+        )  # fmt: skip
+        self._errors = _ErrorMemory()
+        logging.getLogger().addHandler(self._errors)
+
+    async def publish(self, state: str | None = None) -> None:
+        """Write the status if anything in it changed (or a state is given)."""
+        new = msgspec.structs.replace(
+            self.status,
+            state=state or self.status.state,
+            embedder=str(getattr(self._embedder, "state", "")),
+            last_errors=list(self._errors.records),
+        )
+        if new == self.status and state is None:
+            return
+        self.status = msgspec.structs.replace(new, updated_at=now_iso())
+        async with self._store.write() as conn:
+            await conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('daemon_status', ?)",
+                (msgspec.json.encode(self.status).decode(),),
+            )
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        await self.publish("serving")
+        task_status.started()
+        while True:
+            await anyio.sleep(_REPORT_EVERY_S)
+            await self.publish()
+
+    def close(self) -> None:
+        logging.getLogger().removeHandler(self._errors)
