@@ -23,8 +23,10 @@ from daemon.identity import agent_named
 from daemon.lifecycle import Services, open_services, open_store_services
 from daemon.models import (
     MEMORY_KINDS,
+    AddedMemory,
     Agent,
     AgentInfo,
+    BatchAdded,
     Cube,
     CubeMembers,
     MatchInfo,
@@ -39,12 +41,15 @@ from daemon.models import (
     SearchMode,
     SearchQuery,
     SearchResults,
+    Similar,
 )
 
 __all__ = [
     "MEMORY_KINDS",
+    "AddedMemory",
     "Agent",
     "AgentInfo",
+    "BatchAdded",
     "Config",
     "ConfigError",
     "Conflict",
@@ -69,6 +74,7 @@ __all__ = [
     "SearchQuery",
     "SearchResults",
     "Services",
+    "Similar",
     "StoreClosed",
     "StoreCorrupt",
     "StoreError",

@@ -6,8 +6,9 @@ import builtins
 
 from daemon.audit import Audit
 from daemon.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from daemon.idempotency import Recorder
 from daemon.models import Agent, Cube, CubeMembers, Member
-from daemon.policy import AccessPolicy
+from daemon.policy import AccessPolicy, CubeRef
 from daemon.policy_rules import EVERYONE, LEVEL, cube_matches
 from daemon.store import Connection, Store, placeholders
 from daemon.timeutil import now_iso
@@ -26,7 +27,9 @@ class Cubes:
         self._store = store
         self._access = access
 
-    async def create(self, agent: Agent, name: str, description: str = "") -> Cube:
+    async def create(
+        self, agent: Agent, name: str, description: str = "", *, recorder: Recorder | None = None
+    ) -> Cube:
         if isinstance(name, str) and name.startswith(PRIVATE_CUBE_PREFIX):
             raise InvalidInput(
                 f"cube names starting with {PRIVATE_CUBE_PREFIX!r} are reserved for agents' private cubes"
@@ -45,7 +48,10 @@ class Cubes:
                 (name, agent.name, description, created),
             )
             await Audit.record(conn, agent.name, "cube_create", name, None)
-        return Cube(name=name, owner=agent.name, description=description, created_at=created)
+            cube = Cube(name=name, owner=agent.name, description=description, created_at=created)
+            if recorder is not None:
+                await recorder.record(conn, cube)
+        return cube
 
     async def list(self, agent: Agent) -> list[Cube]:
         async with self._store.read() as conn:
@@ -86,7 +92,9 @@ class Cubes:
             raise InvalidInput(f"no agent named {grantee!r}; name an agent, 'group:NAME' or '*' (everyone)")
         return grantee
 
-    async def share(self, agent: Agent, cube: str, grantee: str, permission: str) -> CubeMembers:
+    async def share(
+        self, agent: Agent, cube: str, grantee: str, permission: str, *, recorder: Recorder | None = None
+    ) -> CubeMembers:
         """Grant `permission` on the cube; needs share, and admin to grant admin."""
         check_cube_ref(cube)
         if permission not in LEVEL:
@@ -102,9 +110,17 @@ class Cubes:
                 (ref.id, grantee, permission, agent.name, now_iso()),
             )
             await Audit.record(conn, agent.name, "cube_share", cube, grantee, permission)
-        return await self.members(agent, cube)
+            return await self._finish(conn, ref, recorder)
 
-    async def unshare(self, agent: Agent, cube: str, grantee: str, permission: str | None) -> CubeMembers:
+    async def unshare(
+        self,
+        agent: Agent,
+        cube: str,
+        grantee: str,
+        permission: str | None,
+        *,
+        recorder: Recorder | None = None,
+    ) -> CubeMembers:
         """Remove one stored grant, or all of the grantee's on this cube. Policy-file rules stay."""
         check_cube_ref(cube)
         if permission is not None and permission not in LEVEL:
@@ -128,18 +144,28 @@ class Cubes:
                 [ref.id, grantee] + ([permission] if permission else []),
             )
             await Audit.record(conn, agent.name, "cube_unshare", cube, grantee, permission or "all")
-        return await self.members(agent, cube)
+            return await self._finish(conn, ref, recorder)
+
+    async def _finish(self, conn: Connection, ref: CubeRef, recorder: Recorder | None) -> CubeMembers:
+        """The members as this write leaves them, recorded for idempotent retries if asked."""
+        members = await self._members_on(conn, ref)
+        if recorder is not None:
+            await recorder.record(conn, members)
+        return members
 
     async def members(self, agent: Agent, cube: str) -> CubeMembers:
         """Who holds what on the cube, and why: ownership, policy-file rules and stored grants."""
         check_cube_ref(cube)
         async with self._store.read() as conn:
             ref = await self._access.require(conn, agent, cube, "read", "cube_members")
-            owner_row = await conn.fetch_one("SELECT owner FROM cubes WHERE id = ?", (ref.id,))
-            grants = await conn.fetch_all(
-                "SELECT grantee, permission, granted_by FROM cube_grants WHERE cube_id = ? ORDER BY grantee",
-                (ref.id,),
-            )
+            return await self._members_on(conn, ref)
+
+    async def _members_on(self, conn: Connection, ref: CubeRef) -> CubeMembers:
+        owner_row = await conn.fetch_one("SELECT owner FROM cubes WHERE id = ?", (ref.id,))
+        grants = await conn.fetch_all(
+            "SELECT grantee, permission, granted_by FROM cube_grants WHERE cube_id = ? ORDER BY grantee",
+            (ref.id,),
+        )
         assert owner_row is not None
         members = [Member(grantee=owner_row[0], permission="admin", effect="allow", source="owner")]
         for sourced in self._access.rules:

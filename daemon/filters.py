@@ -20,6 +20,8 @@ class MemoryFilter(msgspec.Struct, kw_only=True, frozen=True):
     until: str | None = None
     source_agent: str | None = None
     include_deleted: bool = False
+    include_superseded: bool = False  # also memories a newer one replaced (marked by superseded_by)
+    as_of: str | None = None  # what was true then: valid_from <= as_of < valid_to
 
     @classmethod
     def checked(
@@ -32,6 +34,8 @@ class MemoryFilter(msgspec.Struct, kw_only=True, frozen=True):
         until: str | None = None,
         source_agent: str | None = None,
         include_deleted: bool = False,
+        include_superseded: bool = False,
+        as_of: str | None = None,
     ) -> MemoryFilter:
         since_t = parse_time(since, "since") if since else None
         until_t = parse_time(until, "until") if until else None
@@ -44,12 +48,24 @@ class MemoryFilter(msgspec.Struct, kw_only=True, frozen=True):
             until=until_t,
             source_agent=check_name(source_agent, "source_agent") if source_agent else None,
             include_deleted=include_deleted,
+            include_superseded=include_superseded,
+            as_of=parse_time(as_of, "as_of") if as_of else None,
         )
 
     def sql(self) -> tuple[str, list[Any]]:
-        """A predicate (starting with AND) and its parameters; always hides expired memories."""
+        """A predicate (starting with AND) and its parameters. Expired memories are always left out;
+        superseded ones unless asked for; `as_of` moves "now" for validity and expiry."""
+        moment = self.as_of or now_iso()
         clauses = ["AND (m.expires_at IS NULL OR m.expires_at > ?)"]
-        params: list[Any] = [now_iso()]
+        params: list[Any] = [moment]
+        if self.as_of:
+            clauses.append("AND m.valid_from <= ?")
+            params.append(self.as_of)
+            if not self.include_superseded:
+                clauses.append("AND (m.valid_to IS NULL OR m.valid_to > ?)")
+                params.append(self.as_of)
+        elif not self.include_superseded:
+            clauses.append("AND m.superseded_by IS NULL")
         if not self.include_deleted:
             clauses.append("AND m.deleted_at IS NULL")
         if self.kinds:

@@ -17,6 +17,7 @@ from pathlib import Path
 import anyio
 import msgspec
 
+from daemon.additions import Additions
 from daemon.audit import Audit
 from daemon.backup import scheduled_backups
 from daemon.config import NO_MODEL, Config, model_cache_dir
@@ -26,7 +27,9 @@ from daemon.identity import Groups, Identities
 from daemon.memories import Memories
 from daemon.policy import AccessPolicy
 from daemon.policy_watch import PolicyWatcher
+from daemon.retention import Retention
 from daemon.search import Search
+from daemon.settings_store import CubeSettingsStore
 from daemon.store import Store
 from daemon.vectors import VectorIndex
 
@@ -48,6 +51,9 @@ class Services:
     groups: Groups
     cubes: Cubes
     memories: Memories
+    additions: Additions
+    settings: CubeSettingsStore
+    retention: Retention
     search: Search
 
 
@@ -92,6 +98,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
             await tg.start(services.policy_watcher.run)
             await tg.start(services.embedder.run)
             await tg.start(services.vectors.backfill)
+            await tg.start(services.retention.run)
             if config.backup.interval_hours > 0:
                 await tg.start(
                     partial(
@@ -113,6 +120,7 @@ def _services(config: Config, store: Store, embedder: Embedder) -> Services:
     access = AccessPolicy(audit)
     vectors = VectorIndex(store, embedder, use_cache=config.search.vector_cache)
     memories = Memories(store, access, vectors, config.limits)
+    settings = CubeSettingsStore(store, access)
     return Services(
         config=config,
         store=store,
@@ -127,5 +135,8 @@ def _services(config: Config, store: Store, embedder: Embedder) -> Services:
         groups=Groups(store),
         cubes=Cubes(store, access),
         memories=memories,
-        search=Search(store, memories, vectors, config.limits),
+        additions=Additions(store, access, vectors, memories, settings, config.limits),
+        settings=settings,
+        retention=Retention(store, settings),
+        search=Search(store, memories, vectors, config.limits, config.search),
     )

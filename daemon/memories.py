@@ -6,6 +6,7 @@ lock (so the model never holds up other writers), and returns only after COMMIT.
 
 from __future__ import annotations
 
+import builtins
 import secrets
 from collections.abc import Sequence
 from typing import Any
@@ -14,18 +15,21 @@ import msgspec
 
 from daemon.audit import Audit
 from daemon.config import LimitsConfig
+from daemon.content_hash import content_hash
 from daemon.errors import Conflict, InvalidInput, NotFound
 from daemon.filters import MemoryFilter
-from daemon.models import Agent, Memory, MemoryChanges, MemoryPage, MemoryVersion, NewMemory
+from daemon.idempotency import Recorder
+from daemon.models import Agent, Memory, MemoryChanges, MemoryPage, MemoryVersion
 from daemon.policy import AccessPolicy, CubeRef, Permission
 from daemon.store import Connection, Store, placeholders
 from daemon.timeutil import now_iso
-from daemon.validation import check_changes, check_cube_ref, check_new_memory
+from daemon.validation import check_changes, check_cube_ref
 from daemon.vectors import VectorIndex
 
 MEMORY_COLUMNS = (
     "m.seq, m.id, c.name, m.content, m.kind, m.tags, m.metadata, m.source_agent, m.task_id, m.created_at,"
-    " m.updated_at, m.occurred_at, m.importance, m.expires_at, m.version, m.deleted_at, m.cube_id"
+    " m.updated_at, m.occurred_at, m.importance, m.expires_at, m.version, m.deleted_at, m.cube_id,"
+    " m.valid_from, m.valid_to, m.superseded_by"
 )
 MEMORY_FROM = "memories m JOIN cubes c ON c.id = m.cube_id"
 MAX_LIST_LIMIT = 500
@@ -56,6 +60,9 @@ def memory_from_row(row: Sequence[Any]) -> Memory:
         expires_at=row[13],
         version=row[14],
         deleted_at=row[15],
+        valid_from=row[17],
+        valid_to=row[18],
+        superseded_by=row[19],
     )
 
 
@@ -74,75 +81,7 @@ class Memories:
         self._vectors = vectors
         self._limits = limits
 
-    async def _writable_cube(self, agent: Agent, cube: str | None) -> str:
-        name = check_cube_ref(cube) if cube else agent.home_cube
-        async with self._store.read() as conn:  # fail fast, before spending time on embeddings
-            await self._access.require(conn, agent, name, "write", "memory_add")
-        return name
-
-    async def add(self, agent: Agent, cube: str | None, item: NewMemory) -> Memory:
-        return (await self.add_batch(agent, cube, [item], field_prefix=""))[0]
-
-    async def add_batch(
-        self, agent: Agent, cube: str | None, items: list[NewMemory], *, field_prefix: str = "items"
-    ) -> list[Memory]:
-        """Add every item or none; items are validated first and errors name the item's index."""
-        if not items:
-            raise InvalidInput("items is empty: give at least one memory")
-        if len(items) > self._limits.max_batch:
-            raise InvalidInput(
-                f"items has {len(items)} memories; the limit is {self._limits.max_batch} per batch"
-            )
-        checked = [
-            check_new_memory(item, self._limits, f"{field_prefix}[{i}]." if field_prefix else "")
-            for i, item in enumerate(items)
-        ]
-        cube_name = await self._writable_cube(agent, cube)
-        vectors = await self._vectors.embed([item.content for item in checked])
-        now = now_iso()
-        rows = [
-            (
-                new_memory_id(),
-                item.content,
-                item.kind,
-                _json.encode(item.tags).decode(),
-                _json.encode(item.metadata).decode(),
-                agent.name,
-                item.task_id,
-                now,
-                now,
-                item.occurred_at,
-                item.importance,
-                item.expires_at,
-            )
-            for item in checked
-        ]
-        async with self._store.write() as conn:
-            ref = await self._access.require(conn, agent, cube_name, "write", "memory_add")
-            seqs = []
-            for row in rows:
-                seqs.append(
-                    await conn.execute(
-                        "INSERT INTO memories (id, cube_id, content, kind, tags, metadata, source_agent, task_id,"
-                        " created_at, updated_at, occurred_at, importance, expires_at)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (row[0], ref.id, *row[1:]),
-                    )
-                )
-            if vectors is not None:
-                await self._vectors.put(
-                    conn, [(seq, ref.id, vec) for seq, vec in zip(seqs, vectors, strict=True)]
-                )
-            more = f" (+{len(rows) - 1} more)" if len(rows) > 1 else ""
-            await Audit.record(conn, agent.name, "memory_add", ref.name, rows[0][0] + more)
-        if vectors is None:
-            self._vectors.wake()
-        return [
-            memory_from_row((seq, row[0], ref.name, *row[1:], 1, None, ref.id))
-            for seq, row in zip(seqs, rows, strict=True)
-        ]
-
-    async def _row(
+    async def row(
         self, conn: Connection, agent: Agent, memory_id: str, permission: Permission, action: str
     ) -> tuple[Any, ...]:
         """The memory's row, if the agent holds `permission` on its cube (NotFound if it may not read it)."""
@@ -155,20 +94,25 @@ class Memories:
     async def get(self, agent: Agent, memory_id: str) -> Memory:
         memory_id = check_memory_id(memory_id)
         async with self._store.read() as conn:
-            return memory_from_row(await self._row(conn, agent, memory_id, "read", "memory_get"))
+            return memory_from_row(await self.row(conn, agent, memory_id, "read", "memory_get"))
 
     async def update(
-        self, agent: Agent, memory_id: str, changes: MemoryChanges, expected_version: int | None = None
+        self,
+        agent: Agent,
+        memory_id: str,
+        changes: MemoryChanges,
+        expected_version: int | None = None,
+        recorder: Recorder | None = None,
     ) -> Memory:
         """Change the given fields; the previous version is kept and readable through `history`."""
         memory_id = check_memory_id(memory_id)
         changes = check_changes(changes, self._limits)
         async with self._store.read() as conn:
-            await self._row(conn, agent, memory_id, "write", "memory_update")
+            await self.row(conn, agent, memory_id, "write", "memory_update")
         vectors = await self._vectors.embed([changes.content]) if changes.content is not None else None
         now = now_iso()
         async with self._store.write() as conn:
-            old = await self._row(conn, agent, memory_id, "write", "memory_update")
+            old = await self.row(conn, agent, memory_id, "write", "memory_update")
             if old[15] is not None:
                 raise Conflict(f"memory {memory_id} is deleted; memory_restore it before updating")
             if expected_version is not None and old[14] != expected_version:
@@ -208,8 +152,10 @@ class Memories:
             }
             await conn.execute(
                 "UPDATE memories SET content = ?, kind = ?, tags = ?, metadata = ?, occurred_at = ?,"
-                " importance = ?, expires_at = ?, updated_at = ?, version = version + 1 WHERE seq = ?",
-                (*new.values(), now, old[0]),
+                " importance = ?, expires_at = ?, updated_at = ?, version = version + 1, content_hash = ?,"
+                " valid_from = CASE WHEN superseded_by IS NULL THEN coalesce(?, created_at) ELSE valid_from END"
+                " WHERE seq = ?",
+                (*new.values(), now, content_hash(str(new["content"])), new["occurred_at"], old[0]),
             )
             if changes.content is not None and changes.content != old[3]:
                 if vectors is not None:
@@ -217,45 +163,62 @@ class Memories:
                 else:
                     await conn.execute("UPDATE memories SET embedded = 0 WHERE seq = ?", (old[0],))
             await Audit.record(conn, agent.name, "memory_update", old[2], memory_id, f"version {old[14] + 1}")
-            row = await conn.fetch_one(
-                f"SELECT {MEMORY_COLUMNS} FROM {MEMORY_FROM} WHERE m.seq = ?", (old[0],)
-            )
+            result = await self._reread(conn, old[0], recorder)
         if changes.content is not None and vectors is None:
             self._vectors.wake()
-        assert row is not None
-        return memory_from_row(row)
+        return result
 
-    async def _set_deleted(self, agent: Agent, memory_id: str, deleted: bool) -> Memory:
+    @staticmethod
+    async def _reread(conn: Connection, seq: int, recorder: Recorder | None) -> Memory:
+        """The memory as this transaction leaves it, recorded for idempotent retries if asked."""
+        row = await conn.fetch_one(f"SELECT {MEMORY_COLUMNS} FROM {MEMORY_FROM} WHERE m.seq = ?", (seq,))
+        assert row is not None
+        memory = memory_from_row(row)
+        if recorder is not None:
+            await recorder.record(conn, memory)
+        return memory
+
+    async def _set_deleted(
+        self,
+        agent: Agent,
+        memory_id: str,
+        deleted: bool,
+        recorder: Recorder | None,
+        reason: str | None = None,
+    ) -> Memory:
         memory_id = check_memory_id(memory_id)
         action = "memory_delete" if deleted else "memory_restore"
         async with self._store.write() as conn:
-            old = await self._row(conn, agent, memory_id, "write", action)
-            if deleted and old[15] is not None:
-                return memory_from_row(old)  # deleting twice changes nothing
-            if not deleted and old[15] is None:
-                return memory_from_row(old)  # restoring a live memory changes nothing
-            await conn.execute(
-                "UPDATE memories SET deleted_at = ? WHERE seq = ?", (now_iso() if deleted else None, old[0])
-            )
-            await Audit.record(conn, agent.name, action, old[2], memory_id)
-            row = await conn.fetch_one(
-                f"SELECT {MEMORY_COLUMNS} FROM {MEMORY_FROM} WHERE m.seq = ?", (old[0],)
-            )
-        assert row is not None
-        return memory_from_row(row)
+            old = await self.row(conn, agent, memory_id, "write", action)
+            # Deleting a deleted memory, or restoring a live one, changes nothing.
+            if (old[15] is None) == deleted:
+                await conn.execute(
+                    "UPDATE memories SET deleted_at = ?, deleted_reason = ?,"
+                    " kept_at = CASE WHEN ? AND deleted_reason LIKE 'retention%' THEN ? ELSE kept_at END"
+                    " WHERE seq = ?",
+                    (
+                        now_iso() if deleted else None,
+                        reason if deleted else None,
+                        not deleted,
+                        now_iso(),
+                        old[0],
+                    ),
+                )
+                await Audit.record(conn, agent.name, action, old[2], memory_id)
+            return await self._reread(conn, old[0], recorder)
 
-    async def delete(self, agent: Agent, memory_id: str) -> Memory:
+    async def delete(self, agent: Agent, memory_id: str, recorder: Recorder | None = None) -> Memory:
         """Soft delete: hidden from search and lists, restorable until compaction."""
-        return await self._set_deleted(agent, memory_id, True)
+        return await self._set_deleted(agent, memory_id, True, recorder)
 
-    async def restore(self, agent: Agent, memory_id: str) -> Memory:
-        return await self._set_deleted(agent, memory_id, False)
+    async def restore(self, agent: Agent, memory_id: str, recorder: Recorder | None = None) -> Memory:
+        return await self._set_deleted(agent, memory_id, False, recorder)
 
     async def history(self, agent: Agent, memory_id: str) -> list[MemoryVersion]:
         """Every version, oldest first; the last one is the current text."""
         memory_id = check_memory_id(memory_id)
         async with self._store.read() as conn:
-            row = await self._row(conn, agent, memory_id, "read", "memory_history")
+            row = await self.row(conn, agent, memory_id, "read", "memory_history")
             old = await conn.fetch_all(
                 "SELECT version, content, kind, tags, metadata, importance, occurred_at, expires_at, updated_at,"
                 " replaced_at, replaced_by FROM memory_versions WHERE memory_seq = ? ORDER BY version",
@@ -294,6 +257,18 @@ class Memories:
             )
         )
         return versions
+
+    async def predecessors(self, agent: Agent, memory_id: str) -> builtins.list[str]:
+        """Ids of the memories this one superseded (those the agent may read)."""
+        memory_id = check_memory_id(memory_id)
+        async with self._store.read() as conn:
+            await self.row(conn, agent, memory_id, "read", "memory_history")
+            rows = await conn.fetch_all(
+                "SELECT m.id, m.cube_id FROM memories m WHERE m.superseded_by = ? ORDER BY m.seq",
+                (memory_id,),
+            )
+            levels = await self._access.levels(conn, agent, [row[1] for row in rows])
+        return [row[0] for row in rows if row[1] in levels]
 
     async def scope(self, conn: Connection, agent: Agent, cubes: list[str] | None) -> list[CubeRef]:
         """The cubes a read covers: the named ones (each must be readable), else every readable cube."""

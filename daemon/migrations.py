@@ -192,3 +192,46 @@ def _sharing(conn: Any) -> None:
         CREATE INDEX audit_by_cube ON audit (cube, id);
         """,
     )
+
+
+@migration(3, "validity in time, supersession, content hashes, cube settings, idempotency keys")
+def _validity(conn: Any) -> None:
+    from daemon.content_hash import content_hash  # the same normalisation the write path uses
+
+    run_script(
+        conn,
+        """
+        ALTER TABLE memories ADD COLUMN valid_from TEXT;
+        ALTER TABLE memories ADD COLUMN valid_to TEXT;
+        ALTER TABLE memories ADD COLUMN superseded_by TEXT;
+        ALTER TABLE memories ADD COLUMN content_hash TEXT;
+        ALTER TABLE memories ADD COLUMN deleted_reason TEXT;
+        -- Restored after retention archived it: retention leaves it alone from then on.
+        ALTER TABLE memories ADD COLUMN kept_at TEXT;
+        UPDATE memories SET valid_from = coalesce(occurred_at, created_at);
+        ALTER TABLE cubes ADD COLUMN settings TEXT NOT NULL DEFAULT '{}';
+
+        -- A retried write with the same key returns the first result and writes nothing.
+        CREATE TABLE idempotency (
+            agent TEXT NOT NULL,
+            key TEXT NOT NULL,
+            tool TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            result TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (agent, key)
+        );
+        """,
+    )
+    rows = conn.execute("SELECT seq, content FROM memories").fetchall()
+    conn.executemany(
+        "UPDATE memories SET content_hash = ? WHERE seq = ?", [(content_hash(c), s) for s, c in rows]
+    )
+    run_script(
+        conn,
+        """
+        CREATE INDEX memories_current_by_hash ON memories (cube_id, kind, content_hash)
+            WHERE deleted_at IS NULL AND superseded_by IS NULL;
+        CREATE INDEX memories_by_successor ON memories (superseded_by) WHERE superseded_by IS NOT NULL;
+        """,
+    )

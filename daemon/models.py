@@ -93,6 +93,33 @@ class Memory(_Wire):
     expires_at: str | None
     version: int
     deleted_at: str | None = None
+    valid_from: str | None = None  # when it became true: occurred_at, else when it was recorded
+    valid_to: str | None = None  # when a newer memory superseded it; open while it is current
+    superseded_by: str | None = None
+
+
+class Similar(_Wire):
+    """A memory already in the cube that reads much like a new one: perhaps supersede it."""
+
+    id: str
+    cube: str
+    content: str
+    score: float
+
+
+class AddedMemory(Memory, kw_only=True):
+    """The result of an add: the memory, and what the agent may want to act on."""
+
+    duplicate: bool = False  # an identical current memory existed: this is it, nothing was stored
+    similar: list[Similar] = msgspec.field(default_factory=list)
+    superseded: list[str] = msgspec.field(default_factory=list)
+
+
+class BatchAdded(_Wire):
+    ids: list[str]
+    cube: str
+    count: int
+    duplicates: list[str] = msgspec.field(default_factory=list)  # ids that existed already
 
 
 class MemoryVersion(_Wire):
@@ -131,6 +158,9 @@ class SearchHit(_Wire):
     importance: float
     score: float
     match: MatchInfo
+    valid_from: str | None = None
+    valid_to: str | None = None
+    superseded_by: str | None = None
 
 
 class SearchQuery(_Wire):
@@ -143,6 +173,8 @@ class SearchQuery(_Wire):
     until: str | None = None
     source_agent: str | None = None
     mode: SearchMode | None = None
+    include_superseded: bool = False
+    as_of: str | None = None
 
 
 class SearchResults(_Wire):

@@ -14,6 +14,7 @@ from typing import Literal
 import msgspec
 
 from daemon.audit import Audit
+from daemon.cube_settings import CubeRule
 from daemon.errors import NotFound, PermissionDenied
 from daemon.models import Agent
 from daemon.policy_rules import LEVEL, Grant, SourcedRule, effective_level
@@ -46,15 +47,23 @@ class AccessPolicy:
     def __init__(self, audit: Audit) -> None:
         self._audit = audit
         self._rules: tuple[SourcedRule, ...] = ()
+        self.cube_rules: tuple[CubeRule, ...] = ()  # [[cube]] settings from the policy files
         self.state = PolicyState(directory=None, files=[], rules=0, loaded_at=None)
 
     @property
     def rules(self) -> tuple[SourcedRule, ...]:
         return self._rules
 
-    def install(self, rules: Sequence[SourcedRule], files: list[str], directory: str) -> None:
-        """Put a complete, validated rule set in force (one assignment: no call sees half of it)."""
+    def install(
+        self,
+        rules: Sequence[SourcedRule],
+        files: list[str],
+        directory: str,
+        cube_rules: Sequence[CubeRule] = (),
+    ) -> None:
+        """Put a complete, validated rule set in force (one assignment each: no call sees half of one)."""
         self._rules = tuple(rules)
+        self.cube_rules = tuple(cube_rules)
         self.state = PolicyState(directory=directory, files=files, rules=len(rules), loaded_at=now_iso())
 
     def reject(self, error: str) -> None:

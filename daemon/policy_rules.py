@@ -25,7 +25,8 @@ from typing import Literal
 
 import msgspec
 
-from daemon.errors import ConfigError
+from daemon.cube_settings import CubeRule, check_settings
+from daemon.errors import ConfigError, InvalidInput
 from daemon.validation import NAME_PATTERN, PRIVATE_CUBE_PREFIX
 
 if sys.version_info >= (3, 11):
@@ -52,6 +53,7 @@ class Rule(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True
 
 class PolicyFile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     rule: list[Rule] = msgspec.field(default_factory=list)
+    cube: list[CubeRule] = msgspec.field(default_factory=list)
 
 
 class SourcedRule(msgspec.Struct, frozen=True):
@@ -73,7 +75,12 @@ def _rule_lines(text: str) -> list[int]:
 
 
 def parse_policy(text: str, source: str) -> list[SourcedRule]:
-    """Rules from one file; a ConfigError names the file, the rule and its line."""
+    """Access rules from one file; a ConfigError names the file, the rule and its line."""
+    return parse_policy_file(text, source)[0]
+
+
+def parse_policy_file(text: str, source: str) -> tuple[list[SourcedRule], list[CubeRule]]:
+    """Access rules and cube settings from one file; a ConfigError names the file, the rule and its line."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -92,14 +99,27 @@ def parse_policy(text: str, source: str) -> list[SourcedRule]:
         if found:
             key = found.group(2) or "the rule"
             raise ConfigError(f"{where(int(found.group(1)))}: {key}: {message}") from exc
-        raise ConfigError(f"{source}: {message} (a policy file holds only [[rule]] tables)") from exc
+        cube = re.match(r"\$\.cube\[(\d+)\]\.?(.*)`", path)
+        if cube:
+            key = cube.group(2) or "the table"
+            raise ConfigError(f"{source}: [[cube]] {int(cube.group(1)) + 1}: {key}: {message}") from exc
+        raise ConfigError(f"{source}: {message} (a policy file holds [[rule]] and [[cube]] tables)") from exc
     rules = []
     for index, rule in enumerate(parsed.rule):
         problem = _check_rule(rule)
         if problem:
             raise ConfigError(f"{where(index)}: {problem}")
         rules.append(SourcedRule(rule, f"{Path(source).name} rule {index + 1}"))
-    return rules
+    for index, cube_rule in enumerate(parsed.cube):
+        if not _PATTERN.fullmatch(cube_rule.name):
+            raise ConfigError(
+                f"{source}: [[cube]] {index + 1}: name {cube_rule.name!r} is not a cube name or glob"
+            )
+        try:
+            check_settings(cube_rule)
+        except InvalidInput as exc:
+            raise ConfigError(f"{source}: [[cube]] {index + 1}: {exc}") from None
+    return rules, list(parsed.cube)
 
 
 def _check_rule(rule: Rule) -> str | None:
@@ -119,19 +139,22 @@ def _check_rule(rule: Rule) -> str | None:
     return None
 
 
-def load_policy_dir(directory: Path) -> tuple[list[SourcedRule], list[str]]:
+def load_policy_dir(directory: Path) -> tuple[list[SourcedRule], list[CubeRule], list[str]]:
     """Every `*.toml` in the directory, in name order; a missing directory holds no rules."""
     if not directory.is_dir():
-        return [], []
+        return [], [], []
     rules: list[SourcedRule] = []
+    cube_rules: list[CubeRule] = []
     files = sorted(directory.glob("*.toml"))
     for path in files:
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: cannot read the policy file: {exc}") from exc
-        rules += parse_policy(text, str(path))
-    return rules, [path.name for path in files]
+        file_rules, file_cubes = parse_policy_file(text, str(path))
+        rules += file_rules
+        cube_rules += file_cubes
+    return rules, cube_rules, [path.name for path in files]
 
 
 def cube_matches(pattern: str, cube: str) -> bool:

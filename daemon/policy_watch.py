@@ -41,14 +41,14 @@ class PolicyWatcher:
         """Load every policy file; install them all or none. True if they were installed. `publish` records
         the outcome for `memos status` (the daemon does; a CLI command reading the files does not)."""
         try:
-            rules, files = load_policy_dir(self.directory)
+            rules, cube_rules, files = load_policy_dir(self.directory)
         except ConfigError as exc:
             self._access.reject(str(exc))
             log.error("policy files rejected, the last good policy stays in force: %s", exc)
             if publish:
                 await self._publish()
             return False
-        self._access.install(rules, files, str(self.directory))
+        self._access.install(rules, files, str(self.directory), cube_rules)
         if publish:
             log.info("policy loaded: %d rules from %d files in %s", len(rules), len(files), self.directory)
             await self._publish()

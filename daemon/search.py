@@ -7,13 +7,15 @@ text is never FTS5 syntax: the query is cut into words and each word is a quoted
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
-from daemon.config import LimitsConfig
+from daemon.config import LimitsConfig, SearchConfig
 from daemon.errors import InvalidInput
 from daemon.filters import MemoryFilter
 from daemon.memories import MEMORY_COLUMNS, MEMORY_FROM, Memories, memory_from_row
 from daemon.models import Agent, MatchInfo, SearchHit, SearchQuery, SearchResults
-from daemon.store import Store, placeholders
+from daemon.store import Connection, Store, placeholders
+from daemon.timeutil import now_iso
 from daemon.vectors import VectorIndex
 
 RRF_K = 60  # the usual reciprocal-rank-fusion constant: damps the weight of the very top ranks
@@ -101,7 +103,15 @@ def fts_query(text: str) -> str | None:
 
 
 class Search:
-    def __init__(self, store: Store, memories: Memories, vectors: VectorIndex, limits: LimitsConfig) -> None:
+    def __init__(
+        self,
+        store: Store,
+        memories: Memories,
+        vectors: VectorIndex,
+        limits: LimitsConfig,
+        ranking: SearchConfig,
+    ) -> None:
+        self._ranking = ranking
         self._store = store
         self._memories = memories
         self._vectors = vectors
@@ -127,6 +137,8 @@ class Search:
             since=query.since,
             until=query.until,
             source_agent=query.source_agent,
+            include_superseded=query.include_superseded,
+            as_of=query.as_of,
         )
         wanted = query.mode or "hybrid"
         note = None
@@ -167,7 +179,10 @@ class Search:
                         )
                     }
                     semantic = [(seq, sim) for seq, sim in nearest if seq in keep][:depth]
-            fused = _fuse(lexical, semantic)[: query.k]
+            fused = _fuse(lexical, semantic)
+            if fused:
+                fused = await self._weigh_time_and_importance(conn, fused, where.as_of)
+            fused = fused[: query.k]
             if not fused:
                 return SearchResults(results=[], mode=mode, cubes=[r.name for r in refs], note=note)
             seqs = [seq for seq, _, _ in fused]
@@ -197,17 +212,45 @@ class Search:
                         vector_rank=ranks[1],
                         similarity=round(similarity[seq], 4) if seq in similarity else None,
                     ),
+                    valid_from=memory.valid_from,
+                    valid_to=memory.valid_to,
+                    superseded_by=memory.superseded_by,
                 )
             )
         return SearchResults(results=hits, mode=mode, cubes=[r.name for r in refs], note=note)
+
+    async def _weigh_time_and_importance(
+        self, conn: Connection, fused: list[Fused], as_of: str | None
+    ) -> list[Fused]:
+        """score × (1 + recency_weight · 2^(-age / half-life) + importance_weight · (importance − ½)),
+        with age counted back from `as_of` (or now). Both weights 0 leaves the fused order as it is."""
+        weights = self._ranking
+        if not weights.recency_weight and not weights.importance_weight:
+            return fused
+        rows = await conn.fetch_all(
+            f"SELECT seq, importance, coalesce(occurred_at, created_at) FROM memories"
+            f" WHERE seq IN ({placeholders(len(fused))})",
+            [seq for seq, _, _ in fused],
+        )
+        now = datetime.fromisoformat((as_of or now_iso()).replace("Z", "+00:00"))
+        facts = {}
+        for seq, importance, when in rows:
+            age_days = max(
+                0.0, (now - datetime.fromisoformat(when.replace("Z", "+00:00"))).total_seconds() / 86400
+            )
+            recency = 0.5 ** (age_days / weights.recency_half_life_days)
+            facts[seq] = 1 + weights.recency_weight * recency + weights.importance_weight * (importance - 0.5)
+        rescored = [(seq, score * facts.get(seq, 1.0), ranks) for seq, score, ranks in fused]
+        return sorted(rescored, key=lambda item: (-item[1], item[0]))
 
     def _vectors_unavailable_reason(self) -> str:
         return self._vectors.unavailable_reason()
 
 
-def _fuse(
-    lexical: list[int], semantic: list[tuple[int, float]]
-) -> list[tuple[int, float, tuple[int | None, int | None]]]:
+Fused = tuple[int, float, tuple[int | None, int | None]]  # seq, score, (lexical rank, vector rank)
+
+
+def _fuse(lexical: list[int], semantic: list[tuple[int, float]]) -> list[Fused]:
     """Reciprocal rank fusion: score = sum of 1 / (RRF_K + rank) over the signals that found the memory."""
     scores: dict[int, float] = {}
     ranks: dict[int, list[int | None]] = {}

@@ -15,7 +15,8 @@ from typing import Any
 import anyio
 import msgspec
 
-from daemon import Config, NewMemory, SearchQuery, agent_named, open_store_services
+from daemon import Config, InvalidInput, NewMemory, SearchQuery, agent_named, open_store_services
+from daemon.cube_settings import CubeSettings
 
 
 def _print_json(value: Any) -> None:
@@ -79,11 +80,53 @@ def cmd_cube_describe(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cube_configure(config: Config, args: argparse.Namespace) -> int:
+    ttl: dict[str, float] = {}
+    for item in args.ttl or []:
+        kind, _, days = item.partition("=")
+        try:
+            ttl[kind] = float(days)
+        except ValueError:
+            raise InvalidInput(f"--ttl {item!r}: write KIND=DAYS, e.g. --ttl message=90") from None
+    changes = CubeSettings(
+        dedupe_exact=args.dedupe, similar_threshold=args.similar_threshold, max_age_days=args.max_age_days,
+        max_count=args.max_count, ttl_days=ttl or None,
+    )  # fmt: skip
+
+    async def run() -> Any:
+        async with open_store_services(config) as services:
+            return await services.settings.configure(agent_named(args.agent), args.name, changes)
+
+    configured = anyio.run(run)
+    _print_json(configured) if args.json else print(
+        f"{configured.cube}: {msgspec.json.encode(configured.settings).decode()}"
+    )
+    return 0
+
+
+def cmd_cube_retention(config: Config, args: argparse.Namespace) -> int:
+    async def run() -> Any:
+        async with open_store_services(config) as services:
+            if args.dry_run:
+                return await services.retention.plan(args.name)
+            return await services.retention.apply(args.name)
+
+    planned = anyio.run(run)
+    if args.json:
+        _print_json(planned)
+        return 0
+    verb = "would archive" if args.dry_run else "archived"
+    for item in planned:
+        print(f"{item.id}  {item.created_at}  {item.kind:10}  {item.reason}: {item.content}")
+    print(f"{verb} {len(planned)} memories in {args.name}")
+    return 0
+
+
 def cmd_add(config: Config, args: argparse.Namespace) -> int:
     async def run() -> Any:
         async with open_store_services(config) as services:
             item = NewMemory(content=args.content, kind=args.kind, tags=args.tag or [])
-            return await services.memories.add(agent_named(args.agent), args.cube, item)
+            return await services.additions.add(agent_named(args.agent), args.cube, item)
 
     memory = anyio.run(run)
     _print_json(memory) if args.json else print(f"{memory.id} added to {memory.cube}")
@@ -126,6 +169,20 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     describe = acting(actions.add_parser("describe", help="a cube, its counts and its members"))
     describe.add_argument("name")
     describe.set_defaults(handler=cmd_cube_describe)
+
+    configure = acting(actions.add_parser("configure", help="duplicate handling and retention (admin)"))
+    configure.add_argument("name")
+    configure.add_argument("--dedupe", action=argparse.BooleanOptionalAction, default=None)
+    configure.add_argument("--similar-threshold", type=float)
+    configure.add_argument("--max-age-days", type=float)
+    configure.add_argument("--max-count", type=int)
+    configure.add_argument("--ttl", action="append", metavar="KIND=DAYS", help="per-kind time to live")
+    configure.set_defaults(handler=cmd_cube_configure)
+    retention = actions.add_parser("retention", help="archive what the cube's retention rules say (owner)")
+    retention.add_argument("name")
+    retention.add_argument("--dry-run", action="store_true", help="show exactly what would be archived")
+    retention.add_argument("--json", action="store_true", help="machine-readable output")
+    retention.set_defaults(handler=cmd_cube_retention)
 
     add = acting(commands.add_parser("add", help="add one memory"))
     add.add_argument("content")

@@ -34,7 +34,7 @@ async def setup_team(services: Services, bob_permission: str | None) -> tuple[Ag
         await services.identities.add(name)
     alice, bob = agent_named("alice"), agent_named("bob")
     await services.cubes.create(alice, "team-x", "shared work")
-    memory = await services.memories.add(alice, "team-x", NewMemory(content="The launch date is 3 March"))
+    memory = await services.additions.add(alice, "team-x", NewMemory(content="The launch date is 3 March"))
     rules = [Rule(cubes=["team-*"], agents=["bob"], permission=bob_permission)] if bob_permission else []
     services.access.install([SourcedRule(r, "test rule") for r in rules], ["test.toml"], "/test")
     return alice, bob, memory.id
@@ -50,8 +50,8 @@ OPERATIONS: dict[str, tuple[str, Op]] = {
     "history": ("read", lambda s, a, m: s.memories.history(a, m)),
     "describe": ("read", lambda s, a, m: s.cubes.describe(a, "team-x")),
     "members": ("read", lambda s, a, m: s.cubes.members(a, "team-x")),
-    "add": ("write", lambda s, a, m: s.memories.add(a, "team-x", NewMemory(content="bob was here"))),
-    "add_batch": ("write", lambda s, a, m: s.memories.add_batch(a, "team-x", [NewMemory(content="b1")])),
+    "add": ("write", lambda s, a, m: s.additions.add(a, "team-x", NewMemory(content="bob was here"))),
+    "add_batch": ("write", lambda s, a, m: s.additions.add_batch(a, "team-x", [NewMemory(content="b1")])),
     "update": ("write", lambda s, a, m: s.memories.update(a, m, MemoryChanges(content="changed"))),
     "delete": ("write", lambda s, a, m: s.memories.delete(a, m)),
     "restore": ("write", lambda s, a, m: s.memories.restore(a, m)),
@@ -90,7 +90,7 @@ async def test_a_refusal_reads_exactly_like_a_missing_cube(lexical_services: Ser
     messages = []
     for cube in ("team-x", "team-nonexistent"):
         with pytest.raises(NotFound) as caught:
-            await lexical_services.memories.add(bob, cube, NewMemory(content="x"))
+            await lexical_services.additions.add(bob, cube, NewMemory(content="x"))
         messages.append(str(caught.value).replace(cube, "CUBE"))
     assert messages[0] == messages[1]
 
@@ -99,7 +99,7 @@ async def test_search_never_returns_a_memory_from_an_unreadable_cube_even_the_be
     lexical_services: Services,
 ) -> None:
     _, bob, _ = await setup_team(lexical_services, None)
-    await lexical_services.memories.add(bob, None, NewMemory(content="unrelated note about lunch"))
+    await lexical_services.additions.add(bob, None, NewMemory(content="unrelated note about lunch"))
     found = await lexical_services.search.search(bob, SearchQuery(query="The launch date is 3 March"))
     assert {hit.cube for hit in found.results} <= {"@bob"}
     assert found.cubes == ["@bob"]
@@ -132,7 +132,7 @@ async def test_groups_receive_grants_and_lose_them_with_membership(lexical_servi
     await services.groups.add("team")
     await services.groups.add_member("team", "bob")
     await services.cubes.share(alice, "team-x", "group:team", "write")
-    await services.memories.add(bob, "team-x", NewMemory(content="bob's contribution"))
+    await services.additions.add(bob, "team-x", NewMemory(content="bob's contribution"))
     await services.groups.remove_member("team", "bob")
     with pytest.raises(NotFound):
         await services.memories.get(bob, memory_id)
@@ -188,7 +188,7 @@ async def test_hostile_cube_names_are_refused_and_create_nothing(
     with pytest.raises(InvalidInput, match="cube name"):
         await services.cubes.create(alice, name)
     calls: list[Callable[[], Awaitable[Any]]] = [
-        lambda: services.memories.add(alice, name, NewMemory(content="x")),
+        lambda: services.additions.add(alice, name, NewMemory(content="x")),
         lambda: services.search.search(alice, SearchQuery(query="launch", cubes=[name])),
         lambda: services.cubes.share(alice, name, "bob", "read"),
     ]

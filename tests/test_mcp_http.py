@@ -20,6 +20,8 @@ TOOLS = {
     "cube_share",
     "cube_unshare",
     "cube_members",
+    "cube_configure",
+    "memory_supersede",
     "memory_add",
     "memory_add_batch",
     "memory_search",

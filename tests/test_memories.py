@@ -25,17 +25,17 @@ async def _agent(services: Services, name: str = "alice"):  # type: ignore[no-un
 
 async def test_a_memory_goes_to_the_agents_private_cube_by_default(services: Services) -> None:
     alice = await _agent(services)
-    memory = await services.memories.add(
+    memory = await services.additions.add(
         alice, None, NewMemory(content="Prefers dark mode", kind="preference")
     )
     assert memory.cube == "@alice"
     assert memory.source_agent == "alice"
-    assert (await services.memories.get(alice, memory.id)) == memory
+    assert (await services.memories.get(alice, memory.id)).content == memory.content
 
 
 async def test_an_update_keeps_the_previous_version_in_history(services: Services) -> None:
     alice = await _agent(services)
-    first = await services.memories.add(alice, None, NewMemory(content="Deploys happen on Tuesdays"))
+    first = await services.additions.add(alice, None, NewMemory(content="Deploys happen on Tuesdays"))
     updated = await services.memories.update(
         alice, first.id, MemoryChanges(content="Deploys happen on Thursdays")
     )
@@ -50,7 +50,7 @@ async def test_an_update_keeps_the_previous_version_in_history(services: Service
 
 async def test_an_update_with_a_stale_expected_version_changes_nothing(services: Services) -> None:
     alice = await _agent(services)
-    memory = await services.memories.add(alice, None, NewMemory(content="v1"))
+    memory = await services.additions.add(alice, None, NewMemory(content="v1"))
     await services.memories.update(alice, memory.id, MemoryChanges(content="v2"))
     with pytest.raises(Conflict, match="version 2, not 1"):
         await services.memories.update(alice, memory.id, MemoryChanges(content="v3"), expected_version=1)
@@ -61,22 +61,22 @@ async def test_a_batch_with_one_bad_item_stores_nothing_and_names_the_item(servi
     alice = await _agent(services)
     items = [NewMemory(content="fine"), NewMemory(content="also fine"), NewMemory(content="   ")]
     with pytest.raises(InvalidInput, match=r"items\[2\]\.content is empty"):
-        await services.memories.add_batch(alice, None, items)
+        await services.additions.add_batch(alice, None, items)
     assert (await services.memories.list(alice)).memories == []
 
 
 async def test_a_batch_is_stored_whole(services: Services) -> None:
     alice = await _agent(services)
-    added = await services.memories.add_batch(
+    added = await services.additions.add_batch(
         alice, None, [NewMemory(content=f"fact {i}") for i in range(30)]
     )
     page = await services.memories.list(alice, limit=500)
-    assert sorted(m.id for m in page.memories) == sorted(m.id for m in added)
+    assert sorted(m.id for m in page.memories) == sorted(added.ids)
 
 
 async def test_deleted_memories_leave_lists_and_come_back_on_restore(services: Services) -> None:
     alice = await _agent(services)
-    memory = await services.memories.add(alice, None, NewMemory(content="temporary"))
+    memory = await services.additions.add(alice, None, NewMemory(content="temporary"))
     deleted = await services.memories.delete(alice, memory.id)
     assert deleted.deleted_at is not None
     assert (await services.memories.list(alice)).memories == []
@@ -88,7 +88,9 @@ async def test_deleted_memories_leave_lists_and_come_back_on_restore(services: S
 
 async def test_listing_pages_through_everything_newest_first(services: Services) -> None:
     alice = await _agent(services)
-    added = await services.memories.add_batch(alice, None, [NewMemory(content=f"note {i}") for i in range(7)])
+    added = await services.additions.add_batch(
+        alice, None, [NewMemory(content=f"note {i}") for i in range(7)]
+    )
     seen, cursor = [], None
     while True:
         page = await services.memories.list(alice, limit=3, cursor=cursor)
@@ -96,12 +98,12 @@ async def test_listing_pages_through_everything_newest_first(services: Services)
         if page.next_cursor is None:
             break
         cursor = page.next_cursor
-    assert seen == [m.id for m in reversed(added)]
+    assert seen == list(reversed(added.ids))
 
 
 async def test_another_agents_memory_is_not_found_rather_than_forbidden(services: Services) -> None:
     alice, bob = await _agent(services, "alice"), await _agent(services, "bob")
-    secret = await services.memories.add(alice, None, NewMemory(content="alice's secret"))
+    secret = await services.additions.add(alice, None, NewMemory(content="alice's secret"))
     for call in (
         services.memories.get(bob, secret.id),
         services.memories.update(bob, secret.id, MemoryChanges(content="hijack")),
@@ -111,7 +113,7 @@ async def test_another_agents_memory_is_not_found_rather_than_forbidden(services
         with pytest.raises(NotFound, match="no memory with id"):
             await call
     with pytest.raises(NotFound, match="does not exist or you have no access"):
-        await services.memories.add(bob, "@alice", NewMemory(content="intrusion"))
+        await services.additions.add(bob, "@alice", NewMemory(content="intrusion"))
     assert (await services.memories.get(alice, secret.id)).content == "alice's secret"
 
 
@@ -137,7 +139,7 @@ async def test_bad_input_is_refused_with_a_message_naming_the_problem(
 ) -> None:
     alice = await _agent(services)
     with pytest.raises(InvalidInput, match=message.replace("(", r"\(")):
-        await services.memories.add(alice, None, item)
+        await services.additions.add(alice, None, item)
     assert (await services.memories.list(alice)).memories == []
 
 
@@ -145,4 +147,4 @@ async def test_a_batch_over_the_limit_is_refused(services: Services) -> None:
     alice = await _agent(services)
     items = [NewMemory(content="x")] * (services.config.limits.max_batch + 1)
     with pytest.raises(InvalidInput, match="the limit is 1000 per batch"):
-        await services.memories.add_batch(alice, None, items)
+        await services.additions.add_batch(alice, None, items)

@@ -111,7 +111,7 @@ def test_rule_order_does_not_matter(rules: list[Rule]) -> None:
         ),
         (
             "[rules]\nx = 1\n",
-            "p.toml: Object contains unknown field `rules` (a policy file holds only [[rule]] tables)",
+            "p.toml: Object contains unknown field `rules` (a policy file holds [[rule]] and [[cube]] tables)",
         ),
     ],
 )

@@ -27,7 +27,7 @@ FACTS = [
 async def _alice_with_facts(services: Services):  # type: ignore[no-untyped-def]
     await services.identities.add("alice")
     alice = agent_named("alice")
-    await services.memories.add_batch(alice, None, FACTS)
+    await services.additions.add_batch(alice, None, FACTS)
     return alice
 
 
@@ -68,7 +68,7 @@ async def test_search_never_returns_memories_from_unreadable_cubes(services: Ser
     alice = await _alice_with_facts(services)
     await services.identities.add("bob")
     bob = agent_named("bob")
-    await services.memories.add(bob, None, NewMemory(content="Bob takes his coffee black"))
+    await services.additions.add(bob, None, NewMemory(content="Bob takes his coffee black"))
     result = await services.search.search(
         bob, SearchQuery(query="Alice drinks green tea every morning", k=10)
     )

@@ -72,7 +72,7 @@ async def test_search_gives_the_same_results_with_and_without_the_cache(
             await services.vectors.attached.wait()
             await services.identities.add("alice")
             alice = agent_named("alice")
-            await services.memories.add_batch(
+            await services.additions.add_batch(
                 alice, None, [NewMemory(content=f"Memory number {i} about topic {i % 7}") for i in range(60)]
             )
             found = await services.search.search(alice, SearchQuery(query="topic three", mode="vector", k=20))
