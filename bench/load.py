@@ -116,6 +116,16 @@ async def run(sizes: list[int], searches: int, model: str, concurrency: list[int
                         )[0]
                         for i in range(100)
                     ]
+                    await timed(client, "cube_configure", {"cube": "@bench", "report_similar": False})
+                    unchecked = [
+                        (
+                            await timed(
+                                client, "memory_add", {"content": f"plain add {size}-{i}: {corpus[i]}"}
+                            )
+                        )[0]
+                        for i in range(100)
+                    ]
+                    await timed(client, "cube_configure", {"cube": "@bench", "report_similar": True})
                     ids = [
                         hit["id"]
                         for hit in (await timed(client, "memory_search", {"query": "deploy"}))[1]["results"]
@@ -127,6 +137,7 @@ async def run(sizes: list[int], searches: int, model: str, concurrency: list[int
                         "memories": size,
                         "batch add/s": batch_rate,
                         "single add p50 ms": statistics.median(singles) * 1000,
+                        "add p50 ms, no similarity check": statistics.median(unchecked) * 1000,
                         "single add/s": 1 / statistics.mean(singles),
                         "get p50 ms": statistics.median(gets) * 1000,
                     }

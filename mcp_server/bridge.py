@@ -10,6 +10,7 @@ Nothing here loads a model or waits for the daemon before serving.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -88,6 +89,7 @@ class _Bridge:
         self._relisten = anyio.CancelScope()
         self._bus = InMemorySubscriptionBus()  # fans upstream events out to the host's modern listen streams
         self._listen_handler = ListenHandler(self._bus)
+        self._key_tools: dict[str, bool] = {}  # tool name -> accepts idempotency_key
 
     # -- upstream -------------------------------------------------------------------------------
     @asynccontextmanager
@@ -155,11 +157,17 @@ class _Bridge:
             f"have run, so check before calling it again"
         )
 
-    async def _relay(self, op: Callable[[Client], Awaitable[_R]], *, write: str | None = None) -> _R:
-        """Run `op` on the live client, once more on a fresh client if the first attempt failed. A write is
-        tried again only when the daemon was never reached (a restarted daemon leaves stale connections)."""
+    async def _relay(
+        self, op: Callable[[Client], Awaitable[_R]], *, write: str | None = None, attempts: int = 2
+    ) -> _R:
+        """Run `op` on the live client, again on a fresh client if an attempt failed. A write without an
+        idempotency key is tried again only when the daemon was never reached (a restarted daemon leaves
+        stale connections); with one, `attempts` times over a few seconds, so a restart in the middle of
+        it is ridden out."""
         failure = self._unreachable()
-        for _ in range(2):
+        for attempt in range(attempts):
+            if attempt >= 2:
+                await anyio.sleep(0.5 * attempt)  # the daemon may be restarting: give it a moment
             link = self._link
             await link.up.wait()
             if link.client is None:
@@ -202,16 +210,35 @@ class _Bridge:
 
         return handler
 
+    async def _takes_idempotency_key(self, tool: str) -> bool:
+        """Whether the daemon's tool accepts `idempotency_key` (tool schemas are fetched once, then cached)."""
+        if tool not in self._key_tools:
+            listing = await self._relay(lambda c: c.list_tools())
+            self._key_tools = {
+                t.name: "idempotency_key" in (t.input_schema or {}).get("properties", {})
+                for t in listing.tools
+            }
+        return self._key_tools.get(tool, False)
+
     async def call_tool(self, ctx: _Ctx, params: types.CallToolRequestParams) -> types.CallToolResult:
-        """Relay one call, never retried. Our own failures become tool errors so the model reads them."""
-        request = types.CallToolRequest(
-            params=types.CallToolRequestParams(name=params.name, arguments=params.arguments)
-        )
+        """Relay one call. A write is re-sent after a lost connection only when it carries an idempotency key,
+        which the bridge adds to every tool that takes one: the daemon then runs it at most once. Our own
+        failures become tool errors so the model reads them."""
+        arguments = dict(params.arguments or {})
         try:
+            keyed = "idempotency_key" in arguments
+            if not keyed and await self._takes_idempotency_key(params.name):
+                arguments["idempotency_key"] = f"bridge-{secrets.token_hex(12)}"
+                keyed = True
+            request = types.CallToolRequest(
+                params=types.CallToolRequestParams(name=params.name, arguments=arguments)
+            )
             # session.send_request, not Client.call_tool: no output-schema revalidation, nor a listing
             # fetched after the write has already run; the host validates what it receives.
             return await self._relay(
-                lambda c: c.session.send_request(request, types.CallToolResult), write=f"`{params.name}`"
+                lambda c: c.session.send_request(request, types.CallToolResult),
+                write=None if keyed else f"`{params.name}`",
+                attempts=5 if keyed else 2,
             )
         except BridgeError as err:
             return types.CallToolResult(

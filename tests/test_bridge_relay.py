@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "tok-agent-a"
 
 UPSTREAM_SRC = r"""
+import os
 import sys
 import anyio
 import uvicorn
@@ -81,6 +82,17 @@ async def slow() -> str:
         f.write("ran\n")
     await anyio.sleep(30)
     return "finished"
+
+
+@mcp.tool()
+async def slow_keyed(idempotency_key: str | None = None) -> str:
+    # Like a memos write: the first run with a key hangs (the daemon dies), a re-send with it returns.
+    seen = open(marker).read().split() if os.path.exists(marker) else []
+    with open(marker, "a") as f:
+        f.write(f"{idempotency_key}\n")
+    if idempotency_key not in seen:
+        await anyio.sleep(30)
+    return "done once"
 
 
 @mcp.resource("memo://note")
@@ -252,6 +264,33 @@ def test_call_cut_off_midway_is_reported_not_retried(tmp_path: Path) -> None:
                 assert upstream.marker.read_text() == "ran\n"  # never re-sent
                 ok = await host.call_tool("echo", {"text": "after"})
                 assert not ok.is_error and ok.structured_content == {"text": "after"}
+
+    anyio.run(main)
+
+
+@pytest.mark.timeout(60)
+def test_a_keyed_write_cut_off_midway_is_resent_with_the_same_key(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with upstream_at(tmp_path) as upstream:
+            await upstream.start()
+            async with bridge_host(upstream.url, TOKEN, "a", tmp_path) as host:
+                await host.initialize()
+                results: list[types.CallToolResult] = []
+
+                async def call() -> None:
+                    results.append(await host.call_tool("slow_keyed", {}))
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(call)
+                    for _ in range(200):
+                        if upstream.marker.exists():
+                            break
+                        await anyio.sleep(0.05)
+                    await upstream.stop()
+                    await upstream.start()
+                assert not results[0].is_error, _text(results[0])
+                keys = upstream.marker.read_text().split()
+                assert len(keys) == 2 and keys[0] == keys[1] and keys[0].startswith("bridge-")
 
     anyio.run(main)
 
