@@ -17,6 +17,7 @@ from daemon.config import LimitsConfig
 from daemon.content_hash import content_hash
 from daemon.cube_settings import CubeSettings
 from daemon.errors import Conflict, InvalidInput
+from daemon.events import ChangeHub, MemoryChanged
 from daemon.idempotency import Recorder
 from daemon.memories import (
     MEMORY_COLUMNS,
@@ -33,6 +34,7 @@ from daemon.store import Connection, Store, placeholders
 from daemon.timeutil import now_iso
 from daemon.validation import check_cube_ref, check_new_memory
 from daemon.vectors import VectorIndex
+from daemon.working_memory import WorkingMemory
 
 _encode = msgspec.json.Encoder().encode
 _SIMILAR_CANDIDATES = 8
@@ -47,7 +49,11 @@ class Additions:
         memories: Memories,
         settings: CubeSettingsStore,
         limits: LimitsConfig,
+        hub: ChangeHub | None = None,
+        working: WorkingMemory | None = None,
     ) -> None:
+        self._hub = hub or ChangeHub()
+        self._working = working or WorkingMemory()
         self._store = store
         self._access = access
         self._vectors = vectors
@@ -83,9 +89,21 @@ class Additions:
             )
             if recorder is not None:
                 await recorder.record(conn, result)
+            self._announce(conn, agent, result.cube, [result.id, *superseded], checked.task_id)
         if vectors is None:
             self._vectors.wake()
         return result
+
+    def _announce(
+        self, conn: Connection, agent: Agent, cube: str, ids: list[str], task_id: str | None
+    ) -> None:
+        """Once committed: tell listeners, and put the memories in the agent's working memory."""
+
+        def after() -> None:
+            self._working.record(agent.name, ids[:1] if len(ids) > 20 else ids, "wrote", task_id)
+            self._hub.publish(MemoryChanged(cube, ids[0]))
+
+        conn.after_commit(after)
 
     async def add_batch(
         self, agent: Agent, cube: str | None, items: list[NewMemory], *, recorder: Recorder | None = None
@@ -116,6 +134,7 @@ class Additions:
             )
             if recorder is not None:
                 await recorder.record(conn, result)
+            self._announce(conn, agent, result.cube, result.ids, checked[0].task_id)
         if vectors is None:
             self._vectors.wake()
         return result

@@ -89,6 +89,13 @@ class BackupConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     keep: Annotated[int, msgspec.Meta(ge=1)] = 7
 
 
+class ContextConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    # Tokens (the embedding model's tokenizer) one context pack may hold, task header included.
+    budget_tokens: Annotated[int, msgspec.Meta(ge=100, le=100_000)] = 2000
+    # Scheduler workers building packs and other jobs.
+    workers: Annotated[int, msgspec.Meta(ge=1, le=16)] = 2
+
+
 class LogConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -101,6 +108,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     policies: PoliciesConfig = msgspec.field(default_factory=PoliciesConfig)
     search: SearchConfig = msgspec.field(default_factory=SearchConfig)
     backup: BackupConfig = msgspec.field(default_factory=BackupConfig)
+    context: ContextConfig = msgspec.field(default_factory=ContextConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     # Where the configuration came from ("defaults" or a file path); set by the loader, not by the file.
     source: str = "defaults"

@@ -6,6 +6,7 @@ import builtins
 
 from daemon.audit import Audit
 from daemon.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from daemon.events import ChangeHub, CubesChanged
 from daemon.idempotency import Recorder
 from daemon.models import Agent, Cube, CubeMembers, Member
 from daemon.policy import AccessPolicy, CubeRef
@@ -23,9 +24,10 @@ _CUBE_COLUMNS = """
 
 
 class Cubes:
-    def __init__(self, store: Store, access: AccessPolicy) -> None:
+    def __init__(self, store: Store, access: AccessPolicy, hub: ChangeHub | None = None) -> None:
         self._store = store
         self._access = access
+        self._hub = hub or ChangeHub()
 
     async def create(
         self, agent: Agent, name: str, description: str = "", *, recorder: Recorder | None = None
@@ -48,6 +50,7 @@ class Cubes:
                 (name, agent.name, description, created),
             )
             await Audit.record(conn, agent.name, "cube_create", name, None)
+            conn.after_commit(lambda: self._hub.publish(CubesChanged()))
             cube = Cube(name=name, owner=agent.name, description=description, created_at=created)
             if recorder is not None:
                 await recorder.record(conn, cube)
@@ -149,6 +152,7 @@ class Cubes:
     async def _finish(self, conn: Connection, ref: CubeRef, recorder: Recorder | None) -> CubeMembers:
         """The members as this write leaves them, recorded for idempotent retries if asked."""
         members = await self._members_on(conn, ref)
+        conn.after_commit(lambda: self._hub.publish(CubesChanged()))
         if recorder is not None:
             await recorder.record(conn, members)
         return members

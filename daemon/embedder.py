@@ -57,6 +57,7 @@ class Embedder:
         self.dims: int | None = None
         self.ready = anyio.Event()
         self._send: MemoryObjectSendStream[_Request] | None = None
+        self._counter: Any = None  # a tokenizer for counting, made on first use
 
     @property
     def model_name(self) -> str:
@@ -147,6 +148,21 @@ class Embedder:
         )
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.maximum(norms, 1e-12)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in `text` by the model's own tokenizer; about four characters a token without a model."""
+        if self._counter is None and self.state == "ready":
+            model_tokenizer = getattr(getattr(self._model, "model", None), "tokenizer", None)
+            if model_tokenizer is not None:
+                # A copy without truncation or padding: the model's own cuts text at its 256-token window.
+                from tokenizers import Tokenizer
+
+                self._counter = Tokenizer.from_str(model_tokenizer.to_str())
+                self._counter.no_truncation()
+                self._counter.no_padding()
+        if self._counter is not None:
+            return len(self._counter.encode(text, add_special_tokens=False).ids)
+        return len(text) // 4 + 1
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         """Unit-length vectors for `texts`; Unavailable when the model is not (yet) loaded."""

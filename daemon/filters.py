@@ -22,6 +22,7 @@ class MemoryFilter(msgspec.Struct, kw_only=True, frozen=True):
     include_deleted: bool = False
     include_superseded: bool = False  # also memories a newer one replaced (marked by superseded_by)
     as_of: str | None = None  # what was true then: valid_from <= as_of < valid_to
+    task_id: str | None = None
 
     @classmethod
     def checked(
@@ -82,6 +83,9 @@ class MemoryFilter(msgspec.Struct, kw_only=True, frozen=True):
         if self.until:
             clauses.append("AND coalesce(m.occurred_at, m.created_at) <= ?")
             params.append(self.until)
+        if self.task_id:
+            clauses.append("AND m.task_id = ?")
+            params.append(self.task_id)
         if self.source_agent:
             clauses.append("AND m.source_agent = ?")
             params.append(self.source_agent)

@@ -22,17 +22,22 @@ from daemon.additions import Additions
 from daemon.audit import Audit
 from daemon.backup import scheduled_backups
 from daemon.config import NO_MODEL, Config, model_cache_dir
+from daemon.context_packs import ContextPacks
 from daemon.cubes import Cubes
 from daemon.embedder import Embedder
+from daemon.events import ChangeHub
 from daemon.identity import Groups, Identities
 from daemon.memories import Memories
 from daemon.policy import AccessPolicy
 from daemon.policy_watch import PolicyWatcher
 from daemon.retention import Retention
+from daemon.scheduler import Scheduler
 from daemon.search import Search
 from daemon.settings_store import CubeSettingsStore
 from daemon.store import Store
+from daemon.tasks import Tasks
 from daemon.vectors import VectorIndex
+from daemon.working_memory import WorkingMemory
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +60,11 @@ class Services:
     additions: Additions
     settings: CubeSettingsStore
     retention: Retention
+    hub: ChangeHub
+    working: WorkingMemory
+    scheduler: Scheduler
+    tasks: Tasks
+    packs: ContextPacks
     search: Search
 
 
@@ -100,6 +110,8 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
         services = _services(config, store, Embedder(config.embedder, model_cache_dir()))
         async with anyio.create_task_group() as tg:
             await tg.start(services.audit.run)
+            await tg.start(services.scheduler.run)
+            await tg.start(services.packs.run)
             await tg.start(services.policy_watcher.run)
             await tg.start(services.embedder.run)
             await tg.start(services.vectors.backfill)
@@ -121,11 +133,14 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
 
 
 def _services(config: Config, store: Store, embedder: Embedder) -> Services:
+    hub, working, scheduler = ChangeHub(), WorkingMemory(), Scheduler(workers=config.context.workers)
     audit = Audit(store)
     access = AccessPolicy(audit)
     vectors = VectorIndex(store, embedder, use_cache=config.search.vector_cache)
-    memories = Memories(store, access, vectors, config.limits)
+    memories = Memories(store, access, vectors, config.limits, hub, working)
     settings = CubeSettingsStore(store, access)
+    search = Search(store, memories, vectors, config.limits, config.search)
+    tasks = Tasks(store, access, hub, working)
     return Services(
         config=config,
         store=store,
@@ -134,14 +149,34 @@ def _services(config: Config, store: Store, embedder: Embedder) -> Services:
         audit=audit,
         access=access,
         policy_watcher=PolicyWatcher(
-            access, store, config.policy_dir, Path(config.source) if config.source != "defaults" else None
+            access,
+            store,
+            config.policy_dir,
+            Path(config.source) if config.source != "defaults" else None,
+            hub,
         ),
         identities=Identities(store),
         groups=Groups(store),
-        cubes=Cubes(store, access),
+        cubes=Cubes(store, access, hub),
         memories=memories,
-        additions=Additions(store, access, vectors, memories, settings, config.limits),
+        additions=Additions(store, access, vectors, memories, settings, config.limits, hub, working),
         settings=settings,
         retention=Retention(store, settings),
-        search=Search(store, memories, vectors, config.limits, config.search),
+        search=search,
+        hub=hub,
+        working=working,
+        scheduler=scheduler,
+        tasks=tasks,
+        packs=ContextPacks(
+            store,
+            access,
+            tasks,
+            search,
+            memories,
+            embedder,
+            scheduler,
+            hub,
+            working,
+            config.context.budget_tokens,
+        ),
     )

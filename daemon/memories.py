@@ -17,6 +17,7 @@ from daemon.audit import Audit
 from daemon.config import LimitsConfig
 from daemon.content_hash import content_hash
 from daemon.errors import Conflict, InvalidInput, NotFound
+from daemon.events import ChangeHub, MemoryChanged
 from daemon.filters import MemoryFilter
 from daemon.idempotency import Recorder
 from daemon.models import Agent, Memory, MemoryChanges, MemoryPage, MemoryVersion
@@ -25,6 +26,7 @@ from daemon.store import Connection, Store, placeholders
 from daemon.timeutil import now_iso
 from daemon.validation import check_changes, check_cube_ref
 from daemon.vectors import VectorIndex
+from daemon.working_memory import WorkingMemory
 
 MEMORY_COLUMNS = (
     "m.seq, m.id, c.name, m.content, m.kind, m.tags, m.metadata, m.source_agent, m.task_id, m.created_at,"
@@ -74,8 +76,16 @@ def check_memory_id(memory_id: str) -> str:
 
 class Memories:
     def __init__(
-        self, store: Store, access: AccessPolicy, vectors: VectorIndex, limits: LimitsConfig
+        self,
+        store: Store,
+        access: AccessPolicy,
+        vectors: VectorIndex,
+        limits: LimitsConfig,
+        hub: ChangeHub | None = None,
+        working: WorkingMemory | None = None,
     ) -> None:
+        self._hub = hub or ChangeHub()
+        self._working = working or WorkingMemory()
         self._store = store
         self._access = access
         self._vectors = vectors
@@ -94,7 +104,9 @@ class Memories:
     async def get(self, agent: Agent, memory_id: str) -> Memory:
         memory_id = check_memory_id(memory_id)
         async with self._store.read() as conn:
-            return memory_from_row(await self.row(conn, agent, memory_id, "read", "memory_get"))
+            memory = memory_from_row(await self.row(conn, agent, memory_id, "read", "memory_get"))
+        self._working.record(agent.name, [memory.id], "read")
+        return memory
 
     async def update(
         self,
@@ -168,14 +180,15 @@ class Memories:
             self._vectors.wake()
         return result
 
-    @staticmethod
-    async def _reread(conn: Connection, seq: int, recorder: Recorder | None) -> Memory:
-        """The memory as this transaction leaves it, recorded for idempotent retries if asked."""
+    async def _reread(self, conn: Connection, seq: int, recorder: Recorder | None) -> Memory:
+        """The memory as this transaction leaves it, recorded for idempotent retries if asked; listeners
+        hear of the change once it commits."""
         row = await conn.fetch_one(f"SELECT {MEMORY_COLUMNS} FROM {MEMORY_FROM} WHERE m.seq = ?", (seq,))
         assert row is not None
         memory = memory_from_row(row)
         if recorder is not None:
             await recorder.record(conn, memory)
+        conn.after_commit(lambda: self._hub.publish(MemoryChanged(memory.cube, memory.id)))
         return memory
 
     async def _set_deleted(

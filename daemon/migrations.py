@@ -235,3 +235,43 @@ def _validity(conn: Any) -> None:
         CREATE INDEX memories_by_successor ON memories (superseded_by) WHERE superseded_by IS NOT NULL;
         """,
     )
+
+
+@migration(4, "tasks, task notes, context packs")
+def _tasks(conn: Any) -> None:
+    run_script(
+        conn,
+        """
+        CREATE TABLE tasks (
+            id TEXT PRIMARY KEY,
+            from_agent TEXT NOT NULL,
+            to_agent TEXT NOT NULL,
+            title TEXT NOT NULL,
+            description TEXT NOT NULL DEFAULT '',
+            status TEXT NOT NULL,
+            priority TEXT NOT NULL,
+            cubes TEXT NOT NULL DEFAULT '[]',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX tasks_by_receiver ON tasks (to_agent, status);
+        CREATE INDEX tasks_by_sender ON tasks (from_agent, status);
+        CREATE TABLE task_notes (
+            id INTEGER PRIMARY KEY,
+            task_id TEXT NOT NULL REFERENCES tasks(id),
+            agent TEXT NOT NULL,
+            at TEXT NOT NULL,
+            text TEXT NOT NULL
+        );
+        CREATE INDEX task_notes_by_task ON task_notes (task_id, id);
+        -- The newest context pack per (task, agent), as built for that agent.
+        CREATE TABLE context_packs (
+            task_id TEXT NOT NULL REFERENCES tasks(id),
+            agent TEXT NOT NULL,
+            built_at TEXT NOT NULL,
+            pack TEXT NOT NULL,
+            PRIMARY KEY (task_id, agent)
+        );
+        CREATE INDEX memories_by_task ON memories (task_id) WHERE task_id IS NOT NULL;
+        """,
+    )

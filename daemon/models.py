@@ -188,3 +188,59 @@ class MemoryPage(_Wire):
     memories: list[Memory]
     cubes: list[str]
     next_cursor: str | None = None
+
+
+TaskStatus = Literal["pending", "accepted", "done", "cancelled"]
+TaskPriority = Literal["low", "normal", "high"]
+
+
+class TaskNote(_Wire):
+    agent: str
+    at: str
+    text: str
+
+
+class Task(_Wire):
+    """Work handed from one agent to another, with the cubes in scope for its context."""
+
+    id: str
+    from_agent: str
+    to_agent: str
+    title: str
+    description: str
+    status: TaskStatus
+    priority: TaskPriority
+    cubes: list[str]  # empty: every cube the receiving agent may read
+    created_at: str
+    updated_at: str
+    notes: list[TaskNote] = msgspec.field(default_factory=list)
+
+
+class TaskPage(_Wire):
+    tasks: list[Task]
+
+
+class PackItem(_Wire):
+    """One memory in a context pack, and why it is there."""
+
+    id: str
+    cube: str
+    kind: str
+    content: str
+    source_agent: str
+    reason: str  # "relevant", "preference", "task history", "working memory"
+    score: float | None = None
+
+
+class ContextPack(_Wire):
+    """What an agent needs to start on a task, prepared before it asks: ranked, deduplicated, budgeted."""
+
+    task: Task
+    agent: str
+    built_at: str
+    budget_tokens: int
+    tokens: int
+    items: list[PackItem]
+    notes: list[TaskNote]
+    left_out: int  # memories that did not fit the budget
+    markdown: str

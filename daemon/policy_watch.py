@@ -17,6 +17,7 @@ from watchfiles import awatch
 
 from daemon.config import load_config
 from daemon.errors import ConfigError
+from daemon.events import ChangeHub, CubesChanged
 from daemon.policy import AccessPolicy
 from daemon.policy_rules import load_policy_dir
 from daemon.store import Store
@@ -26,7 +27,15 @@ _DEBOUNCE_MS = 150  # editors write a file in several steps; wait for them to fi
 
 
 class PolicyWatcher:
-    def __init__(self, access: AccessPolicy, store: Store, directory: Path, config_file: Path | None) -> None:
+    def __init__(
+        self,
+        access: AccessPolicy,
+        store: Store,
+        directory: Path,
+        config_file: Path | None,
+        hub: ChangeHub | None = None,
+    ) -> None:
+        self._hub = hub or ChangeHub()
         self._access = access
         self._store = store
         self.directory = directory
@@ -49,6 +58,7 @@ class PolicyWatcher:
                 await self._publish()
             return False
         self._access.install(rules, files, str(self.directory), cube_rules)
+        self._hub.publish(CubesChanged())
         if publish:
             log.info("policy loaded: %d rules from %d files in %s", len(rules), len(files), self.directory)
             await self._publish()

@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 
 from daemon import Services
 from mcp_server.auth import AgentTokenVerifier
+from mcp_server.notifications import Notifications
 from mcp_server.request_log import log_request
 from mcp_server.resources import add_resources
 from mcp_server.tools import build_tools
@@ -22,7 +23,8 @@ as self-contained sentences. Your writes go to your private cube unless you name
 MCP_PATH = "/mcp"
 
 
-def build_mcp(services: Services, version: str) -> MCPServer:
+def build_mcp(services: Services, version: str) -> tuple[MCPServer, Notifications]:
+    """The MCP server and its notifier (whose `run` the caller starts in its task group)."""
     server = services.config.server
     # The issuer is a placeholder the SDK requires; tokens come from `memos agent add`, not from OAuth.
     base = f"http://{server.host}:{server.port}"
@@ -35,6 +37,9 @@ def build_mcp(services: Services, version: str) -> MCPServer:
         tools=build_tools(services),
         middleware=[log_request],
     )
+    notifications = Notifications(services)
+    notifications.install(mcp)
+    mcp.middleware.append(notifications.preload)
     add_resources(mcp, services)
 
     @mcp.custom_route("/healthz", methods=["GET"])
@@ -42,7 +47,7 @@ def build_mcp(services: Services, version: str) -> MCPServer:
         """Liveness for supervisors; unauthenticated, so it carries no data."""
         return JSONResponse({"status": "ok"})
 
-    return mcp
+    return mcp, notifications
 
 
 def build_app(mcp: MCPServer, services: Services) -> Starlette:

@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 from mcp.server.mcpserver import MCPServer
 
-from daemon import MemosError, Services
+from daemon import MemosError, NotFound, Services
 from mcp_server.auth import current_agent
 from mcp_server.errors import resource_error
 
@@ -48,6 +48,60 @@ def add_resources(mcp: MCPServer, services: Services) -> None:
         async def produce() -> list[Any]:
             agent = current_agent()
             return await services.audit.entries(cubes=await services.cubes.administered(agent), limit=200)
+
+        return await _json(produce)
+
+    @mcp.resource(
+        "memos://tasks/{id}/context", name="task-context", title="A task's context pack", mime_type=JSON
+    )
+    async def task_context(id: str) -> str:
+        """The context pack prepared for you for this task (tasks you take part in)."""
+        return await _json(lambda: services.packs.get(current_agent(), id))
+
+    @mcp.resource(
+        "memos://agents/{agent}/context", name="agent-context", title="Your current context", mime_type=JSON
+    )
+    async def agent_context(agent: str) -> str:
+        """The context pack of your current task (the one you accepted last, else your newest open task)."""
+
+        async def produce() -> Any:
+            me = current_agent()
+            if agent != me.name:
+                raise NotFound(
+                    f"memos://agents/{agent}/context is not yours; read memos://agents/{me.name}/context"
+                )
+            return await services.packs.current(me)
+
+        return await _json(produce)
+
+    @mcp.resource("memos://agents/{agent}/tasks", name="agent-tasks", title="Your tasks", mime_type=JSON)
+    async def agent_tasks(agent: str) -> str:
+        """Tasks handed to you or by you, newest first."""
+
+        async def produce() -> Any:
+            me = current_agent()
+            if agent != me.name:
+                raise NotFound(
+                    f"memos://agents/{agent}/tasks is not yours; read memos://agents/{me.name}/tasks"
+                )
+            return await services.tasks.list(me)
+
+        return await _json(produce)
+
+    @mcp.resource(
+        "memos://agents/{agent}/working-memory",
+        name="working-memory",
+        title="Your working memory",
+        mime_type=JSON,
+    )
+    async def working_memory(agent: str) -> str:
+        """The memories you wrote or read most recently, newest first, with the task they belong to."""
+
+        async def produce() -> Any:
+            me = current_agent()
+            if agent != me.name:
+                raise NotFound(f"memos://agents/{agent}/working-memory is not yours")
+            return services.working.recent(me.name)
 
         return await _json(produce)
 

@@ -10,7 +10,8 @@ from mcp.server.mcpserver.tools import Tool
 from daemon import Services
 from mcp_server.cube_tools import build_cube_tools
 from mcp_server.memory_tools import build_memory_tools
+from mcp_server.task_tools import build_task_tools
 
 
 def build_tools(services: Services) -> list[Tool]:
-    return build_cube_tools(services) + build_memory_tools(services)
+    return build_cube_tools(services) + build_memory_tools(services) + build_task_tools(services)

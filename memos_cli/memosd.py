@@ -19,6 +19,7 @@ from daemon.instance_lock import InstanceLock
 from daemon.sd_notify import Notifier
 from mcp_server.app import build_app, build_mcp
 from mcp_server.http import HttpServer
+from mcp_server.notifications import Notifications
 from memos_cli.errors import exit_code, one_line_errors
 from memos_cli.logs import setup_logging
 
@@ -42,12 +43,12 @@ async def run_daemon(config: Config, notifier: Notifier) -> None:
     lock.acquire()
     try:
         async with open_services(config) as services:
-            mcp = build_mcp(services, memos_version())
+            mcp, notifications = build_mcp(services, memos_version())
             http = HttpServer(mcp, build_app(mcp, services), config.server)
             url = f"http://{config.server.host}:{http.port}/mcp"
             reporter = StatusReporter(services.store, memos_version(), url, services.embedder)
             try:
-                await _serve(services, http, reporter, notifier, url)
+                await _serve(services, http, reporter, notifier, url, notifications)
             finally:
                 reporter.close()
                 with anyio.CancelScope(shield=True):
@@ -58,11 +59,17 @@ async def run_daemon(config: Config, notifier: Notifier) -> None:
 
 
 async def _serve(
-    services: Services, http: HttpServer, reporter: StatusReporter, notifier: Notifier, url: str
+    services: Services,
+    http: HttpServer,
+    reporter: StatusReporter,
+    notifier: Notifier,
+    url: str,
+    notifications: Notifications,
 ) -> None:
     signals_wanted = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     with anyio.open_signal_receiver(*signals_wanted) as signals:
         async with anyio.create_task_group() as tg:
+            await tg.start(notifications.run)
             await tg.start(http.serve)
             await tg.start(notifier.watchdog)
             await tg.start(reporter.run)

@@ -22,7 +22,16 @@ def test_every_tool_is_documented() -> None:
 
 
 def test_every_resource_is_documented() -> None:
-    for uri in ("memos://cubes", "memos://cubes/{cube}", "memos://memories/{id}", "memos://audit"):
+    for uri in (
+        "memos://cubes",
+        "memos://cubes/{cube}",
+        "memos://memories/{id}",
+        "memos://audit",
+        "memos://tasks/{id}/context",
+        "memos://agents/{agent}/context",
+        "memos://agents/{agent}/tasks",
+        "memos://agents/{agent}/working-memory",
+    ):
         assert f"`{uri}`" in README
 
 

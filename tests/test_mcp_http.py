@@ -22,6 +22,11 @@ TOOLS = {
     "cube_members",
     "cube_configure",
     "memory_supersede",
+    "task_handoff",
+    "task_list",
+    "task_accept",
+    "task_update",
+    "context_get",
     "memory_add",
     "memory_add_batch",
     "memory_search",
@@ -111,6 +116,8 @@ async def test_every_tool_is_listed_with_truthful_annotations_and_an_output_sche
         "memory_list",
         "memory_get",
         "memory_history",
+        "task_list",
+        "context_get",
     }
     destructive = {name for name, tool in tools.items() if tool.annotations.destructive_hint}
     assert destructive == {"memory_update", "memory_delete", "cube_unshare"}
