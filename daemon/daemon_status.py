@@ -11,6 +11,7 @@ import anyio
 import msgspec
 from anyio.abc import TaskStatus
 
+from daemon.scheduler import Scheduler
 from daemon.store import Store
 from daemon.timeutil import now_iso
 
@@ -26,6 +27,8 @@ class DaemonStatus(msgspec.Struct, kw_only=True):
     embedder: str
     updated_at: str
     last_errors: list[str] = msgspec.field(default_factory=list)
+    # Scheduler metrics per class: queued, running, done, failed, cancelled, coalesced, mean wait/run ms.
+    queue: dict[str, dict[str, float]] = msgspec.field(default_factory=dict)
 
 
 class _ErrorMemory(logging.Handler):
@@ -40,7 +43,10 @@ class _ErrorMemory(logging.Handler):
 
 
 class StatusReporter:
-    def __init__(self, store: Store, version: str, url: str, embedder_state: object) -> None:
+    def __init__(
+        self, store: Store, version: str, url: str, embedder_state: object, scheduler: Scheduler | None = None
+    ) -> None:
+        self._scheduler = scheduler
         self._store = store
         self._embedder = embedder_state
         self.status = DaemonStatus(
@@ -57,6 +63,7 @@ class StatusReporter:
             state=state or self.status.state,
             embedder=str(getattr(self._embedder, "state", "")),
             last_errors=list(self._errors.records),
+            queue=self._scheduler.snapshot() if self._scheduler is not None else {},
         )
         if new == self.status and state is None:
             return

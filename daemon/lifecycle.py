@@ -111,6 +111,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
         async with anyio.create_task_group() as tg:
             await tg.start(services.audit.run)
             await tg.start(services.scheduler.run)
+            services.vectors.scheduler = services.retention.scheduler = services.scheduler
             await tg.start(services.packs.run)
             await tg.start(services.policy_watcher.run)
             await tg.start(services.embedder.run)

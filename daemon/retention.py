@@ -13,8 +13,10 @@ import msgspec
 from anyio.abc import TaskStatus
 
 from daemon.audit import Audit
+from daemon.errors import Overloaded, Unavailable
 from daemon.idempotency import forget_old_keys
 from daemon.policy import CubeRef
+from daemon.scheduler import JobClass, Scheduler
 from daemon.settings_store import CubeSettingsStore
 from daemon.store import Connection, Store, placeholders
 from daemon.timeutil import format_time, now_iso
@@ -38,6 +40,7 @@ def _before(days: float) -> str:
 
 class Retention:
     def __init__(self, store: Store, settings: CubeSettingsStore) -> None:
+        self.scheduler: Scheduler | None = None  # set by the daemon: the job then runs at background priority
         self._store = store
         self._settings = settings
 
@@ -109,7 +112,15 @@ class Retention:
         """Apply every cube's rules now and every ten minutes; also forget week-old idempotency keys."""
         started = False
         while True:
-            archived = await self.apply_all()
+            try:
+                if self.scheduler is None:
+                    archived = await self.apply_all()
+                else:
+                    job = self.scheduler.submit(("retention",), JobClass.BACKGROUND, self.apply_all)
+                    archived = await job.wait()
+            except (Overloaded, Unavailable) as exc:  # a busy queue or shutdown: the next round will do it
+                log.warning("retention postponed: %s", exc)
+                archived = 0
             if not started:  # the first pass is done before the daemon serves
                 task_status.started()
                 started = True

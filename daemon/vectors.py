@@ -8,7 +8,7 @@ background, so memories written while the model was loading or unavailable becom
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import anyio
@@ -17,7 +17,8 @@ from anyio.abc import TaskStatus
 
 from daemon import sqlite_driver
 from daemon.embedder import Embedder
-from daemon.errors import StoreClosed, Unavailable
+from daemon.errors import Overloaded, StoreClosed, Unavailable
+from daemon.scheduler import JobClass, Scheduler
 from daemon.store import Connection, Store, placeholders
 from daemon.vector_cache import VectorCache
 
@@ -32,6 +33,7 @@ class VectorIndex:
         self._store = store
         self._embedder = embedder
         self._use_cache = use_cache
+        self.scheduler: Scheduler | None = None  # set by the daemon: backfill then runs as background jobs
         self._cache: VectorCache | None = None
         self.ready = False  # the table matches the loaded model
         self.attached = anyio.Event()  # set when `ready` becomes true
@@ -75,6 +77,13 @@ class VectorIndex:
         self.ready = True
         self.attached.set()
         self.wake()
+
+    async def _background(self, work: Callable[[], Awaitable[bool]]) -> bool:
+        """Run one unit of backfill as a background job on the scheduler (directly without one)."""
+        if self.scheduler is None:
+            return await work()
+        result: bool = await self.scheduler.submit(("backfill",), JobClass.BACKGROUND, work).wait()
+        return result
 
     def wake(self) -> None:
         """Tell the backfill loop there may be unembedded memories."""
@@ -132,9 +141,9 @@ class VectorIndex:
                 await self._wake.wait()
             self._wake = anyio.Event()
             try:
-                while await self._backfill_batch():
+                while await self._background(self._backfill_batch):
                     pass
-            except (Unavailable, StoreClosed) as exc:
+            except (Unavailable, StoreClosed, Overloaded) as exc:  # try again on the next wake-up
                 log.warning("backfill paused: %s", exc)
 
     async def _backfill_batch(self) -> bool:

@@ -122,6 +122,12 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
             f"            pid {reported.pid}, memos {reported.version}, {reported.state} since"
             f" {reported.started_at}, embedder {reported.embedder or 'n/a'}"
         )
+        for name, m in reported.queue.items():
+            print(
+                f"queue       {name:12} {m['queued']:.0f} queued, {m['running']:.0f} running, {m['done']:.0f} done,"
+                f" {m['failed']:.0f} failed, {m['cancelled']:.0f} cancelled; mean wait {m['mean_wait_ms']} ms,"
+                f" run {m['mean_run_ms']} ms"
+            )
         for error in reported.last_errors[-5:]:
             print(f"            error: {error}")
     print(f"counts      {status.agents} agents, {status.cubes} cubes, {status.memories} memories")

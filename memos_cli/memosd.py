@@ -46,7 +46,9 @@ async def run_daemon(config: Config, notifier: Notifier) -> None:
             mcp, notifications = build_mcp(services, memos_version())
             http = HttpServer(mcp, build_app(mcp, services), config.server)
             url = f"http://{config.server.host}:{http.port}/mcp"
-            reporter = StatusReporter(services.store, memos_version(), url, services.embedder)
+            reporter = StatusReporter(
+                services.store, memos_version(), url, services.embedder, services.scheduler
+            )
             try:
                 await _serve(services, http, reporter, notifier, url, notifications)
             finally:

@@ -117,4 +117,5 @@ async def test_cube_share_from_mcp_takes_effect_at_once_and_cube_members_explain
 def test_status_reports_the_policy_in_force(daemon: RunningDaemon) -> None:
     out = daemon.memos("status").stdout
     assert "daemon      running at" in out
+    assert "queue       interactive" in out and "queue       background" in out  # scheduler metrics
     assert f"in {Path(daemon.config_path.parent / 'policies')}" in out
