@@ -64,6 +64,16 @@ def memos_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "memos_cli.memos", *args]
 
 
+def memos_at(
+    config: Path, *args: str, check: bool = True, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `memos --config CONFIG ARGS…` as a user would, in the config's directory as home."""
+    return subprocess.run(
+        memos_command("--config", str(config), *args), capture_output=True, text=True, input=stdin,
+        env=isolated_env(config.parent), cwd=REPO, timeout=120, check=check,
+    )  # fmt: skip
+
+
 def memosd_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "memos_cli.memosd", *args]
 

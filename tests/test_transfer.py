@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 from pathlib import Path
 
@@ -12,27 +11,18 @@ import pytest
 
 from daemon.sqlite_driver import sqlite_module
 from tests.conftest import (
-    REPO,
     free_port,
-    isolated_env,
     mcp_client,
-    memos_command,
     start_daemon,
     stop_daemon,
     write_config,
 )
+from tests.conftest import (
+    memos_at as memos,
+)
 from tests.test_mcp_http import call
 
 pytestmark = pytest.mark.anyio
-
-
-def memos(
-    config: Path, *args: str, check: bool = True, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        memos_command("--config", str(config), *args), capture_output=True, text=True, input=stdin,
-        env=isolated_env(config.parent), cwd=REPO, timeout=120, check=check,
-    )  # fmt: skip
 
 
 async def test_export_then_import_into_a_fresh_data_dir_gives_identical_memories_and_history(

@@ -4,7 +4,6 @@ time, duplicates, idempotent writes surviving a restart, and retention with a dr
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +11,15 @@ import pytest
 from mcp import Client
 
 from tests.conftest import (
-    REPO,
     RunningDaemon,
     free_port,
-    isolated_env,
     mcp_client,
-    memos_command,
     start_daemon,
     stop_daemon,
     write_config,
+)
+from tests.conftest import (
+    memos_at as memos,
 )
 from tests.test_mcp_http import call, call_error
 from tests.test_stdio_bridge import bridge
@@ -152,13 +151,6 @@ async def test_a_retried_write_with_the_same_key_writes_once_even_across_a_resta
             assert "Conflict: idempotency_key 'k-1' was already used" in reused
     finally:
         stop_daemon(daemon)
-
-
-def memos(config: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        memos_command("--config", str(config), *args), capture_output=True, text=True, input=stdin,
-        env=isolated_env(config.parent), cwd=REPO, timeout=120, check=True,
-    )  # fmt: skip
 
 
 async def test_the_retention_dry_run_lists_exactly_what_the_job_archives_and_archived_memories_restore(
