@@ -4,6 +4,8 @@ time, duplicates, idempotent writes surviving a restart, and retention with a dr
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,28 +68,46 @@ async def test_supersession_and_as_of_over_the_bridge(daemon: RunningDaemon) -> 
         await check_bob(client)
 
 
-async def test_superseding_in_a_read_only_cube_is_refused_and_changes_nothing(daemon: RunningDaemon) -> None:
-    owner, reader = daemon.add_agent("ro-owner"), daemon.add_agent("ro-reader")
-    async with mcp_client(daemon.url, owner) as a, mcp_client(daemon.url, reader) as b:
-        await call(a, "cube_create", name="ro-facts")
-        fact = await call(a, "memory_add", content="The office is on floor 3", cube="ro-facts")
-        await call(a, "cube_share", cube="ro-facts", grantee="ro-reader", permission="read")
+@asynccontextmanager
+async def connect(daemon: RunningDaemon, name: str, token: str, transport: str) -> AsyncIterator[Client]:
+    """The agent's client over streamable HTTP, or through the stdio bridge."""
+    if transport == "http":
+        async with mcp_client(daemon.url, token) as client:
+            yield client
+    else:
+        async with bridge(daemon.config_path, daemon.home, name, token) as client:
+            yield client
+
+
+@pytest.mark.parametrize("transport", ["http", "bridge"])
+async def test_superseding_in_a_read_only_cube_is_refused_and_changes_nothing(
+    daemon: RunningDaemon, transport: str
+) -> None:
+    o, r = f"ro-owner-{transport}", f"ro-reader-{transport}"
+    owner, reader = daemon.add_agent(o), daemon.add_agent(r)
+    async with connect(daemon, o, owner, transport) as a, connect(daemon, r, reader, transport) as b:
+        cube = f"ro-facts-{transport}"
+        await call(a, "cube_create", name=cube)
+        fact = await call(a, "memory_add", content="The office is on floor 3", cube=cube)
+        await call(a, "cube_share", cube=cube, grantee=r, permission="read")
         refused = await call_error(b, "memory_supersede", id=fact["id"], content="The office is on floor 5")
         assert "Permission denied" in refused
         refused = await call_error(b, "memory_add", content="floor 5", supersedes=[fact["id"]])
         assert "Permission denied" in refused
         after = await call(a, "memory_get", id=fact["id"])
         assert after["superseded_by"] is None and after["valid_to"] is None
-        assert (await call(b, "memory_list", cubes=["@ro-reader"]))["memories"] == []  # nothing written
-        assert [m["content"] for m in (await call(a, "memory_list", cubes=["ro-facts"]))["memories"]] == [
+        assert (await call(b, "memory_list", cubes=[f"@{r}"]))["memories"] == []  # nothing written
+        assert [m["content"] for m in (await call(a, "memory_list", cubes=[cube]))["memories"]] == [
             "The office is on floor 3"
         ]
 
 
+@pytest.mark.parametrize("transport", ["http", "bridge"])
 async def test_a_duplicate_add_returns_the_first_id_and_similar_memories_are_reported(
-    daemon: RunningDaemon,
+    daemon: RunningDaemon, transport: str
 ) -> None:
-    async with mcp_client(daemon.url, daemon.add_agent("dupes")) as client:
+    name = f"dupes-{transport}"
+    async with connect(daemon, name, daemon.add_agent(name), transport) as client:
         first = await call(client, "memory_add", content="The standup is at 9:30 every weekday", kind="fact")
         again = await call(
             client, "memory_add", content="  the standup is at 9:30   EVERY weekday ", kind="fact"
@@ -102,7 +122,7 @@ async def test_a_duplicate_add_returns_the_first_id_and_similar_memories_are_rep
         )
         assert near["duplicate"] is False
         assert first["id"] in [s["id"] for s in near["similar"]]
-        assert all(s["score"] >= 0.85 and s["cube"] == "@dupes" for s in near["similar"])
+        assert all(s["score"] >= 0.85 and s["cube"] == f"@{name}" for s in near["similar"])
         batch = await call(
             client,
             "memory_add_batch",
