@@ -18,7 +18,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from daemon.embedder import Embedder
-from daemon.errors import InvalidInput, NotFound
+from daemon.errors import InvalidInput, MemosError, NotFound
 from daemon.events import Change, ChangeHub, MemoryChanged, PackReady, TaskChanged
 from daemon.filters import MemoryFilter
 from daemon.identity import agent_named
@@ -183,16 +183,22 @@ class ContextPacks:
                     batch.append(receive.receive_nowait())
                 except anyio.WouldBlock:
                     break
-            cubes = {c.cube for c in batch if isinstance(c, MemoryChanged)}
-            for change in batch:
-                if isinstance(change, TaskChanged):
-                    task = await self._tasks.get(agent_named(change.agents[1]), change.task_id)
-                    if task.status in OPEN:
-                        self.request(task.id, task.to_agent, JobClass.PRELOAD)
-            if cubes:
-                for task in await self._tasks.open_tasks():
-                    if not task.cubes or cubes & set(task.cubes):
-                        self.request(task.id, task.to_agent, JobClass.BACKGROUND)
+            try:
+                await self._refresh(batch)
+            except MemosError as exc:  # a full queue, a store closing: these packs refresh on a later change
+                log.warning("context packs not refreshed: %s", exc)
+
+    async def _refresh(self, batch: list[Change]) -> None:
+        cubes = {c.cube for c in batch if isinstance(c, MemoryChanged)}
+        for change in batch:
+            if isinstance(change, TaskChanged):
+                task = await self._tasks.get(agent_named(change.agents[1]), change.task_id)
+                if task.status in OPEN:
+                    self.request(task.id, task.to_agent, JobClass.PRELOAD)
+        if cubes:
+            for task in await self._tasks.open_tasks():
+                if not task.cubes or cubes & set(task.cubes):
+                    self.request(task.id, task.to_agent, JobClass.BACKGROUND)
 
     async def preload_for(self, agent: str) -> None:
         """An agent connected: get the packs of its open tasks ready now."""

@@ -151,7 +151,10 @@ class Notifications:
             with send, receive:
                 task_status.started()
                 async for change in receive:
-                    await self._deliver(change)
+                    try:
+                        await self._deliver(change)
+                    except MemosError as exc:  # the store closing under us: nothing left to tell
+                        log.warning("a change notification was not delivered: %s", exc)
         finally:
             unsubscribe()
             self._queue = None
