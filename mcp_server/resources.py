@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 from mcp.server.mcpserver import MCPServer
 
-from daemon import MemosError, NotFound, Services
+from daemon import Agent, MemosError, NotFound, Services
 from mcp_server.auth import current_agent
 from mcp_server.errors import resource_error
 
@@ -21,6 +21,14 @@ async def _json(produce: Callable[[], Awaitable[Any]]) -> str:
     except MemosError as exc:
         raise resource_error(exc) from exc
     return msgspec.json.encode(value).decode()
+
+
+def _own(agent: str, what: str) -> Agent:
+    """The caller, if `agent` names it: memos://agents/{agent}/… resources are each agent's own."""
+    me = current_agent()
+    if agent != me.name:
+        raise NotFound(f"memos://agents/{agent}/{what} is not yours; read memos://agents/{me.name}/{what}")
+    return me
 
 
 def add_resources(mcp: MCPServer, services: Services) -> None:
@@ -65,12 +73,7 @@ def add_resources(mcp: MCPServer, services: Services) -> None:
         """The context pack of your current task (the one you accepted last, else your newest open task)."""
 
         async def produce() -> Any:
-            me = current_agent()
-            if agent != me.name:
-                raise NotFound(
-                    f"memos://agents/{agent}/context is not yours; read memos://agents/{me.name}/context"
-                )
-            return await services.packs.current(me)
+            return await services.packs.current(_own(agent, "context"))
 
         return await _json(produce)
 
@@ -79,12 +82,7 @@ def add_resources(mcp: MCPServer, services: Services) -> None:
         """Tasks handed to you or by you, newest first."""
 
         async def produce() -> Any:
-            me = current_agent()
-            if agent != me.name:
-                raise NotFound(
-                    f"memos://agents/{agent}/tasks is not yours; read memos://agents/{me.name}/tasks"
-                )
-            return await services.tasks.list(me)
+            return await services.tasks.list(_own(agent, "tasks"))
 
         return await _json(produce)
 
@@ -98,10 +96,7 @@ def add_resources(mcp: MCPServer, services: Services) -> None:
         """The memories you wrote or read most recently, newest first, with the task they belong to."""
 
         async def produce() -> Any:
-            me = current_agent()
-            if agent != me.name:
-                raise NotFound(f"memos://agents/{agent}/working-memory is not yours")
-            return services.working.recent(me.name)
+            return services.working.recent(_own(agent, "working-memory").name)
 
         return await _json(produce)
 

@@ -238,6 +238,24 @@ def test_relay_survives_daemon_down_and_restart(tmp_path: Path) -> None:
     anyio.run(main)
 
 
+async def call_while_upstream_restarts(upstream: Any, host: Any, tool: str) -> types.CallToolResult:
+    """Call `tool` (which marks its start in a file), restart the upstream while it runs, return the result."""
+    results: list[types.CallToolResult] = []
+
+    async def call() -> None:
+        results.append(await host.call_tool(tool, {}))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(call)
+        for _ in range(200):  # the tool marks its start in a file: poll it
+            if upstream.marker.exists():
+                break
+            await anyio.sleep(0.05)
+        await upstream.stop()  # the daemon dies while the call is running
+        await upstream.start()  # and is back before the bridge could retry
+    return results[0]
+
+
 @pytest.mark.timeout(60)
 def test_call_cut_off_midway_is_reported_not_retried(tmp_path: Path) -> None:
     async def main() -> None:
@@ -245,21 +263,9 @@ def test_call_cut_off_midway_is_reported_not_retried(tmp_path: Path) -> None:
             await upstream.start()
             async with bridge_host(upstream.url, TOKEN, "a", tmp_path) as host:
                 await host.initialize()
-                results: list[types.CallToolResult] = []
-
-                async def call_slow() -> None:
-                    results.append(await host.call_tool("slow", {}))
-
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(call_slow)
-                    for _ in range(200):  # the tool marks its start in a file: poll it
-                        if upstream.marker.exists():
-                            break
-                        await anyio.sleep(0.05)
-                    await upstream.stop()  # the daemon dies while the call is running
-                    await upstream.start()  # and is back before the bridge could retry
-                assert results[0].is_error
-                assert "during `slow`: it may or may not have run" in _text(results[0])
+                result = await call_while_upstream_restarts(upstream, host, "slow")
+                assert result.is_error
+                assert "during `slow`: it may or may not have run" in _text(result)
                 await anyio.sleep(1.0)
                 assert upstream.marker.read_text() == "ran\n"  # never re-sent
                 ok = await host.call_tool("echo", {"text": "after"})
@@ -275,20 +281,8 @@ def test_a_keyed_write_cut_off_midway_is_resent_with_the_same_key(tmp_path: Path
             await upstream.start()
             async with bridge_host(upstream.url, TOKEN, "a", tmp_path) as host:
                 await host.initialize()
-                results: list[types.CallToolResult] = []
-
-                async def call() -> None:
-                    results.append(await host.call_tool("slow_keyed", {}))
-
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(call)
-                    for _ in range(200):
-                        if upstream.marker.exists():
-                            break
-                        await anyio.sleep(0.05)
-                    await upstream.stop()
-                    await upstream.start()
-                assert not results[0].is_error, _text(results[0])
+                result = await call_while_upstream_restarts(upstream, host, "slow_keyed")
+                assert not result.is_error, _text(result)
                 keys = upstream.marker.read_text().split()
                 assert len(keys) == 2 and keys[0] == keys[1] and keys[0].startswith("bridge-")
 
