@@ -53,6 +53,10 @@ class EmbedderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     # A local directory holding the ONNX export; None downloads the model through fastembed.
     model_path: str | None = None
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 64
+    # Tokens of a text the model reads; the rest is cut. all-MiniLM-L6-v2 was trained on 256-token windows
+    # (sentence-transformers cuts there); fastembed would otherwise cut at 512, which gives other vectors
+    # for long texts and costs four times the attention work.
+    max_tokens: Annotated[int, msgspec.Meta(ge=8, le=8192)] = 256
     threads: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 

@@ -44,7 +44,11 @@ def load_model(config: EmbedderConfig, cache_dir: Path) -> Any:
         if not Path(config.model_path, "model.onnx").is_file():
             raise FileNotFoundError(f"[embedder] model_path {config.model_path} has no model.onnx")
         kwargs["specific_model_path"] = config.model_path
-    return TextEmbedding(config.model, **kwargs)
+    model = TextEmbedding(config.model, **kwargs)
+    tokenizer = getattr(getattr(model, "model", None), "tokenizer", None)
+    if tokenizer is not None:
+        tokenizer.enable_truncation(max_length=config.max_tokens)
+    return model
 
 
 class Embedder:

@@ -47,6 +47,16 @@ async def test_the_issue_example_ranks_the_tea_memory_first(services: Services) 
     assert result.cubes == ["@alice"]
 
 
+async def test_the_model_reads_256_tokens_of_a_long_text_as_sentence_transformers_does(
+    services: Services,
+) -> None:
+    words = "the river runs past old mills and quiet farms toward a distant grey sea".split()
+    opening = " ".join(words[i % len(words)] for i in range(300))
+    assert 256 < services.embedder.count_tokens(opening) < 400  # past the window, within fastembed's 512
+    vectors = await services.embedder.embed([opening, opening + " and then a different ending entirely"])
+    assert float(vectors[0] @ vectors[1]) > 0.9999
+
+
 async def test_exact_words_rank_first_in_lexical_mode(services: Services) -> None:
     alice = await _alice_with_facts(services)
     result = await services.search.search(alice, SearchQuery(query="Kubernetes", mode="lexical"))
