@@ -275,3 +275,24 @@ def _tasks(conn: Any) -> None:
         CREATE INDEX memories_by_task ON memories (task_id) WHERE task_id IS NOT NULL;
         """,
     )
+
+
+@migration(5, "episodes: the session or thread a memory belongs to, and its place in it")
+def _episodes(conn: Any) -> None:
+    # Virtual generated columns: read from metadata ("session", else "thread"; "turn"), so every writer and
+    # every import keeps them right without knowing they exist, and old rows have them at once.
+    run_script(
+        conn,
+        """
+        ALTER TABLE memories ADD COLUMN episode TEXT GENERATED ALWAYS AS (
+            CASE WHEN json_valid(metadata) THEN CAST(coalesce(json_extract(metadata, '$.session'),
+                                                             json_extract(metadata, '$.thread')) AS TEXT) END
+        ) VIRTUAL;
+        ALTER TABLE memories ADD COLUMN episode_position REAL GENERATED ALWAYS AS (
+            CASE WHEN json_valid(metadata) AND json_type(metadata, '$.turn') IN ('integer', 'real')
+                 THEN json_extract(metadata, '$.turn') END
+        ) VIRTUAL;
+        CREATE INDEX memories_by_episode ON memories (cube_id, episode, episode_position)
+            WHERE episode IS NOT NULL;
+        """,
+    )

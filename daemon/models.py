@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from daemon.temporal import TimeWindow
+
 MemoryKind = Literal["fact", "preference", "event", "procedure", "note", "message"]
 MEMORY_KINDS: tuple[str, ...] = ("fact", "preference", "event", "procedure", "note", "message")
 SearchMode = Literal["hybrid", "lexical", "vector"]
@@ -138,11 +140,28 @@ class MemoryVersion(_Wire):
 
 
 class MatchInfo(_Wire):
-    """Why a result matched: its rank in each signal (1 = best) and the vector similarity."""
+    """Why a result matched: its rank in each signal that found it (1 = best), the query words it contains,
+    its vector similarity, its episode (session or thread) and whether it is inside the time the query names."""
 
     lexical_rank: int | None = None
+    exact_rank: int | None = None
     vector_rank: int | None = None
+    context_rank: int | None = None
+    episode_rank: int | None = None
     similarity: float | None = None
+    terms: list[str] = []
+    episode: str | None = None
+    in_time_window: bool = False
+
+
+class ContextTurn(_Wire):
+    """A neighbouring memory of the same episode, given with a result when context_window > 0."""
+
+    id: str
+    content: str
+    offset: int  # position relative to the result: -1 is the turn before it
+    occurred_at: str | None
+    metadata: dict[str, Any]
 
 
 class SearchHit(_Wire):
@@ -161,6 +180,7 @@ class SearchHit(_Wire):
     valid_from: str | None = None
     valid_to: str | None = None
     superseded_by: str | None = None
+    context: list[ContextTurn] = []
 
 
 class SearchQuery(_Wire):
@@ -175,6 +195,9 @@ class SearchQuery(_Wire):
     mode: SearchMode | None = None
     include_superseded: bool = False
     as_of: str | None = None
+    queries: list[str] | None = None  # more phrasings of the same need, fused with `query`
+    reference_time: str | None = None  # what "last week" is counted from (default: as_of, else now)
+    context_window: int = 0  # neighbouring turns to return with each result
 
 
 class SearchResults(_Wire):
@@ -182,6 +205,7 @@ class SearchResults(_Wire):
     mode: SearchMode
     cubes: list[str]
     note: str | None = None
+    time_window: TimeWindow | None = None  # the time a phrase in the query named, if any
 
 
 class MemoryPage(_Wire):

@@ -80,6 +80,16 @@ class VectorCache:
         order = candidates[np.argsort(-similarity[candidates], kind="stable")]
         return [(int(seqs[row]), float(similarity[row])) for row in order]
 
+    def similarities(self, query: np.ndarray, seqs: Iterable[int]) -> dict[int, float]:
+        """Cosine similarity of `query` to each of `seqs` that has a vector. A few hundred dot products:
+        cheap enough for the event loop, where the cache is also changed, so rows cannot move meanwhile."""
+        vectors = self._snapshot[0]
+        pairs = [(seq, self._row_of[seq]) for seq in seqs if seq in self._row_of]
+        if not pairs:
+            return {}
+        values = vectors[[row for _, row in pairs]] @ query.astype(np.float32)
+        return {seq: float(value) for (seq, _), value in zip(pairs, values, strict=True)}
+
 
 def _grown(array: np.ndarray, capacity: int) -> np.ndarray:
     grown = np.empty((capacity, *array.shape[1:]), array.dtype)

@@ -130,6 +130,24 @@ class VectorIndex:
         )
         return [(int(seq), 1.0 - float(distance)) for seq, distance in rows]
 
+    async def similarities(
+        self, conn: Connection, vector: np.ndarray, seqs: Sequence[int]
+    ) -> dict[int, float]:
+        """Cosine similarity of `vector` to each of `seqs` that has a vector (for candidates found otherwise)."""
+        if not seqs:
+            return {}
+        if self._cache is not None:
+            return self._cache.similarities(vector, seqs)
+        rows = await conn.fetch_all(
+            f"SELECT rowid, embedding FROM memory_vectors WHERE rowid IN ({placeholders(len(seqs))})",
+            list(seqs),
+        )
+        if not rows:
+            return {}
+        matrix = np.stack([np.frombuffer(blob, dtype=np.float32) for _, blob in rows])
+        values = matrix @ vector.astype(np.float32)
+        return {int(seq): float(value) for (seq, _), value in zip(rows, values, strict=True)}
+
     async def backfill(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Embed memories that have no vector yet, whenever woken; runs until cancelled."""
         task_status.started()

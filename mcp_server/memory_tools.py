@@ -172,15 +172,30 @@ def build_memory_tools(services: Services) -> list[Tool]:
         ] = None,
         include_superseded: SupersededArg = False,
         as_of: AsOfArg = None,
+        queries: Annotated[
+            list[str] | None,
+            Field(description="Up to 4 more phrasings of the same need (synonyms, likely wording); fused."),
+        ] = None,
+        reference_time: Annotated[
+            str | None,
+            Field(
+                description='ISO-8601 time that "last week" or "in May" in the query count from (default now).'
+            ),
+        ] = None,
+        context_window: Annotated[
+            int,
+            Field(description="Also return this many neighbouring turns (0-5) of each conversation result."),
+        ] = 0,
     ) -> SearchResults:
         """Search memories by meaning and by words. Use it before answering anything that earlier sessions
         or other agents may know: preferences, decisions, facts about people and projects. Only what is true
-        now is returned unless you ask for as_of or include_superseded."""
+        now is returned unless you ask for as_of or include_superseded. Each result says why it matched."""
         return await services.search.search(
             current_agent(),
             SearchQuery(
                 query=query, cubes=cubes, k=k, kinds=kinds, tags=tags, since=since, until=until,  # type: ignore[arg-type]
                 source_agent=source_agent, mode=mode, include_superseded=include_superseded, as_of=as_of,
+                queries=queries, reference_time=reference_time, context_window=context_window,
             ),
         )  # fmt: skip
 

@@ -50,7 +50,22 @@ async def test_the_issue_example_ranks_the_tea_memory_first(services: Services) 
 async def test_the_model_reads_256_tokens_of_a_long_text_as_sentence_transformers_does(
     services: Services,
 ) -> None:
-    words = "the river runs past old mills and quiet farms toward a distant grey sea".split()
+    words = [
+        "the",
+        "river",
+        "runs",
+        "past",
+        "old",
+        "mills",
+        "and",
+        "quiet",
+        "farms",
+        "toward",
+        "a",
+        "distant",
+        "grey",
+        "sea",
+    ]
     opening = " ".join(words[i % len(words)] for i in range(300))
     assert 256 < services.embedder.count_tokens(opening) < 400  # past the window, within fastembed's 512
     vectors = await services.embedder.embed([opening, opening + " and then a different ending entirely"])

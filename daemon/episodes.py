@@ -1,0 +1,104 @@
+"""Episodes: the session or thread a memory belongs to (metadata `session`, else `thread`) and its order.
+
+A conversation turn means little alone ("yes, the blue one"); search looks at its neighbours and at its
+episode as a whole. The episode key and position are generated columns (migration 5), indexed per cube.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from daemon.store import Connection, placeholders
+
+MAX_EPISODE_ROWS = 5000  # turns fetched for one search; beyond it the rest of a huge thread is left out
+
+
+class Placement:
+    """Where candidates sit: episode (None: a memory of its own), position and time, by seq."""
+
+    def __init__(self) -> None:
+        self.episode: dict[int, tuple[int, str] | None] = {}  # seq -> (cube id, episode key)
+        self.when: dict[int, str] = {}  # seq -> occurred_at, else created_at
+        self.turns: dict[tuple[int, str], list[int]] = {}  # episode -> its seqs in order
+
+    def key(self, seq: int) -> tuple[int, str] | tuple[int, int]:
+        """What groups a memory with others: its episode, or itself."""
+        episode = self.episode.get(seq)
+        return episode if episode is not None else (-1, seq)
+
+    def neighbours(self, seq: int) -> list[int]:
+        episode = self.episode.get(seq)
+        if episode is None:
+            return []
+        turns = self.turns.get(episode, [])
+        try:
+            index = turns.index(seq)
+        except ValueError:
+            return []
+        return turns[max(0, index - 1) : index] + turns[index + 1 : index + 2]
+
+
+async def place(
+    conn: Connection, seqs: Iterable[int], predicate: str, params: Sequence[Any], *, whole_episodes: bool
+) -> Placement:
+    """Episode, time and (with `whole_episodes`) every turn of each episode the candidates belong to,
+    under the same filters as the search."""
+    found = Placement()
+    seqs = list(seqs)
+    if not seqs:
+        return found
+    rows = await conn.fetch_all(
+        f"SELECT m.seq, m.cube_id, m.episode, coalesce(m.occurred_at, m.created_at) FROM memories m"
+        f" WHERE m.seq IN ({placeholders(len(seqs))})",
+        seqs,
+    )
+    wanted: dict[int, set[str]] = defaultdict(set)
+    for seq, cube_id, episode, when in rows:
+        found.episode[seq] = (cube_id, episode) if episode is not None else None
+        found.when[seq] = when
+        if episode is not None:
+            wanted[cube_id].add(episode)
+    if not whole_episodes:
+        return found
+    budget = MAX_EPISODE_ROWS
+    for cube_id, episodes in wanted.items():
+        names = sorted(episodes)
+        rows = await conn.fetch_all(
+            f"SELECT m.seq, m.episode, coalesce(m.occurred_at, m.created_at) FROM memories m"
+            f" WHERE m.cube_id = ? AND m.episode IN ({placeholders(len(names))}) {predicate}"
+            " ORDER BY m.episode, m.episode_position, coalesce(m.occurred_at, m.created_at), m.seq LIMIT ?",
+            [cube_id, *names, *params, budget],
+        )
+        budget -= len(rows)
+        for seq, episode, when in rows:
+            found.turns.setdefault((cube_id, episode), []).append(seq)
+            found.episode[seq] = (cube_id, episode)
+            found.when[seq] = when
+        if budget <= 0:
+            break
+    return found
+
+
+async def around(
+    conn: Connection, seq: int, width: int, predicate: str, params: Sequence[Any]
+) -> list[tuple[int, int]]:
+    """(offset, seq) of up to `width` turns on each side of `seq` in its episode (offset -1: just before)."""
+    row = await conn.fetch_one("SELECT cube_id, episode FROM memories WHERE seq = ?", [seq])
+    if row is None or row[1] is None:
+        return []
+    rows = await conn.fetch_all(
+        f"SELECT m.seq FROM memories m WHERE m.cube_id = ? AND m.episode = ? {predicate}"
+        " ORDER BY m.episode_position, coalesce(m.occurred_at, m.created_at), m.seq LIMIT ?",
+        [row[0], row[1], *params, MAX_EPISODE_ROWS],
+    )
+    turns = [r[0] for r in rows]
+    if seq not in turns:
+        return []
+    index = turns.index(seq)
+    return [
+        (i - index, turns[i])
+        for i in range(max(0, index - width), min(len(turns), index + width + 1))
+        if i != index
+    ]

@@ -1,0 +1,145 @@
+"""Time expressions in a query ("last Tuesday", "in May", "two weeks ago") resolved against a reference time.
+
+The result is a window [start, end) with some slack, used by search as a soft signal (memories that
+occurred inside it rank higher), never as a filter: people misremember dates and say "last week" of ten
+days ago. English only; an expression we do not know simply yields no window.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+
+import msgspec
+
+_NUMBERS = {
+    "a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+    "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "couple": 2, "few": 3, "several": 4,
+}  # fmt: skip
+_UNIT_DAYS = {"day": 1, "week": 7, "month": 30, "year": 365}
+_WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+_MONTHS = [
+    "january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
+    "november", "december",
+]  # fmt: skip
+_MONTH = r"(jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
+_COUNT = r"(\d+|a|an|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|(?:a )?couple(?: of)?|(?:a )?few|several)"
+
+
+class TimeWindow(msgspec.Struct, frozen=True):
+    start: str  # ISO-8601 UTC, inclusive
+    end: str  # exclusive
+    expression: str  # the words it came from
+
+
+def _month_number(word: str) -> int:
+    return next(i for i, name in enumerate(_MONTHS, start=1) if name.startswith(word[:3]))
+
+
+def _count(word: str) -> int:
+    word = word.replace("of", "").strip().split()[-1]
+    return int(word) if word.isdigit() else _NUMBERS[word]
+
+
+def _day(moment: datetime) -> datetime:
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _month_span(year: int, month: int) -> tuple[datetime, datetime]:
+    start = datetime(year, month, 1, tzinfo=timezone.utc)
+    end = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=timezone.utc)
+    return start, end
+
+
+def resolve(text: str, reference: datetime) -> TimeWindow | None:
+    """The first time expression in `text`, as a window around what it names, or None."""
+    lowered = text.lower()
+    today = _day(reference.astimezone(timezone.utc))
+    span: tuple[datetime, datetime] | None = None
+    found = ""
+    patterns: list[tuple[str, object]] = [
+        (rf"\b{_COUNT} (day|week|month|year)s? ago\b", "ago"),
+        (r"\b(?:last|past|previous) (\d+|two|three|four|five|six|seven|eight|nine|ten|few|couple of) (day|week|month)s?\b", "past"),
+        (r"\byesterday\b|\blast night\b", "yesterday"),
+        (r"\btoday\b|\bthis morning\b|\btonight\b", "today"),
+        (r"\b(?:last|this past) weekend\b", "weekend"),
+        (r"\b(last|this|next) (week|month|year)\b", "relative"),
+        (rf"\b(?:last|on|this past) ({'|'.join(_WEEKDAYS)})\b", "weekday"),
+        (rf"\b{_MONTH} (\d{{1,2}})(?:st|nd|rd|th)?(?:,? (\d{{4}}))?\b", "month_day"),
+        (rf"\b(\d{{1,2}})(?:st|nd|rd|th)? (?:of )?{_MONTH}(?: (\d{{4}}))?\b", "day_month"),
+        (r"\b(\d{4})[-/](\d{1,2})[-/](\d{1,2})\b", "iso"),
+        (rf"\b(?:in|during|since|early|late|mid|of|last) {_MONTH}(?: (\d{{4}}))?\b", "month"),
+    ]  # fmt: skip
+    for pattern, kind in patterns:
+        match = re.search(pattern, lowered)
+        if match is None:
+            continue
+        found = match.group(0)
+        groups = match.groups()
+        if kind == "ago":
+            days = _count(groups[0]) * _UNIT_DAYS[groups[1]]
+            slack = max(1, days // 4)
+            span = (today - timedelta(days=days + slack), today - timedelta(days=days - slack - 1))
+        elif kind == "past":
+            days = _count(groups[0]) * _UNIT_DAYS[groups[1]]
+            span = (today - timedelta(days=days), today + timedelta(days=1))
+        elif kind == "yesterday":
+            span = (today - timedelta(days=1), today)
+        elif kind == "today":
+            span = (today, today + timedelta(days=1))
+        elif kind == "weekend":
+            saturday = today - timedelta(days=(today.weekday() - 5) % 7 or 7)
+            span = (saturday, saturday + timedelta(days=2))
+        elif kind == "relative":
+            which, unit = groups
+            shift = {"last": -1, "this": 0, "next": 1}[which]
+            if unit == "week":
+                monday = today - timedelta(days=today.weekday()) + timedelta(weeks=shift)
+                span = (monday, monday + timedelta(days=7))
+            elif unit == "month":
+                month_index = today.year * 12 + today.month - 1 + shift
+                span = _month_span(month_index // 12, month_index % 12 + 1)
+            else:
+                year = today.year + shift
+                span = (
+                    datetime(year, 1, 1, tzinfo=timezone.utc),
+                    datetime(year + 1, 1, 1, tzinfo=timezone.utc),
+                )
+        elif kind == "weekday":
+            back = (today.weekday() - _WEEKDAYS.index(groups[0])) % 7 or 7
+            day = today - timedelta(days=back)
+            span = (day, day + timedelta(days=1))
+        elif kind in ("month_day", "day_month"):
+            month_word, day_text, year_text = (
+                (groups[0], groups[1], groups[2])
+                if kind == "month_day"
+                else (groups[1], groups[0], groups[2])
+            )
+            span = _dated(today, _month_number(month_word), int(day_text), year_text)
+        elif kind == "iso":
+            span = _dated(today, int(groups[1]), int(groups[2]), groups[0])
+        else:  # a month, perhaps with a year: the latest such month not after the reference
+            month = _month_number(groups[0])
+            year = int(groups[1]) if groups[1] else today.year - (month > today.month)
+            span = _month_span(year, month)
+        if span is not None:
+            break
+    if span is None:
+        return None
+    start, end = span
+    return TimeWindow(start=_iso(start), end=_iso(end), expression=found)
+
+
+def _dated(today: datetime, month: int, day: int, year_text: str | None) -> tuple[datetime, datetime] | None:
+    try:
+        year = int(year_text) if year_text else today.year
+        moment = datetime(year, month, day, tzinfo=timezone.utc)
+        if not year_text and moment > today:
+            moment = moment.replace(year=year - 1)
+    except ValueError:
+        return None  # "February 30"
+    return moment, moment + timedelta(days=1)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,159 @@
+"""The retrieval pipeline: conversation turns found with their neighbours and episodes, time expressions
+resolved against the query's reference time, several phrasings fused, and results that say why they matched."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from daemon import InvalidInput, NewMemory, SearchQuery, Services, agent_named
+from daemon.temporal import resolve
+
+pytestmark = pytest.mark.anyio
+
+JACKET_SESSION = [
+    ("user", "I'm choosing a winter jacket online: the navy parka or the red puffer, which would you pick?"),
+    ("assistant", "Both are warm; the navy parka is longer and more versatile, the red one is lighter."),
+    ("user", "Yes, the blue one then. I ordered it an hour ago."),
+    ("assistant", "Good choice! It should keep you warm through the winter."),
+]
+OTHER_SESSIONS = [
+    [
+        ("user", "Can you suggest a pasta recipe with mushrooms?"),
+        ("assistant", "Try a creamy mushroom tagliatelle."),
+    ],
+    [
+        ("user", "How do I fix a flat bicycle tyre?"),
+        ("assistant", "Remove the wheel, find the puncture, patch it."),
+    ],
+    [
+        ("user", "What is a good stretch for lower back pain?"),
+        ("assistant", "Try the cat-cow stretch daily."),
+    ],
+]
+
+
+def turns(session: str, entries: list[tuple[str, str]], day: str) -> list[NewMemory]:
+    return [
+        NewMemory(
+            content=text,
+            kind="message",
+            occurred_at=f"{day}T10:{index:02d}:00Z",
+            metadata={"session": session, "turn": index, "role": role},
+        )
+        for index, (role, text) in enumerate(entries)
+    ]
+
+
+async def _conversations(services: Services):  # type: ignore[no-untyped-def]
+    await services.identities.add("alice")
+    alice = agent_named("alice")
+    items = turns("jacket", JACKET_SESSION, "2023-06-17")
+    for number, session in enumerate(OTHER_SESSIONS):
+        items += turns(f"other-{number}", session, f"2023-05-0{number + 1}")
+    await services.additions.add_batch(alice, None, items)
+    return alice
+
+
+async def test_a_turn_is_found_with_the_neighbours_it_answers(services: Services) -> None:
+    alice = await _conversations(services)
+    result = await services.search.search(
+        alice, SearchQuery(query="which jacket colour did I order", k=3, context_window=1)
+    )
+    top = result.results[0]
+    assert top.metadata["session"] == "jacket"
+    assert top.match.episode == "jacket"
+    assert top.match.context_rank is not None
+    confirmed = next(hit for hit in result.results if hit.content.startswith("Yes, the blue one"))
+    assert [turn.offset for turn in confirmed.context] == [-1, 1]
+    assert confirmed.context[0].content.startswith("Both are warm")
+
+
+async def test_a_time_the_query_names_lifts_memories_from_then(services: Services) -> None:
+    await services.identities.add("bob")
+    bob = agent_named("bob")
+    await services.additions.add_batch(
+        bob,
+        None,
+        [
+            NewMemory(
+                content="Went hiking with Sam at Mount Tamalpais",
+                kind="event",
+                occurred_at="2023-05-06T09:00:00Z",
+            ),
+            NewMemory(
+                content="Went hiking with Sam at Point Reyes",
+                kind="event",
+                occurred_at="2023-06-17T09:00:00Z",
+            ),
+        ],
+    )
+    result = await services.search.search(
+        bob, SearchQuery(query="where did I go hiking last weekend", reference_time="2023-06-23T08:00:00Z")
+    )
+    assert result.time_window is not None and result.time_window.expression == "last weekend"
+    assert result.results[0].content.endswith("Point Reyes")
+    assert result.results[0].match.in_time_window
+    assert not result.results[1].match.in_time_window
+
+
+async def test_several_phrasings_are_fused(lexical_services: Services) -> None:
+    services = lexical_services
+    await services.identities.add("carol")
+    carol = agent_named("carol")
+    await services.additions.add(carol, None, NewMemory(content="Carol's cat is called Miso", kind="fact"))
+    alone = await services.search.search(carol, SearchQuery(query="name of my pet"))
+    assert alone.results == []
+    fused = await services.search.search(carol, SearchQuery(query="name of my pet", queries=["my cat"]))
+    assert fused.results[0].content == "Carol's cat is called Miso"
+    assert fused.results[0].match.terms == ["cat"]
+
+
+async def test_a_memory_outside_any_episode_is_not_held_back(services: Services) -> None:
+    alice = await _conversations(services)
+    await services.additions.add(
+        alice, None, NewMemory(content="Alice's winter jacket is a navy parka", kind="fact")
+    )
+    result = await services.search.search(alice, SearchQuery(query="what winter jacket does Alice have", k=3))
+    assert result.results[0].content == "Alice's winter jacket is a navy parka"
+    assert result.results[0].match.episode is None
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"reference_time": "next tuesday"}, "reference_time"),
+        ({"context_window": 6}, "context_window"),
+        ({"queries": ["a", "b", "c", "d", "e"]}, "queries"),
+        ({"queries": ["!!!"]}, "no words"),
+    ],
+)
+async def test_bad_pipeline_arguments_are_refused_by_name(
+    lexical_services: Services, arguments: dict, message: str
+) -> None:
+    await lexical_services.identities.add("dan")
+    with pytest.raises(InvalidInput, match=message):
+        await lexical_services.search.search(agent_named("dan"), SearchQuery(query="anything", **arguments))
+
+
+@pytest.mark.parametrize(
+    ("text", "start", "end"),
+    [
+        ("what did I buy last Tuesday", "2023-06-20", "2023-06-21"),
+        ("the trip in May", "2023-05-01", "2023-06-01"),
+        ("dinner two weeks ago", "2023-06-06", "2023-06-13"),
+        ("the concert on March 4th", "2023-03-04", "2023-03-05"),
+        ("last month", "2023-05-01", "2023-06-01"),
+        ("yesterday", "2023-06-22", "2023-06-23"),
+    ],
+)
+def test_time_expressions_resolve_against_the_reference_time(text: str, start: str, end: str) -> None:
+    window = resolve(text, datetime(2023, 6, 23, 7, 31, tzinfo=timezone.utc))  # a Friday
+    assert window is not None
+    assert (window.start[:10], window.end[:10]) == (start, end)
+
+
+@pytest.mark.parametrize("text", ["Where do I keep my sneakers?", "I may go", "February 30th"])
+def test_text_without_a_time_expression_has_no_window(text: str) -> None:
+    assert resolve(text, datetime(2023, 6, 23, tzinfo=timezone.utc)) is None
