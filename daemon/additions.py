@@ -72,7 +72,7 @@ class Additions:
     ) -> AddedMemory:
         """Add one memory; report similar ones; close the validity of those it `supersedes`."""
         checked = check_new_memory(item, self._limits)
-        old_ids = [check_memory_id(i) for i in dict.fromkeys(supersedes or [])]
+        old_ids = [check_memory_id(i, "supersedes") for i in dict.fromkeys(supersedes or [])]
         name, ref, settings = await self._prepare(agent, cube)
         vectors = await self._vectors.embed([checked.content])
         similar = await self._similar(ref, vectors, settings) if vectors is not None else []

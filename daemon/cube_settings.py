@@ -11,7 +11,11 @@ import msgspec
 
 from daemon.models import MEMORY_KINDS
 
-Days = Annotated[float, msgspec.Meta(gt=0)]
+# Retention counts back from now, so a period must end after year 1 (a thousand years is far from that and
+# more than any real rule); a count is bound into SQL, so it must fit SQLite's 64-bit integer.
+MAX_DAYS = 365_000
+MAX_COUNT = 2**63 - 1
+Days = Annotated[float, msgspec.Meta(gt=0, le=MAX_DAYS)]
 
 
 class CubeSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -21,7 +25,7 @@ class CubeSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omi
     report_similar: bool | None = None  # look for similar memories on add (a vector search per add)
     similar_threshold: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None  # report similar at or above
     max_age_days: Days | None = None  # archive memories older than this
-    max_count: Annotated[int, msgspec.Meta(ge=1)] | None = None  # archive all but the newest N
+    max_count: Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNT)] | None = None  # archive all but the newest N
     ttl_days: dict[str, Days] | None = None  # per kind, e.g. {"message": 90}
 
 
@@ -35,8 +39,13 @@ class CubeRule(CubeSettings, kw_only=True, forbid_unknown_fields=True):
 
 
 def check_settings(settings: CubeSettings) -> CubeSettings:
+    """The field constraints (a Struct built in code, as the CLI does, skips them) and the kinds named."""
     from daemon.errors import InvalidInput
 
+    try:
+        msgspec.convert(msgspec.to_builtins(settings), CubeSettings)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(str(exc).replace("$.", "")) from None
     for kind in settings.ttl_days or {}:
         if kind not in MEMORY_KINDS:
             raise InvalidInput(f"ttl_days: {kind!r} is not a memory kind ({', '.join(MEMORY_KINDS)})")

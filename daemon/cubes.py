@@ -86,9 +86,11 @@ class Cubes:
         if grantee == EVERYONE:
             return grantee
         if grantee.startswith("group:"):
-            group = check_name(grantee[6:], "group name")
+            group = check_name(grantee[6:], "grantee group name")
             if not await conn.fetch_one("SELECT 1 FROM groups WHERE name = ?", (group,)):
-                raise InvalidInput(f"no group named {group!r}; `memos group add {group}` creates it")
+                raise InvalidInput(
+                    f"grantee {grantee!r}: no group named {group!r}; `memos group add {group}` creates it"
+                )
             return grantee
         check_name(grantee, "grantee")
         if not await conn.fetch_one("SELECT 1 FROM agents WHERE name = ?", (grantee,)):
@@ -126,6 +128,8 @@ class Cubes:
     ) -> CubeMembers:
         """Remove one stored grant, or all of the grantee's on this cube. Policy-file rules stay."""
         check_cube_ref(cube)
+        if grantee != EVERYONE:  # only well-formed grantees were ever granted (see _check_grantee)
+            check_name(grantee.removeprefix("group:"), "grantee")
         if permission is not None and permission not in LEVEL:
             raise InvalidInput(f"permission {permission!r} is not one of: {', '.join(LEVEL)}")
         async with self._store.write() as conn:

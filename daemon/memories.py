@@ -24,7 +24,7 @@ from daemon.models import Agent, Memory, MemoryChanges, MemoryPage, MemoryVersio
 from daemon.policy import AccessPolicy, CubeRef, Permission
 from daemon.store import Connection, Store, placeholders
 from daemon.timeutil import now_iso
-from daemon.validation import check_changes, check_cube_ref
+from daemon.validation import check_changes, check_cube_ref, shown
 from daemon.vectors import VectorIndex
 from daemon.working_memory import WorkingMemory
 
@@ -68,9 +68,11 @@ def memory_from_row(row: Sequence[Any]) -> Memory:
     )
 
 
-def check_memory_id(memory_id: str) -> str:
+def check_memory_id(memory_id: str, field: str = "id") -> str:
     if not isinstance(memory_id, str) or not memory_id.strip() or len(memory_id) > 64:
-        raise InvalidInput(f"{memory_id!r} is not a memory id (ids look like mem_0123456789abcdef)")
+        raise InvalidInput(
+            f"{field}: {shown(memory_id)} is not a memory id (ids look like mem_0123456789abcdef)"
+        )
     return memory_id.strip()
 
 
@@ -327,6 +329,10 @@ class Memories:
 
 
 def _decode_cursor(cursor: str) -> int:
-    if not cursor.startswith("c") or not cursor[1:].isdigit():
-        raise InvalidInput(f"cursor {cursor!r} is not one this server returned; start again without a cursor")
-    return int(cursor[1:])
+    # ASCII digits only: str.isdigit() also accepts '²' or '٣', and a row number fits SQLite's 64-bit integer.
+    digits = cursor[1:]
+    if not cursor.startswith("c") or not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
+        raise InvalidInput(
+            f"cursor {shown(cursor)} is not one this server returned; start again without a cursor"
+        )
+    return int(digits)

@@ -20,7 +20,7 @@ from daemon.models import Agent, Task, TaskNote, TaskPage
 from daemon.policy import AccessPolicy
 from daemon.store import Connection, Store
 from daemon.timeutil import now_iso
-from daemon.validation import check_cube_ref, check_name
+from daemon.validation import check_cube_ref, check_name, shown
 from daemon.working_memory import WorkingMemory
 
 MAX_TITLE, MAX_DESCRIPTION, MAX_NOTE = 200, 8000, 4000
@@ -129,7 +129,9 @@ class Tasks:
 
     async def _visible(self, conn: Connection, agent: Agent, task_id: str) -> Task:
         if not isinstance(task_id, str) or not task_id.startswith("task_") or len(task_id) > 64:
-            raise InvalidInput(f"{task_id!r} is not a task id (ids look like task_0123456789abcdef)")
+            raise InvalidInput(
+                f"task_id: {shown(task_id)} is not a task id (ids look like task_0123456789abcdef)"
+            )
         task = await self._read(conn, task_id)
         if agent.name not in (task.from_agent, task.to_agent):
             raise NotFound(f"no task with id {task_id!r} for you; task_list shows yours")

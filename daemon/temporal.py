@@ -52,7 +52,15 @@ def _month_span(year: int, month: int) -> tuple[datetime, datetime]:
 
 
 def resolve(text: str, reference: datetime) -> TimeWindow | None:
-    """The first time expression in `text`, as a window around what it names, or None."""
+    """The first time expression in `text`, as a window around what it names, or None (also when what it
+    names falls outside the years 1-9999: "999999999 years ago", "in December 9999")."""
+    try:
+        return _resolve(text, reference)
+    except (OverflowError, ValueError):
+        return None
+
+
+def _resolve(text: str, reference: datetime) -> TimeWindow | None:
     lowered = text.lower()
     today = _day(reference.astimezone(timezone.utc))
     span: tuple[datetime, datetime] | None = None
@@ -142,4 +150,5 @@ def _dated(today: datetime, month: int, day: int, year_text: str | None) -> tupl
 
 
 def _iso(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat, not strftime: %Y drops leading zeros before the year 1000, and text order must be time order
+    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"

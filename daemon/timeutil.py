@@ -6,13 +6,14 @@ from datetime import datetime, timezone
 
 from daemon.errors import InvalidInput
 
-_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+_SHOWN_CHARS = 80  # how much of a rejected value an error message repeats
 
 
 def format_time(moment: datetime) -> str:
+    """`YYYY-MM-DDTHH:MM:SS.ffffffZ`, always four digits of year (strftime's %Y drops them before 1000)."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).strftime(_FORMAT)
+    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def now_iso() -> str:
@@ -21,6 +22,7 @@ def now_iso() -> str:
 
 def parse_time(value: str, field: str) -> str:
     """Normalise a caller's ISO-8601 date or date-time; a time without an offset is taken as UTC."""
+    shown = value if len(value) <= _SHOWN_CHARS else f"{value[:_SHOWN_CHARS]}…"
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
@@ -28,6 +30,11 @@ def parse_time(value: str, field: str) -> str:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise InvalidInput(
-            f"{field}: {value!r} is not an ISO-8601 date or date-time (e.g. 2026-05-01 or 2026-05-01T14:30:00Z)"
+            f"{field}: {shown!r} is not an ISO-8601 date or date-time (e.g. 2026-05-01 or 2026-05-01T14:30:00Z)"
         ) from None
-    return format_time(moment)
+    try:
+        return format_time(moment)
+    except OverflowError:  # the offset moves it out of datetime's range, e.g. 9999-12-31T23:00-05:00
+        raise InvalidInput(
+            f"{field}: {shown!r} is out of range: in UTC it is before year 1 or after 9999"
+        ) from None

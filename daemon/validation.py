@@ -17,12 +17,17 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 PRIVATE_CUBE_PREFIX = "@"
 
 
+def shown(value: object, limit: int = 80) -> str:
+    """A caller's value as an error message repeats it: its repr, cut to `limit` characters."""
+    text = value if isinstance(value, str) else str(value)
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}…"
+
+
 def check_name(value: str, what: str) -> str:
     """Agent and cube names: 1-64 ASCII letters, digits, '.', '_' or '-', starting with a letter or digit."""
     if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
-        shown = value if isinstance(value, str) and len(value) <= 80 else f"{str(value)[:80]}…"
         raise InvalidInput(
-            f"{what} {shown!r} is not valid: use 1-64 ASCII letters, digits, '.', '_' or '-',"
+            f"{what} {shown(value)} is not valid: use 1-64 ASCII letters, digits, '.', '_' or '-',"
             " starting with a letter or digit"
         )
     return value
@@ -75,7 +80,27 @@ def check_tags(tags: list[str], limits: LimitsConfig, field: str = "tags") -> li
     return clean
 
 
+# JSON parsers stop at some depth (pydantic's, in the MCP SDK's client, at 200 levels for a whole message):
+# deeper metadata would be stored but could never be read back through a result.
+MAX_METADATA_DEPTH = 32
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def check_metadata(metadata: dict[str, Any], limits: LimitsConfig, field: str = "metadata") -> dict[str, Any]:
+    if _deeper_than(metadata, MAX_METADATA_DEPTH):
+        raise InvalidInput(f"{field} is nested more than {MAX_METADATA_DEPTH} levels deep; flatten it")
     try:
         encoded = msgspec.json.encode(metadata)
     except (TypeError, OverflowError, msgspec.EncodeError) as exc:
