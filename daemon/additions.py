@@ -185,7 +185,8 @@ class Additions:
         fresh: list[tuple[int, int, np.ndarray]] = []
         for index, item in enumerate(items):
             digest = content_hash(item.content)
-            if settings.dedupe_exact:
+            # A message is an event in a conversation: the same words said twice are two turns, not a duplicate.
+            if settings.dedupe_exact and item.kind != "message":
                 existing = await conn.fetch_one(
                     "SELECT seq FROM memories WHERE cube_id = ? AND kind = ? AND content_hash = ?"
                     " AND deleted_at IS NULL AND superseded_by IS NULL",

@@ -76,15 +76,16 @@ class Search:
             raise InvalidInput(
                 f"queries may hold up to {MAX_PHRASINGS - 1} more phrasings, got {len(texts) - 1}"
             )
-        for text in texts:
+        for index, text in enumerate(texts):
+            field = "query" if index == 0 else f"queries[{index - 1}]"
             if len(text) > self._limits.max_query_chars:
                 raise InvalidInput(
-                    f"query is {len(text)} characters; the limit is {self._limits.max_query_chars}"
+                    f"{field} is {len(text)} characters; the limit is {self._limits.max_query_chars}"
                 )
             if "\x00" in text:
-                raise InvalidInput("query contains a NUL character")
+                raise InvalidInput(f"{field} contains a NUL character")
             if fts_query(text) is None:
-                raise InvalidInput("query has no words to search for (it is empty or only punctuation)")
+                raise InvalidInput(f"{field} has no words to search for (it is empty or only punctuation)")
         return list(dict.fromkeys(texts))
 
     async def search(self, agent: Agent, query: SearchQuery) -> SearchResults:

@@ -126,7 +126,7 @@ async def test_a_memory_outside_any_episode_is_not_held_back(services: Services)
         ({"reference_time": "next tuesday"}, "reference_time"),
         ({"context_window": 6}, "context_window"),
         ({"queries": ["a", "b", "c", "d", "e"]}, "queries"),
-        ({"queries": ["!!!"]}, "no words"),
+        ({"queries": ["!!!"]}, r"queries\[0\] has no words"),
     ],
 )
 async def test_bad_pipeline_arguments_are_refused_by_name(

@@ -129,6 +129,12 @@ async def test_a_duplicate_add_returns_the_first_id_and_similar_memories_are_rep
             items=[{"content": "The standup is at 9:30 every weekday", "kind": "fact"}, {"content": "new"}],
         )
         assert batch["duplicates"] == [first["id"]] and batch["ids"][0] == first["id"]
+        said_twice = await call(
+            client,
+            "memory_add_batch",
+            items=[{"content": "Thanks!", "kind": "message", "metadata": {"session": s}} for s in ("a", "b")],
+        )
+        assert said_twice["duplicates"] == [] and len(set(said_twice["ids"])) == 2  # two turns, not one
 
 
 async def test_a_retried_write_with_the_same_key_writes_once_even_across_a_restart(tmp_path: Path) -> None:
