@@ -22,6 +22,7 @@ class Placement:
         self.episode: dict[int, tuple[int, str] | None] = {}  # seq -> (cube id, episode key)
         self.when: dict[int, str] = {}  # seq -> occurred_at, else created_at
         self.turns: dict[tuple[int, str], list[int]] = {}  # episode -> its seqs in order
+        self.index: dict[int, int] = {}  # seq -> its place in `turns` of its episode
 
     def key(self, seq: int) -> tuple[int, str] | tuple[int, int]:
         """What groups a memory with others: its episode, or itself."""
@@ -32,11 +33,10 @@ class Placement:
         episode = self.episode.get(seq)
         if episode is None:
             return []
-        turns = self.turns.get(episode, [])
-        try:
-            index = turns.index(seq)
-        except ValueError:
+        index = self.index.get(seq)
+        if index is None:
             return []
+        turns = self.turns[episode]
         return turns[max(0, index - 1) : index] + turns[index + 1 : index + 2]
 
 
@@ -73,7 +73,9 @@ async def place(
         )
         budget -= len(rows)
         for seq, episode, when in rows:
-            found.turns.setdefault((cube_id, episode), []).append(seq)
+            turns = found.turns.setdefault((cube_id, episode), [])
+            found.index[seq] = len(turns)
+            turns.append(seq)
             found.episode[seq] = (cube_id, episode)
             found.when[seq] = when
         if budget <= 0:

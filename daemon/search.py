@@ -166,6 +166,8 @@ class Search:
         if not pool:
             return found
         use_context = plan.vectors is not None and weights.context_weight > 0
+        if not (use_context or weights.episode_weight or (plan.window and weights.time_weight)):
+            return found  # the plain hybrid: no episode or time to look at
         found.placement = await place(conn, pool, predicate, params, whole_episodes=use_context)
         if plan.vectors is not None:
             every = list(found.placement.when)
@@ -243,7 +245,7 @@ class Search:
         hits = []
         for seq, score in fused:
             memory = by_seq[seq]
-            episode = found.placement.episode.get(seq)
+            episode = memory.metadata.get("session", memory.metadata.get("thread"))
             hits.append(
                 SearchHit(
                     id=memory.id,
@@ -265,7 +267,7 @@ class Search:
                         episode_rank=found.episode_rank.get(seq),
                         similarity=found.best_similarity(seq),
                         terms=matched_terms(words, memory.content),
-                        episode=episode[1] if episode else None,
+                        episode=None if episode is None else str(episode),
                         in_time_window=found.in_window(seq),
                     ),
                     valid_from=memory.valid_from,

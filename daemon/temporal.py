@@ -12,6 +12,8 @@ from datetime import datetime, timedelta, timezone
 
 import msgspec
 
+from daemon.timeutil import format_time
+
 _NUMBERS = {
     "a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
     "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "couple": 2, "few": 3, "several": 4,
@@ -70,7 +72,7 @@ def _resolve(text: str, reference: datetime) -> TimeWindow | None:
         (r"\b(?:last|past|previous) (\d+|two|three|four|five|six|seven|eight|nine|ten|few|couple of) (day|week|month)s?\b", "past"),
         (r"\byesterday\b|\blast night\b", "yesterday"),
         (r"\btoday\b|\bthis morning\b|\btonight\b", "today"),
-        (r"\b(?:last|this past) weekend\b", "weekend"),
+        (r"\b(?:last|past|this past) weekend\b", "weekend"),
         (r"\b(last|this|next) (week|month|year)\b", "relative"),
         (rf"\b(?:last|on|this past) ({'|'.join(_WEEKDAYS)})\b", "weekday"),
         (rf"\b{_MONTH} (\d{{1,2}})(?:st|nd|rd|th)?(?:,? (\d{{4}}))?\b", "month_day"),
@@ -150,5 +152,5 @@ def _dated(today: datetime, month: int, day: int, year_text: str | None) -> tupl
 
 
 def _iso(moment: datetime) -> str:
-    # isoformat, not strftime: %Y drops leading zeros before the year 1000, and text order must be time order
-    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
+    # The stored timestamps' own fixed-width format, so that comparing the text compares the times.
+    return format_time(moment)
