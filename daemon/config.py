@@ -87,15 +87,19 @@ class SearchConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     recency_half_life_days: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     importance_weight: Annotated[float, msgspec.Meta(ge=0)] = 0.1
     # The retrieval pipeline: each signal's weight in the weighted reciprocal-rank fusion (0 turns it off).
-    # Defaults chosen by 5-fold cross-validation on LongMemEval-S dev60; see bench/README.md.
+    # Defaults chosen by 5-fold cross-validation on LongMemEval-S dev60 (bench/README.md): the exact, context
+    # and episode signals did not help there and are off; they stay for corpora where they do.
     lexical_weight: Weight = 1.0  # BM25 over stemmed words
-    exact_weight: Weight = 0.5  # the query's names, numbers and identifiers
+    exact_weight: Weight = 0.0  # the query's names, numbers and identifiers
     vector_weight: Weight = 1.0  # meaning: cosine similarity of the embeddings
-    context_weight: Weight = 1.0  # a conversation turn's similarity together with its neighbours'
+    context_weight: Weight = 0.0  # a conversation turn's similarity together with its neighbours'
     context_neighbour_share: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.5
-    episode_weight: Weight = 0.5  # the rank of the turn's session or thread
+    episode_weight: Weight = 0.0  # the rank of the turn's session or thread
     time_weight: Weight = 1.0  # inside the time the query names ("last week", "in May")
     candidates: Annotated[int, msgspec.Meta(ge=10, le=2000)] = 100  # per signal, before fusion
+    # The fusion constant k in weight / (k + rank): smaller lets a memory that one signal ranks first beat
+    # ones that several signals rank middling (60 is the textbook value).
+    rrf_k: Annotated[float, msgspec.Meta(ge=1, le=1000)] = 15.0
 
 
 class BackupConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):

@@ -36,7 +36,6 @@ from daemon.vectors import VectorIndex
 
 __all__ = ["STOP_WORDS", "Search", "fts_query"]
 
-RRF_K = 60  # the usual reciprocal-rank-fusion constant: damps the weight of the very top ranks
 MAX_PHRASINGS = 5
 MAX_CONTEXT_WINDOW = 5
 EPISODE_TOP_TURNS = 3  # an episode scores the sum of its best turns' scores
@@ -367,7 +366,7 @@ def fuse(found: Gathered, weights: SearchConfig) -> list[Fused]:
         weight = getattr(weights, f"{name}_weight") * share
         for ranks in found.lists[name]:
             for seq, rank in ranks.items():
-                scores[seq] = scores.get(seq, 0.0) + weight / (RRF_K + rank)
+                scores[seq] = scores.get(seq, 0.0) + weight / (weights.rrf_k + rank)
     final = dict(scores)
     if weights.episode_weight and scores:
         by_episode: dict[object, list[float]] = {}
@@ -381,9 +380,9 @@ def fuse(found: Gathered, weights: SearchConfig) -> list[Fused]:
         }
         found.episode_rank = {seq: order[found.placement.key(seq)] for seq in scores}
         for seq, rank in found.episode_rank.items():
-            final[seq] += weights.episode_weight / (RRF_K + rank)
+            final[seq] += weights.episode_weight / (weights.rrf_k + rank)
     if found.window is not None and weights.time_weight:
         inside = sorted((seq for seq in scores if found.in_window(seq)), key=lambda seq: -scores[seq])
         for rank, seq in enumerate(inside, start=1):
-            final[seq] += weights.time_weight / (RRF_K + rank)
+            final[seq] += weights.time_weight / (weights.rrf_k + rank)
     return sorted(final.items(), key=lambda item: (-item[1], item[0]))

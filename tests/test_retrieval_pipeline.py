@@ -3,14 +3,29 @@ resolved against the query's reference time, several phrasings fused, and result
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
+from pathlib import Path
 
+import msgspec
 import pytest
 
-from daemon import InvalidInput, NewMemory, SearchQuery, Services, agent_named
+from daemon import InvalidInput, NewMemory, SearchQuery, Services, agent_named, open_services
 from daemon.temporal import resolve
+from tests.conftest import make_config
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def conversational(tmp_path: Path, model_dir: Path) -> AsyncIterator[Services]:
+    """The daemon core with the conversation stages on (they are off by default: see bench/README.md)."""
+    config = make_config(tmp_path, str(model_dir))
+    search = msgspec.structs.replace(config.search, context_weight=0.5, episode_weight=0.25, exact_weight=0.5)
+    async with open_services(msgspec.structs.replace(config, search=search)) as core:
+        await core.vectors.attached.wait()
+        yield core
+
 
 JACKET_SESSION = [
     ("user", "I'm choosing a winter jacket online: the navy parka or the red puffer, which would you pick?"),
@@ -56,7 +71,8 @@ async def _conversations(services: Services):  # type: ignore[no-untyped-def]
     return alice
 
 
-async def test_a_turn_is_found_with_the_neighbours_it_answers(services: Services) -> None:
+async def test_a_turn_is_found_with_the_neighbours_it_answers(conversational: Services) -> None:
+    services = conversational
     alice = await _conversations(services)
     result = await services.search.search(
         alice, SearchQuery(query="which jacket colour did I order", k=3, context_window=1)
@@ -110,7 +126,8 @@ async def test_several_phrasings_are_fused(lexical_services: Services) -> None:
     assert fused.results[0].match.terms == ["cat"]
 
 
-async def test_a_memory_outside_any_episode_is_not_held_back(services: Services) -> None:
+async def test_a_memory_outside_any_episode_is_not_held_back(conversational: Services) -> None:
+    services = conversational
     alice = await _conversations(services)
     await services.additions.add(
         alice, None, NewMemory(content="Alice's winter jacket is a navy parka", kind="fact")
