@@ -4,7 +4,7 @@ notified (subscriptions/listen) when its context pack is ready.
     python bench/handoff.py                     # 10k then 100k memories in the shared cube (~12 minutes)
     python bench/handoff.py --sizes 2000 --handoffs 10
 
-Prints a markdown table (also written to bench/results/handoff.md).
+Prints a markdown table (also written to bench/results/handoff.md, with a plot in bench/results/handoff.png).
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from mcp.shared.subscriptions import ResourceUpdated
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.corpus import memories, queries
-from bench.load import DEFAULT_MODEL, machine, percentile, table, timed
+from bench.load import DEFAULT_MODEL, timed
+from bench.plot import Panel, bar_panels
+from bench.report import machine, percentile, table
 from tests.conftest import free_port, mcp_client, start_daemon, stop_daemon, write_config
 
 BATCH = 500
@@ -146,6 +148,15 @@ def main() -> None:
     results = Path(__file__).resolve().parent / "results"
     results.mkdir(exist_ok=True)
     (results / "handoff.md").write_text(out, encoding="utf-8")
+    panels = [
+        Panel("handoff-to-pack-ready p50 ms", {"memos": "handoff-to-pack-ready p50 ms"}),
+        Panel("handoff-to-pack-ready p99 ms", {"memos": "p99 ms"}),
+        Panel("background writes/s", {"memos": "background writes/s"}),
+        Panel("background searches/s", {"memos": "background searches/s"}),
+    ]
+    bar_panels(
+        results / "handoff.png", "bench/handoff.py: handoff to context pack ready", {"memos": rows}, panels
+    )
 
 
 if __name__ == "__main__":

@@ -1,17 +1,17 @@
-"""Load N memories into a real memosd over MCP and measure add throughput, search/get latency and memory.
+"""Load N memories into a real memosd over MCP and measure add throughput, search/get latency and memory;
+then the same workload against the official MCP memory server (bench/peer_load.py), side by side.
 
-    python bench/load.py                       # N = 10k then 100k (about 10 minutes on 2 cores)
-    python bench/load.py --sizes 1000 --searches 50
+    python bench/load.py                       # N = 10k then 100k (about 13 minutes on 2 cores, peer at 10k)
+    python bench/load.py --sizes 1000 --searches 50 --no-peer
 
-Prints a markdown table (and writes it to bench/results/load.md). Each size is reached by loading more into
-the same daemon, so the 100k row includes the first 10k.
+Prints markdown tables for memos, the official server and their ratios (also written to
+bench/results/load.md, with a plot in bench/results/load.png). Each size is reached by loading more into the
+same daemon, so the 100k row includes the first 10k.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -24,40 +24,15 @@ import anyio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.corpus import memories, queries
+from bench.peer import PeerUnavailable
+from bench.peer_load import PeerRun, estimate_note, run_peer
+from bench.plot import Panel, bar_panels
+from bench.report import Ratio, Row, load_average, machine, percentile, ratio_rows, rss_mib, table
 from tests.conftest import free_port, mcp_client, start_daemon, stop_daemon, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO.parent / "shared" / "models" / "all-MiniLM-L6-v2-onnx"
 BATCH = 500
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
-    except OSError:
-        mem_kb = 0
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {mem_kb / 1024 / 1024:.1f} GiB RAM, {platform.system()} "
-        f"{platform.release()}, Python {platform.python_version()}"
-    )
-
-
-def rss_mib(pid: int) -> tuple[float, float]:
-    """Current and peak resident memory of a process, MiB."""
-    fields = dict(
-        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
-    )
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 async def timed(client: Any, tool: str, arguments: dict[str, Any]) -> tuple[float, Any]:
@@ -83,8 +58,8 @@ async def search_latencies(url: str, token: str, texts: list[str], concurrency: 
     return latencies
 
 
-async def run(sizes: list[int], searches: int, model: str, concurrency: list[int]) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
+async def run(sizes: list[int], searches: int, model: str, concurrency: list[int]) -> list[Row]:
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="memos-bench-") as tmp:
         home = Path(tmp)
         port = free_port()
@@ -133,7 +108,7 @@ async def run(sizes: list[int], searches: int, model: str, concurrency: list[int
                     gets = [
                         (await timed(client, "memory_get", {"id": ids[i % len(ids)]}))[0] for i in range(200)
                     ]
-                    row: dict[str, Any] = {
+                    row: Row = {
                         "memories": size,
                         "batch add/s": batch_rate,
                         "single add p50 ms": statistics.median(singles) * 1000,
@@ -159,16 +134,75 @@ async def run(sizes: list[int], searches: int, model: str, concurrency: list[int
     return rows
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    columns = list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        lines.append(
-            "| "
-            + " | ".join(f"{row[c]:.1f}" if isinstance(row[c], float) else str(row[c]) for c in columns)
-            + " |"
-        )
-    return "\n".join(lines)
+def ratios(concurrency: list[int]) -> list[Ratio]:
+    searches = [
+        Ratio(f"search {q} ms ({n})", f"search {q} ms ({n} agents)", f"search {q} ms ({n} clients)", False)
+        for n in concurrency
+        for q in ("p50", "p99")
+    ]
+    return [
+        Ratio("batch add/s", "batch add/s", "batch add/s", True),
+        Ratio("single add p50 ms", "single add p50 ms", "single add p50 ms", False),
+        Ratio("single add/s", "single add/s", "single add/s", True),
+        Ratio("get p50 ms", "get p50 ms", "get p50 ms", False),
+        *searches,
+        Ratio("RSS MiB", "RSS MiB", "RSS MiB", False),
+        Ratio("on-disk MiB", "db MiB", "file MiB", False),
+        Ratio("startup-to-ready s", "startup-to-ready s", "startup-to-ready s", False),
+    ]
+
+
+def plot(path: Path, ours: list[Row], peer: PeerRun | None, concurrency: list[int]) -> None:
+    systems = {"memos": ours, **({"official memory server": peer.rows} if peer else {})}
+
+    def both(ours_column: str, peer_column: str | None = None) -> dict[str, str]:
+        return {"memos": ours_column, "official memory server": peer_column or ours_column}
+
+    panels = [
+        Panel("batch add/s", both("batch add/s"), log=True),
+        Panel("single add p50 ms", both("single add p50 ms"), log=True),
+        Panel("get p50 ms", both("get p50 ms"), log=True),
+        *(
+            Panel(
+                f"search p50 ms, {n} concurrent",
+                both(f"search p50 ms ({n} agents)", f"search p50 ms ({n} clients)"),
+                log=True,
+            )
+            for n in concurrency
+        ),
+        Panel("RSS MiB", both("RSS MiB")),
+        Panel("on-disk MiB", both("db MiB", "file MiB")),
+        Panel("startup-to-ready s", both("startup-to-ready s")),
+    ]
+    bar_panels(path, "bench/load.py: memos and the official MCP memory server", systems, panels)
+
+
+def report(
+    ours: list[Row], peer: PeerRun | None, skipped: list[str], concurrency: list[int], loads: str
+) -> str:
+    parts = [
+        f"Machine: {machine()}",
+        f"Load average (1, 5, 15 min) before each part: {loads}",
+        "",
+        table(ours),
+    ]
+    if peer:
+        parts += [
+            "",
+            f"Official MCP memory server: @modelcontextprotocol/server-memory@{peer.version}, node {peer.node}",
+            "",
+            table(peer.rows),
+            "",
+            *(f"- {note}" for note in [*peer.notes, *skipped]),
+            "",
+            "Ratios: official server ÷ memos for latency, memory, size and startup; memos ÷ official server for "
+            "throughput. Above 1 means memos is faster or smaller.",
+            "",
+            table(ratio_rows(ours, peer.rows, ratios(concurrency))),
+        ]
+    elif skipped:
+        parts += ["", *(f"- {note}" for note in skipped)]
+    return "\n".join(parts) + "\n"
 
 
 def main() -> None:
@@ -177,15 +211,39 @@ def main() -> None:
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--searches", type=int, default=200)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="local model dir, or none")
+    parser.add_argument("--no-peer", action="store_true", help="skip the official MCP memory server")
+    parser.add_argument(
+        "--peer-max-size",
+        type=int,
+        default=10_000,
+        help="largest size run against the official server (every call of which reads and rewrites its whole file)",
+    )
     args = parser.parse_args()
-    rows = anyio.run(run, sorted(args.sizes), args.searches, args.model, args.concurrency)
-    out = f"Machine: {machine()}\n\n{table(rows)}\n"
+    sizes = sorted(args.sizes)
+    loads = [load_average()]
+    rows = anyio.run(run, sizes, args.searches, args.model, args.concurrency)
+    peer: PeerRun | None = None
+    skipped: list[str] = []
+    if not args.no_peer:
+        peer_sizes = [size for size in sizes if size <= args.peer_max_size]
+        if peer_sizes:
+            loads.append(load_average())
+            started = time.perf_counter()
+            try:
+                peer = anyio.run(run_peer, peer_sizes, args.searches, args.concurrency)
+            except PeerUnavailable as exc:  # memos' numbers are still worth printing
+                skipped.append(f"official memory server not run: {exc}")
+            else:
+                peer.notes.append(f"this part of the run took {time.perf_counter() - started:.0f} s")
+        skipped += [estimate_note(size, peer) for size in sizes if size > args.peer_max_size]
+    out = report(rows, peer, skipped, args.concurrency, "; ".join(loads))
     print(out)
     results = REPO / "bench" / "results"
     results.mkdir(exist_ok=True)
     (results / "load.md").write_text(out, encoding="utf-8")
+    plot(results / "load.png", rows, peer, args.concurrency)
 
 
 if __name__ == "__main__":
