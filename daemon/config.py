@@ -38,7 +38,14 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     port: Port = DEFAULT_PORT
     session_idle_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 1800.0
     max_sessions: Positive = 1000
+    # Handshake-era sessions one agent may hold open; more are refused (HTTP 429), so an agent that leaks
+    # sessions cannot use up `max_sessions` for the others.
+    max_sessions_per_agent: Positive = 100
     max_request_bytes: Positive = 4 * 1024 * 1024
+    # Seconds a client has to send a whole request (head and body), counted from the connection's opening
+    # or the previous response, and to take a response it has stopped reading; then the connection is
+    # closed, so slow or stalled clients cannot hold connections forever.
+    client_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
 
 
 class StorageConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):

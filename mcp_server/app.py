@@ -5,6 +5,7 @@ from __future__ import annotations
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -13,6 +14,7 @@ from mcp_server.auth import AgentTokenVerifier
 from mcp_server.notifications import Notifications
 from mcp_server.request_log import log_request
 from mcp_server.resources import add_resources
+from mcp_server.session_quota import SessionQuota
 from mcp_server.tools import build_tools
 
 INSTRUCTIONS = """memos is your long-term memory, shared with other agents under access policies.
@@ -52,10 +54,20 @@ def build_mcp(services: Services, version: str) -> tuple[MCPServer, Notification
 
 def build_app(mcp: MCPServer, services: Services) -> Starlette:
     server = services.config.server
-    return mcp.streamable_http_app(
+    app = mcp.streamable_http_app(
         streamable_http_path=MCP_PATH,
         session_idle_timeout=server.session_idle_timeout_s,
         max_sessions=server.max_sessions,
         max_request_body_size=server.max_request_bytes,
         host=server.host,
     )
+    # Appended, so it runs after the SDK's authentication middleware and knows the agent.
+    app.user_middleware.append(
+        Middleware(
+            SessionQuota,
+            path=MCP_PATH,
+            per_agent=server.max_sessions_per_agent,
+            idle_timeout_s=server.session_idle_timeout_s,
+        )
+    )
+    return app

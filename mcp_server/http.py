@@ -1,12 +1,14 @@
 """Serve the MCP app with uvicorn inside the daemon's task group.
 
 uvicorn's own signal handling is switched off (the daemon owns signals) and so is its lifespan (we enter the
-SDK's session manager ourselves: it may be entered only once). The listening socket is bound before uvicorn
-starts, so "port in use" is our error with our words, not uvicorn's `sys.exit`.
+SDK's session manager ourselves: it may be entered only once). Its HTTP/1.1 protocol gets deadlines for slow
+clients (`[server] client_timeout_s`). The listening socket is bound before uvicorn starts, so "port in use"
+is our error with our words, not uvicorn's `sys.exit`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import logging
@@ -14,15 +16,83 @@ import socket
 from collections.abc import Iterator
 
 import anyio
+import h11
 import uvicorn
 from anyio.abc import TaskStatus
 from mcp.server.mcpserver import MCPServer
 from starlette.applications import Starlette
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from daemon import ConfigError
 from daemon.config import ServerConfig
 
 log = logging.getLogger(__name__)
+
+
+class _DeadlineProtocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with deadlines against slow clients (slowloris).
+
+    uvicorn waits for a request's head and body as long as the client keeps the connection open, and for a
+    client to take a response as long as it likes. Here a whole request must arrive within `timeout_s` of
+    the connection opening or the previous response ending, and a response that cannot be written (the
+    client stopped reading and the buffers are full) gets as long; otherwise the connection is closed.
+    A request that has fully arrived may take as long as it needs (a tool call, a GET event stream).
+    """
+
+    timeout_s: float = 30.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._read_deadline: asyncio.TimerHandle | None = None
+        self._write_deadline: asyncio.TimerHandle | None = None
+        super().connection_made(transport)
+        self._await_request()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._await_request()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_deadline is None:
+            self._write_deadline = self.loop.call_later(self.timeout_s, self._response_not_taken)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._write_deadline is not None:
+            self._write_deadline.cancel()
+            self._write_deadline = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for deadline in (self._read_deadline, self._write_deadline):
+            if deadline is not None:
+                deadline.cancel()
+        super().connection_lost(exc)
+
+    def _await_request(self) -> None:
+        if self._read_deadline is not None:
+            self._read_deadline.cancel()
+        self._read_deadline = self.loop.call_later(self.timeout_s, self._request_not_received)
+
+    def _request_not_received(self) -> None:
+        self._read_deadline = None
+        if self.transport.is_closing() or self.conn.their_state in (h11.DONE, h11.MUST_CLOSE):
+            return  # closed already, or the request is in and being answered
+        log.warning("closing a connection from %s: no whole request within %g s", self.client, self.timeout_s)
+        self.transport.close()
+
+    def _response_not_taken(self) -> None:
+        self._write_deadline = None
+        if not self.transport.is_closing():
+            log.warning(
+                "closing a connection from %s: response not read for %g s", self.client, self.timeout_s
+            )
+        self.transport.abort()  # close() would wait for the unread data to be written
+
+
+def deadline_protocol(timeout_s: float) -> type[_DeadlineProtocol]:
+    """The protocol class for uvicorn (it takes a class, not an instance), with this deadline."""
+    return type("DeadlineProtocol", (_DeadlineProtocol,), {"timeout_s": timeout_s})
 
 
 class _Server(uvicorn.Server):
@@ -63,7 +133,12 @@ class HttpServer:
         self.stopped = anyio.Event()
         self._server = _Server(
             uvicorn.Config(
-                app, lifespan="off", log_config=None, access_log=False, timeout_graceful_shutdown=5
+                app,
+                http=deadline_protocol(config.client_timeout_s),
+                lifespan="off",
+                log_config=None,
+                access_log=False,
+                timeout_graceful_shutdown=5,
             )
         )
 
