@@ -1,0 +1,688 @@
+"""Retrieval quality on LongMemEval-S (dev60) through memos's own MCP tools, stage by stage, beside the
+official MCP memory server; and search latency per configuration at 10k and 100k memories.
+
+    python bench/retrieval.py                          # everything (~1 h on 2 cores, first load included)
+    python bench/retrieval.py --sizes --no-peer        # quality only
+    python bench/retrieval.py --configurations "plain hybrid (RRF)" "+ time = full (default)" --no-cv
+
+Each question's haystack is loaded into its own cube with `memory_add_batch`, one `message` memory per
+turn (metadata: session, turn, role, date; occurred_at: the session's date), and queried with
+`memory_search` as a model would call it (reference_time: the question's date). Metrics are LongMemEval's
+own: recall_any@k (some gold item in the top k), recall_all@k (every gold item in the top k) and NDCG@k
+(its DCG variant), k = 1, 5, 10, at turn level (gold: turns marked has_answer) and at session level
+(sessions in the order their turns rank; gold: answer sessions), per question type; abstention questions
+(`_abs`) are skipped as the benchmark does.
+
+Before the configurations run, the fusion weights are chosen by 5-fold cross-validation (in-process, on the
+candidates each signal ranks) and the held-out folds' numbers are printed. The configurations then run
+through memosd, each with its own [search] weights: the plain baselines, each stage added in turn, and each
+removed from the default pipeline. The loaded database is kept in bench/results/retrieval/ and reused while
+the dataset and the loading code are unchanged (--fresh reloads; an interrupted load resumes). Prints
+markdown tables and writes bench/results/retrieval.md and retrieval.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import itertools
+import json
+import math
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.corpus import memories, queries
+from bench.load import DEFAULT_MODEL, machine, percentile
+from bench.peer import OfficialMemoryServer
+from bench.turns import Turn
+from daemon import SearchQuery, agent_named, open_services
+from daemon.config import SearchConfig, load_config
+from daemon.search import Gathered, fuse
+from tests.conftest import RunningDaemon, free_port, mcp_client, start_daemon, stop_daemon, write_config
+
+REPO = Path(__file__).resolve().parents[1]
+DATASET = REPO.parent / "shared" / "bench-data" / "lme_s_dev60.json.gz"
+RESULTS = REPO / "bench" / "results"
+WORKDIR = RESULTS / "retrieval"
+LOADER_VERSION = "1"  # bump when the way turns are stored changes: the kept database is then reloaded
+KS = (1, 5, 10)
+DEPTH = 100  # results asked for per query: enough turns to rank 10 distinct sessions
+
+
+@dataclass
+class Question:
+    id: str
+    type: str
+    text: str
+    date: str  # ISO-8601, the time the question is asked
+    turns: list[Turn]
+    gold_turns: set[str]
+    gold_sessions: set[str]
+
+    @property
+    def cube(self) -> str:
+        return "lme-" + re.sub(r"[^A-Za-z0-9._-]", "-", self.id)
+
+
+def iso(dataset_date: str) -> str:
+    """'2023/05/25 (Thu) 10:04' -> '2023-05-25T10:04:00Z'."""
+    day, _, clock = dataset_date.partition(" (")
+    clock = clock.split(") ", 1)[1] if ") " in clock else "00:00"
+    return datetime.strptime(f"{day} {clock}", "%Y/%m/%d %H:%M").strftime("%Y-%m-%dT%H:%M:00Z")
+
+
+def load_questions(path: Path = DATASET) -> list[Question]:
+    questions = []
+    for item in json.loads(gzip.decompress(path.read_bytes())):
+        if item["question_id"].endswith("_abs"):
+            continue  # abstention questions have no evidence to retrieve
+        turns, gold = [], set()
+        for session, date, entries in zip(
+            item["haystack_session_ids"], item["haystack_dates"], item["haystack_sessions"], strict=True
+        ):
+            for index, entry in enumerate(entries):
+                turn = Turn(f"{session}#{index}", session, entry["role"], date, entry["content"])
+                turns.append(turn)
+                if entry.get("has_answer"):
+                    gold.add(turn.id)
+        questions.append(
+            Question(
+                item["question_id"],
+                item["question_type"],
+                item["question"],
+                iso(item["question_date"]),
+                turns,
+                gold,
+                set(item["answer_session_ids"]),
+            )
+        )
+    return questions
+
+
+# -- LongMemEval's metrics ------------------------------------------------------------------------------------
+
+
+def dcg(relevances: Sequence[int], k: int) -> float:
+    # LongMemEval's variant: the first two ranks are both undiscounted.
+    top = relevances[:k]
+    return float(top[0] + sum(rel / math.log2(i) for i, rel in enumerate(top[1:], start=2))) if top else 0.0
+
+
+def scores(ranked: Sequence[str], gold: set[str], k: int) -> tuple[float, float, float]:
+    """recall_any@k, recall_all@k, NDCG@k of one ranking."""
+    top = list(ranked[:k])
+    found = gold.intersection(top)
+    ideal = dcg([1] * len(gold), k)
+    ndcg = dcg([1 if item in gold else 0 for item in top], k) / ideal if ideal else 0.0
+    return float(bool(found)), float(found == gold), ndcg
+
+
+def sessions_in_order(turn_ids: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(turn_id.rsplit("#", 1)[0] for turn_id in turn_ids))
+
+
+METRICS = [f"{name}@{k}" for name in ("any", "all", "ndcg") for k in KS]
+
+
+def question_metrics(question: Question, ranked_turns: Sequence[str]) -> dict[str, float]:
+    row: dict[str, float] = {}
+    for level, ranked, gold in (
+        ("turn", ranked_turns, question.gold_turns),
+        ("session", sessions_in_order(ranked_turns), question.gold_sessions),
+    ):
+        for k in KS:
+            any_k, all_k, ndcg_k = scores(ranked, gold, k)
+            row[f"{level} any@{k}"], row[f"{level} all@{k}"], row[f"{level} ndcg@{k}"] = any_k, all_k, ndcg_k
+    return row
+
+
+def mean_rows(rows: Sequence[dict[str, float]]) -> dict[str, float]:
+    return {key: sum(row[key] for row in rows) / len(rows) for key in rows[0]}
+
+
+# -- memos over MCP -------------------------------------------------------------------------------------------
+
+
+def dataset_fingerprint(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes() + LOADER_VERSION.encode()).hexdigest()[:16]
+
+
+class Memos:
+    """One memosd over a kept database that holds every question's cube; restartable with other settings."""
+
+    def __init__(self, model: str, fresh: bool) -> None:
+        self.model = model
+        self.manifest = WORKDIR / "manifest.json"
+        if fresh and WORKDIR.exists():
+            shutil.rmtree(WORKDIR)
+        WORKDIR.mkdir(parents=True, exist_ok=True)
+        self.daemon: RunningDaemon | None = None
+        self.token = ""
+
+    def loaded(self) -> bool:
+        if not self.manifest.exists():
+            return False
+        kept = json.loads(self.manifest.read_text())
+        return bool(kept["fingerprint"] == dataset_fingerprint(DATASET) and kept.get("complete"))
+
+    def start(self, search_settings: str = "") -> RunningDaemon:
+        self.stop()
+        port = free_port()
+        config = write_config(WORKDIR, port=port, model=self.model, extra=search_settings)
+        self.daemon = start_daemon(config, WORKDIR, port)
+        if not self.token:
+            self.token = self._bench_token(self.daemon)
+        return self.daemon
+
+    def _bench_token(self, daemon: RunningDaemon) -> str:
+        """The benchmark agent's token: created once, or issued anew for a kept database."""
+        listed = daemon.memos("agent", "list").stdout.split()
+        action = "rotate-token" if "bench" in listed else "add"
+        return daemon.memos("agent", action, "bench").stdout.strip().splitlines()[-1]
+
+    def stop(self) -> None:
+        if self.daemon is not None:
+            stop_daemon(self.daemon)
+            self.daemon = None
+
+    async def load(self, questions: list[Question]) -> None:
+        """Load every question's haystack, one cube per question, as a user's agent would. Resumes an
+        interrupted load: a cube already holding all its turns is kept, a partial one is filled up."""
+        fingerprint = dataset_fingerprint(DATASET)
+        if self.manifest.exists() and json.loads(self.manifest.read_text())["fingerprint"] != fingerprint:
+            shutil.rmtree(WORKDIR / "data", ignore_errors=True)
+        self.manifest.write_text(json.dumps({"fingerprint": fingerprint, "complete": False}))
+        try:
+            await self._load(questions)
+        finally:
+            self.stop()
+        self.manifest.write_text(json.dumps({"fingerprint": fingerprint, "complete": True}))
+
+    async def _load(self, questions: list[Question]) -> None:
+        daemon = self.start()
+        started, count = time.perf_counter(), 0
+        async with mcp_client(daemon.url, self.token) as client:
+            await wait_for_vectors(client)
+            held = {c["name"]: c["memory_count"] for c in (await call(client, "cube_list", {}))["cubes"]}
+            for number, question in enumerate(questions, start=1):
+                turns = [turn for turn in question.turns if turn.content.strip()]  # 5 turns are empty
+                if question.cube not in held:
+                    await call(client, "cube_create", {"name": question.cube, "description": question.id})
+                for start in range(held.get(question.cube, 0), len(turns), 500):
+                    items = [
+                        {
+                            "content": turn.content,
+                            "kind": "message",
+                            "occurred_at": iso(turn.date),
+                            "metadata": {
+                                "session": turn.session,
+                                "turn": int(turn.id.rsplit("#", 1)[1]),
+                                "role": turn.role,
+                                "date": turn.date,
+                            },
+                        }
+                        for turn in turns[start : start + 500]
+                    ]
+                    await call(client, "memory_add_batch", {"items": items, "cube": question.cube})
+                    count += len(items)
+                rate = count / (time.perf_counter() - started)
+                print(
+                    f"  loaded {number}/{len(questions)} ({count} turns now, {rate:.0f}/s)", file=sys.stderr
+                )
+
+    async def ranker(self, arguments: dict[str, Any]) -> Callable[[Question], Awaitable[list[str]]]:
+        assert self.daemon is not None
+        url, token = self.daemon.url, self.token
+
+        async def rank(question: Question) -> list[str]:
+            async with mcp_client(url, token) as client:
+                result = await call(
+                    client,
+                    "memory_search",
+                    {
+                        "query": question.text,
+                        "cubes": [question.cube],
+                        "k": DEPTH,
+                        "reference_time": question.date,
+                        **arguments,
+                    },
+                )
+            return [f"{hit['metadata']['session']}#{hit['metadata']['turn']}" for hit in result["results"]]
+
+        return rank
+
+
+async def call(client: Any, tool: str, arguments: dict[str, Any]) -> Any:
+    result = await client.call_tool(tool, arguments)
+    if result.is_error:
+        raise RuntimeError(f"{tool} failed: {result.content[0].text}")
+    return result.structured_content
+
+
+async def wait_for_vectors(client: Any) -> None:
+    while (await call(client, "memory_search", {"query": "warm up"}))["mode"] != "hybrid":  # noqa: ASYNC110 - polls the daemon
+        await anyio.sleep(0.2)
+
+
+# -- choosing the fusion weights by cross-validation ----------------------------------------------------------
+
+SIGNALS = ("lexical", "exact", "vector", "context", "episode", "time")
+WEIGHT_GRID: dict[str, tuple[float, ...]] = {
+    "rrf_k": (15.0, 30.0, 60.0),
+    "vector_weight": (1.0, 1.5),
+    "exact_weight": (0.0, 0.5),
+    "context_weight": (0.0, 0.5),
+    "episode_weight": (0.0, 0.25),
+    "time_weight": (0.0, 1.0),
+}  # lexical_weight stays 1: scaling every weight alike changes no ranking
+OBJECTIVE = ("turn any@10", "turn all@10", "turn ndcg@10")
+FOLDS = 5
+
+
+async def gather_candidates(questions: list[Question]) -> dict[str, tuple[Gathered, dict[int, str]]]:
+    """Every question's candidates with their rank in each signal (all signals on), in-process on the kept
+    database, so that any weighting can be fused again without searching again."""
+    config = load_config(WORKDIR / "memos.toml", environ={"HOME": str(WORKDIR)})
+    everything_on = msgspec.structs.replace(config.search, **{f"{name}_weight": 1.0 for name in SIGNALS})
+    config = msgspec.structs.replace(config, search=everything_on)
+    found = {}
+    async with open_services(config) as core:
+        await core.vectors.attached.wait()
+        agent = agent_named("bench")
+        for question in questions:
+            query = SearchQuery(
+                query=question.text, cubes=[question.cube], k=DEPTH, reference_time=question.date
+            )
+            gathered = await core.search.candidates(agent, query)
+            async with core.store.read() as conn:
+                rows = await conn.fetch_all(
+                    "SELECT m.seq, json_extract(m.metadata, '$.session'), json_extract(m.metadata, '$.turn')"
+                    " FROM memories m JOIN cubes c ON c.id = m.cube_id WHERE c.name = ?",
+                    [question.cube],
+                )
+            found[question.id] = (gathered, {seq: f"{session}#{turn}" for seq, session, turn in rows})
+    return found
+
+
+def folds_of(questions: list[Question]) -> list[list[Question]]:
+    """FOLDS folds by question, each question type spread evenly over them."""
+    folds: list[list[Question]] = [[] for _ in range(FOLDS)]
+    for index, question in enumerate(sorted(questions, key=lambda q: (q.type, q.id))):
+        folds[index % FOLDS].append(question)
+    return folds
+
+
+def objective(rows: list[dict[str, float]]) -> float:
+    return sum(row[m] for row in rows for m in OBJECTIVE) / (len(rows) * len(OBJECTIVE))
+
+
+async def cross_validate(questions: list[Question]) -> str:
+    candidates = await gather_candidates(questions)
+    base = SearchConfig()
+    grid = [
+        dict(zip(WEIGHT_GRID, values, strict=True)) for values in itertools.product(*WEIGHT_GRID.values())
+    ]
+    table: list[dict[str, dict[str, float]]] = []  # per weighting: question id -> metrics
+    for weights in grid:
+        config = msgspec.structs.replace(base, **weights)
+        per_question = {}
+        for question in questions:
+            gathered, turn_of = candidates[question.id]
+            ranked_turns = [turn_of[seq] for seq, _ in fuse(gathered, config)[:DEPTH]]
+            per_question[question.id] = question_metrics(question, ranked_turns)
+        table.append(per_question)
+    rows, held_out = [], {}
+    for number, fold in enumerate(folds_of(questions), start=1):
+        held = {q.id for q in fold}
+        train = [q.id for q in questions if q.id not in held]
+        best = max(range(len(grid)), key=lambda i: objective([table[i][qid] for qid in train]))
+        for qid in held:
+            held_out[qid] = table[best][qid]
+        fold_rows = [table[best][qid] for qid in held]
+        rows.append(
+            [
+                f"fold {number} ({len(fold)} q)",
+                describe(grid[best]),
+                *(f"{mean_rows(fold_rows)[m]:.3f}" for m in SUMMARY),
+            ]
+        )
+    everything = mean_rows(list(held_out.values()))
+    rows.append(
+        ["all folds, held out", "(each fold's own choice)", *(f"{everything[m]:.3f}" for m in SUMMARY)]
+    )
+    best_all = max(range(len(grid)), key=lambda i: objective(list(table[i].values())))
+    chosen = mean_rows(list(table[best_all].values()))
+    rows.append(
+        ["chosen on all 57 (in-sample)", describe(grid[best_all]), *(f"{chosen[m]:.3f}" for m in SUMMARY)]
+    )
+    return "\n".join(
+        [
+            f"Fusion weights by {FOLDS}-fold cross-validation (folds by question, types spread evenly; "
+            f"{len(grid)} weightings; objective: mean of {', '.join(OBJECTIVE)}; lexical weight 1; "
+            "metrics on each fold's held-out questions):",
+            "",
+            markdown(["fold", "chosen weights", *SUMMARY], rows),
+        ]
+    )
+
+
+def describe(weights: dict[str, float]) -> str:
+    return ", ".join(f"{name.removesuffix('_weight')} {value:g}" for name, value in weights.items())
+
+
+# -- search latency at scale, per configuration --------------------------------------------------------------
+
+
+async def latency(sizes: list[int], searches: int, model: str, names: list[str]) -> str:
+    """Search p50/p99 over MCP with each configuration, at each size: generated memories grouped ten to a
+    session (so the episode and context stages have neighbours to read), one daemon restarted per setting."""
+    rows: list[list[str]] = []
+    with tempfile.TemporaryDirectory(prefix="memos-retrieval-latency-") as tmp:
+        home = Path(tmp)
+        corpus, texts, loaded = memories(max(sizes)), queries(searches), 0
+        token = ""
+        for size in sorted(sizes):
+            port = free_port()
+            daemon = start_daemon(write_config(home, port=port, model=model), home, port)
+            try:
+                token = token or daemon.add_agent("bench")
+                async with mcp_client(daemon.url, token) as client:
+                    await wait_for_vectors(client)
+                    for start in range(loaded, size, 500):
+                        items = [
+                            {
+                                "content": corpus[i],
+                                "kind": "message",
+                                "metadata": {"session": f"s{i // 10}", "turn": i % 10},
+                            }
+                            for i in range(start, min(size, start + 500))
+                        ]
+                        await call(client, "memory_add_batch", {"items": items})
+                    loaded = size
+                    print(f"  latency: {size} memories loaded", file=sys.stderr)
+            finally:
+                stop_daemon(daemon)
+            for name in names:
+                mode, overrides = CONFIGURATIONS[name]
+                daemon = start_daemon(
+                    write_config(home, port=port, model=model, extra=search_settings(overrides)), home, port
+                )
+                try:
+                    async with mcp_client(daemon.url, token) as client:
+                        await wait_for_vectors(client)
+                        timings = []
+                        for text in texts:
+                            started = time.perf_counter()
+                            await call(client, "memory_search", {"query": text, "k": 10, "mode": mode})
+                            timings.append(time.perf_counter() - started)
+                finally:
+                    stop_daemon(daemon)
+                rows.append(
+                    [
+                        name,
+                        str(size),
+                        f"{percentile(timings, 50) * 1000:.1f}",
+                        f"{percentile(timings, 99) * 1000:.1f}",
+                    ]
+                )
+    return "\n".join(
+        [
+            f"Search latency over MCP (one agent, k = 10, {searches} generated questions, memories in sessions of 10):",
+            "",
+            markdown(["configuration", "memories", "search p50 ms", "search p99 ms"], rows),
+        ]
+    )
+
+
+# -- the official MCP memory server on the same questions ---------------------------------------------------
+
+
+async def peer_results(questions: list[Question]) -> list[SystemResult]:
+    """The official server loaded with each haystack (one entity per turn) and asked through its own
+    search_nodes: the whole question, and word by word as a model would retry."""
+    whole, words = SystemResult("", {}, []), SystemResult("", {}, [])
+    async with OfficialMemoryServer() as peer:
+        print(f"  querying {peer.spec}", file=sys.stderr)
+        whole.name, words.name = f"{peer.spec}: whole question", f"{peer.spec}: word by word"
+        for question in questions:
+            await peer.reset()
+            await peer.load_turns([turn for turn in question.turns if turn.content.strip()])
+            for result, search in ((whole, peer.search), (words, peer.search_keywords)):
+                started = time.perf_counter()
+                ranked_turns = await search(question.text, DEPTH)
+                result.latencies.append(time.perf_counter() - started)
+                result.per_question[question.id] = question_metrics(question, ranked_turns)
+    return [whole, words]
+
+
+def ratio_table(ours: SystemResult, peers: list[SystemResult]) -> str:
+    """memos' default pipeline ÷ each peer, per metric (∞ where the peer found nothing)."""
+    mine = mean_rows(list(ours.per_question.values()))
+    rows = []
+    for peer in peers:
+        theirs = mean_rows(list(peer.per_question.values()))
+        rows.append(
+            [f"memos ÷ {peer.name}"]
+            + [f"{mine[m] / theirs[m]:.1f}×" if theirs[m] else ("∞" if mine[m] else "–") for m in SUMMARY]
+        )
+    return "\n".join(
+        [
+            f"Side by side with the official MCP memory server (memos: {ours.name}), same questions, same SDK"
+            " client, ratios of the mean metric:",
+            "",
+            markdown(["ratio", *SUMMARY], rows),
+        ]
+    )
+
+
+# -- running and reporting ------------------------------------------------------------------------------------
+
+
+@dataclass
+class SystemResult:
+    name: str
+    per_question: dict[str, dict[str, float]]  # question id -> metrics
+    latencies: list[float]
+
+
+async def evaluate(
+    name: str, questions: list[Question], rank: Callable[[Question], Awaitable[list[str]]]
+) -> SystemResult:
+    per_question, latencies = {}, []
+    for question in questions:
+        started = time.perf_counter()
+        ranked = await rank(question)
+        latencies.append(time.perf_counter() - started)
+        per_question[question.id] = question_metrics(question, ranked)
+    return SystemResult(name, per_question, latencies)
+
+
+SUMMARY = ["turn any@1", "turn any@5", "turn any@10", "turn all@5", "turn all@10", "turn ndcg@5",
+           "turn ndcg@10", "session any@1", "session any@5", "session any@10", "session all@10",
+           "session ndcg@10"]  # fmt: skip
+
+
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def summary_table(results: list[SystemResult]) -> str:
+    rows = []
+    for result in results:
+        overall = mean_rows(list(result.per_question.values()))
+        rows.append(
+            [
+                result.name,
+                *(f"{overall[m]:.3f}" for m in SUMMARY),
+                f"{percentile(result.latencies, 50) * 1000:.0f}",
+            ]
+        )
+    return markdown(["system", *SUMMARY, "query p50 ms"], rows)
+
+
+def per_type_table(results: list[SystemResult], questions: list[Question], level: str) -> str:
+    types = sorted({q.type for q in questions})
+    columns = [f"{level} {m}" for m in METRICS]
+    rows = []
+    for result in results:
+        for qtype in types:
+            chosen = [result.per_question[q.id] for q in questions if q.type == qtype]
+            averaged = mean_rows(chosen)
+            rows.append([result.name, f"{qtype} ({len(chosen)})", *(f"{averaged[c]:.2f}" for c in columns)])
+    return markdown(["system", "question type", *METRICS], rows)
+
+
+def plot(results: list[SystemResult], questions: list[Question], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(no plot: pip install -e '.[bench]' for matplotlib)", file=sys.stderr)
+        return
+    shown = {"BM25 only", "vector only", "plain hybrid (RRF, k = 60)", DEFAULT}
+    results = [r for r in results if r.name in shown or "word by word" in r.name] or results
+    types = sorted({q.type for q in questions})
+    figure, axes = plt.subplots(1, 3, figsize=(16, 5), sharey=True)
+    for axis, metric in zip(axes, ("turn any@10", "turn all@10", "turn ndcg@10"), strict=True):
+        width = 0.8 / len(results)
+        for offset, result in enumerate(results):
+            values = [
+                mean_rows([result.per_question[q.id] for q in questions if q.type == t])[metric]
+                for t in types
+            ]
+            axis.bar([i + offset * width for i in range(len(types))], values, width, label=result.name)
+        axis.set_xticks([i + 0.4 - width / 2 for i in range(len(types))], types, rotation=25, ha="right")
+        axis.set_title(metric)
+        axis.set_ylim(0, 1)
+    figure.suptitle("LongMemEval-S dev60 by question type")
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=len(results), fontsize="small")
+    figure.tight_layout(rect=(0, 0.07, 1, 1))
+    figure.savefig(path, dpi=110)
+    print(f"plot: {path}", file=sys.stderr)
+
+
+DEFAULT = "+ time = default"
+PLAIN = {"lexical_weight": 1.0, "vector_weight": 1.0, "exact_weight": 0.0, "context_weight": 0.0,
+         "episode_weight": 0.0, "time_weight": 0.0, "rrf_k": 60.0}  # fmt: skip
+TUNED = {**PLAIN, "rrf_k": 15.0, "time_weight": 1.0}  # what cross-validation chose: memos.toml's defaults
+# name -> (memory_search mode, [search] settings). The plain baselines; then each change in turn up to the
+# default pipeline; then each stage that cross-validation left off added to it, and each signal removed.
+CONFIGURATIONS: dict[str, tuple[str, dict[str, float]]] = {
+    "BM25 only": ("lexical", {**PLAIN, "vector_weight": 0.0}),
+    "vector only": ("vector", {**PLAIN, "lexical_weight": 0.0}),
+    "plain hybrid (RRF, k = 60)": ("hybrid", PLAIN),
+    "+ fusion k = 15": ("hybrid", {**PLAIN, "rrf_k": 15.0}),
+    DEFAULT: ("hybrid", TUNED),
+    "default + exact names/numbers": ("hybrid", {**TUNED, "exact_weight": 0.5}),
+    "default + context vectors": ("hybrid", {**TUNED, "context_weight": 0.5}),
+    "default + episodes": ("hybrid", {**TUNED, "episode_weight": 0.25}),
+    "default - lexical": ("hybrid", {**TUNED, "lexical_weight": 0.0}),
+    "default - vector": ("hybrid", {**TUNED, "vector_weight": 0.0}),
+}
+
+
+def search_settings(settings: dict[str, float]) -> str:
+    """A [search] table with these settings."""
+    return "[search]\n" + "".join(f"{name} = {value}\n" for name, value in settings.items())
+
+
+async def run(args: argparse.Namespace) -> str:
+    questions = load_questions()
+    memos = Memos(args.model, args.fresh)
+    if not memos.loaded():
+        await memos.load(questions)
+    out = [
+        f"Machine: {machine()}",
+        f"Dataset: {DATASET.name}: {len(questions)} questions (abstention skipped), "
+        f"{sum(len(q.turns) for q in questions)} turns; every turn is one memory.",
+        "",
+    ]
+    if args.cv:
+        print("  cross-validating the fusion weights", file=sys.stderr)
+        out += [await cross_validate(questions), ""]
+    results = []
+    try:
+        for name in args.configurations:
+            mode, overrides = CONFIGURATIONS[name]
+            daemon = memos.start(search_settings(overrides))
+            async with mcp_client(daemon.url, memos.token) as client:
+                await wait_for_vectors(client)
+            print(f"  querying {name}", file=sys.stderr)
+            results.append(await evaluate(name, questions, await memos.ranker({"mode": mode})))
+    finally:
+        memos.stop()
+    if args.peer:
+        ours = next((r for r in results if r.name == DEFAULT), results[-1])
+        peers = await peer_results(questions)
+        results += peers
+        out += [ratio_table(ours, peers), ""]
+    out += [
+        "Each configuration through memosd's `memory_search` (k = 100, reference_time = the question's date):",
+        "",
+        summary_table(results),
+        "",
+        "Turn level by question type:",
+        "",
+        per_type_table(results, questions, "turn"),
+        "",
+        "Session level by question type:",
+        "",
+        per_type_table(results, questions, "session"),
+    ]
+    if args.sizes:
+        out += ["", await latency(args.sizes, args.searches, args.model, args.configurations)]
+    plot(results, questions, RESULTS / "retrieval.png")
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--configurations",
+        nargs="+",
+        default=list(CONFIGURATIONS),
+        choices=list(CONFIGURATIONS),
+        metavar="NAME",
+    )
+    parser.add_argument(
+        "--sizes", type=int, nargs="*", default=[10_000, 100_000], help="latency sizes; none: skip"
+    )
+    parser.add_argument("--searches", type=int, default=100, help="searches per configuration and size")
+    parser.add_argument(
+        "--no-cv", dest="cv", action="store_false", help="skip the cross-validation of weights"
+    )
+    parser.add_argument(
+        "--no-peer", dest="peer", action="store_false", help="skip the official memory server"
+    )
+    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="local model dir")
+    parser.add_argument("--fresh", action="store_true", help="reload the dataset even if a kept copy matches")
+    args = parser.parse_args()
+    out = anyio.run(run, args)
+    print(out)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "retrieval.md").write_text(out, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
