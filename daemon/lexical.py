@@ -92,15 +92,15 @@ def fts_query(text: str) -> str | None:
     return " OR ".join(f'"{w}"' for w in content_words)
 
 
-_IDENTIFIER = re.compile(
-    r"[^\W_]+(?:[-_.@/:,'][^\W_]+)+|[^\W_]*\d[^\W_]*"
-)  # "v2.3.1", "ab-12", "1,200", "42"
+# Runs of letters and digits joined by identifier punctuation; an identifier is one with a joint or a digit
+# ("v2.3.1", "ab-12", "1,200", "42"). Linear in the text: one long word must not stall the event loop.
+_JOINED = re.compile(r"[^\W_]+(?:[-_.@/:,'][^\W_]+)*")
 _NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][^\W\d_]+")  # a capitalised word not opening a sentence
 
 
 def exact_query(text: str) -> str | None:
     """An FTS5 expression of the query's numbers, identifiers and names as phrases, or None if it has none."""
-    phrases = [match.group(0) for match in _IDENTIFIER.finditer(text)]
+    phrases = [m.group(0) for m in _JOINED.finditer(text) if not m.group(0).isalpha()]
     phrases += [w for w in _NAME.findall(text.strip()) if not _is_stop_word(w)]
     parts = [" ".join(_WORD.findall(phrase)) for phrase in dict.fromkeys(phrases)]
     parts = [part for part in parts if part]

@@ -18,7 +18,7 @@ importance then weigh in. Every signal is restricted to readable cubes and the f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 
 import numpy as np
 
@@ -52,6 +52,13 @@ def ranked(seqs: list[int]) -> Ranks:
 
 def _utc(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _asker_time(value: str) -> datetime:
+    """reference_time checked, with the asker's own offset kept: their days are the ones they speak of."""
+    parse_time(value, "reference_time")  # the error a caller sees for a bad value
+    moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 
 
 class Search:
@@ -128,10 +135,10 @@ class Search:
             include_superseded=query.include_superseded,
             as_of=query.as_of,
         )
-        reference = parse_time(query.reference_time, "reference_time") if query.reference_time else None
+        reference = _asker_time(query.reference_time) if query.reference_time else None
         window = None
         if self._ranking.time_weight:
-            moment = _utc(reference or where.as_of or now_iso())
+            moment = reference or _utc(where.as_of or now_iso())
             window = next((w for w in (resolve(text, moment) for text in texts) if w is not None), None)
         wanted = query.mode or "hybrid"
         note = None
@@ -152,8 +159,9 @@ class Search:
         found = Gathered.empty(plan)
         for index, text in enumerate(plan.texts):
             if plan.mode in ("hybrid", "lexical"):
-                for name, expression in (("lexical", fts_query(text)), ("exact", exact_query(text))):
-                    if expression and getattr(weights, f"{name}_weight"):
+                for name, build in (("lexical", fts_query), ("exact", exact_query)):
+                    expression = build(text) if getattr(weights, f"{name}_weight") else None
+                    if expression:
                         found.add(
                             name, await self._bm25(conn, expression, cube_ids, predicate, params, depth)
                         )
@@ -244,7 +252,8 @@ class Search:
         hits = []
         for seq, score in fused:
             memory = by_seq[seq]
-            episode = memory.metadata.get("session", memory.metadata.get("thread"))
+            episode = memory.metadata.get("session")  # as the episode column reads it: session, else thread
+            episode = memory.metadata.get("thread") if episode is None else episode
             hits.append(
                 SearchHit(
                     id=memory.id,

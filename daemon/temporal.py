@@ -8,7 +8,7 @@ days ago. English only; an expression we do not know simply yields no window.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 
 import msgspec
 
@@ -47,9 +47,9 @@ def _day(moment: datetime) -> datetime:
     return moment.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def _month_span(year: int, month: int) -> tuple[datetime, datetime]:
-    start = datetime(year, month, 1, tzinfo=timezone.utc)
-    end = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=timezone.utc)
+def _month_span(year: int, month: int, zone: tzinfo) -> tuple[datetime, datetime]:
+    start = datetime(year, month, 1, tzinfo=zone)
+    end = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=zone)
     return start, end
 
 
@@ -64,7 +64,11 @@ def resolve(text: str, reference: datetime) -> TimeWindow | None:
 
 def _resolve(text: str, reference: datetime) -> TimeWindow | None:
     lowered = text.lower()
-    today = _day(reference.astimezone(timezone.utc))
+    # Days are the asker's days: "yesterday" at 21:00 in UTC-5 is not UTC's yesterday.
+    reference = reference if reference.tzinfo is not None else reference.replace(tzinfo=timezone.utc)
+    zone = reference.tzinfo
+    assert zone is not None
+    today = _day(reference)
     span: tuple[datetime, datetime] | None = None
     found = ""
     patterns: list[tuple[str, object]] = [
@@ -78,12 +82,16 @@ def _resolve(text: str, reference: datetime) -> TimeWindow | None:
         (rf"\b{_MONTH} (\d{{1,2}})(?:st|nd|rd|th)?(?:,? (\d{{4}}))?\b", "month_day"),
         (rf"\b(\d{{1,2}})(?:st|nd|rd|th)? (?:of )?{_MONTH}(?: (\d{{4}}))?\b", "day_month"),
         (r"\b(\d{4})[-/](\d{1,2})[-/](\d{1,2})\b", "iso"),
-        (rf"\b(?:in|during|since|early|late|mid|of|last) {_MONTH}(?: (\d{{4}}))?\b", "month"),
+        (rf"\bsince {_MONTH}(?: (\d{{4}}))?\b", "since"),
+        (rf"\b(?:in|during|early|late|mid|of|last) {_MONTH}(?: (\d{{4}}))?\b", "month"),
     ]  # fmt: skip
-    for pattern, kind in patterns:
-        match = re.search(pattern, lowered)
-        if match is None:
-            continue
+    # The first expression in the text wins; at the same place, the more specific pattern (listed first).
+    matches = sorted(
+        (match.start(), order, kind, match)
+        for order, (pattern, kind) in enumerate(patterns)
+        if (match := re.search(pattern, lowered)) is not None
+    )
+    for _, _, kind, match in matches:
         found = match.group(0)
         groups = match.groups()
         if kind == "ago":
@@ -108,13 +116,10 @@ def _resolve(text: str, reference: datetime) -> TimeWindow | None:
                 span = (monday, monday + timedelta(days=7))
             elif unit == "month":
                 month_index = today.year * 12 + today.month - 1 + shift
-                span = _month_span(month_index // 12, month_index % 12 + 1)
+                span = _month_span(month_index // 12, month_index % 12 + 1, zone)
             else:
                 year = today.year + shift
-                span = (
-                    datetime(year, 1, 1, tzinfo=timezone.utc),
-                    datetime(year + 1, 1, 1, tzinfo=timezone.utc),
-                )
+                span = (datetime(year, 1, 1, tzinfo=zone), datetime(year + 1, 1, 1, tzinfo=zone))
         elif kind == "weekday":
             back = (today.weekday() - _WEEKDAYS.index(groups[0])) % 7 or 7
             day = today - timedelta(days=back)
@@ -131,7 +136,9 @@ def _resolve(text: str, reference: datetime) -> TimeWindow | None:
         else:  # a month, perhaps with a year: the latest such month not after the reference
             month = _month_number(groups[0])
             year = int(groups[1]) if groups[1] else today.year - (month > today.month)
-            span = _month_span(year, month)
+            span = _month_span(year, month, zone)
+            if kind == "since":  # from then until now
+                span = (span[0], today + timedelta(days=1))
         if span is not None:
             break
     if span is None:
@@ -141,14 +148,16 @@ def _resolve(text: str, reference: datetime) -> TimeWindow | None:
 
 
 def _dated(today: datetime, month: int, day: int, year_text: str | None) -> tuple[datetime, datetime] | None:
-    try:
-        year = int(year_text) if year_text else today.year
-        moment = datetime(year, month, day, tzinfo=timezone.utc)
-        if not year_text and moment > today:
-            moment = moment.replace(year=year - 1)
-    except ValueError:
-        return None  # "February 30"
-    return moment, moment + timedelta(days=1)
+    """That day; without a year, its latest occurrence not after today (February 29 may be years back)."""
+    years = [int(year_text)] if year_text else range(today.year, today.year - 8, -1)
+    for year in years:
+        try:
+            moment = datetime(year, month, day, tzinfo=today.tzinfo)
+        except ValueError:
+            continue  # "February 30", or February 29 of a common year
+        if year_text or moment <= today:
+            return moment, moment + timedelta(days=1)
+    return None
 
 
 def _iso(moment: datetime) -> str:

@@ -4,13 +4,14 @@ resolved against the query's reference time, several phrasings fused, and result
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import msgspec
 import pytest
 
 from daemon import InvalidInput, NewMemory, SearchQuery, Services, agent_named, open_services
+from daemon.lexical import exact_query
 from daemon.temporal import resolve
 from tests.conftest import make_config
 
@@ -169,6 +170,40 @@ def test_time_expressions_resolve_against_the_reference_time(text: str, start: s
     window = resolve(text, datetime(2023, 6, 23, 7, 31, tzinfo=timezone.utc))  # a Friday
     assert window is not None
     assert (window.start[:10], window.end[:10]) == (start, end)
+
+
+@pytest.mark.parametrize(
+    ("text", "reference", "start", "end"),
+    [
+        ("since March", datetime(2023, 6, 23, tzinfo=timezone.utc), "2023-03-01", "2023-06-24"),
+        ("February 29", datetime(2025, 3, 10, tzinfo=timezone.utc), "2024-02-29", "2024-03-01"),
+        (
+            "on March 4th, two weeks ago",
+            datetime(2023, 6, 23, tzinfo=timezone.utc),
+            "2023-03-04",
+            "2023-03-05",
+        ),
+        # 21:00 on May 1st in UTC-5: "yesterday" is the asker's April 30th, 05:00 to 05:00 UTC
+        (
+            "yesterday",
+            datetime(2024, 5, 1, 21, tzinfo=timezone(timedelta(hours=-5))),
+            "2024-04-30T05",
+            "2024-05-01T05",
+        ),
+    ],
+)
+def test_the_first_expression_counts_in_the_askers_own_days(
+    text: str, reference: datetime, start: str, end: str
+) -> None:
+    window = resolve(text, reference)
+    assert window is not None
+    assert window.start.startswith(start) and window.end.startswith(end)
+
+
+def test_exact_tokens_are_numbers_identifiers_and_names() -> None:
+    assert exact_query("Did Rosa pay the 1,200 for v2.3.1?") == '"1 200" OR "v2 3 1" OR "Rosa"'
+    assert exact_query("what did we decide") is None
+    assert exact_query("x" * 4096 + "1") == f'"{"x" * 4096}1"'  # one long word, read in one pass
 
 
 @pytest.mark.parametrize("text", ["Where do I keep my sneakers?", "I may go", "February 30th"])
