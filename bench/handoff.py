@@ -21,10 +21,10 @@ from mcp.shared.subscriptions import ResourceUpdated
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.client import DEFAULT_MODEL, timed
 from bench.corpus import memories, queries
-from bench.load import DEFAULT_MODEL, timed
 from bench.plot import Panel, bar_panels
-from bench.report import machine, percentile, table
+from bench.report import RESULTS, machine, percentile, table
 from tests.conftest import free_port, mcp_client, start_daemon, stop_daemon, write_config
 
 BATCH = 500
@@ -145,7 +145,7 @@ def main() -> None:
     rows = anyio.run(run, sorted(args.sizes), args.handoffs, args.model)
     out = f"Machine: {machine()}\n\n{table(rows)}\n"
     print(out)
-    results = Path(__file__).resolve().parent / "results"
+    results = RESULTS
     results.mkdir(exist_ok=True)
     (results / "handoff.md").write_text(out, encoding="utf-8")
     panels = [

@@ -17,31 +17,20 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.client import DEFAULT_MODEL, timed, wait_for_model
 from bench.corpus import memories, queries
 from bench.peer import PeerUnavailable
 from bench.peer_load import PeerRun, estimate_note, run_peer
 from bench.plot import Panel, bar_panels
-from bench.report import Ratio, Row, load_average, machine, percentile, ratio_rows, rss_mib, table
+from bench.report import RESULTS, Ratio, Row, load_average, machine, percentile, ratio_rows, rss_mib, table
 from tests.conftest import free_port, mcp_client, start_daemon, stop_daemon, write_config
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = REPO.parent / "shared" / "models" / "all-MiniLM-L6-v2-onnx"
 BATCH = 500
-
-
-async def timed(client: Any, tool: str, arguments: dict[str, Any]) -> tuple[float, Any]:
-    start = time.perf_counter()
-    result = await client.call_tool(tool, arguments)
-    elapsed = time.perf_counter() - start
-    if result.is_error:
-        raise RuntimeError(f"{tool} failed: {result.content[0].text}")
-    return elapsed, result.structured_content
 
 
 async def search_latencies(url: str, token: str, texts: list[str], concurrency: int) -> list[float]:
@@ -72,9 +61,7 @@ async def run(sizes: list[int], searches: int, model: str, concurrency: list[int
             corpus = memories(max(sizes))
             loaded = 0
             async with mcp_client(daemon.url, token) as client:
-                # Wait until the model is loaded, so the load measures embedding too.
-                while (await timed(client, "memory_search", {"query": "warm up"}))[1]["mode"] != "hybrid":  # noqa: ASYNC110 - polls the daemon
-                    await anyio.sleep(0.2)
+                await wait_for_model(client)  # so the load measures embedding too
                 for size in sizes:
                     batch_start = time.perf_counter()
                     to_load = corpus[loaded:size]
@@ -240,7 +227,7 @@ def main() -> None:
         skipped += [estimate_note(size, peer) for size in sizes if size > args.peer_max_size]
     out = report(rows, peer, skipped, args.concurrency, "; ".join(loads))
     print(out)
-    results = REPO / "bench" / "results"
+    results = RESULTS
     results.mkdir(exist_ok=True)
     (results / "load.md").write_text(out, encoding="utf-8")
     plot(results / "load.png", rows, peer, args.concurrency)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 Row = dict[str, Any]
+RESULTS = Path(__file__).resolve().parent / "results"  # git ignores it
 
 
 def machine() -> str:

@@ -45,9 +45,10 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.client import DEFAULT_MODEL, call, wait_for_model
 from bench.corpus import memories, queries
-from bench.load import DEFAULT_MODEL, machine, percentile
 from bench.peer import OfficialMemoryServer
+from bench.report import RESULTS, machine, percentile, table
 from bench.turns import Turn
 from daemon import SearchQuery, agent_named, open_services
 from daemon.config import SearchConfig, load_config
@@ -56,7 +57,6 @@ from tests.conftest import RunningDaemon, free_port, mcp_client, start_daemon, s
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET = REPO.parent / "shared" / "bench-data" / "lme_s_dev60.json.gz"
-RESULTS = REPO / "bench" / "results"
 WORKDIR = RESULTS / "retrieval"
 LOADER_VERSION = "1"  # bump when the way turns are stored changes: the kept database is then reloaded
 KS = (1, 5, 10)
@@ -216,7 +216,7 @@ class Memos:
         daemon = self.start()
         started, count = time.perf_counter(), 0
         async with mcp_client(daemon.url, self.token) as client:
-            await wait_for_vectors(client)
+            await wait_for_model(client)
             held = {c["name"]: c["memory_count"] for c in (await call(client, "cube_list", {}))["cubes"]}
             for number, question in enumerate(questions, start=1):
                 turns = [turn for turn in question.turns if turn.content.strip()]  # 5 turns are empty
@@ -264,18 +264,6 @@ class Memos:
             return [f"{hit['metadata']['session']}#{hit['metadata']['turn']}" for hit in result["results"]]
 
         return rank
-
-
-async def call(client: Any, tool: str, arguments: dict[str, Any]) -> Any:
-    result = await client.call_tool(tool, arguments)
-    if result.is_error:
-        raise RuntimeError(f"{tool} failed: {result.content[0].text}")
-    return result.structured_content
-
-
-async def wait_for_vectors(client: Any) -> None:
-    while (await call(client, "memory_search", {"query": "warm up"}))["mode"] != "hybrid":  # noqa: ASYNC110 - polls the daemon
-        await anyio.sleep(0.2)
 
 
 # -- choosing the fusion weights by cross-validation ----------------------------------------------------------
@@ -401,7 +389,7 @@ async def latency(sizes: list[int], searches: int, model: str, names: list[str])
             try:
                 token = token or daemon.add_agent("bench")
                 async with mcp_client(daemon.url, token) as client:
-                    await wait_for_vectors(client)
+                    await wait_for_model(client)
                     for start in range(loaded, size, 500):
                         items = [
                             {
@@ -423,7 +411,7 @@ async def latency(sizes: list[int], searches: int, model: str, names: list[str])
                 )
                 try:
                     async with mcp_client(daemon.url, token) as client:
-                        await wait_for_vectors(client)
+                        await wait_for_model(client)
                         timings = []
                         for text in texts:
                             started = time.perf_counter()
@@ -517,9 +505,8 @@ SUMMARY = ["turn any@1", "turn any@5", "turn any@10", "turn all@5", "turn all@10
 
 
 def markdown(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+    """report.table for rows already formatted as text."""
+    return table([dict(zip(header, row, strict=True)) for row in rows])
 
 
 def summary_table(results: list[SystemResult]) -> str:
@@ -625,7 +612,7 @@ async def run(args: argparse.Namespace) -> str:
             mode, overrides = CONFIGURATIONS[name]
             daemon = memos.start(search_settings(overrides))
             async with mcp_client(daemon.url, memos.token) as client:
-                await wait_for_vectors(client)
+                await wait_for_model(client)
             print(f"  querying {name}", file=sys.stderr)
             results.append(await evaluate(name, questions, await memos.ranker({"mode": mode})))
     finally:

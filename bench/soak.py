@@ -25,20 +25,19 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import anyio
 from mcp import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.client import DEFAULT_MODEL, ToolFailed, call
+from bench.client import wait_for_model as wait_until_hybrid
 from bench.corpus import memories, queries
-from bench.report import machine, percentile, rss_mib
+from bench.report import RESULTS, machine, percentile, rss_mib
 from daemon import load_config, open_store_services
 from tests.conftest import RunningDaemon, free_port, mcp_client, start_daemon, stop_daemon, write_config
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = REPO.parent / "shared" / "models" / "all-MiniLM-L6-v2-onnx"
 SHARED_CUBE = "soak-shared"
 COUNTER_PREFIX = "soak counter = "
 # How often each operation is picked; "increment" is one acknowledged increment, however many tries it took.
@@ -52,10 +51,6 @@ WEIGHTS = {
     "get": 10,
     "share": 5,
 }
-
-
-class ToolFailed(Exception):
-    """A tool answered with an error the workload did not expect."""
 
 
 @dataclass
@@ -92,19 +87,10 @@ async def add_agents(daemon: RunningDaemon, names: list[str]) -> dict[str, str]:
     return tokens
 
 
-async def call(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    result = await client.call_tool(tool, arguments)
-    if result.is_error:
-        raise ToolFailed(f"{tool}: {result.content[0].text}")  # type: ignore[union-attr]
-    assert result.structured_content is not None
-    return result.structured_content
-
-
 async def wait_for_model(url: str, token: str) -> None:
     """Return once the daemon's model is loaded, so writes and searches are measured with embedding."""
     async with mcp_client(url, token) as client:
-        while (await call(client, "memory_search", {"query": "warm up"}))["mode"] != "hybrid":  # noqa: ASYNC110 - polls the daemon
-            await anyio.sleep(0.2)
+        await wait_until_hybrid(client)
 
 
 async def prepare(url: str, tokens: dict[str, str], ledger: Ledger) -> None:
@@ -350,7 +336,7 @@ def main() -> None:
     text, ok = anyio.run(soak, seconds, args.agents, args.model)
     out = f"Machine: {machine()}\n\n{text}\n"
     print(out)
-    results = REPO / "bench" / "results"
+    results = RESULTS
     results.mkdir(exist_ok=True)
     (results / "soak.md").write_text(out, encoding="utf-8")
     sys.exit(0 if ok else 1)
