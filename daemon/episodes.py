@@ -84,23 +84,33 @@ async def place(
 
 
 async def around(
-    conn: Connection, seq: int, width: int, predicate: str, params: Sequence[Any]
-) -> list[tuple[int, int]]:
-    """(offset, seq) of up to `width` turns on each side of `seq` in its episode (offset -1: just before)."""
-    row = await conn.fetch_one("SELECT cube_id, episode FROM memories WHERE seq = ?", [seq])
-    if row is None or row[1] is None:
-        return []
+    conn: Connection, seqs: Sequence[int], width: int, predicate: str, params: Sequence[Any]
+) -> dict[int, list[tuple[int, int]]]:
+    """For each of `seqs`: (offset, seq) of up to `width` turns on each side in its episode (offset -1: just
+    before). Each episode is read once, however many of `seqs` it holds."""
+    if not seqs:
+        return {}
     rows = await conn.fetch_all(
-        f"SELECT m.seq FROM memories m WHERE m.cube_id = ? AND m.episode = ? {predicate}"
-        " ORDER BY m.episode_position, coalesce(m.occurred_at, m.created_at), m.seq LIMIT ?",
-        [row[0], row[1], *params, MAX_EPISODE_ROWS],
+        f"SELECT seq, cube_id, episode FROM memories WHERE seq IN ({placeholders(len(seqs))})", list(seqs)
     )
-    turns = [r[0] for r in rows]
-    if seq not in turns:
-        return []
-    index = turns.index(seq)
-    return [
-        (i - index, turns[i])
-        for i in range(max(0, index - width), min(len(turns), index + width + 1))
-        if i != index
-    ]
+    episode_of = {seq: (cube_id, episode) for seq, cube_id, episode in rows if episode is not None}
+    index: dict[int, tuple[list[int], int]] = {}  # seq -> (its episode's turns, its place in them)
+    for cube_id, episode in set(episode_of.values()):
+        turns = [
+            r[0]
+            for r in await conn.fetch_all(
+                f"SELECT m.seq FROM memories m WHERE m.cube_id = ? AND m.episode = ? {predicate}"
+                " ORDER BY m.episode_position, coalesce(m.occurred_at, m.created_at), m.seq LIMIT ?",
+                [cube_id, episode, *params, MAX_EPISODE_ROWS],
+            )
+        ]
+        index.update((seq, (turns, position)) for position, seq in enumerate(turns) if seq in episode_of)
+    found: dict[int, list[tuple[int, int]]] = {}
+    for seq in seqs:
+        if seq not in index:
+            continue
+        turns, at = index[seq]
+        found[seq] = [
+            (i - at, turns[i]) for i in range(max(0, at - width), min(len(turns), at + width + 1)) if i != at
+        ]
+    return found

@@ -18,7 +18,6 @@ importance then weigh in. Every signal is restricted to readable cubes and the f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 import numpy as np
 
@@ -31,7 +30,7 @@ from daemon.memories import MEMORY_COLUMNS, MEMORY_FROM, Memories, memory_from_r
 from daemon.models import Agent, ContextTurn, MatchInfo, SearchHit, SearchMode, SearchQuery, SearchResults
 from daemon.store import Connection, Store, placeholders
 from daemon.temporal import TimeWindow, resolve
-from daemon.timeutil import now_iso, parse_time
+from daemon.timeutil import now_iso, parse_moment, stored_moment
 from daemon.vectors import VectorIndex
 
 __all__ = ["STOP_WORDS", "Search", "fts_query"]
@@ -48,17 +47,6 @@ def ranked(seqs: list[int]) -> Ranks:
     for seq in seqs:
         ranks.setdefault(seq, len(ranks) + 1)
     return ranks
-
-
-def _utc(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def _asker_time(value: str) -> datetime:
-    """reference_time checked, with the asker's own offset kept: their days are the ones they speak of."""
-    parse_time(value, "reference_time")  # the error a caller sees for a bad value
-    moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 
 
 class Search:
@@ -135,10 +123,11 @@ class Search:
             include_superseded=query.include_superseded,
             as_of=query.as_of,
         )
-        reference = _asker_time(query.reference_time) if query.reference_time else None
+        # The asker's own offset is kept: "yesterday" is a day of theirs.
+        reference = parse_moment(query.reference_time, "reference_time") if query.reference_time else None
         window = None
         if self._ranking.time_weight:
-            moment = reference or _utc(where.as_of or now_iso())
+            moment = reference or stored_moment(where.as_of or now_iso())
             window = next((w for w in (resolve(text, moment) for text in texts) if w is not None), None)
         wanted = query.mode or "hybrid"
         note = None
@@ -240,9 +229,7 @@ class Search:
         seqs = [seq for seq, _ in fused]
         neighbours: dict[int, list[tuple[int, int]]] = {}
         if context_window:
-            predicate, params = plan.where.sql()
-            for seq in seqs:
-                neighbours[seq] = await around(conn, seq, context_window, predicate, params)
+            neighbours = await around(conn, seqs, context_window, *plan.where.sql())
         wanted = seqs + [n for pairs in neighbours.values() for _, n in pairs]
         rows = await conn.fetch_all(
             f"SELECT {MEMORY_COLUMNS} FROM {MEMORY_FROM} WHERE m.seq IN ({placeholders(len(wanted))})", wanted
@@ -307,10 +294,10 @@ class Search:
             f" WHERE seq IN ({placeholders(len(fused))})",
             [seq for seq, _ in fused],
         )
-        now = _utc(as_of or now_iso())
+        now = stored_moment(as_of or now_iso())
         facts = {}
         for seq, importance, when in rows:
-            age_days = max(0.0, (now - _utc(when)).total_seconds() / 86400)
+            age_days = max(0.0, (now - stored_moment(when)).total_seconds() / 86400)
             recency = 0.5 ** (age_days / weights.recency_half_life_days)
             facts[seq] = 1 + weights.recency_weight * recency + weights.importance_weight * (importance - 0.5)
         rescored = [(seq, score * facts.get(seq, 1.0)) for seq, score in fused]
