@@ -85,11 +85,7 @@ def _is_stop_word(word: str) -> bool:
 def fts_query(text: str) -> str | None:
     """An FTS5 MATCH expression that treats `text` as plain words, or None if it has no words."""
     # Case is left to the tokenizer, which folds it the same way on both sides of the match.
-    words = list(dict.fromkeys(_WORD.findall(text)))
-    if not words:
-        return None
-    content_words = [w for w in words if not _is_stop_word(w)] or words
-    return " OR ".join(f'"{w}"' for w in content_words)
+    return " OR ".join(f'"{w}"' for w in query_words(text)) or None
 
 
 # Runs of letters and digits joined by identifier punctuation; an identifier is one with a joint or a digit
