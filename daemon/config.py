@@ -85,6 +85,35 @@ class PoliciesConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
 Weight = Annotated[float, msgspec.Meta(ge=0, le=100)]
 
 
+class BlendWeights(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """score = Σ weight × signal, each signal a number from 0 to 1 (0 turns a signal off). Fitted by pairwise
+    logistic regression and checked by 5-fold cross-validation on LongMemEval-S dev60 (bench/README.md)."""
+
+    lexical: Weight = 6.47  # BM25 over stemmed words, relative to this search's best match
+    vector: Weight = 12.55  # cosine similarity of the embeddings (below 0 counts as 0)
+    exact: Weight = 0.0  # the query's names, numbers and identifiers as phrases, relative to the best match
+    context: Weight = 0.0  # a conversation turn's similarity together with its neighbours'
+    episode: Weight = 0.0  # the mean similarity of the best 3 turns of the turn's session or thread
+    time: Weight = 5.91  # 1 inside the time the query names ("last week", "in May")
+    # 0 for a conversation turn by the other speaker than the question asks about (metadata role: "you
+    # recommended" asks for the assistant's words, anything else for the user's), else 1.
+    speaker: Weight = 5.7
+
+
+class RankWeights(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Weighted reciprocal rank fusion: score = Σ weight / (k + rank) over each signal's ranking."""
+
+    # Smaller k lets a memory that one signal ranks first beat ones several signals rank middling (60 is
+    # the textbook value; 15 did better in cross-validation).
+    k: Annotated[float, msgspec.Meta(ge=1, le=1000)] = 15.0
+    lexical: Weight = 1.0
+    vector: Weight = 1.0
+    exact: Weight = 0.0
+    context: Weight = 0.0
+    episode: Weight = 0.0  # the rank of the turn's session or thread
+    time: Weight = 1.0
+
+
 class SearchConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     # Keep a copy of the vectors in memory for fast exact search (~1.5 KiB per memory with MiniLM);
     # false: search them with sqlite-vec's KNN inside the database (slower, no extra memory).
@@ -93,20 +122,17 @@ class SearchConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     recency_weight: Annotated[float, msgspec.Meta(ge=0)] = 0.02
     recency_half_life_days: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     importance_weight: Annotated[float, msgspec.Meta(ge=0)] = 0.1
-    # The retrieval pipeline: each signal's weight in the weighted reciprocal-rank fusion (0 turns it off).
-    # Defaults chosen by 5-fold cross-validation on LongMemEval-S dev60 (bench/README.md): the exact, context
-    # and episode signals did not help there and are off; they stay for corpora where they do.
-    lexical_weight: Weight = 1.0  # BM25 over stemmed words
-    exact_weight: Weight = 0.0  # the query's names, numbers and identifiers
-    vector_weight: Weight = 1.0  # meaning: cosine similarity of the embeddings
-    context_weight: Weight = 0.0  # a conversation turn's similarity together with its neighbours'
-    context_neighbour_share: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.5
-    episode_weight: Weight = 0.0  # the rank of the turn's session or thread
-    time_weight: Weight = 1.0  # inside the time the query names ("last week", "in May")
+    # How the signals are fused: "blend" (a linear blend of their scores, [search.blend]) or "rrf"
+    # (reciprocal rank fusion of their rankings, [search.rrf]). The blend won by cross-validation.
+    fusion: Literal["blend", "rrf"] = "blend"
     candidates: Annotated[int, msgspec.Meta(ge=10, le=2000)] = 100  # per signal, before fusion
-    # The fusion constant k in weight / (k + rank): smaller lets a memory that one signal ranks first beat
-    # ones that several signals rank middling (60 is the textbook value).
-    rrf_k: Annotated[float, msgspec.Meta(ge=1, le=1000)] = 15.0
+    context_neighbour_share: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.5  # each neighbour's share
+    blend: BlendWeights = msgspec.field(default_factory=BlendWeights)
+    rrf: RankWeights = msgspec.field(default_factory=RankWeights)
+
+    def weight(self, signal: str) -> float:
+        """The chosen fusion's weight of a signal (0: the signal is not computed)."""
+        return getattr(self.blend if self.fusion == "blend" else self.rrf, signal, 0.0)
 
 
 class BackupConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):

@@ -1,18 +1,22 @@
-"""Search: a pipeline of measured signals fused by weighted reciprocal rank, within the caller's cubes.
+"""Search: a pipeline of measured signals, fused by a learnt linear blend of their scores (or by weighted
+reciprocal rank), within the caller's cubes.
 
-Each signal ranks candidate memories; `[search]` gives each a weight (0 turns it off):
-- lexical: FTS5 BM25 over Porter-stemmed words, stop words dropped (user text is never FTS5 syntax);
-- exact: the query's numbers, identifiers and names as phrases;
+Each signal scores candidate memories from 0 to 1; `[search.blend]` gives each a weight (0 turns it off):
+- lexical: FTS5 BM25 over Porter-stemmed words, stop words dropped (user text is never FTS5 syntax),
+  relative to the search's best match;
+- exact: the query's numbers, identifiers and names as phrases, scored the same way;
 - vector: cosine similarity of the embeddings (exact KNN);
 - context: a conversation turn's similarity together with its neighbours' in the same episode,
   q·(v + a·v_before + a·v_after) / (1 + a·n): the turn as if embedded with its neighbours, computed from the
   stored vectors, so it is right even when a neighbour arrives later and costs no second embedding;
-- episode: the rank of the turn's session or thread, scored by its best turns (a session about the topic
-  lifts all its turns a little);
-- time: memories inside the window a time expression in the query names ("last week"), counted from the
-  query's reference_time.
-Several phrasings (`queries`) each add their lexical, exact, vector and context lists. Recency and
-importance then weigh in. Every signal is restricted to readable cubes and the filters inside SQL.
+- episode: how well the turn's session or thread matches as a whole (its best turns' similarity);
+- time: inside the window a time expression in the query names ("last week"), counted from the query's
+  reference_time;
+- speaker: said by the one the question asks about (metadata role: "you recommended" asks for the
+  assistant's words, anything else for the user's own).
+Candidates are the lexical, exact and vector signals' best `candidates` each. Several phrasings (`queries`)
+each add their candidates, and their scores are averaged. Recency and importance then weigh in. Every
+signal is restricted to readable cubes and the filters inside SQL.
 """
 
 from __future__ import annotations
@@ -21,23 +25,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from daemon.config import LimitsConfig, SearchConfig
+from daemon.config import BlendWeights, LimitsConfig, RankWeights, SearchConfig
 from daemon.episodes import Placement, around, place
 from daemon.errors import InvalidInput
 from daemon.filters import MemoryFilter
 from daemon.lexical import STOP_WORDS, exact_query, fts_query, matched_terms, query_words
 from daemon.memories import MEMORY_COLUMNS, MEMORY_FROM, Memories, memory_from_row
 from daemon.models import Agent, ContextTurn, MatchInfo, SearchHit, SearchMode, SearchQuery, SearchResults
+from daemon.speaker import Speaker, asked_about, speaker_signal
 from daemon.store import Connection, Store, placeholders
 from daemon.temporal import TimeWindow, resolve
 from daemon.timeutil import now_iso, parse_moment, stored_moment
 from daemon.vectors import VectorIndex
 
-__all__ = ["STOP_WORDS", "Search", "fts_query"]
+__all__ = ["SIGNALS", "STOP_WORDS", "Search", "fts_query", "fuse", "signals"]
 
 MAX_PHRASINGS = 5
 MAX_CONTEXT_WINDOW = 5
-EPISODE_TOP_TURNS = 3  # an episode scores the sum of its best turns' scores
+EPISODE_TOP_TURNS = 3  # an episode scores by its best turns
 
 Ranks = dict[int, int]  # seq -> rank (1 = best)
 
@@ -126,7 +131,7 @@ class Search:
         # The asker's own offset is kept: "yesterday" is a day of theirs.
         reference = parse_moment(query.reference_time, "reference_time") if query.reference_time else None
         window = None
-        if self._ranking.time_weight:
+        if self._ranking.weight("time"):
             moment = reference or stored_moment(where.as_of or now_iso())
             window = next((w for w in (resolve(text, moment) for text in texts) if w is not None), None)
         wanted = query.mode or "hybrid"
@@ -143,16 +148,18 @@ class Search:
 
     async def _gather(self, conn: Connection, plan: _Plan, cube_ids: list[int]) -> Gathered:
         """Run every signal that is on and place the candidates in their episodes."""
-        weights, depth = self._ranking, plan.depth
+        config, depth = self._ranking, plan.depth
         predicate, params = plan.where.sql()
         found = Gathered.empty(plan)
         for index, text in enumerate(plan.texts):
             if plan.mode in ("hybrid", "lexical"):
                 for name, build in (("lexical", fts_query), ("exact", exact_query)):
-                    expression = build(text) if getattr(weights, f"{name}_weight") else None
+                    expression = build(text) if config.weight(name) else None
                     if expression:
-                        found.add(
-                            name, await self._bm25(conn, expression, cube_ids, predicate, params, depth)
+                        found.add_scored(
+                            name,
+                            index,
+                            await self._bm25(conn, expression, cube_ids, predicate, params, depth),
                         )
             if plan.vectors is not None:
                 nearest = await self._nearest(conn, plan.vectors[index], cube_ids, predicate, params, depth)
@@ -161,30 +168,38 @@ class Search:
         pool = found.pool()
         if not pool:
             return found
-        use_context = plan.vectors is not None and weights.context_weight > 0
-        if not (use_context or weights.episode_weight or (plan.window and weights.time_weight)):
-            return found  # the plain hybrid: no episode or time to look at
-        found.placement = await place(conn, pool, predicate, params, whole_episodes=use_context)
+        blend = config.fusion == "blend"
+        use_context = plan.vectors is not None and config.weight("context") > 0
+        use_episode = config.weight("episode") > 0
+        whole_episodes = use_context or (blend and use_episode and plan.vectors is not None)
+        if not (blend or whole_episodes or use_episode or (plan.window and config.weight("time"))):
+            return found  # plain reciprocal rank fusion: no episode, speaker or time to look at
+        found.placement = await place(conn, pool, predicate, params, whole_episodes=whole_episodes)
         if plan.vectors is not None:
             every = list(found.placement.when)
             for index, similarity in enumerate(found.similarity):
                 missing = [seq for seq in every if seq not in similarity]
                 similarity.update(await self._vectors.similarities(conn, plan.vectors[index], missing))
-        if use_context:
-            for index in range(len(plan.texts)):
-                found.add("context", self._context_order(found, index, depth))
+        for index in range(len(plan.texts) if whole_episodes else 0):
+            if use_context:
+                found.context.append(self._context_scores(found, index))
+                best = sorted(found.context[index].items(), key=lambda item: (-item[1], item[0]))
+                found.add("context", [seq for seq, _ in best[:depth]])
+            if blend and use_episode:
+                found.episode_score.append(self._episode_scores(found, index))
         return found
 
     async def _bm25(
         self, conn: Connection, expression: str, cube_ids: list[int], predicate: str, params: list, depth: int
-    ) -> list[int]:
+    ) -> list[tuple[int, float]]:
+        """(seq, BM25) best first; FTS5's BM25 is negative, the more so the better the match."""
         rows = await conn.fetch_all(
-            f"SELECT m.seq FROM memories_fts JOIN memories m ON m.seq = memories_fts.rowid"
+            f"SELECT m.seq, bm25(memories_fts) FROM memories_fts JOIN memories m ON m.seq = memories_fts.rowid"
             f" WHERE memories_fts MATCH ? AND m.cube_id IN ({placeholders(len(cube_ids))}) {predicate}"
             " ORDER BY bm25(memories_fts) LIMIT ?",
             [expression, *cube_ids, *params, depth],
         )
-        return [row[0] for row in rows]
+        return [(row[0], row[1]) for row in rows]
 
     async def _nearest(
         self,
@@ -208,20 +223,30 @@ class Search:
         }
         return [(seq, sim) for seq, sim in nearest if seq in keep][:depth]
 
-    def _context_order(self, found: Gathered, index: int, depth: int) -> list[int]:
-        """Candidates by their similarity blended with their neighbours' (a memory without an episode keeps
-        its own), best first."""
+    def _context_scores(self, found: Gathered, index: int) -> dict[int, float]:
+        """Each candidate's similarity blended with its neighbours' (a memory without an episode keeps its own)."""
         share = self._ranking.context_neighbour_share
         similarity = found.similarity[index]
-        scored = []
+        scores = {}
         for seq in found.placement.when:
             if seq not in similarity:
                 continue
             around_it = [similarity[n] for n in found.placement.neighbours(seq) if n in similarity]
-            blended = (similarity[seq] + share * sum(around_it)) / (1 + share * len(around_it))
-            scored.append((blended, seq))
-        scored.sort(key=lambda item: (-item[0], item[1]))
-        return [seq for _, seq in scored[:depth]]
+            scores[seq] = (similarity[seq] + share * sum(around_it)) / (1 + share * len(around_it))
+        return scores
+
+    @staticmethod
+    def _episode_scores(found: Gathered, index: int) -> dict[int, float]:
+        """Each candidate's episode: the mean similarity of its best turns (a memory alone: its own)."""
+        similarity, placement = found.similarity[index], found.placement
+        scores = {}
+        for seq in found.pool():
+            episode = placement.episode.get(seq)
+            turns = placement.turns.get(episode, [seq]) if episode is not None else [seq]
+            best = sorted((similarity[t] for t in turns if t in similarity), reverse=True)[:EPISODE_TOP_TURNS]
+            if best:
+                scores[seq] = sum(best) / len(best)
+        return scores
 
     async def _hits(
         self, conn: Connection, fused: list[Fused], found: Gathered, context_window: int, plan: _Plan
@@ -306,6 +331,7 @@ class Search:
 
 Fused = tuple[int, float]  # seq, score
 TURN_SIGNALS = ("lexical", "exact", "vector", "context")
+SIGNALS = ("lexical", "exact", "vector", "context", "episode", "time", "speaker")
 
 
 @dataclass
@@ -321,21 +347,36 @@ class _Plan:
 
 @dataclass
 class Gathered:
-    """The candidates of one search: per signal, one ranking per phrasing; their similarities and places."""
+    """The candidates of one search: per signal, one ranking (and score) per phrasing; their places."""
 
     phrasings: int
     window: TimeWindow | None
+    speaker: Speaker  # whose words the question is after
     lists: dict[str, list[Ranks]] = field(default_factory=lambda: {name: [] for name in TURN_SIGNALS})
+    # Per phrasing, seq -> BM25 relative to that phrasing's best match (1 = the best).
+    bm25: dict[str, list[dict[int, float]]] = field(default_factory=lambda: {"lexical": [], "exact": []})
     similarity: list[dict[int, float]] = field(default_factory=list)
+    context: list[dict[int, float]] = field(default_factory=list)
+    episode_score: list[dict[int, float]] = field(default_factory=list)
     placement: Placement = field(default_factory=Placement)
-    episode_rank: Ranks = field(default_factory=dict)  # filled by `fuse`, for the explanation
+    episode_rank: Ranks = field(default_factory=dict)  # filled by reciprocal rank fusion, for the explanation
 
     @classmethod
     def empty(cls, plan: _Plan) -> Gathered:
-        return cls(len(plan.texts), plan.window, similarity=[{} for _ in plan.texts])
+        return cls(len(plan.texts), plan.window, asked_about(plan.texts), similarity=[{} for _ in plan.texts])
 
     def add(self, name: str, seqs: list[int]) -> None:
         self.lists[name].append(ranked(seqs))
+
+    def add_scored(self, name: str, index: int, scored: list[tuple[int, float]]) -> None:
+        """A BM25 signal's (seq, bm25) best first, for phrasing `index`."""
+        self.add(name, [seq for seq, _ in scored])
+        scores = self.bm25[name]
+        while len(scores) <= index:
+            scores.append({})
+        if scored and scored[0][1] < 0:
+            best = scored[0][1]
+            scores[index].update((seq, value / best) for seq, value in scored)
 
     def pool(self) -> set[int]:
         return {seq for lists in self.lists.values() for ranks in lists for seq in ranks}
@@ -353,18 +394,61 @@ class Gathered:
         return window is not None and window.start <= self.placement.when.get(seq, "") < window.end
 
 
-def fuse(found: Gathered, weights: SearchConfig) -> list[Fused]:
+def signals(found: Gathered) -> dict[int, dict[str, float]]:
+    """Every candidate's signals, each from 0 to 1, averaged over the phrasings (signals not computed are
+    absent): what the blend weighs, and what its weights are fitted on."""
+
+    def mean(per_phrasing: list[dict[int, float]], seq: int) -> float:
+        return sum(max(0.0, scores.get(seq, 0.0)) for scores in per_phrasing) / found.phrasings
+
+    present = {
+        "lexical": found.bm25["lexical"],
+        "exact": found.bm25["exact"],
+        "vector": found.similarity if any(found.similarity) else [],
+        "context": found.context,
+        "episode": found.episode_score,
+    }
+    present = {name: lists for name, lists in present.items() if lists}
+    placed = bool(found.placement.when)
+    result = {}
+    for seq in found.pool():
+        values = {name: mean(lists, seq) for name, lists in present.items()}
+        if found.window is not None and placed:
+            values["time"] = 1.0 if found.in_window(seq) else 0.0
+        if placed:
+            values["speaker"] = speaker_signal(found.placement.role.get(seq), found.speaker)
+        result[seq] = values
+    return result
+
+
+def fuse(found: Gathered, config: SearchConfig) -> list[Fused]:
+    """The candidates best first, by the configured fusion."""
+    if config.fusion == "blend":
+        return blend(found, config.blend)
+    return reciprocal_rank_fusion(found, config.rrf)
+
+
+def blend(found: Gathered, weights: BlendWeights) -> list[Fused]:
+    """Σ weight × signal."""
+    scores = {
+        seq: sum(getattr(weights, name) * value for name, value in values.items())
+        for seq, values in signals(found).items()
+    }
+    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+
+
+def reciprocal_rank_fusion(found: Gathered, weights: RankWeights) -> list[Fused]:
     """Weighted reciprocal rank fusion: first the turn-level signals; then the episode and time signals,
     which rank by that first fusion. Best first."""
     share = 1.0 / found.phrasings  # several phrasings share one signal's weight
     scores: dict[int, float] = {}
     for name in TURN_SIGNALS:
-        weight = getattr(weights, f"{name}_weight") * share
+        weight = getattr(weights, name) * share
         for ranks in found.lists[name]:
             for seq, rank in ranks.items():
-                scores[seq] = scores.get(seq, 0.0) + weight / (weights.rrf_k + rank)
+                scores[seq] = scores.get(seq, 0.0) + weight / (weights.k + rank)
     final = dict(scores)
-    if weights.episode_weight and scores:
+    if weights.episode and scores:
         by_episode: dict[object, list[float]] = {}
         for seq, score in scores.items():
             by_episode.setdefault(found.placement.key(seq), []).append(score)
@@ -376,9 +460,9 @@ def fuse(found: Gathered, weights: SearchConfig) -> list[Fused]:
         }
         found.episode_rank = {seq: order[found.placement.key(seq)] for seq in scores}
         for seq, rank in found.episode_rank.items():
-            final[seq] += weights.episode_weight / (weights.rrf_k + rank)
-    if found.window is not None and weights.time_weight:
+            final[seq] += weights.episode / (weights.k + rank)
+    if found.window is not None and weights.time:
         inside = sorted((seq for seq in scores if found.in_window(seq)), key=lambda seq: -scores[seq])
         for rank, seq in enumerate(inside, start=1):
-            final[seq] += weights.time_weight / (weights.rrf_k + rank)
+            final[seq] += weights.time / (weights.k + rank)
     return sorted(final.items(), key=lambda item: (-item[1], item[0]))

@@ -23,7 +23,13 @@ KindArg = Annotated[
 TagsArg = Annotated[
     list[str] | None, Field(description="Short labels to filter by later, e.g. ['project-x'].")
 ]
-MetadataArg = Annotated[dict[str, Any] | None, Field(description="Any JSON object to keep with the memory.")]
+MetadataArg = Annotated[
+    dict[str, Any] | None,
+    Field(
+        description="Any JSON object to keep with the memory. For a conversation turn (kind message), give"
+        ' session (or thread), turn and role ("user" or "assistant"): search then uses its neighbours and speaker.'
+    ),
+]
 WhenArg = Annotated[
     str | None, Field(description="ISO-8601 date or date-time when the remembered thing happened.")
 ]

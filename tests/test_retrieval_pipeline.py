@@ -12,6 +12,7 @@ import pytest
 
 from daemon import InvalidInput, NewMemory, SearchQuery, Services, agent_named, open_services
 from daemon.lexical import exact_query
+from daemon.speaker import asked_about
 from daemon.temporal import resolve
 from tests.conftest import make_config
 
@@ -22,7 +23,8 @@ pytestmark = pytest.mark.anyio
 async def conversational(tmp_path: Path, model_dir: Path) -> AsyncIterator[Services]:
     """The daemon core with the conversation stages on (they are off by default: see bench/README.md)."""
     config = make_config(tmp_path, str(model_dir))
-    search = msgspec.structs.replace(config.search, context_weight=0.5, episode_weight=0.25, exact_weight=0.5)
+    blend = msgspec.structs.replace(config.search.blend, context=4.0, episode=2.0, exact=2.0)
+    search = msgspec.structs.replace(config.search, blend=blend)
     async with open_services(msgspec.structs.replace(config, search=search)) as core:
         await core.vectors.attached.wait()
         yield core
@@ -136,6 +138,73 @@ async def test_a_memory_outside_any_episode_is_not_held_back(conversational: Ser
     result = await services.search.search(alice, SearchQuery(query="what winter jacket does Alice have", k=3))
     assert result.results[0].content == "Alice's winter jacket is a navy parka"
     assert result.results[0].match.episode is None
+
+
+PET_SESSION = [
+    ("user", "We adopted a rescue greyhound named Pixel last month."),
+    (
+        "assistant",
+        "Congratulations on adopting a dog! Greyhounds love short sprints; adopting a dog is a big step.",
+    ),
+]
+
+
+async def _speaker_order(services: Services, query: str) -> list[str]:
+    await services.identities.add("erin")
+    erin = agent_named("erin")
+    if not (await services.search.search(erin, SearchQuery(query="greyhound"))).results:
+        await services.additions.add_batch(erin, None, turns("pets", PET_SESSION, "2023-07-01"))
+    result = await services.search.search(erin, SearchQuery(query=query, k=2))
+    return [hit.metadata["role"] for hit in result.results]
+
+
+async def test_a_question_about_the_user_prefers_the_users_own_words(services: Services) -> None:
+    assert await _speaker_order(services, "what dog did we adopt") == ["user", "assistant"]
+
+
+async def test_a_question_about_what_the_assistant_said_prefers_its_turns(services: Services) -> None:
+    assert await _speaker_order(services, "remind me what you said about adopting a dog") == [
+        "assistant",
+        "user",
+    ]
+
+
+async def test_without_the_speaker_signal_the_better_match_wins(tmp_path: Path, model_dir: Path) -> None:
+    config = make_config(tmp_path, str(model_dir))
+    search = msgspec.structs.replace(
+        config.search, blend=msgspec.structs.replace(config.search.blend, speaker=0.0)
+    )
+    async with open_services(msgspec.structs.replace(config, search=search)) as core:
+        await core.vectors.attached.wait()
+        assert await _speaker_order(core, "what dog did we adopt") == ["assistant", "user"]
+
+
+@pytest.mark.parametrize(
+    ("text", "asks_about"),
+    [
+        ("What did you recommend for my sourdough?", "assistant"),
+        ("Can you remind me of the restaurant in Cihampelas Walk?", "assistant"),
+        ("In our previous chat you suggested some terms", "assistant"),
+        ("Remind me what I said about my sister", "user"),
+        ("Can you suggest accessories for my camera?", "user"),
+        ("How many properties did I view?", "user"),
+    ],
+)
+def test_whose_words_a_question_is_after(text: str, asks_about: str) -> None:
+    assert asked_about([text]) == asks_about
+
+
+async def test_reciprocal_rank_fusion_can_be_chosen_instead_of_the_blend(tmp_path: Path) -> None:
+    config = make_config(tmp_path, "none")
+    search = msgspec.structs.replace(config.search, fusion="rrf")
+    async with open_services(msgspec.structs.replace(config, search=search)) as core:
+        await core.identities.add("fay")
+        fay = agent_named("fay")
+        await core.additions.add(fay, None, NewMemory(content="Fay keeps bees on the roof", kind="fact"))
+        await core.additions.add(fay, None, NewMemory(content="Fay's roof needs new tiles", kind="fact"))
+        result = await core.search.search(fay, SearchQuery(query="bees on the roof"))
+        assert result.results[0].content == "Fay keeps bees on the roof"
+        assert result.results[0].match.lexical_rank == 1
 
 
 @pytest.mark.parametrize(
