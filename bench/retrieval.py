@@ -42,17 +42,19 @@ from typing import Any
 
 import anyio
 import msgspec
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.blend_fit import Example, fit
 from bench.client import DEFAULT_MODEL, call, wait_for_model
 from bench.corpus import memories, queries
 from bench.peer import OfficialMemoryServer
 from bench.report import RESULTS, machine, percentile, table
 from bench.turns import Turn
 from daemon import SearchQuery, agent_named, open_services
-from daemon.config import SearchConfig, load_config
-from daemon.search import Gathered, fuse
+from daemon.config import BlendWeights, RankWeights, SearchConfig, load_config
+from daemon.search import SIGNALS, Gathered, fuse, signals
 from tests.conftest import RunningDaemon, free_port, mcp_client, start_daemon, stop_daemon, write_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -268,24 +270,62 @@ class Memos:
 
 # -- choosing the fusion weights by cross-validation ----------------------------------------------------------
 
-SIGNALS = ("lexical", "exact", "vector", "context", "episode", "time")
-WEIGHT_GRID: dict[str, tuple[float, ...]] = {
-    "rrf_k": (15.0, 30.0, 60.0),
-    "vector_weight": (1.0, 1.5),
-    "exact_weight": (0.0, 0.5),
-    "context_weight": (0.0, 0.5),
-    "episode_weight": (0.0, 0.25),
-    "time_weight": (0.0, 1.0),
-}  # lexical_weight stays 1: scaling every weight alike changes no ranking
+# The blend's signal sets tried: the base (lexical, vector, time, speaker) and each further stage added.
+BASE_SIGNALS = ("lexical", "vector", "time", "speaker")
+SIGNAL_SETS = [BASE_SIGNALS, *((*BASE_SIGNALS, extra) for extra in ("exact", "context", "episode"))]
+CANDIDATE_SIGNALS = ("lexical", "vector", "exact", "context")  # the signals that bring candidates
+L2_GRID = (1e-2, 1e-3, 1e-4)  # the blend fit's regularisation, chosen with the signal set
+RRF_GRID: dict[str, tuple[float, ...]] = {
+    "k": (15.0, 30.0, 60.0),
+    "vector": (1.0, 1.5),
+    "exact": (0.0, 0.5),
+    "context": (0.0, 0.5),
+    "episode": (0.0, 0.25),
+    "time": (0.0, 1.0),
+}  # lexical stays 1: scaling every weight alike changes no ranking
 OBJECTIVE = ("turn any@10", "turn all@10", "turn ndcg@10")
 FOLDS = 5
 
 
-async def gather_candidates(questions: list[Question]) -> dict[str, tuple[Gathered, dict[int, str]]]:
-    """Every question's candidates with their rank in each signal (all signals on), in-process on the kept
-    database, so that any weighting can be fused again without searching again."""
+@dataclass
+class Candidates:
+    """One question's candidates (all signals on), as each fusion needs them."""
+
+    gathered: Gathered
+    signals: dict[int, dict[str, float]]
+    turn_of: dict[int, str]
+
+    def example(self, question: Question, names: Sequence[str]) -> tuple[list[int], Example]:
+        """The candidates the named signals bring, with those signals' values."""
+        seqs = sorted(
+            {
+                seq
+                for name in CANDIDATE_SIGNALS
+                if name in names
+                for ranks in self.gathered.lists[name]
+                for seq in ranks
+            }
+        )
+        values = np.array([[self.signals[seq].get(name, 0.0) for name in names] for seq in seqs])
+        gold = np.array([self.turn_of[seq] in question.gold_turns for seq in seqs])
+        return seqs, Example(values.reshape(len(seqs), len(names)), gold)
+
+    def blended(self, question: Question, names: Sequence[str], weights: np.ndarray) -> list[str]:
+        seqs, example = self.example(question, names)
+        scores = example.signals @ weights
+        order = sorted(range(len(seqs)), key=lambda i: (-scores[i], seqs[i]))
+        return [self.turn_of[seqs[i]] for i in order[:DEPTH]]
+
+
+async def gather_candidates(questions: list[Question]) -> dict[str, Candidates]:
+    """Every question's candidates with each signal's ranks and scores (all signals on), in-process on the
+    kept database, so that any weighting can be fused again without searching again."""
     config = load_config(WORKDIR / "memos.toml", environ={"HOME": str(WORKDIR)})
-    everything_on = msgspec.structs.replace(config.search, **{f"{name}_weight": 1.0 for name in SIGNALS})
+    everything_on = msgspec.structs.replace(
+        config.search,
+        fusion="blend",
+        blend=BlendWeights(**{name: 1.0 for name in SIGNALS}),
+    )
     config = msgspec.structs.replace(config, search=everything_on)
     found = {}
     async with open_services(config) as core:
@@ -302,15 +342,16 @@ async def gather_candidates(questions: list[Question]) -> dict[str, tuple[Gather
                     " FROM memories m JOIN cubes c ON c.id = m.cube_id WHERE c.name = ?",
                     [question.cube],
                 )
-            found[question.id] = (gathered, {seq: f"{session}#{turn}" for seq, session, turn in rows})
+            turn_of = {seq: f"{session}#{turn}" for seq, session, turn in rows}
+            found[question.id] = Candidates(gathered, signals(gathered), turn_of)
     return found
 
 
-def folds_of(questions: list[Question]) -> list[list[Question]]:
-    """FOLDS folds by question, each question type spread evenly over them."""
-    folds: list[list[Question]] = [[] for _ in range(FOLDS)]
+def folds_of(questions: list[Question], count: int = FOLDS) -> list[list[Question]]:
+    """`count` folds by question, each question type spread evenly over them."""
+    folds: list[list[Question]] = [[] for _ in range(count)]
     for index, question in enumerate(sorted(questions, key=lambda q: (q.type, q.id))):
-        folds[index % FOLDS].append(question)
+        folds[index % count].append(question)
     return folds
 
 
@@ -318,58 +359,121 @@ def objective(rows: list[dict[str, float]]) -> float:
     return sum(row[m] for row in rows for m in OBJECTIVE) / (len(rows) * len(OBJECTIVE))
 
 
+def fit_blend(
+    questions: list[Question], candidates: dict[str, Candidates], names: Sequence[str], l2: float
+) -> np.ndarray:
+    return fit([candidates[q.id].example(q, names)[1] for q in questions], l2)
+
+
+def blend_metrics(
+    questions: list[Question], candidates: dict[str, Candidates], names: Sequence[str], weights: np.ndarray
+) -> dict[str, dict[str, float]]:
+    return {q.id: question_metrics(q, candidates[q.id].blended(q, names, weights)) for q in questions}
+
+
+def choose_blend(
+    questions: list[Question], candidates: dict[str, Candidates]
+) -> tuple[Sequence[str], float, np.ndarray]:
+    """The signal set and regularisation with the best inner cross-validated objective on `questions`,
+    fitted on all of them. A set with more signals must beat the base by more than one question's one
+    metric (1 / (questions × metrics)): less is noise, and every signal added costs search time."""
+
+    def inner(choice: tuple[Sequence[str], float]) -> float:
+        names, l2 = choice
+        rows: list[dict[str, float]] = []
+        for fold in folds_of(questions, FOLDS - 1):
+            held = {q.id for q in fold}
+            weights = fit_blend([q for q in questions if q.id not in held], candidates, names, l2)
+            rows += blend_metrics(fold, candidates, names, weights).values()
+        return objective(rows)
+
+    scored = {choice: inner(choice) for choice in itertools.product(SIGNAL_SETS, L2_GRID)}
+    noise = 1 / (len(questions) * len(OBJECTIVE))
+    best = max(scored, key=scored.__getitem__)
+    base = max(((BASE_SIGNALS, l2) for l2 in L2_GRID), key=scored.__getitem__)
+    names, l2 = best if scored[best] > scored[base] + noise else base
+    return names, l2, fit_blend(questions, candidates, names, l2)
+
+
+def rrf_table(
+    questions: list[Question], candidates: dict[str, Candidates]
+) -> tuple[list[dict[str, float]], list[dict[str, dict[str, float]]]]:
+    """The weighted-RRF grid, and per weighting every question's metrics."""
+    grid = [dict(zip(RRF_GRID, values, strict=True)) for values in itertools.product(*RRF_GRID.values())]
+    table = []
+    for weights in grid:
+        config = SearchConfig(fusion="rrf", rrf=RankWeights(**weights))
+        per_question = {}
+        for q in questions:
+            found = candidates[q.id]
+            ranked_turns = [found.turn_of[seq] for seq, _ in fuse(found.gathered, config)[:DEPTH]]
+            per_question[q.id] = question_metrics(q, ranked_turns)
+        table.append(per_question)
+    return grid, table
+
+
 async def cross_validate(questions: list[Question]) -> str:
     candidates = await gather_candidates(questions)
-    base = SearchConfig()
-    grid = [
-        dict(zip(WEIGHT_GRID, values, strict=True)) for values in itertools.product(*WEIGHT_GRID.values())
-    ]
-    table: list[dict[str, dict[str, float]]] = []  # per weighting: question id -> metrics
-    for weights in grid:
-        config = msgspec.structs.replace(base, **weights)
-        per_question = {}
-        for question in questions:
-            gathered, turn_of = candidates[question.id]
-            ranked_turns = [turn_of[seq] for seq, _ in fuse(gathered, config)[:DEPTH]]
-            per_question[question.id] = question_metrics(question, ranked_turns)
-        table.append(per_question)
     rows, held_out = [], {}
     for number, fold in enumerate(folds_of(questions), start=1):
         held = {q.id for q in fold}
-        train = [q.id for q in questions if q.id not in held]
-        best = max(range(len(grid)), key=lambda i: objective([table[i][qid] for qid in train]))
-        for qid in held:
-            held_out[qid] = table[best][qid]
-        fold_rows = [table[best][qid] for qid in held]
+        names, l2, weights = choose_blend([q for q in questions if q.id not in held], candidates)
+        metrics = blend_metrics(fold, candidates, names, weights)
+        held_out.update(metrics)
         rows.append(
             [
-                f"fold {number} ({len(fold)} q)",
-                describe(grid[best]),
-                *(f"{mean_rows(fold_rows)[m]:.3f}" for m in SUMMARY),
+                f"blend, fold {number} ({len(fold)} q)",
+                describe(names, l2, weights),
+                *summary_cells(list(metrics.values())),
             ]
         )
-    everything = mean_rows(list(held_out.values()))
     rows.append(
-        ["all folds, held out", "(each fold's own choice)", *(f"{everything[m]:.3f}" for m in SUMMARY)]
+        ["blend, all folds held out", "(each fold's own choice)", *summary_cells(list(held_out.values()))]
     )
-    best_all = max(range(len(grid)), key=lambda i: objective(list(table[i].values())))
-    chosen = mean_rows(list(table[best_all].values()))
+    names, l2, weights = choose_blend(questions, candidates)
+    chosen = blend_metrics(questions, candidates, names, weights)
     rows.append(
-        ["chosen on all 57 (in-sample)", describe(grid[best_all]), *(f"{chosen[m]:.3f}" for m in SUMMARY)]
+        [
+            "blend fitted on all 57 (in-sample)",
+            describe(names, l2, weights),
+            *summary_cells(list(chosen.values())),
+        ]
+    )
+    # The weighted reciprocal rank fusion, cross-validated alike over its grid, for comparison.
+    grid, table = rrf_table(questions, candidates)
+    rrf_held: dict[str, dict[str, float]] = {}
+    for fold in folds_of(questions):
+        held = {q.id for q in fold}
+        train = [q.id for q in questions if q.id not in held]
+        best = max(range(len(grid)), key=lambda i: objective([table[i][qid] for qid in train]))
+        rrf_held.update((qid, table[best][qid]) for qid in held)
+    rows.append(
+        [
+            "weighted RRF, all folds held out",
+            f"best of {len(grid)} per fold",
+            *summary_cells(list(rrf_held.values())),
+        ]
     )
     return "\n".join(
         [
-            f"Fusion weights by {FOLDS}-fold cross-validation (folds by question, types spread evenly; "
-            f"{len(grid)} weightings; objective: mean of {', '.join(OBJECTIVE)}; lexical weight 1; "
-            "metrics on each fold's held-out questions):",
+            f"Fusion chosen by {FOLDS}-fold cross-validation (folds by question, types spread evenly; "
+            f"objective: mean of {', '.join(OBJECTIVE)}). The blend's signal set is chosen by an inner "
+            f"{FOLDS - 1}-fold cross-validation on the training folds, its weights fitted by pairwise logistic "
+            "regression (bench/blend_fit.py); metrics on each fold's held-out questions:",
             "",
-            markdown(["fold", "chosen weights", *SUMMARY], rows),
+            markdown(["fusion", "chosen signals and weights", *SUMMARY], rows),
         ]
     )
 
 
-def describe(weights: dict[str, float]) -> str:
-    return ", ".join(f"{name.removesuffix('_weight')} {value:g}" for name, value in weights.items())
+def summary_cells(rows: list[dict[str, float]]) -> list[str]:
+    averaged = mean_rows(rows)
+    return [f"{averaged[m]:.3f}" for m in SUMMARY]
+
+
+def describe(names: Sequence[str], l2: float, weights: np.ndarray) -> str:
+    chosen = ", ".join(f"{name} {value:.2f}" for name, value in zip(names, weights, strict=True))
+    return f"{chosen} (L2 {l2:g})"
 
 
 # -- search latency at scale, per configuration --------------------------------------------------------------
@@ -567,29 +671,61 @@ def plot(results: list[SystemResult], questions: list[Question], path: Path) -> 
     print(f"plot: {path}", file=sys.stderr)
 
 
-DEFAULT = "+ time = default"
-PLAIN = {"lexical_weight": 1.0, "vector_weight": 1.0, "exact_weight": 0.0, "context_weight": 0.0,
-         "episode_weight": 0.0, "time_weight": 0.0, "rrf_k": 60.0}  # fmt: skip
-TUNED = {**PLAIN, "rrf_k": 15.0, "time_weight": 1.0}  # what cross-validation chose: memos.toml's defaults
+DEFAULT = "+ speaker = default"
+Settings = dict[str, Any]  # [search] settings: scalars, and the "blend" or "rrf" table
+PLAIN_RRF = {
+    "k": 60.0,
+    "lexical": 1.0,
+    "vector": 1.0,
+    "exact": 0.0,
+    "context": 0.0,
+    "episode": 0.0,
+    "time": 0.0,
+}
+BLEND = msgspec.structs.asdict(BlendWeights())  # what cross-validation chose: memos.toml's defaults
+LEXICAL_VECTOR = {**BLEND, "time": 0.0, "speaker": 0.0, "exact": 0.0, "context": 0.0, "episode": 0.0}
+# A stage cross-validation left off, added to the default at about the time and speaker weights.
+EXTRA_WEIGHT = 6.0
+
+
+def rrf(**weights: float) -> Settings:
+    return {"fusion": "rrf", "rrf": {**PLAIN_RRF, **weights}}
+
+
+def blend(**weights: float) -> Settings:
+    return {"fusion": "blend", "blend": {**BLEND, **weights}}
+
+
 # name -> (memory_search mode, [search] settings). The plain baselines; then each change in turn up to the
 # default pipeline; then each stage that cross-validation left off added to it, and each signal removed.
-CONFIGURATIONS: dict[str, tuple[str, dict[str, float]]] = {
-    "BM25 only": ("lexical", {**PLAIN, "vector_weight": 0.0}),
-    "vector only": ("vector", {**PLAIN, "lexical_weight": 0.0}),
-    "plain hybrid (RRF, k = 60)": ("hybrid", PLAIN),
-    "+ fusion k = 15": ("hybrid", {**PLAIN, "rrf_k": 15.0}),
-    DEFAULT: ("hybrid", TUNED),
-    "default + exact names/numbers": ("hybrid", {**TUNED, "exact_weight": 0.5}),
-    "default + context vectors": ("hybrid", {**TUNED, "context_weight": 0.5}),
-    "default + episodes": ("hybrid", {**TUNED, "episode_weight": 0.25}),
-    "default - lexical": ("hybrid", {**TUNED, "lexical_weight": 0.0}),
-    "default - vector": ("hybrid", {**TUNED, "vector_weight": 0.0}),
+CONFIGURATIONS: dict[str, tuple[str, Settings]] = {
+    "BM25 only": ("lexical", rrf(vector=0.0)),
+    "vector only": ("vector", rrf(lexical=0.0)),
+    "plain hybrid (RRF, k = 60)": ("hybrid", rrf()),
+    "RRF k = 15 + time": ("hybrid", rrf(k=15.0, time=1.0)),
+    "blend: lexical + vector": ("hybrid", {"fusion": "blend", "blend": LEXICAL_VECTOR}),
+    "+ time": ("hybrid", blend(speaker=0.0)),
+    DEFAULT: ("hybrid", blend()),
+    "default + exact names/numbers": ("hybrid", blend(exact=EXTRA_WEIGHT)),
+    "default + context vectors": ("hybrid", blend(context=EXTRA_WEIGHT)),
+    "default + episodes": ("hybrid", blend(episode=EXTRA_WEIGHT)),
+    "default - lexical": ("hybrid", blend(lexical=0.0)),
+    "default - vector": ("hybrid", blend(vector=0.0)),
+    "default - time": ("hybrid", blend(time=0.0)),
+    "default - speaker": ("hybrid", blend(speaker=0.0)),
 }
 
 
-def search_settings(settings: dict[str, float]) -> str:
-    """A [search] table with these settings."""
-    return "[search]\n" + "".join(f"{name} = {value}\n" for name, value in settings.items())
+def search_settings(settings: Settings) -> str:
+    """A [search] table with these settings (and its [search.blend] or [search.rrf])."""
+    lines = ["[search]"]
+    tables = []
+    for name, value in settings.items():
+        if isinstance(value, dict):
+            tables += [f"[search.{name}]", *(f"{key} = {number}" for key, number in value.items())]
+        else:
+            lines.append(f"{name} = {json.dumps(value)}")
+    return "\n".join(lines + tables) + "\n"
 
 
 async def run(args: argparse.Namespace) -> str:
