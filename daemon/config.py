@@ -67,6 +67,23 @@ class EmbedderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     threads: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
+class RerankerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    # Off by default: a cross-encoder reads the query with each of the best fused results and re-orders
+    # them. A fastembed cross-encoder name (e.g. "Xenova/ms-marco-MiniLM-L-6-v2", downloaded on first use),
+    # or "none".
+    model: str = NO_MODEL
+    # A local directory holding model.onnx with its tokenizer files (tokenizer.json, tokenizer_config.json,
+    # special_tokens_map.json); with it, `model` is only the name it is logged under.
+    model_path: str | None = None
+    candidates: Annotated[int, msgspec.Meta(ge=2, le=200)] = 20  # the fused top results it re-orders
+    max_tokens: Annotated[int, msgspec.Meta(ge=16, le=8192)] = 512  # of query and memory together
+    threads: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.model != NO_MODEL or self.model_path is not None
+
+
 class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     max_content_bytes: Positive = 64 * 1024
     max_batch: Positive = 1000
@@ -158,6 +175,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
     embedder: EmbedderConfig = msgspec.field(default_factory=EmbedderConfig)
+    reranker: RerankerConfig = msgspec.field(default_factory=RerankerConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     policies: PoliciesConfig = msgspec.field(default_factory=PoliciesConfig)
     search: SearchConfig = msgspec.field(default_factory=SearchConfig)
@@ -259,6 +277,9 @@ def load_config(
         storage=msgspec.structs.replace(config.storage, path=storage_path),
         embedder=msgspec.structs.replace(
             config.embedder, model_path=_resolve(base, config.embedder.model_path)
+        ),
+        reranker=msgspec.structs.replace(
+            config.reranker, model_path=_resolve(base, config.reranker.model_path)
         ),
         policies=msgspec.structs.replace(config.policies, dir=_resolve(base, config.policies.dir) or ""),
         backup=msgspec.structs.replace(config.backup, dir=_resolve(base, config.backup.dir)),

@@ -30,6 +30,7 @@ from daemon.identity import Groups, Identities
 from daemon.memories import Memories
 from daemon.policy import AccessPolicy
 from daemon.policy_watch import PolicyWatcher
+from daemon.reranker import Reranker
 from daemon.retention import Retention
 from daemon.scheduler import Scheduler
 from daemon.search import Search
@@ -49,6 +50,7 @@ class Services:
     config: Config
     store: Store
     embedder: Embedder
+    reranker: Reranker
     vectors: VectorIndex
     audit: Audit
     access: AccessPolicy
@@ -80,8 +82,11 @@ async def open_store_services(config: Config, *, with_model: bool = False) -> As
         embedder_config = (
             config.embedder if with_model else msgspec.structs.replace(config.embedder, model=NO_MODEL)
         )
+        # Nor a re-ranker: loading one would cost a one-off command more than it saves.
         no_cache = msgspec.structs.replace(
-            config, search=msgspec.structs.replace(config.search, vector_cache=False)
+            config,
+            search=msgspec.structs.replace(config.search, vector_cache=False),
+            reranker=msgspec.structs.replace(config.reranker, model=NO_MODEL, model_path=None),
         )
         services = _services(no_cache, store, Embedder(embedder_config, model_cache_dir()))
         await services.policy_watcher.reload(publish=False)
@@ -115,6 +120,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
             await tg.start(services.packs.run)
             await tg.start(services.policy_watcher.run)
             await tg.start(services.embedder.run)
+            await tg.start(services.reranker.run)
             await tg.start(services.vectors.backfill)
             await tg.start(services.retention.run)
             if config.backup.interval_hours > 0:
@@ -140,12 +146,14 @@ def _services(config: Config, store: Store, embedder: Embedder) -> Services:
     vectors = VectorIndex(store, embedder, use_cache=config.search.vector_cache)
     memories = Memories(store, access, vectors, config.limits, hub, working)
     settings = CubeSettingsStore(store, access)
-    search = Search(store, memories, vectors, config.limits, config.search)
+    reranker = Reranker(config.reranker, model_cache_dir())
+    search = Search(store, memories, vectors, config.limits, config.search, reranker)
     tasks = Tasks(store, access, hub, working)
     return Services(
         config=config,
         store=store,
         embedder=embedder,
+        reranker=reranker,
         vectors=vectors,
         audit=audit,
         access=access,

@@ -141,7 +141,8 @@ class MemoryVersion(_Wire):
 
 class MatchInfo(_Wire):
     """Why a result matched: its rank in each signal that found it (1 = best), the query words it contains,
-    its vector similarity, its episode (session or thread) and whether it is inside the time the query names."""
+    its vector similarity, its episode (session or thread), whether it is inside the time the query names,
+    and the re-ranker's score when one re-ordered it."""
 
     lexical_rank: int | None = None
     exact_rank: int | None = None
@@ -152,6 +153,7 @@ class MatchInfo(_Wire):
     terms: list[str] = []
     episode: str | None = None
     in_time_window: bool = False
+    rerank_score: float | None = None
 
 
 class ContextTurn(_Wire):

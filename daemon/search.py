@@ -32,6 +32,7 @@ from daemon.filters import MemoryFilter
 from daemon.lexical import STOP_WORDS, exact_query, fts_query, matched_terms, query_words
 from daemon.memories import MEMORY_COLUMNS, MEMORY_FROM, Memories, memory_from_row
 from daemon.models import Agent, ContextTurn, MatchInfo, SearchHit, SearchMode, SearchQuery, SearchResults
+from daemon.reranker import Reranker
 from daemon.speaker import Speaker, asked_about, speaker_signal
 from daemon.store import Connection, Store, placeholders
 from daemon.temporal import TimeWindow, resolve
@@ -62,8 +63,10 @@ class Search:
         vectors: VectorIndex,
         limits: LimitsConfig,
         ranking: SearchConfig,
+        reranker: Reranker,
     ) -> None:
         self._ranking = ranking
+        self._reranker = reranker
         self._store = store
         self._memories = memories
         self._vectors = vectors
@@ -96,11 +99,32 @@ class Search:
             fused = fuse(found, self._ranking)
             if fused and (self._ranking.recency_weight or self._ranking.importance_weight):
                 fused = await self._weigh_time_and_importance(conn, fused, plan.where.as_of)
+            reranked: dict[int, float] = {}
+            if fused and self._reranker.state != "disabled":
+                fused, reranked = await self._rerank(conn, fused, plan.texts[0])
             fused = fused[: query.k]
-            hits = await self._hits(conn, fused, found, query.context_window, plan) if fused else []
+            hits = await self._hits(conn, fused, found, query.context_window, plan, reranked) if fused else []
+        notes = [note for note in (plan.note, self._reranker.unavailable_reason()) if note]
         return SearchResults(
-            results=hits, mode=plan.mode, cubes=cubes, note=plan.note, time_window=plan.window
+            results=hits, mode=plan.mode, cubes=cubes, note="; ".join(notes) or None, time_window=plan.window
         )
+
+    async def _rerank(
+        self, conn: Connection, fused: list[Fused], query: str
+    ) -> tuple[list[Fused], dict[int, float]]:
+        """The re-ranker's order for the best `[reranker] candidates`, the rest after them as they were."""
+        top = fused[: self._reranker.config.candidates]
+        rows = await conn.fetch_all(
+            f"SELECT seq, content FROM memories WHERE seq IN ({placeholders(len(top))})",
+            [seq for seq, _ in top],
+        )
+        content: dict[int, str] = {seq: text for seq, text in rows}
+        scores = await self._reranker.scores(query, [content[seq] for seq, _ in top])
+        if scores is None:
+            return fused, {}
+        by_seq = {seq: score for (seq, _), score in zip(top, scores, strict=True)}
+        order = sorted(top, key=lambda item: (-by_seq[item[0]], item[0]))
+        return order + fused[len(top) :], by_seq
 
     async def candidates(self, agent: Agent, query: SearchQuery) -> Gathered:
         """Every candidate with its rank in each signal, before fusion (for tuning the weights)."""
@@ -249,7 +273,13 @@ class Search:
         return scores
 
     async def _hits(
-        self, conn: Connection, fused: list[Fused], found: Gathered, context_window: int, plan: _Plan
+        self,
+        conn: Connection,
+        fused: list[Fused],
+        found: Gathered,
+        context_window: int,
+        plan: _Plan,
+        reranked: dict[int, float],
     ) -> list[SearchHit]:
         seqs = [seq for seq, _ in fused]
         neighbours: dict[int, list[tuple[int, int]]] = {}
@@ -289,6 +319,7 @@ class Search:
                         terms=matched_terms(words, memory.content),
                         episode=None if episode is None else str(episode),
                         in_time_window=found.in_window(seq),
+                        rerank_score=round(reranked[seq], 6) if seq in reranked else None,
                     ),
                     valid_from=memory.valid_from,
                     valid_to=memory.valid_to,
