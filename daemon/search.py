@@ -14,7 +14,7 @@ Each signal scores candidate memories from 0 to 1; `[search.blend]` gives each a
   reference_time;
 - speaker: said by the one the question asks about (metadata role: "you recommended" asks for the
   assistant's words, anything else for the user's own).
-Candidates are the lexical, exact and vector signals' best `candidates` each. Several phrasings (`queries`)
+Candidates are the lexical, exact, vector (and context) signals' best `candidates` each. Several phrasings (`queries`)
 each add their candidates, and their scores are averaged. Recency and importance then weigh in. Every
 signal is restricted to readable cubes and the filters inside SQL.
 """
