@@ -28,6 +28,15 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 NO_MODEL = "none"
 
 _UNKNOWN_FIELD = re.compile(r"Object contains unknown field `(.*)`")
+# [search] keys of the first pipeline (reciprocal rank fusion only), and where their meaning lives now.
+_MOVED_SEARCH_KEYS = {
+    **{
+        f"{name}_weight": f"[search.blend] {name} (the default fusion, where weights scale signal scores)"
+        f' or [search.rrf] {name} (with fusion = "rrf")'
+        for name in ("lexical", "exact", "vector", "context", "episode", "time")
+    },
+    "rrf_k": '[search.rrf] k (with fusion = "rrf")',
+}
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
@@ -244,6 +253,9 @@ def parse_config(text: str, source: str) -> Config:
         if unknown:
             parts.append(unknown.group(1))
             message = "unknown key (memos.toml in the repository lists every key)"
+            moved = _MOVED_SEARCH_KEYS.get(parts[-1]) if parts[:-1] == ["search"] else None
+            if moved:
+                message = f"unknown key: it moved to {moved}"
         raise ConfigError(f"{source}: {_location(parts)}: {message}") from exc
 
 

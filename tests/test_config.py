@@ -30,6 +30,10 @@ def test_the_shipped_memos_toml_spells_out_the_built_in_defaults() -> None:
         ('[log]\nlevel = "loud"\n', "cfg.toml: [log] level: Invalid enum value 'loud'"),
         ("[nonsense]\n", "cfg.toml: nonsense: unknown key (memos.toml in the repository lists every key)"),
         (
+            "[search]\nrrf_k = 60\n",
+            'cfg.toml: [search] rrf_k: unknown key: it moved to [search.rrf] k (with fusion = "rrf")',
+        ),
+        (
             "[server\n",
             "cfg.toml: not valid TOML: Expected ']' at the end of a table declaration (at line 1, column 8)",
         ),
