@@ -434,7 +434,7 @@ async def cross_validate(questions: list[Question]) -> str:
     chosen = blend_metrics(questions, candidates, names, weights)
     rows.append(
         [
-            "blend fitted on all 57 (in-sample)",
+            f"blend fitted on all {len(questions)} (in-sample)",
             describe(names, l2, weights),
             *summary_cells(list(chosen.values())),
         ]

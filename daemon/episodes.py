@@ -13,6 +13,7 @@ from typing import Any
 from daemon.store import Connection, placeholders
 
 MAX_EPISODE_ROWS = 5000  # turns fetched for one search; beyond it the rest of a huge thread is left out
+_TURN_ROLE = "CASE WHEN m.kind = 'message' THEN json_extract(m.metadata, '$.role') END"
 
 
 class Placement:
@@ -23,7 +24,7 @@ class Placement:
         self.when: dict[int, str] = {}  # seq -> occurred_at, else created_at
         self.turns: dict[tuple[int, str], list[int]] = {}  # episode -> its seqs in order
         self.index: dict[int, int] = {}  # seq -> its place in `turns` of its episode
-        self.role: dict[int, object] = {}  # seq -> metadata `role` (who said it), for the candidates
+        self.role: dict[int, object] = {}  # seq -> metadata `role` of a conversation turn (who said it)
 
     def key(self, seq: int) -> tuple[int, str] | tuple[int, int]:
         """What groups a memory with others: its episode, or itself."""
@@ -51,8 +52,8 @@ async def place(
     if not seqs:
         return found
     rows = await conn.fetch_all(
-        f"SELECT m.seq, m.cube_id, m.episode, coalesce(m.occurred_at, m.created_at),"
-        f" json_extract(m.metadata, '$.role') FROM memories m WHERE m.seq IN ({placeholders(len(seqs))})",
+        f"SELECT m.seq, m.cube_id, m.episode, coalesce(m.occurred_at, m.created_at), {_TURN_ROLE}"
+        f" FROM memories m WHERE m.seq IN ({placeholders(len(seqs))})",
         seqs,
     )
     wanted: dict[int, set[str]] = defaultdict(set)
@@ -68,13 +69,14 @@ async def place(
     for cube_id, episodes in wanted.items():
         names = sorted(episodes)
         rows = await conn.fetch_all(
-            f"SELECT m.seq, m.episode, coalesce(m.occurred_at, m.created_at) FROM memories m"
+            f"SELECT m.seq, m.episode, coalesce(m.occurred_at, m.created_at), {_TURN_ROLE} FROM memories m"
             f" WHERE m.cube_id = ? AND m.episode IN ({placeholders(len(names))}) {predicate}"
             " ORDER BY m.episode, m.episode_position, coalesce(m.occurred_at, m.created_at), m.seq LIMIT ?",
             [cube_id, *names, *params, budget],
         )
         budget -= len(rows)
-        for seq, episode, when in rows:
+        for seq, episode, when, role in rows:
+            found.role[seq] = role
             turns = found.turns.setdefault((cube_id, episode), [])
             found.index[seq] = len(turns)
             turns.append(seq)

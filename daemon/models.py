@@ -142,7 +142,7 @@ class MemoryVersion(_Wire):
 class MatchInfo(_Wire):
     """Why a result matched: its rank in each signal that found it (1 = best), the query words it contains,
     its vector similarity, its episode (session or thread), whether it is inside the time the query names,
-    and the re-ranker's score when one re-ordered it."""
+    each signal's value (0-1) that the blend weighed, and the re-ranker's score when one re-ordered it."""
 
     lexical_rank: int | None = None
     exact_rank: int | None = None
@@ -153,6 +153,7 @@ class MatchInfo(_Wire):
     terms: list[str] = []
     episode: str | None = None
     in_time_window: bool = False
+    signals: dict[str, float] = {}
     rerank_score: float | None = None
 
 

@@ -15,6 +15,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from daemon.config import RerankerConfig
+from daemon.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +85,11 @@ class Reranker:
             self._model = await anyio.to_thread.run_sync(
                 load_cross_encoder, self.config, self._cache_dir, abandon_on_cancel=True
             )
-            await anyio.to_thread.run_sync(self._score, "probe", ["probe"])
+            # A probe as long as max_tokens: a window longer than the model's fails here, not in a search.
+            await anyio.to_thread.run_sync(self._score, "probe", ["probe " * self.config.max_tokens])
         # As with the embedder, every way loading can fail means the same here: search goes on without it.
         except Exception as exc:  # noqa: BLE001
+            self._model = None
             self.state, self.problem = "failed", f"{type(exc).__name__}: {exc}"
             log.error(
                 "re-ranker %s could not be loaded: %s; search is not re-ranked", self.name, self.problem
@@ -98,11 +101,13 @@ class Reranker:
     def _score(self, query: str, documents: list[str]) -> list[float]:
         return [float(score) for score in self._model.rerank(query, documents, batch_size=len(documents))]
 
-    async def scores(self, query: str, documents: list[str]) -> list[float] | None:
-        """The cross-encoder's score of each document for the query (higher is better); None when the
-        re-ranker is not ready."""
-        if self.state != "ready" or not documents:
-            return None
-        return await anyio.to_thread.run_sync(
-            self._score, query, documents, limiter=self._one_at_a_time, abandon_on_cancel=True
-        )
+    async def scores(self, query: str, documents: list[str]) -> list[float]:
+        """The cross-encoder's score of each document for the query (higher is better)."""
+        if self.state != "ready":
+            raise Unavailable(self.unavailable_reason() or "the re-ranker is off")
+        try:
+            # Not abandoned on cancel: the limiter must stay held while the model runs (a short, bounded call).
+            return await anyio.to_thread.run_sync(self._score, query, documents, limiter=self._one_at_a_time)
+        except Exception as exc:  # onnxruntime fails in its own ways; the search goes on without it
+            log.warning("re-ranking failed: %s: %s", type(exc).__name__, exc)
+            raise Unavailable(f"re-ranking failed ({type(exc).__name__}); results are not re-ranked") from exc

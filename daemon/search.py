@@ -27,7 +27,7 @@ import numpy as np
 
 from daemon.config import BlendWeights, LimitsConfig, RankWeights, SearchConfig
 from daemon.episodes import Placement, around, place
-from daemon.errors import InvalidInput
+from daemon.errors import InvalidInput, Unavailable
 from daemon.filters import MemoryFilter
 from daemon.lexical import STOP_WORDS, exact_query, fts_query, matched_terms, query_words
 from daemon.memories import MEMORY_COLUMNS, MEMORY_FROM, Memories, memory_from_row
@@ -92,6 +92,8 @@ class Search:
 
     async def search(self, agent: Agent, query: SearchQuery) -> SearchResults:
         plan = await self._plan(query)
+        rerank = self._reranker.state == "ready"
+        top: dict[int, str] = {}
         async with self._store.read() as conn:
             refs = await self._memories.scope(conn, agent, query.cubes)
             cubes = [ref.name for ref in refs]
@@ -99,32 +101,44 @@ class Search:
             fused = fuse(found, self._ranking)
             if fused and (self._ranking.recency_weight or self._ranking.importance_weight):
                 fused = await self._weigh_time_and_importance(conn, fused, plan.where.as_of)
-            reranked: dict[int, float] = {}
-            if fused and self._reranker.state != "disabled":
-                fused, reranked = await self._rerank(conn, fused, plan.texts[0])
-            fused = fused[: query.k]
+            if fused and rerank:
+                top = await self._contents(
+                    conn, [seq for seq, _ in fused[: self._reranker.config.candidates]]
+                )
+        notes = [plan.note, self._reranker.unavailable_reason()]
+        reranked: dict[int, float] = {}
+        if top:  # outside the read: the model must not hold one of the few reader connections
+            try:
+                fused, reranked = await self._rerank(fused, top, plan.texts[0])
+            except Unavailable as exc:
+                notes.append(str(exc))
+        fused = fused[: query.k]
+        async with self._store.read() as conn:
             hits = await self._hits(conn, fused, found, query.context_window, plan, reranked) if fused else []
-        notes = [note for note in (plan.note, self._reranker.unavailable_reason()) if note]
         return SearchResults(
-            results=hits, mode=plan.mode, cubes=cubes, note="; ".join(notes) or None, time_window=plan.window
+            results=hits,
+            mode=plan.mode,
+            cubes=cubes,
+            note="; ".join(note for note in notes if note) or None,
+            time_window=plan.window,
         )
 
-    async def _rerank(
-        self, conn: Connection, fused: list[Fused], query: str
-    ) -> tuple[list[Fused], dict[int, float]]:
-        """The re-ranker's order for the best `[reranker] candidates`, the rest after them as they were."""
-        top = fused[: self._reranker.config.candidates]
+    @staticmethod
+    async def _contents(conn: Connection, seqs: list[int]) -> dict[int, str]:
         rows = await conn.fetch_all(
-            f"SELECT seq, content FROM memories WHERE seq IN ({placeholders(len(top))})",
-            [seq for seq, _ in top],
+            f"SELECT seq, content FROM memories WHERE seq IN ({placeholders(len(seqs))})", seqs
         )
-        content: dict[int, str] = {seq: text for seq, text in rows}
-        scores = await self._reranker.scores(query, [content[seq] for seq, _ in top])
-        if scores is None:
-            return fused, {}
-        by_seq = {seq: score for (seq, _), score in zip(top, scores, strict=True)}
-        order = sorted(top, key=lambda item: (-by_seq[item[0]], item[0]))
-        return order + fused[len(top) :], by_seq
+        return {seq: content for seq, content in rows}
+
+    async def _rerank(
+        self, fused: list[Fused], top: dict[int, str], query: str
+    ) -> tuple[list[Fused], dict[int, float]]:
+        """The re-ranker's order for the best fused results (`top`: their contents), the rest after them."""
+        head = [item for item in fused[: len(top)] if item[0] in top]
+        scores = await self._reranker.scores(query, [top[seq] for seq, _ in head])
+        by_seq = {seq: score for (seq, _), score in zip(head, scores, strict=True)}
+        order = sorted(head, key=lambda item: (-by_seq[item[0]], item[0]))
+        return order + [item for item in fused if item[0] not in by_seq], by_seq
 
     async def candidates(self, agent: Agent, query: SearchQuery) -> Gathered:
         """Every candidate with its rank in each signal, before fusion (for tuning the weights)."""
@@ -204,13 +218,13 @@ class Search:
             for index, similarity in enumerate(found.similarity):
                 missing = [seq for seq in every if seq not in similarity]
                 similarity.update(await self._vectors.similarities(conn, plan.vectors[index], missing))
-        for index in range(len(plan.texts) if whole_episodes else 0):
-            if use_context:
-                found.context.append(self._context_scores(found, index))
-                best = sorted(found.context[index].items(), key=lambda item: (-item[1], item[0]))
-                found.add("context", [seq for seq, _ in best[:depth]])
-            if blend and use_episode:
-                found.episode_score.append(self._episode_scores(found, index))
+        phrasings = range(len(plan.texts) if whole_episodes else 0)
+        for index in phrasings if use_context else ():
+            found.context.append(self._context_scores(found, index))
+            best = sorted(found.context[index].items(), key=lambda item: (-item[1], item[0]))
+            found.add("context", [seq for seq, _ in best[:depth]])
+        for index in phrasings if blend and use_episode else ():  # over the whole pool, context's included
+            found.episode_score.append(self._episode_scores(found, index))
         return found
 
     async def _bm25(
@@ -291,6 +305,7 @@ class Search:
         )
         by_seq = {row[0]: memory_from_row(row) for row in rows}
         words = list(dict.fromkeys(w for text in plan.texts for w in query_words(text)))
+        explained = signals(found) if self._ranking.fusion == "blend" else {}
         hits = []
         for seq, score in fused:
             memory = by_seq[seq]
@@ -319,6 +334,7 @@ class Search:
                         terms=matched_terms(words, memory.content),
                         episode=None if episode is None else str(episode),
                         in_time_window=found.in_window(seq),
+                        signals={name: round(value, 4) for name, value in explained.get(seq, {}).items()},
                         rerank_score=round(reranked[seq], 6) if seq in reranked else None,
                     ),
                     valid_from=memory.valid_from,
@@ -363,6 +379,7 @@ class Search:
 Fused = tuple[int, float]  # seq, score
 TURN_SIGNALS = ("lexical", "exact", "vector", "context")
 SIGNALS = ("lexical", "exact", "vector", "context", "episode", "time", "speaker")
+TEXT_MATCH = ("lexical", "vector")
 
 
 @dataclass
@@ -382,7 +399,7 @@ class Gathered:
 
     phrasings: int
     window: TimeWindow | None
-    speaker: Speaker  # whose words the question is after
+    speaker: Speaker | None  # whose words the question is after (None: it does not say)
     lists: dict[str, list[Ranks]] = field(default_factory=lambda: {name: [] for name in TURN_SIGNALS})
     # Per phrasing, seq -> BM25 relative to that phrasing's best match (1 = the best).
     bm25: dict[str, list[dict[int, float]]] = field(default_factory=lambda: {"lexical": [], "exact": []})
@@ -460,11 +477,16 @@ def fuse(found: Gathered, config: SearchConfig) -> list[Fused]:
 
 
 def blend(found: Gathered, weights: BlendWeights) -> list[Fused]:
-    """Σ weight × signal."""
-    scores = {
-        seq: sum(getattr(weights, name) * value for name, value in values.items())
-        for seq, values in signals(found).items()
-    }
+    """Σ weight × signal. When one of the text-match signals (lexical, vector) is missing (lexical-only
+    search, no model), the other takes its weight too: the fitted balance against time and speaker holds."""
+    values = signals(found)
+    weight = {name: getattr(weights, name) for name in SIGNALS}
+    present = {name for signals_of in values.values() for name in signals_of}
+    matching = [name for name in TEXT_MATCH if name in present and weight[name] > 0]
+    if matching:
+        share = sum(weight[name] for name in TEXT_MATCH) / sum(weight[name] for name in matching)
+        weight.update((name, weight[name] * share) for name in matching)
+    scores = {seq: sum(weight[name] * value for name, value in of.items()) for seq, of in values.items()}
     return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
 
 

@@ -1,8 +1,11 @@
-"""Who said it: a question about what the assistant said ("you recommended", "remind me", "our last chat")
-is answered by the assistant's turns; any other by the user's own words, where a person's facts live.
+"""Who said it: a question about what the assistant said ("you recommended", "did you mention", "remind me of
+that restaurant", "our last chat") is after the assistant's turns; a question in the first person ("my
+dentist appointment", "what did I say about…") after the user's own words, where a person's facts live; any
+other question favours no one.
 
-Conversation turns say their speaker in metadata `role` (the transcript importer writes it too). Only the
-other speaker's turns are held back: memories without a known role (facts, notes, decisions) are not.
+Conversation turns (kind `message`) say their speaker in metadata `role` (the transcript importer writes it
+too). Only the other speaker's turns are held back: memories of other kinds, and turns without a known role,
+are not.
 """
 
 from __future__ import annotations
@@ -20,23 +23,46 @@ _ROLES: dict[str, Speaker] = {
     "bot": "assistant",
     "model": "assistant",
 }
-_ASKS_ABOUT_ASSISTANT = re.compile(
-    r"\byou (?:\w+ )?(?:mentioned|said|told|recommended|suggested|gave|provided|listed|created|wrote|shared"
-    r"|explained|described|offered|proposed|came up with)\b"
-    r"|\bdid you (?:\w+ )?(?:mention|say|tell|recommend|suggest|give|provide|list|create|write|share|explain"
-    r"|describe|offer|propose|come up with)\b"
-    r"|\bremind me\b(?! (?:\w+ ){0,3}I\b)"  # "remind me what I said" asks about the user's words
+_SAID = (  # past forms: "you recommended", "I told you"
+    r"(?:mentioned|said|told|recommended|suggested|gave|given|provided|listed|created|wrote|written|shared"
+    r"|explained|described|offered|proposed|picked|chose|chosen|sent|found|showed|shown|came up with)"
+)
+_SAY = (  # after "did": "did you mention", "what did I say"
+    r"(?:mention|say|tell|recommend|suggest|give|provide|list|create|write|share|explain|describe|offer"
+    r"|propose|pick|choose|send|find|show|come up with)"
+)
+# "I told you", "what did I say": the user's own words, whatever else the question says.
+_USER_RECALL = re.compile(rf"\b(?:I|we) (?:\w+ )?{_SAID}\b|\bdid (?:I|we) (?:\w+ )?{_SAY}\b", re.IGNORECASE)
+_ASSISTANT_RECALL = re.compile(
+    rf"\byou(?:'ve|'d| have| had)? (?:\w+ )?{_SAID}\b|\bdid you (?:\w+ )?{_SAY}\b"
+    r"|\byour (?:suggestion|recommendation|advice|answer|list|idea|explanation|example)s?\b"
     r"|\bour (?:previous|last|earlier|past) (?:conversation|chat|discussion|talk|exchange)\b",
     re.IGNORECASE,
 )
+_REMIND_ME = re.compile(r"\bremind me\b([^.?!]*)", re.IGNORECASE)
+_FIRST_PERSON = re.compile(
+    r"\b(?:I|I'm|I've|I'd|I'll|my|mine|me|myself|we|we're|we've|our|ours|us)\b", re.IGNORECASE
+)
 
 
-def asked_about(texts: list[str]) -> Speaker:
-    """Whose words the question is after."""
-    return "assistant" if any(_ASKS_ABOUT_ASSISTANT.search(text) for text in texts) else "user"
+def _asks_about(text: str) -> Speaker | None:
+    if _USER_RECALL.search(text):
+        return "user"
+    if _ASSISTANT_RECALL.search(text):
+        return "assistant"
+    # "Remind me of that restaurant" asks what was said to the user; "remind me when my flight is", about them.
+    if any(not _FIRST_PERSON.search(rest) for rest in _REMIND_ME.findall(text)):
+        return "assistant"
+    return "user" if _FIRST_PERSON.search(text) else None
 
 
-def speaker_signal(role: object, wanted: Speaker) -> float:
-    """0: said by the other speaker than the one asked about; else 1."""
+def asked_about(texts: list[str]) -> Speaker | None:
+    """Whose words the question is after; None when it does not say, or its phrasings disagree."""
+    found = {speaker for speaker in map(_asks_about, texts) if speaker is not None}
+    return found.pop() if len(found) == 1 else None
+
+
+def speaker_signal(role: object, wanted: Speaker | None) -> float:
+    """0: a turn by the other speaker than the one asked about; else 1."""
     speaker = _ROLES.get(role.strip().lower()) if isinstance(role, str) else None
-    return 0.0 if speaker is not None and speaker != wanted else 1.0
+    return 0.0 if wanted is not None and speaker is not None and speaker != wanted else 1.0

@@ -169,6 +169,15 @@ async def test_a_question_about_what_the_assistant_said_prefers_its_turns(servic
     ]
 
 
+async def test_only_conversation_turns_are_held_back_by_speaker(services: Services) -> None:
+    await services.identities.add("gus")
+    gus = agent_named("gus")
+    note = NewMemory(content="Adopting a dog: Pixel the greyhound joined us", metadata={"role": "assistant"})
+    await services.additions.add(gus, None, note)
+    result = await services.search.search(gus, SearchQuery(query="what dog did we adopt"))
+    assert result.results[0].match.signals["speaker"] == 1.0
+
+
 async def test_without_the_speaker_signal_the_better_match_wins(tmp_path: Path, model_dir: Path) -> None:
     config = make_config(tmp_path, str(model_dir))
     search = msgspec.structs.replace(
@@ -188,9 +197,13 @@ async def test_without_the_speaker_signal_the_better_match_wins(tmp_path: Path, 
         ("Remind me what I said about my sister", "user"),
         ("Can you suggest accessories for my camera?", "user"),
         ("How many properties did I view?", "user"),
+        ("Remind me when my dentist appointment is", "user"),
+        ("In our last chat I mentioned my new job, what was it?", "user"),
+        ("You've picked a hotel for me, which one was it?", "assistant"),
+        ("What is the wifi password?", None),
     ],
 )
-def test_whose_words_a_question_is_after(text: str, asks_about: str) -> None:
+def test_whose_words_a_question_is_after(text: str, asks_about: str | None) -> None:
     assert asked_about([text]) == asks_about
 
 
