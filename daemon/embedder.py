@@ -45,10 +45,15 @@ def load_model(config: EmbedderConfig, cache_dir: Path) -> Any:
             raise FileNotFoundError(f"[embedder] model_path {config.model_path} has no model.onnx")
         kwargs["specific_model_path"] = config.model_path
     model = TextEmbedding(config.model, **kwargs)
+    read_at_most(model, config.max_tokens)
+    return model
+
+
+def read_at_most(model: Any, max_tokens: int) -> None:
+    """Cut a fastembed model's input at `max_tokens` (fastembed cuts at the tokenizer's own maximum)."""
     tokenizer = getattr(getattr(model, "model", None), "tokenizer", None)
     if tokenizer is not None:
-        tokenizer.enable_truncation(max_length=config.max_tokens)
-    return model
+        tokenizer.enable_truncation(max_length=max_tokens)
 
 
 class Embedder:

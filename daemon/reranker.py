@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
 
 from daemon.config import RerankerConfig
+from daemon.embedder import State, read_at_most
 from daemon.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
-State = Literal["disabled", "loading", "ready", "failed"]
 _LOCAL_MODEL_FILE = "model.onnx"
 
 
@@ -42,9 +42,7 @@ def load_cross_encoder(config: RerankerConfig, cache_dir: Path) -> Any:
             )
         kwargs["specific_model_path"] = config.model_path
     model = TextCrossEncoder(name, **kwargs)
-    tokenizer = getattr(getattr(model, "model", None), "tokenizer", None)
-    if tokenizer is not None:
-        tokenizer.enable_truncation(max_length=config.max_tokens)
+    read_at_most(model, config.max_tokens)
     return model
 
 
