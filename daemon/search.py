@@ -105,16 +105,17 @@ class Search:
                 top = await self._contents(
                     conn, [seq for seq, _ in fused[: self._reranker.config.candidates]]
                 )
+            if not top:
+                hits = await self._hits(conn, fused[: query.k], found, query.context_window, plan, {})
         notes = [plan.note, self._reranker.unavailable_reason()]
-        reranked: dict[int, float] = {}
         if top:  # outside the read: the model must not hold one of the few reader connections
+            reranked: dict[int, float] = {}
             try:
                 fused, reranked = await self._rerank(fused, top, plan.texts[0])
             except Unavailable as exc:
                 notes.append(str(exc))
-        fused = fused[: query.k]
-        async with self._store.read() as conn:
-            hits = await self._hits(conn, fused, found, query.context_window, plan, reranked) if fused else []
+            async with self._store.read() as conn:
+                hits = await self._hits(conn, fused[: query.k], found, query.context_window, plan, reranked)
         return SearchResults(
             results=hits,
             mode=plan.mode,
@@ -295,6 +296,8 @@ class Search:
         plan: _Plan,
         reranked: dict[int, float],
     ) -> list[SearchHit]:
+        if not fused:
+            return []
         seqs = [seq for seq, _ in fused]
         neighbours: dict[int, list[tuple[int, int]]] = {}
         if context_window:
@@ -308,7 +311,9 @@ class Search:
         explained = signals(found) if self._ranking.fusion == "blend" else {}
         hits = []
         for seq, score in fused:
-            memory = by_seq[seq]
+            memory = by_seq.get(seq)
+            if memory is None:  # purged while a re-ranker read the results outside the transaction
+                continue
             episode = memory.metadata.get("session")  # as the episode column reads it: session, else thread
             episode = memory.metadata.get("thread") if episode is None else episode
             hits.append(
@@ -408,6 +413,7 @@ class Gathered:
     episode_score: list[dict[int, float]] = field(default_factory=list)
     placement: Placement = field(default_factory=Placement)
     episode_rank: Ranks = field(default_factory=dict)  # filled by reciprocal rank fusion, for the explanation
+    signal_values: dict[int, dict[str, float]] | None = None  # `signals` once computed: fusion, then `match`
 
     @classmethod
     def empty(cls, plan: _Plan) -> Gathered:
@@ -444,7 +450,9 @@ class Gathered:
 
 def signals(found: Gathered) -> dict[int, dict[str, float]]:
     """Every candidate's signals, each from 0 to 1, averaged over the phrasings (signals not computed are
-    absent): what the blend weighs, and what its weights are fitted on."""
+    absent): what the blend weighs, and what its weights are fitted on. Computed once per search."""
+    if found.signal_values is not None:
+        return found.signal_values
 
     def mean(per_phrasing: list[dict[int, float]], seq: int) -> float:
         return sum(max(0.0, scores.get(seq, 0.0)) for scores in per_phrasing) / found.phrasings
@@ -466,6 +474,7 @@ def signals(found: Gathered) -> dict[int, dict[str, float]]:
         if placed:
             values["speaker"] = speaker_signal(found.placement.role.get(seq), found.speaker)
         result[seq] = values
+    found.signal_values = result
     return result
 
 
