@@ -66,3 +66,9 @@ class StoreClosed(StoreError):
 
 class StoreCorrupt(StoreError):
     """The database file failed its integrity check."""
+
+
+def shown(value: object, limit: int = 80) -> str:
+    """A caller's value as an error message repeats it: its repr, cut to `limit` characters."""
+    text = value if isinstance(value, str) else str(value)
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}…"

@@ -16,7 +16,7 @@ import msgspec
 from daemon.audit import Audit
 from daemon.config import LimitsConfig
 from daemon.content_hash import content_hash
-from daemon.errors import Conflict, InvalidInput, NotFound
+from daemon.errors import Conflict, InvalidInput, NotFound, shown
 from daemon.events import ChangeHub, MemoryChanged
 from daemon.filters import MemoryFilter
 from daemon.idempotency import Recorder
@@ -24,7 +24,7 @@ from daemon.models import Agent, Memory, MemoryChanges, MemoryPage, MemoryVersio
 from daemon.policy import AccessPolicy, CubeRef, Permission
 from daemon.store import Connection, Store, placeholders
 from daemon.timeutil import now_iso
-from daemon.validation import check_changes, check_cube_ref, shown
+from daemon.validation import check_changes, check_cube_ref
 from daemon.vectors import VectorIndex
 from daemon.working_memory import WorkingMemory
 

@@ -13,14 +13,14 @@ import secrets
 import msgspec
 
 from daemon.audit import Audit
-from daemon.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from daemon.errors import Conflict, InvalidInput, NotFound, PermissionDenied, shown
 from daemon.events import ChangeHub, TaskChanged
 from daemon.idempotency import Recorder
 from daemon.models import Agent, Task, TaskNote, TaskPage
 from daemon.policy import AccessPolicy
 from daemon.store import Connection, Store
 from daemon.timeutil import now_iso
-from daemon.validation import check_cube_ref, check_name, shown
+from daemon.validation import check_cube_ref, check_name
 from daemon.working_memory import WorkingMemory
 
 MAX_TITLE, MAX_DESCRIPTION, MAX_NOTE = 200, 8000, 4000

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from daemon.errors import InvalidInput
-
-_SHOWN_CHARS = 80  # how much of a rejected value an error message repeats
+from daemon.errors import InvalidInput, shown
 
 
 def format_time(moment: datetime) -> str:
@@ -28,7 +26,6 @@ def parse_time(value: str, field: str) -> str:
 def parse_moment(value: str, field: str) -> datetime:
     """A caller's ISO-8601 date or date-time with its own offset kept (none: UTC), for reasoning in the
     caller's days; InvalidInput naming `field` if it is not one or is out of range."""
-    shown = value if len(value) <= _SHOWN_CHARS else f"{value[:_SHOWN_CHARS]}…"
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
@@ -36,14 +33,14 @@ def parse_moment(value: str, field: str) -> datetime:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise InvalidInput(
-            f"{field}: {shown!r} is not an ISO-8601 date or date-time (e.g. 2026-05-01 or 2026-05-01T14:30:00Z)"
+            f"{field}: {shown(value)} is not an ISO-8601 date or date-time (e.g. 2026-05-01 or 2026-05-01T14:30:00Z)"
         ) from None
     moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
     try:
         moment.astimezone(timezone.utc)
     except OverflowError:  # the offset moves it out of datetime's range, e.g. 9999-12-31T23:00-05:00
         raise InvalidInput(
-            f"{field}: {shown!r} is out of range: in UTC it is before year 1 or after 9999"
+            f"{field}: {shown(value)} is out of range: in UTC it is before year 1 or after 9999"
         ) from None
     return moment
 

@@ -9,18 +9,12 @@ from typing import Any
 import msgspec
 
 from daemon.config import LimitsConfig
-from daemon.errors import InvalidInput
+from daemon.errors import InvalidInput, shown
 from daemon.models import MEMORY_KINDS, MemoryChanges, NewMemory
 from daemon.timeutil import parse_time
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 PRIVATE_CUBE_PREFIX = "@"
-
-
-def shown(value: object, limit: int = 80) -> str:
-    """A caller's value as an error message repeats it: its repr, cut to `limit` characters."""
-    text = value if isinstance(value, str) else str(value)
-    return repr(text) if len(text) <= limit else f"{text[:limit]!r}…"
 
 
 def check_name(value: str, what: str) -> str:
