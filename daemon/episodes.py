@@ -25,6 +25,7 @@ class Placement:
         self.turns: dict[tuple[int, str], list[int]] = {}  # episode -> its seqs in order
         self.index: dict[int, int] = {}  # seq -> its place in `turns` of its episode
         self.role: dict[int, object] = {}  # seq -> metadata `role` of a conversation turn (who said it)
+        self.importance: dict[int, float] = {}  # seq -> importance, for the candidates
 
     def key(self, seq: int) -> tuple[int, str] | tuple[int, int]:
         """What groups a memory with others: its episode, or itself."""
@@ -45,19 +46,20 @@ class Placement:
 async def place(
     conn: Connection, seqs: Iterable[int], predicate: str, params: Sequence[Any], *, whole_episodes: bool
 ) -> Placement:
-    """Episode, time, role and (with `whole_episodes`) every turn of each episode the candidates belong to,
+    """Episode, time, role, importance and (with `whole_episodes`) every turn of each episode the candidates belong to,
     under the same filters as the search."""
     found = Placement()
     seqs = list(seqs)
     if not seqs:
         return found
     rows = await conn.fetch_all(
-        f"SELECT m.seq, m.cube_id, m.episode, coalesce(m.occurred_at, m.created_at), {_TURN_ROLE}"
-        f" FROM memories m WHERE m.seq IN ({placeholders(len(seqs))})",
+        f"SELECT m.seq, m.cube_id, m.episode, coalesce(m.occurred_at, m.created_at), {_TURN_ROLE},"
+        f" m.importance FROM memories m WHERE m.seq IN ({placeholders(len(seqs))})",
         seqs,
     )
     wanted: dict[int, set[str]] = defaultdict(set)
-    for seq, cube_id, episode, when, role in rows:
+    for seq, cube_id, episode, when, role, importance in rows:
+        found.importance[seq] = importance
         found.episode[seq] = (cube_id, episode) if episode is not None else None
         found.when[seq] = when
         found.role[seq] = role

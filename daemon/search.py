@@ -100,7 +100,7 @@ class Search:
             found = await self._gather(conn, plan, [ref.id for ref in refs]) if refs else Gathered.empty(plan)
             fused = fuse(found, self._ranking)
             if fused and (self._ranking.recency_weight or self._ranking.importance_weight):
-                fused = await self._weigh_time_and_importance(conn, fused, plan.where.as_of)
+                fused = await self._weigh_time_and_importance(conn, fused, plan.where.as_of, found.placement)
             if fused and rerank:
                 top = await self._contents(
                     conn, [seq for seq, _ in fused[: self._reranker.config.candidates]]
@@ -210,22 +210,24 @@ class Search:
         blend = config.fusion == "blend"
         use_context = plan.vectors is not None and config.weight("context") > 0
         use_episode = config.weight("episode") > 0
-        whole_episodes = use_context or (blend and use_episode and plan.vectors is not None)
-        if not (blend or whole_episodes or use_episode or (plan.window and config.weight("time"))):
+        episode_scores = blend and use_episode and plan.vectors is not None
+        if not (blend or use_context or use_episode or plan.window):
             return found  # plain reciprocal rank fusion: no episode, speaker or time to look at
+        whole_episodes = use_context or episode_scores
         found.placement = await place(conn, pool, predicate, params, whole_episodes=whole_episodes)
         if plan.vectors is not None:
             every = list(found.placement.when)
             for index, similarity in enumerate(found.similarity):
                 missing = [seq for seq in every if seq not in similarity]
                 similarity.update(await self._vectors.similarities(conn, plan.vectors[index], missing))
-        phrasings = range(len(plan.texts) if whole_episodes else 0)
-        for index in phrasings if use_context else ():
-            found.context.append(self._context_scores(found, index))
-            best = sorted(found.context[index].items(), key=lambda item: (-item[1], item[0]))
-            found.add("context", [seq for seq, _ in best[:depth]])
-        for index in phrasings if blend and use_episode else ():  # over the whole pool, context's included
-            found.episode_score.append(self._episode_scores(found, index))
+        if use_context:
+            for index in range(len(plan.texts)):
+                found.context.append(self._context_scores(found, index))
+                best = sorted(found.context[index].items(), key=lambda item: (-item[1], item[0]))
+                found.add("context", [seq for seq, _ in best[:depth]])
+        if episode_scores:  # after context: over the whole pool, context's candidates included
+            for index in range(len(plan.texts)):
+                found.episode_score.append(self._episode_scores(found, index))
         return found
 
     async def _bm25(
@@ -278,11 +280,16 @@ class Search:
     def _episode_scores(found: Gathered, index: int) -> dict[int, float]:
         """Each candidate's episode: the mean similarity of its best turns (a memory alone: its own)."""
         similarity, placement = found.similarity[index], found.placement
+        by_episode: dict[object, list[float]] = {}  # an episode's best similarities, worked out once
         scores = {}
         for seq in found.pool():
             episode = placement.episode.get(seq)
-            turns = placement.turns.get(episode, [seq]) if episode is not None else [seq]
-            best = sorted((similarity[t] for t in turns if t in similarity), reverse=True)[:EPISODE_TOP_TURNS]
+            key = episode if episode in placement.turns else (-1, seq)  # unread episode: the turn alone
+            if key not in by_episode:
+                turns = placement.turns.get(episode, [seq]) if episode is not None else [seq]
+                ranked_similarities = sorted((similarity[t] for t in turns if t in similarity), reverse=True)
+                by_episode[key] = ranked_similarities[:EPISODE_TOP_TURNS]
+            best = by_episode[key]
             if best:
                 scores[seq] = sum(best) / len(best)
         return scores
@@ -361,16 +368,20 @@ class Search:
         return hits
 
     async def _weigh_time_and_importance(
-        self, conn: Connection, fused: list[Fused], as_of: str | None
+        self, conn: Connection, fused: list[Fused], as_of: str | None, placement: Placement
     ) -> list[Fused]:
         """score × (1 + recency_weight · 2^(-age / half-life) + importance_weight · (importance − ½)),
         with age counted back from `as_of` (or now)."""
         weights = self._ranking
-        rows = await conn.fetch_all(
-            f"SELECT seq, importance, coalesce(occurred_at, created_at) FROM memories"
-            f" WHERE seq IN ({placeholders(len(fused))})",
-            [seq for seq, _ in fused],
-        )
+        seqs = [seq for seq, _ in fused]
+        if all(seq in placement.importance for seq in seqs):  # placed already (the blend always is)
+            rows = [(seq, placement.importance[seq], placement.when[seq]) for seq in seqs]
+        else:
+            rows = await conn.fetch_all(
+                f"SELECT seq, importance, coalesce(occurred_at, created_at) FROM memories"
+                f" WHERE seq IN ({placeholders(len(seqs))})",
+                seqs,
+            )
         now = stored_moment(as_of or now_iso())
         facts = {}
         for seq, importance, when in rows:
