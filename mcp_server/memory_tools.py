@@ -179,7 +179,7 @@ def build_memory_tools(services: Services) -> list[Tool]:
         reference_time: Annotated[
             str | None,
             Field(
-                description='ISO-8601 time that "last week" or "in May" in the query count from (default now).'
+                description='ISO-8601 time that "last week" or "in May" in the query count from (default as_of, else now).'
             ),
         ] = None,
         context_window: Annotated[
