@@ -15,7 +15,6 @@ returned in file order.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import tempfile
 import time
@@ -29,7 +28,7 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from bench.turns import Turn
-from daemon.search import STOP_WORDS
+from daemon.lexical import query_words
 
 __all__ = ["PACKAGE", "VERSION", "OfficialMemoryServer", "PeerError", "PeerUnavailable", "Turn"]
 
@@ -37,7 +36,6 @@ PACKAGE = "@modelcontextprotocol/server-memory"
 VERSION = "2026.8.31"  # pinned: the newest on npm when the comparison was written
 CHUNK = 500  # entities per create_entities call, as memos' benchmarks batch memory_add_batch
 NPX_TIMEOUT_S = 300  # a first run downloads the package and its dependencies
-_WORD = re.compile(r"[^\W_]+")  # letters and digits, as memos' lexical search cuts words
 
 
 class PeerError(RuntimeError):
@@ -143,8 +141,7 @@ class OfficialMemoryServer:
 
         Names are ranked by how many words found them; ties keep the order in which they were first found.
         """
-        words = list(dict.fromkeys(word.lower() for word in _WORD.findall(query)))
-        content = [word for word in words if not _is_stop_word(word)] or words
+        content = list(dict.fromkeys(word.lower() for word in query_words(query)))  # as memos cuts them
         found: dict[str, int] = {}
         for word in content:
             graph = await self.call("search_nodes", {"query": word})
@@ -170,11 +167,6 @@ class OfficialMemoryServer:
     def _stderr_tail(self, lines: int = 20) -> str:
         text = self._errlog.read_text(encoding="utf-8", errors="replace") if self._errlog.exists() else ""
         return "\n".join(text.splitlines()[-lines:]) or "(nothing)"
-
-
-def _is_stop_word(word: str) -> bool:
-    # As memos' lexical search: a lone letter is the tail of a possessive or a contraction.
-    return word in STOP_WORDS or (len(word) == 1 and word.isalpha())
 
 
 async def _install(spec: str) -> tuple[str, Path]:

@@ -29,7 +29,7 @@ from daemon.config import BlendWeights, LimitsConfig, RankWeights, SearchConfig
 from daemon.episodes import Placement, around, place
 from daemon.errors import InvalidInput, Unavailable
 from daemon.filters import MemoryFilter
-from daemon.lexical import STOP_WORDS, exact_query, fts_query, matched_terms, query_words
+from daemon.lexical import exact_query, fts_query, matched_terms, query_words
 from daemon.memories import MEMORY_COLUMNS, MEMORY_FROM, Memories, memory_from_row
 from daemon.models import Agent, ContextTurn, MatchInfo, SearchHit, SearchMode, SearchQuery, SearchResults
 from daemon.reranker import Reranker
@@ -39,7 +39,7 @@ from daemon.temporal import TimeWindow, resolve
 from daemon.timeutil import now_iso, parse_moment, stored_moment
 from daemon.vectors import VectorIndex
 
-__all__ = ["SIGNALS", "STOP_WORDS", "Search", "fts_query", "fuse", "signals"]
+__all__ = ["SIGNALS", "Search", "fuse", "signals"]
 
 MAX_PHRASINGS = 5
 MAX_CONTEXT_WINDOW = 5

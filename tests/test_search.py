@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daemon import InvalidInput, NewMemory, SearchQuery, Services, agent_named, open_services
-from daemon.search import fts_query
+from daemon.lexical import fts_query
 from daemon.sqlite_driver import connect
 from tests.conftest import make_config
 
