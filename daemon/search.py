@@ -311,9 +311,11 @@ class Search:
             neighbours = await around(conn, seqs, context_window, *plan.where.sql())
         wanted = seqs + [n for pairs in neighbours.values() for _, n in pairs]
         rows = await conn.fetch_all(
-            f"SELECT {MEMORY_COLUMNS} FROM {MEMORY_FROM} WHERE m.seq IN ({placeholders(len(wanted))})", wanted
+            f"SELECT {MEMORY_COLUMNS}, m.episode FROM {MEMORY_FROM} WHERE m.seq IN ({placeholders(len(wanted))})",
+            wanted,
         )
         by_seq = {row[0]: memory_from_row(row) for row in rows}
+        episode_of = {row[0]: row[-1] for row in rows}  # the generated column, as episodes are grouped
         words = list(dict.fromkeys(w for text in plan.texts for w in query_words(text)))
         explained = signals(found) if self._ranking.fusion == "blend" else {}
         hits = []
@@ -321,8 +323,7 @@ class Search:
             memory = by_seq.get(seq)
             if memory is None:  # purged while a re-ranker read the results outside the transaction
                 continue
-            episode = memory.metadata.get("session")  # as the episode column reads it: session, else thread
-            episode = memory.metadata.get("thread") if episode is None else episode
+            episode = episode_of[seq]
             hits.append(
                 SearchHit(
                     id=memory.id,
