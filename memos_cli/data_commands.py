@@ -12,17 +12,24 @@ import anyio
 from daemon import Config, InvalidInput, open_store_services
 from daemon.backup import backup_database, restore_database
 from daemon.import_formats import markdown_lines, transcript_lines
-from daemon.transfer import ImportDefaults, encode_record, export_records, import_lines
+from daemon.transfer import ImportDefaults, encode_record, export_all, export_records, import_lines
 from memos_cli.progress import Progress
 
 
 def cmd_export(config: Config, args: argparse.Namespace) -> int:
+    if args.all and args.cube:
+        raise InvalidInput(
+            "--all exports every cube; leave out --cube, or leave out --all for those cubes' memories"
+        )
     out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115 - closed below
     progress = Progress("exported")
 
     async def run() -> None:
         async with open_store_services(config) as services:
-            async for record in export_records(services.store, args.cube or None):
+            records = (
+                export_all(services.store) if args.all else export_records(services.store, args.cube or None)
+            )
+            async for record in records:
                 out.write(encode_record(record) + "\n")
                 progress.advance()
 
@@ -73,6 +80,11 @@ def cmd_import(config: Config, args: argparse.Namespace) -> int:
         print(f"memos: {len(report.errors)} bad lines; --strict: nothing was written", file=sys.stderr)
         return 1
     print(f"{report.added} added, {report.already_present} already present, {len(report.errors)} bad lines")
+    if report.agents_without_token:
+        print(
+            f"agents added without a token: {', '.join(report.agents_without_token)};"
+            " give each one with `memos agent rotate-token NAME`"
+        )
     return 1 if report.errors else 0
 
 
@@ -94,6 +106,11 @@ def cmd_restore(config: Config, args: argparse.Namespace) -> int:
 def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     export = commands.add_parser("export", help="every memory with its history, as JSONL")
     export.add_argument("--cube", action="append", help="only this cube (repeatable)")
+    export.add_argument(
+        "--all",
+        action="store_true",
+        help="also cubes with settings, agents (no tokens), groups, grants, tasks",
+    )
     export.add_argument("--out", metavar="FILE", help="write here instead of standard output")
     export.set_defaults(handler=cmd_export)
 
