@@ -84,10 +84,25 @@ class ImportDefaults(msgspec.Struct, kw_only=True):
     cube: str | None = None
 
 
+class Located(msgspec.Struct, frozen=True):
+    """One item of a source that is not our JSONL (a conversation's message, an observation): where it is,
+    for errors, and either its line in the export format or what is wrong with it."""
+
+    where: str  # "conversation 2 ('Trip'), message abc", "line 4"
+    line: str | None = None
+    error: str | None = None
+
+
+class Problem(msgspec.Struct, frozen=True, order=True):
+    number: int  # the item's place in the source, so problems are reported in order
+    where: str
+    message: str
+
+
 class ImportReport(msgspec.Struct, kw_only=True):
     added: int = 0
     already_present: int = 0
-    errors: list[tuple[int, str]] = msgspec.field(default_factory=list)  # (line number, message)
+    errors: list[Problem] = msgspec.field(default_factory=list)
     written: bool = True  # false when --strict refused the whole file
     agents_without_token: list[str] = msgspec.field(default_factory=list)  # agents added: no token yet
 
@@ -232,7 +247,7 @@ class _Refused(Exception):
 
 async def _write(
     conn: Connection,
-    items: list[tuple[int, _Row | SetupRecord]],
+    items: list[tuple[int, str, _Row | SetupRecord]],
     report: ImportReport,
     who: str,
     strict: bool,
@@ -240,14 +255,14 @@ async def _write(
     """Write each item, or count it as present; an item the store rejects is reported by its line number and
     skipped (nothing of it is written first), or, strict, ends the whole transaction."""
     cubes: dict[str, int] = {}
-    for number, item in items:
+    for number, where, item in items:
         try:
             if isinstance(item, _Row):
                 added = await _write_memory(conn, item, cubes)
             else:
                 added = await write_setup(conn, item)
         except InvalidInput as exc:
-            report.errors.append((number, str(exc)))
+            report.errors.append(Problem(number, where, str(exc)))
             if strict:
                 raise _Refused from None
             continue
@@ -258,7 +273,7 @@ async def _write(
         else:
             report.already_present += 1
     if items:
-        first = items[0][1]
+        first = items[0][2]
         target = first.id if isinstance(first, _Row) else None
         cube = first.cube if isinstance(first, _Row) else None
         await conn.execute(
@@ -269,24 +284,28 @@ async def _write(
 
 async def import_lines(
     store: Store,
-    lines: Iterable[str],
+    lines: Iterable[str | Located],
     defaults: ImportDefaults,
     limits: LimitsConfig,
     *,
     strict: bool = False,
     who: str = "memos import",
 ) -> ImportReport:
-    """Import JSONL lines; blank lines are skipped. Good lines are written in batches of 500 (strict: all in
-    one transaction, once every line is known good)."""
+    """Import JSONL lines (or located items of another source); blank lines are skipped. Good lines are
+    written in batches of 500 (strict: all in one transaction, once every line is known good)."""
     report = ImportReport()
-    batch: list[tuple[int, _Row | SetupRecord]] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
+    batch: list[tuple[int, str, _Row | SetupRecord]] = []
+    for number, item in enumerate(lines, start=1):
+        where, line = (f"line {number}", item) if isinstance(item, str) else (item.where, item.line)
+        if item_error := (None if isinstance(item, str) else item.error):
+            report.errors.append(Problem(number, where, item_error))
+            continue
+        if not line or not line.strip():
             continue
         try:
-            batch.append((number, _prepare(line, defaults, limits)))
+            batch.append((number, where, _prepare(line, defaults, limits)))
         except MemosError as exc:
-            report.errors.append((number, str(exc)))
+            report.errors.append(Problem(number, where, str(exc)))
             continue
         if len(batch) >= _BATCH and not strict:
             async with store.write() as conn:
