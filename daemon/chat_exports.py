@@ -66,8 +66,12 @@ def _conversations(data: Any) -> list[Any]:
 
 
 def _epoch(value: object) -> str | None:
+    """Seconds since 1970 as a time; None for anything else (or a number no calendar holds)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return format_time(datetime.fromtimestamp(value, timezone.utc))
+        try:
+            return format_time(datetime.fromtimestamp(value, timezone.utc))
+        except (OverflowError, OSError, ValueError):
+            return None
     return None
 
 

@@ -4,8 +4,16 @@ and telling them (and our own formats) apart by their shape. Samples in tests/da
 from __future__ import annotations
 
 import json
+from math import nan
 from pathlib import Path
 
+import msgspec
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from daemon.chat_exports import chatgpt_items, claude_items
+from daemon.graph_import import graph_items
+from daemon.transfer import ImportDefaults
 from tests.conftest import free_port, write_config
 from tests.conftest import memos_at as memos
 
@@ -160,3 +168,71 @@ def test_a_source_of_no_known_shape_is_refused_with_the_formats_that_are_known(t
     result = memos(config, "import", str(odd), "--agent", "ann", check=False)
     assert result.returncode != 0
     assert "cannot tell which export" in result.stderr and "--format" in result.stderr
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+_keys = ["title", "create_time", "mapping", "current_node", "id", "conversation_id", "message", "author",
+         "role", "content", "parts", "parent", "uuid", "name", "chat_messages", "sender", "text", "type",
+         "created_at", "entityType", "observations", "from", "to", "relationType"]  # fmt: skip
+# Objects built from the formats' own keys reach deeper into the parsers than arbitrary keys would.
+_shaped = st.recursive(
+    _json_values,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(_keys), inner, max_size=6),
+    max_leaves=30,
+)
+
+_nodes = st.sampled_from(["a", "b", "c"])
+_chatgpt = st.lists(
+    st.fixed_dictionaries({
+        "title": _json_values, "id": _json_values | st.just("conv-1"), "create_time": _json_values,
+        "current_node": _nodes | _json_values,
+        "mapping": st.dictionaries(_nodes, st.fixed_dictionaries({
+            "parent": _nodes | _json_values,
+            "message": st.none() | st.fixed_dictionaries({
+                "author": st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "tool"]) | _json_values}),
+                "content": st.fixed_dictionaries({"parts": st.lists(st.text() | _json_values)}) | _json_values,
+                "create_time": _json_values, "metadata": _json_values,
+            }),
+        })),
+    }),
+    max_size=3,
+)  # fmt: skip
+_claude = st.lists(
+    st.fixed_dictionaries({
+        "uuid": st.just("c-1") | _json_values, "name": _json_values,
+        "chat_messages": st.lists(st.fixed_dictionaries({
+            "uuid": st.text(max_size=4) | _json_values, "sender": st.sampled_from(["human", "assistant"]) | _json_values,
+            "text": _json_values, "created_at": _json_values,
+            "content": st.lists(st.fixed_dictionaries({"type": st.just("text") | _json_values, "text": _json_values})),
+        }), max_size=4),
+    }),
+    max_size=3,
+)  # fmt: skip
+
+
+_ONE_TURN = {"author": {"role": "user"}, "content": {"parts": ["hi"]}}
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=_shaped | _chatgpt | _claude)
+@example(
+    data=[
+        {"id": "c", "current_node": "n", "mapping": {"n": {"message": {**_ONE_TURN, "create_time": 1e300}}}}
+    ]
+)
+@example(
+    data=[{"id": "c", "current_node": "n", "mapping": {"n": {"message": {**_ONE_TURN, "create_time": nan}}}}]
+)
+def test_the_export_parsers_turn_any_json_into_lines_or_located_errors_and_never_raise(data: object) -> None:
+    defaults = ImportDefaults(agent="ann")
+    items = [
+        *chatgpt_items(data, defaults),
+        *claude_items(data, defaults),
+        *graph_items([msgspec.json.encode(data).decode(), "{", ""]),
+    ]
+    for item in items:
+        assert item.where and (item.line is None) != (item.error is None)
