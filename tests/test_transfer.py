@@ -302,6 +302,8 @@ async def test_export_all_then_import_into_a_fresh_data_dir_preserves_every_memo
     tokens = await _build_source(loaded)
     exported = memos(source_config, "export", "--all").stdout
     assert "token" not in exported
+    mixed = memos(source_config, "export", "--all", "--cube", "team-x", check=False)
+    assert mixed.returncode == 1 and "--all exports every cube" in mixed.stderr
 
     target = tmp_path / "target"
     target.mkdir()
