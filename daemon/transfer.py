@@ -1,5 +1,6 @@
-"""Moving memories in and out: JSONL export with every field and the whole history, and an import that is
-idempotent, validates every line, and reports bad lines by number (or, strict, writes nothing).
+"""Moving memories in and out: JSONL export with every field, the whole history and the supersession links,
+and an import that is idempotent, validates every line, and reports bad lines by number (or, strict, writes
+nothing). `export --all` adds the cubes, agents, groups, grants and tasks (`daemon/transfer_records.py`).
 
 Imports write rows without vectors; the daemon's backfill embeds them (at once if it wrote them, within
 seconds if another process did).
@@ -14,10 +15,20 @@ from typing import Any
 import msgspec
 
 from daemon.config import LimitsConfig
+from daemon.content_hash import content_hash
 from daemon.errors import InvalidInput, MemosError
 from daemon.models import MEMORY_KINDS, NewMemory
-from daemon.store import Connection, Store
+from daemon.store import Connection, Store, placeholders
 from daemon.timeutil import now_iso, parse_time
+from daemon.transfer_records import (
+    RECORD_TYPES,
+    AgentRecord,
+    SetupRecord,
+    check_setup,
+    decode_setup,
+    export_setup,
+    write_setup,
+)
 from daemon.validation import check_cube_ref, check_name, check_new_memory, private_cube_of
 
 _BATCH = 500
@@ -58,6 +69,12 @@ class MemoryRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     expires_at: str | None = None
     version: int = 1
     deleted_at: str | None = None
+    deleted_reason: str | None = None  # why it was deleted: "retention: ..." when retention archived it
+    kept_at: str | None = None  # restored after retention archived it: retention leaves it alone
+    valid_from: str | None = None  # default: occurred_at, else created_at
+    valid_to: str | None = None
+    superseded_by: str | None = None
+    supersedes: list[str] = msgspec.field(default_factory=list)  # ids this one replaced
     history: list[Version] = msgspec.field(default_factory=list)
 
 
@@ -67,14 +84,35 @@ class ImportDefaults(msgspec.Struct, kw_only=True):
     cube: str | None = None
 
 
+class Located(msgspec.Struct, frozen=True):
+    """One item of a source that is not our JSONL (a conversation's message, an observation): where it is,
+    for errors, and either its line in the export format or what is wrong with it."""
+
+    where: str  # "conversation 2 ('Trip'), message abc", "line 4"
+    line: str | None = None
+    error: str | None = None
+
+
+class Problem(msgspec.Struct, frozen=True, order=True):
+    number: int  # the item's place in the source, so problems are reported in order
+    where: str
+    message: str
+
+
 class ImportReport(msgspec.Struct, kw_only=True):
     added: int = 0
     already_present: int = 0
-    errors: list[tuple[int, str]] = msgspec.field(default_factory=list)  # (line number, message)
+    errors: list[Problem] = msgspec.field(default_factory=list)
     written: bool = True  # false when --strict refused the whole file
+    agents_without_token: list[str] = msgspec.field(default_factory=list)  # agents added: no token yet
+
+
+class _Probe(msgspec.Struct):
+    type: str | None = None
 
 
 _decoder = msgspec.json.Decoder(MemoryRecord)
+_probe = msgspec.json.Decoder(_Probe)
 _encoder = msgspec.json.Encoder()
 
 
@@ -92,8 +130,15 @@ class _Row(msgspec.Struct):
     kind: str
 
 
-def _prepare(line: str, defaults: ImportDefaults, limits: LimitsConfig) -> _Row:
+def _prepare(line: str, defaults: ImportDefaults, limits: LimitsConfig) -> _Row | SetupRecord:
     try:
+        kind_of_line = _probe.decode(line).type
+        if kind_of_line is not None:
+            if kind_of_line not in RECORD_TYPES[1:]:
+                raise InvalidInput(
+                    f"type {kind_of_line!r} is not one of: {', '.join(RECORD_TYPES[1:])} (no type: a memory)"
+                )
+            return check_setup(decode_setup(line))
         record = _decoder.decode(line)
     except msgspec.ValidationError as exc:
         raise InvalidInput(str(exc)) from None
@@ -117,14 +162,19 @@ def _prepare(line: str, defaults: ImportDefaults, limits: LimitsConfig) -> _Row:
     )  # fmt: skip
     times = {
         name: parse_time(getattr(record, name), name) if getattr(record, name) else None
-        for name in ("created_at", "updated_at", "deleted_at")
+        for name in ("created_at", "updated_at", "deleted_at", "kept_at", "valid_from", "valid_to")
     }
     record = msgspec.structs.replace(
         record, tags=checked.tags, occurred_at=checked.occurred_at, expires_at=checked.expires_at, **times
     )
     memory_id = record.id or stable_id(record, cube, agent, kind)
-    if not memory_id.startswith("mem_") or len(memory_id) > 64:
-        raise InvalidInput(f"id {memory_id!r} is not a memos id (mem_ followed by hex)")
+    for field, value in [("id", memory_id), ("superseded_by", record.superseded_by or "mem_")] + [
+        ("supersedes", old) for old in record.supersedes
+    ]:
+        if not value.startswith("mem_") or len(value) > 64:
+            raise InvalidInput(f"{field} {value!r} is not a memos id (mem_ followed by hex)")
+    if memory_id in record.supersedes or memory_id == record.superseded_by:
+        raise InvalidInput("a memory cannot supersede itself")
     return _Row(record=record, id=memory_id, cube=cube, agent=agent, kind=kind)
 
 
@@ -144,96 +194,169 @@ async def _cube_id(conn: Connection, row: _Row, cache: dict[str, int]) -> int:
     return cube_id
 
 
-async def _write(conn: Connection, rows: list[_Row], report: ImportReport, who: str) -> None:
-    cubes: dict[str, int] = {}
-    for row in rows:
-        if await conn.fetch_one("SELECT 1 FROM memories WHERE id = ?", (row.id,)):
-            report.already_present += 1
-            continue
-        r, now = row.record, now_iso()
-        seq = await conn.execute(
-            "INSERT INTO memories (id, cube_id, content, kind, tags, metadata, source_agent, task_id,"
-            " created_at, updated_at, occurred_at, importance, expires_at, deleted_at, version)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+async def _write_memory(conn: Connection, row: _Row, cubes: dict[str, int]) -> bool:
+    """Insert the memory and its versions unless its id is there (True if added). Memories it `supersedes`
+    that are here and current are closed at its valid_from, as memory_supersede would."""
+    if await conn.fetch_one("SELECT 1 FROM memories WHERE id = ?", (row.id,)):
+        return False
+    r, now = row.record, now_iso()
+    created = r.created_at or now
+    valid_from = r.valid_from or r.occurred_at or created
+    predecessors = []
+    for old_id in r.supersedes:
+        old = await conn.fetch_one("SELECT superseded_by FROM memories WHERE id = ?", (old_id,))
+        if old is not None and old[0] not in (None, row.id):
+            raise InvalidInput(f"supersedes {old_id}, which {old[0]} superseded already")
+        if old is not None and old[0] is None:
+            predecessors.append(old_id)
+    seq = await conn.execute(
+        "INSERT INTO memories (id, cube_id, content, kind, tags, metadata, source_agent, task_id, created_at,"
+        " updated_at, occurred_at, importance, expires_at, deleted_at, deleted_reason, kept_at, version,"
+        " valid_from, valid_to, superseded_by, content_hash)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            row.id, await _cube_id(conn, row, cubes), r.content, row.kind, _encoder.encode(r.tags).decode(),
+            _encoder.encode(r.metadata).decode(), row.agent, r.task_id, created, r.updated_at or created,
+            r.occurred_at, r.importance, r.expires_at, r.deleted_at, r.deleted_reason if r.deleted_at else None,
+            r.kept_at, r.version, valid_from, r.valid_to, r.superseded_by, content_hash(r.content),
+        ),
+    )  # fmt: skip
+    await conn.execute_many(
+        "INSERT INTO memory_versions (memory_seq, version, content, kind, tags, metadata, importance,"
+        " occurred_at, expires_at, updated_at, replaced_at, replaced_by)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
             (
-                row.id, await _cube_id(conn, row, cubes), r.content, row.kind, _encoder.encode(r.tags).decode(),
-                _encoder.encode(r.metadata).decode(), row.agent, r.task_id, r.created_at or now,
-                r.updated_at or r.created_at or now, r.occurred_at, r.importance, r.expires_at, r.deleted_at,
-                r.version,
-            ),
-        )  # fmt: skip
-        await conn.execute_many(
-            "INSERT INTO memory_versions (memory_seq, version, content, kind, tags, metadata, importance,"
-            " occurred_at, expires_at, updated_at, replaced_at, replaced_by)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    seq, v.version, v.content, v.kind, _encoder.encode(v.tags).decode(),
-                    _encoder.encode(v.metadata).decode(), v.importance, v.occurred_at, v.expires_at,
-                    v.updated_at, v.replaced_at, v.replaced_by,
-                )
-                for v in r.history
-            ],
-        )  # fmt: skip
-        report.added += 1
-    if rows:
+                seq, v.version, v.content, v.kind, _encoder.encode(v.tags).decode(),
+                _encoder.encode(v.metadata).decode(), v.importance, v.occurred_at, v.expires_at,
+                v.updated_at, v.replaced_at, v.replaced_by,
+            )
+            for v in r.history
+        ],
+    )  # fmt: skip
+    await conn.execute_many(
+        "UPDATE memories SET superseded_by = ?, valid_to = ? WHERE id = ?",
+        [(row.id, valid_from, old_id) for old_id in predecessors],
+    )
+    return True
+
+
+class _Refused(Exception):
+    """Raised inside a strict import's transaction to roll it back when a line fails against the store."""
+
+
+async def _write(
+    conn: Connection,
+    items: list[tuple[int, str, _Row | SetupRecord]],
+    report: ImportReport,
+    who: str,
+    strict: bool,
+) -> None:
+    """Write each item, or count it as present; an item the store rejects is reported by its line number and
+    skipped (nothing of it is written first), or, strict, ends the whole transaction."""
+    cubes: dict[str, int] = {}
+    for number, where, item in items:
+        try:
+            if isinstance(item, _Row):
+                added = await _write_memory(conn, item, cubes)
+            else:
+                added = await write_setup(conn, item)
+        except InvalidInput as exc:
+            report.errors.append(Problem(number, where, str(exc)))
+            if strict:
+                raise _Refused from None
+            continue
+        if added:
+            report.added += 1
+            if isinstance(item, AgentRecord):
+                report.agents_without_token.append(item.name)
+        else:
+            report.already_present += 1
+    if items:
+        first = items[0][2]
+        target = first.id if isinstance(first, _Row) else None
+        cube = first.cube if isinstance(first, _Row) else None
         await conn.execute(
             "INSERT INTO audit (at, agent, action, cube, target, outcome, detail) VALUES (?, ?, 'import', ?, ?, 'ok', ?)",
-            (now_iso(), who, rows[0].cube, rows[0].id, f"{len(rows)} lines"),
+            (now_iso(), who, cube, target, f"{len(items)} lines"),
         )
 
 
 async def import_lines(
     store: Store,
-    lines: Iterable[str],
+    lines: Iterable[str | Located],
     defaults: ImportDefaults,
     limits: LimitsConfig,
     *,
     strict: bool = False,
     who: str = "memos import",
 ) -> ImportReport:
-    """Import JSONL lines; blank lines are skipped. Good lines are written in batches of 500."""
+    """Import JSONL lines (or located items of another source); blank lines are skipped. Good lines are
+    written in batches of 500 (strict: all in one transaction, once every line is known good)."""
     report = ImportReport()
-    batch: list[_Row] = []
-    held: list[_Row] = []  # strict: everything waits until the whole file is known good
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
+    batch: list[tuple[int, str, _Row | SetupRecord]] = []
+    for number, item in enumerate(lines, start=1):
+        where, line = (f"line {number}", item) if isinstance(item, str) else (item.where, item.line)
+        if item_error := (None if isinstance(item, str) else item.error):
+            report.errors.append(Problem(number, where, item_error))
+            continue
+        if not line or not line.strip():
             continue
         try:
-            row = _prepare(line, defaults, limits)
+            batch.append((number, where, _prepare(line, defaults, limits)))
         except MemosError as exc:
-            report.errors.append((number, str(exc)))
+            report.errors.append(Problem(number, where, str(exc)))
             continue
-        (held if strict else batch).append(row)
-        if len(batch) >= _BATCH:
+        if len(batch) >= _BATCH and not strict:
             async with store.write() as conn:
-                await _write(conn, batch, report, who)
+                await _write(conn, batch, report, who, strict)
             batch = []
-    if strict:
-        if report.errors:
-            report.written = False
-            return report
-        batch = held
+    if strict and report.errors:
+        report.written = False
+        return report
     if batch:
-        async with store.write() as conn:
-            await _write(conn, batch, report, who)
+        try:
+            async with store.write() as conn:
+                await _write(conn, batch, report, who, strict)
+        except _Refused:
+            report.added = report.already_present = 0
+            report.agents_without_token = []
+            report.written = False
+    report.errors.sort()
     return report
 
 
+async def export_all(store: Store) -> AsyncIterator[MemoryRecord | SetupRecord]:
+    """Cubes, agents, groups, grants and tasks, then every memory: what `memos export --all` writes."""
+    async for setup in export_setup(store):
+        yield setup
+    async for record in export_records(store):
+        yield record
+
+
 async def export_records(store: Store, cubes: list[str] | None = None) -> AsyncIterator[MemoryRecord]:
-    """Every memory (deleted ones too) with its history, oldest first."""
+    """Every memory (deleted ones too) with its history and supersession links, oldest first."""
     last = 0
     while True:
         async with store.read() as conn:
             rows = await conn.fetch_all(
                 "SELECT m.seq, m.id, c.name, c.owner, c.description, m.content, m.kind, m.tags, m.metadata,"
                 " m.source_agent, m.task_id, m.created_at, m.updated_at, m.occurred_at, m.importance,"
-                " m.expires_at, m.version, m.deleted_at"
+                " m.expires_at, m.version, m.deleted_at, m.deleted_reason, m.kept_at, m.valid_from, m.valid_to,"
+                " m.superseded_by"
                 " FROM memories m JOIN cubes c ON c.id = m.cube_id WHERE m.seq > ? ORDER BY m.seq LIMIT ?",
                 (last, _BATCH),
             )
             versions: dict[int, list[Version]] = {}
+            supersedes: dict[str, list[str]] = {}
             if rows:
+                ids = [r[1] for r in rows]
+                for old in await conn.fetch_all(
+                    f"SELECT superseded_by, id FROM memories WHERE superseded_by IN ({placeholders(len(ids))})"
+                    " ORDER BY seq",
+                    ids,
+                ):
+                    supersedes.setdefault(old[0], []).append(old[1])
                 for v in await conn.fetch_all(
                     "SELECT memory_seq, version, content, kind, tags, metadata, importance, occurred_at,"
                     " expires_at, updated_at, replaced_at, replaced_by FROM memory_versions"
@@ -257,9 +380,11 @@ async def export_records(store: Store, cubes: list[str] | None = None) -> AsyncI
                 id=r[1], cube=r[2], cube_owner=r[3], cube_description=r[4], content=r[5], kind=r[6],
                 tags=msgspec.json.decode(r[7]), metadata=msgspec.json.decode(r[8]), source_agent=r[9],
                 task_id=r[10], created_at=r[11], updated_at=r[12], occurred_at=r[13], importance=r[14],
-                expires_at=r[15], version=r[16], deleted_at=r[17], history=versions.get(r[0], []),
+                expires_at=r[15], version=r[16], deleted_at=r[17], deleted_reason=r[18], kept_at=r[19],
+                valid_from=r[20], valid_to=r[21], superseded_by=r[22], supersedes=supersedes.get(r[1], []),
+                history=versions.get(r[0], []),
             )  # fmt: skip
 
 
-def encode_record(record: MemoryRecord) -> str:
+def encode_record(record: MemoryRecord | SetupRecord) -> str:
     return _encoder.encode(record).decode()

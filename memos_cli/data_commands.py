@@ -11,18 +11,25 @@ import anyio
 
 from daemon import Config, InvalidInput, open_store_services
 from daemon.backup import backup_database, restore_database
-from daemon.import_formats import markdown_lines, transcript_lines
-from daemon.transfer import ImportDefaults, encode_record, export_records, import_lines
+from daemon.import_sources import DEFAULT_KIND, FORMATS, Source
+from daemon.transfer import ImportDefaults, Located, encode_record, export_all, export_records, import_lines
 from memos_cli.progress import Progress
 
 
 def cmd_export(config: Config, args: argparse.Namespace) -> int:
+    if args.all and args.cube:
+        raise InvalidInput(
+            "--all exports every cube; leave out --cube, or leave out --all for those cubes' memories"
+        )
     out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115 - closed below
     progress = Progress("exported")
 
     async def run() -> None:
         async with open_store_services(config) as services:
-            async for record in export_records(services.store, args.cube or None):
+            records = (
+                export_all(services.store) if args.all else export_records(services.store, args.cube or None)
+            )
+            async for record in records:
                 out.write(encode_record(record) + "\n")
                 progress.advance()
 
@@ -35,44 +42,39 @@ def cmd_export(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _lines(args: argparse.Namespace) -> Iterator[str]:
-    source = Path(args.source)
-    if args.format == "transcript":
-        yield from transcript_lines(source)
-    elif args.format == "markdown":
-        yield from markdown_lines(source)
-    elif args.source == "-":
-        yield from sys.stdin
-    else:
-        try:
-            with source.open(encoding="utf-8") as handle:
-                yield from handle
-        except OSError as exc:
-            raise InvalidInput(f"cannot read {source}: {exc.strerror}") from exc
-
-
 def cmd_import(config: Config, args: argparse.Namespace) -> int:
-    kind = args.kind or {"transcript": "message", "markdown": "note"}.get(args.format)
-    defaults = ImportDefaults(agent=args.agent, kind=kind, cube=args.cube)
     progress = Progress("imported")
+    with Source(args.source, args.format, sys.stdin) as source:
+        if source.detected and source.form != "jsonl":  # jsonl: what import always read by default
+            print(f"reading {args.source} as {source.form}")
+        defaults = ImportDefaults(
+            agent=args.agent, kind=args.kind or DEFAULT_KIND.get(source.form), cube=args.cube
+        )
 
-    def counted() -> Iterator[str]:
-        for line in _lines(args):
-            progress.advance()
-            yield line
+        def counted() -> Iterator[str | Located]:
+            for item in source.items(defaults):
+                progress.advance()
+                yield item
 
-    async def run():  # type: ignore[no-untyped-def]
-        async with open_store_services(config) as services:
-            return await import_lines(services.store, counted(), defaults, config.limits, strict=args.strict)
+        async def run():  # type: ignore[no-untyped-def]
+            async with open_store_services(config) as services:
+                return await import_lines(
+                    services.store, counted(), defaults, config.limits, strict=args.strict
+                )
 
-    report = anyio.run(run)
+        report = anyio.run(run)
     progress.finish()
-    for number, message in report.errors:
-        print(f"line {number}: {message}", file=sys.stderr)
+    for problem in report.errors:
+        print(f"{problem.where}: {problem.message}", file=sys.stderr)
     if not report.written:
         print(f"memos: {len(report.errors)} bad lines; --strict: nothing was written", file=sys.stderr)
         return 1
     print(f"{report.added} added, {report.already_present} already present, {len(report.errors)} bad lines")
+    if report.agents_without_token:
+        print(
+            f"agents added without a token: {', '.join(report.agents_without_token)};"
+            " give each one with `memos agent rotate-token NAME`"
+        )
     return 1 if report.errors else 0
 
 
@@ -94,14 +96,22 @@ def cmd_restore(config: Config, args: argparse.Namespace) -> int:
 def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     export = commands.add_parser("export", help="every memory with its history, as JSONL")
     export.add_argument("--cube", action="append", help="only this cube (repeatable)")
+    export.add_argument(
+        "--all",
+        action="store_true",
+        help="also cubes with settings, agents (no tokens), groups, grants, tasks",
+    )
     export.add_argument("--out", metavar="FILE", help="write here instead of standard output")
     export.set_defaults(handler=cmd_export)
 
     imp = commands.add_parser(
-        "import", help="memories from JSONL, a transcript or a folder of Markdown notes"
+        "import",
+        help="memories from our JSONL, a transcript, Markdown notes, a ChatGPT or Claude export, or memory.json",
     )
-    imp.add_argument("source", help="a file, a folder (markdown), or - for standard input (jsonl)")
-    imp.add_argument("--format", choices=["jsonl", "transcript", "markdown"], default="jsonl")
+    imp.add_argument("source", help="a file, a folder (markdown), or - for standard input")
+    imp.add_argument(
+        "--format", choices=FORMATS, help="what the source is (default: recognised by its shape)"
+    )
     imp.add_argument("--agent", help="the agent the memories belong to, where a line does not say")
     imp.add_argument("--kind", help="the kind of memory, where a line does not say")
     imp.add_argument("--cube", help="the cube to import into (default: each line's, else the agent's own)")
