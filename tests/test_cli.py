@@ -115,3 +115,50 @@ def test_the_installed_units_pass_systemd_analyze_verify(tmp_path: Path, flags: 
         ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
     )
     assert verify.returncode == 0, verify.stderr
+
+
+@pytest.mark.parametrize(
+    ("embedder", "why"),
+    [
+        ('model = "none"', 'model = "none"'),
+        # The default model, not downloaded in this fresh home and no network to fetch it with.
+        ('model = "sentence-transformers/all-MiniLM-L6-v2"', "not available on this machine"),
+        ('model = "no-such-org/no-such-model"', "not available on this machine"),
+        ('model_path = "no/such/dir"', "not available on this machine"),
+    ],
+)
+def test_hybrid_search_without_a_model_answers_lexically_and_says_why(
+    tmp_path: Path, embedder: str, why: str
+) -> None:
+    config = tmp_path / "memos.toml"
+    config.write_text(
+        f'[server]\nport = {free_port()}\n[storage]\npath = "data/memos.db"\n[embedder]\n{embedder}\n'
+    )
+    assert run(memos_command("--config", str(config), "agent", "add", "ann"), tmp_path).returncode == 0
+    added = run(memos_command("--config", str(config), "add", "Lisbon offsite", "--agent", "ann"), tmp_path)
+    assert added.returncode == 0
+    found = subprocess.run(
+        memos_command("--config", str(config), "search", "offsite", "--agent", "ann"),
+        capture_output=True, text=True, env=isolated_env(tmp_path), cwd=REPO, timeout=10,
+    )  # fmt: skip
+    assert found.returncode == 0, found.stderr
+    assert "Lisbon offsite" in found.stdout
+    assert "1 results, lexical search over @ann" in found.stdout
+    assert why in found.stdout
+    assert found.stderr == ""
+
+
+def test_lexical_search_says_lexical_was_asked_not_that_the_model_is_off(tmp_path: Path) -> None:
+    config = write_config(tmp_path, port=free_port(), model="none")
+    run(memos_command("--config", str(config), "agent", "add", "ann"), tmp_path)
+    found = run(
+        memos_command("--config", str(config), "search", "anything", "--agent", "ann", "--lexical"), tmp_path
+    )
+    assert found.returncode == 0
+    assert "lexical search (--lexical) over @ann" in found.stdout
+    assert "none" not in found.stdout
+    as_json = run(
+        memos_command("--config", str(config), "search", "x", "--agent", "ann", "--lexical", "--json"),
+        tmp_path,
+    )
+    assert json.loads(as_json.stdout)["note"] is None
