@@ -23,6 +23,7 @@ from memos_cli.errors import exit_code, one_line_errors
 from memos_cli.memory_commands import add_parsers as add_memory_parsers
 from memos_cli.service_commands import add_parsers as add_service_parsers
 from memos_cli.status import absent, daemon_state, read_status, serving_daemon
+from memos_cli.version import memos_version
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -179,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config", metavar="PATH", help="configuration file (default: $MEMOS_CONFIG or defaults)"
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {memos_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     agent = commands.add_parser("agent", help="manage agents and their tokens")
