@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import socket
 import subprocess
@@ -111,20 +110,6 @@ def test_the_admin_commands_act_as_an_agent_with_its_permissions(tmp_path: Path)
     assert [c["name"] for c in json.loads(listed.stdout)] == ["@ben"]
     described = memos("cube", "describe", "plans", "--agent", "ann")
     assert "allow admin  ann  (owner)" in described.stdout
-
-
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
-@pytest.mark.parametrize("flags", [[], ["--system"]])
-def test_the_installed_units_pass_systemd_analyze_verify(tmp_path: Path, flags: list[str]) -> None:
-    unit = tmp_path / "memosd.service"
-    result = run(memos_command("install-service", *flags, "--target", str(unit)), tmp_path)
-    assert result.returncode == 0 and f"wrote {unit}" in result.stdout
-    text = unit.read_text()
-    assert "Type=notify" in text and "WatchdogSec=" in text and "@MEMOSD@" not in text
-    verify = subprocess.run(
-        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
-    )
-    assert verify.returncode == 0, verify.stderr
 
 
 @pytest.mark.parametrize(
