@@ -18,6 +18,7 @@ import anyio
 import msgspec
 
 from daemon import Config, MemosError, Services, load_config, open_store_services
+from memos_cli.connect import add_parsers as add_connect_parsers
 from memos_cli.data_commands import add_parsers as add_data_parsers
 from memos_cli.errors import exit_code, one_line_errors
 from memos_cli.memory_commands import add_parsers as add_memory_parsers
@@ -230,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_memory_parsers(commands)
     add_data_parsers(commands)
     add_service_parsers(commands)
+    add_connect_parsers(commands)
 
     mcp = commands.add_parser(
         "mcp", help="stdio MCP server relaying to memosd (for Claude Desktop and others)"
