@@ -20,6 +20,7 @@ import msgspec
 from daemon import Config, MemosError, Services, load_config, open_store_services
 from memos_cli.connect import add_parsers as add_connect_parsers
 from memos_cli.data_commands import add_parsers as add_data_parsers
+from memos_cli.doctor import add_parsers as add_doctor_parsers
 from memos_cli.errors import exit_code, one_line_errors
 from memos_cli.memory_commands import add_parsers as add_memory_parsers
 from memos_cli.service_commands import add_parsers as add_service_parsers
@@ -182,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", metavar="PATH", help="configuration file (default: $MEMOS_CONFIG or defaults)"
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {memos_version()}")
+    parser.set_defaults(loads_config=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     agent = commands.add_parser("agent", help="manage agents and their tokens")
@@ -232,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_parsers(commands)
     add_service_parsers(commands)
     add_connect_parsers(commands)
+    add_doctor_parsers(commands)
 
     mcp = commands.add_parser(
         "mcp", help="stdio MCP server relaying to memosd (for Claude Desktop and others)"
@@ -250,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> int:
         with one_line_errors("memos"):
+            if not args.loads_config:  # `memos doctor` reports a bad config as one of its checks
+                return int(args.handler(args.config, args))
             return int(args.handler(load_config(args.config), args))
 
     try:
