@@ -15,6 +15,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -80,7 +81,16 @@ def install_system(prefix: Path, python: Path, source: str) -> Path:
     if os.geteuid() != 0:
         raise InvalidInput("install-service --system installs into /opt and /etc: run it with sudo")
     _step([str(python), "-m", "venv", str(prefix)])
-    _step([str(prefix / "bin" / "python"), "-m", "pip", "install", "--quiet", "--upgrade", source])
+    with tempfile.TemporaryDirectory() as scratch:
+        if Path(source).is_dir():  # a clone: built from a copy, so root leaves no build files in it
+            copy = Path(scratch) / "memos"
+            shutil.copytree(
+                source,
+                copy,
+                ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__"),
+            )
+            source = str(copy)
+        _step([str(prefix / "bin" / "python"), "-m", "pip", "install", "--quiet", "--upgrade", source])
     try:
         pwd.getpwnam(SYSTEM_USER)
     except KeyError:
