@@ -8,6 +8,7 @@ being computed are gathered into the next one, so many concurrent writers cost a
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,11 +36,13 @@ class _Request:
         self.done = anyio.Event()
 
 
-def load_model(config: EmbedderConfig, cache_dir: Path) -> Any:
-    """Load the fastembed model (blocking: call on a worker thread)."""
+def load_model(config: EmbedderConfig, cache_dir: Path, *, local_only: bool = False) -> Any:
+    """Load the fastembed model (blocking: call on a worker thread); `local_only` never downloads it."""
     from fastembed import TextEmbedding  # imported here: it is slow to import and unused without a model
 
     kwargs: dict[str, Any] = {"cache_dir": str(cache_dir), "threads": config.threads}
+    if local_only:
+        kwargs["local_files_only"] = True
     if config.model_path:
         if not Path(config.model_path, "model.onnx").is_file():
             raise FileNotFoundError(f"[embedder] model_path {config.model_path} has no model.onnx")
@@ -57,14 +60,19 @@ def read_at_most(model: Any, max_tokens: int) -> None:
 
 
 class Embedder:
-    def __init__(self, config: EmbedderConfig, cache_dir: Path) -> None:
+    def __init__(self, config: EmbedderConfig, cache_dir: Path, *, local_only: bool = False) -> None:
+        """`local_only`: use the model only if it is already on disk (a CLI command must not download it)."""
         self.config = config
         self._cache_dir = cache_dir
+        self._local_only = local_only
         self._model: Any = None
         self.state: State = "disabled" if config.model == NO_MODEL else "loading"
         self.problem: str | None = None
         self.dims: int | None = None
         self.ready = anyio.Event()
+        self.settled = anyio.Event()  # set once the model is ready, has failed, or is off
+        if self.state == "disabled":
+            self.settled.set()
         self._send: MemoryObjectSendStream[_Request] | None = None
         self._counter: Any = None  # a tokenizer for counting, made on first use
 
@@ -77,6 +85,11 @@ class Embedder:
             return 'semantic search is off ([embedder] model = "none"); results are lexical'
         if self.state == "loading":
             return "the embedding model is still loading; results are lexical for now"
+        if self._local_only:
+            return (
+                f"the embedding model is not available on this machine ({self.problem}); results are"
+                " lexical (memosd downloads it on its first start, or set [embedder] model_path)"
+            )
         return f"the embedding model could not be loaded ({self.problem}); results are lexical"
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -97,14 +110,17 @@ class Embedder:
     async def _load_and_serve(self, receive: MemoryObjectReceiveStream[_Request]) -> None:
         try:
             self._model = await anyio.to_thread.run_sync(
-                load_model, self.config, self._cache_dir, abandon_on_cancel=True
+                partial(load_model, self.config, self._cache_dir, local_only=self._local_only),
+                abandon_on_cancel=True,
             )
             probe = await anyio.to_thread.run_sync(self._compute, ["dimension probe"])
         # Model loading fails in many ways (missing files, no network, a corrupt download, onnxruntime
         # errors); all of them mean the same thing to the daemon: keep serving, lexically, and say why.
         except Exception as exc:  # noqa: BLE001
             self.state, self.problem = "failed", f"{type(exc).__name__}: {exc}"
-            log.error(
+            self.settled.set()
+            log.log(
+                logging.INFO if self._local_only else logging.ERROR,  # a CLI command says so in its result
                 "embedding model %s could not be loaded: %s. Search stays lexical; set [embedder] model_path"
                 ' to a local ONNX copy of the model, or model = "none" to silence this.',
                 self.config.model,
@@ -115,6 +131,7 @@ class Embedder:
         self.dims = int(probe.shape[1])
         self.state = "ready"
         self.ready.set()
+        self.settled.set()
         log.info("embedding model %s ready (%d dimensions)", self.config.model, self.dims)
         await self._serve(receive)
 

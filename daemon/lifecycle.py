@@ -75,7 +75,8 @@ async def open_store_services(config: Config, *, with_model: bool = False) -> As
     """The services for one CLI command: the policy files read once, no watchers or scheduled work.
 
     Without a model, writes leave vectors to the daemon's backfill (so its in-memory vectors stay
-    complete); with one (for `memos search`), vectors are searched in the database.
+    complete); with one (for `memos search`), vectors are searched in the database. The model is used only
+    if it is on disk: a command never waits for a download, it answers lexically and says why.
     """
     store = await Store.open(config.database_path, read_connections=config.storage.read_connections)
     try:
@@ -88,12 +89,14 @@ async def open_store_services(config: Config, *, with_model: bool = False) -> As
             search=msgspec.structs.replace(config.search, vector_cache=False),
             reranker=msgspec.structs.replace(config.reranker, model=NO_MODEL, model_path=None),
         )
-        services = _services(no_cache, store, Embedder(embedder_config, model_cache_dir()))
+        # A command never downloads the model: without a local copy it answers lexically and says so.
+        embedder = Embedder(embedder_config, model_cache_dir(), local_only=True)
+        services = _services(no_cache, store, embedder)
         await services.policy_watcher.reload(publish=False)
         async with anyio.create_task_group() as tg:
             await tg.start(services.embedder.run)
-            if with_model:
-                await services.embedder.ready.wait()
+            await services.embedder.settled.wait()
+            if services.embedder.state == "ready":
                 await services.vectors.attach(read_only=True)
             try:
                 yield services

@@ -4,6 +4,7 @@ as text for hosts that read only text, and an output schema derived from the Str
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec
 
@@ -63,4 +64,6 @@ def make_tool(
     run.__annotations__ = {**fn.__annotations__, "return": CallToolResult}
     tool = Tool.from_function(run, name=fn.__name__, annotations=annotations, structured_output=False)
     tool.fn_metadata.output_schema = output_schema(output)
+    # Without its docstring's indentation: a model reads every description in every conversation.
+    tool.description = inspect.cleandoc(tool.description or "")
     return tool

@@ -2,7 +2,8 @@
 
 They call the same service API as the MCP tools, with the same policy checks, on the database directly. An
 added memory gets its vector from the running daemon's backfill within seconds; `memos search` loads the
-embedding model itself (a second or two) unless `--lexical`.
+embedding model itself (a second or two) unless `--lexical`, and only if it is on disk: it never downloads it
+and answers lexically, saying why, when the model is off or missing.
 """
 
 from __future__ import annotations
@@ -136,8 +137,12 @@ def cmd_add(config: Config, args: argparse.Namespace) -> int:
 def cmd_search(config: Config, args: argparse.Namespace) -> int:
     async def run() -> Any:
         async with open_store_services(config, with_model=not args.lexical) as services:
-            query = SearchQuery(query=args.query, cubes=args.cube or None, k=args.k)
+            query = SearchQuery(
+                query=args.query, cubes=args.cube or None, k=args.k, mode="lexical" if args.lexical else None
+            )
             return await services.search.search(agent_named(args.agent), query)
+
+    quiet_fastembed()
 
     found = anyio.run(run)
     if args.json:
@@ -145,10 +150,20 @@ def cmd_search(config: Config, args: argparse.Namespace) -> int:
         return 0
     rows = [[f"{hit.score:.4f}", hit.cube, hit.id, hit.content] for hit in found.results]
     _table(rows, ["score", "cube", "id", "content"])
-    print(f"{len(rows)} results, {found.mode} search over {', '.join(found.cubes) or 'no cubes'}")
+    asked = " (--lexical)" if args.lexical else ""
+    print(f"{len(rows)} results, {found.mode} search{asked} over {', '.join(found.cubes) or 'no cubes'}")
     if found.note:
         print(found.note)
     return 0
+
+
+def quiet_fastembed() -> None:
+    """fastembed logs its failed look-ups to stderr through loguru; a command says the outcome itself."""
+    try:
+        from loguru import logger
+    except ImportError:
+        return
+    logger.remove()
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,11 +18,17 @@ import anyio
 import msgspec
 
 from daemon import Config, MemosError, Services, load_config, open_store_services
+from memos_cli.connect import add_parsers as add_connect_parsers
 from memos_cli.data_commands import add_parsers as add_data_parsers
+from memos_cli.doctor import add_parsers as add_doctor_parsers
 from memos_cli.errors import exit_code, one_line_errors
 from memos_cli.memory_commands import add_parsers as add_memory_parsers
 from memos_cli.service_commands import add_parsers as add_service_parsers
-from memos_cli.status import read_status
+from memos_cli.status import absent, daemon_state, read_status, serving_daemon
+from memos_cli.version import memos_version
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 
 def _run(config: Config, action: Callable[[Services], Awaitable[Any]]) -> Any:
@@ -109,20 +116,29 @@ def cmd_audit(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
-    status = _run(config, lambda s: read_status(s))
+    held = serving_daemon(config)  # before this command opens the database
+    if config.database_path.exists():
+        status = _run(config, lambda s: read_status(s, held))
+    else:  # never create it: no daemon has served this path yet
+        status = absent(anyio.run(daemon_state, config, False, None)[0])
     if args.json:
         print(msgspec.json.encode(status).decode())
         return 0
     print(f"config      {config.source}")
+    if not status.database_exists:
+        print(f"database    {config.database_path} does not exist yet (memosd creates it on its first start)")
+        print(f"daemon      {status.daemon}")
+        return 0
     print(f"database    {config.database_path} (schema {status.schema_version})")
     print(f"daemon      {status.daemon}")
     reported = status.daemon_status
     if reported is not None:
+        when = "" if status.running else "last run: "
         print(
-            f"            pid {reported.pid}, memos {reported.version}, {reported.state} since"
+            f"            {when}pid {reported.pid}, memos {reported.version}, {reported.state} since"
             f" {reported.started_at}, embedder {reported.embedder or 'n/a'}"
         )
-        for name, m in reported.queue.items():
+        for name, m in reported.queue.items() if status.running else ():
             print(
                 f"queue       {name:12} {m['queued']:.0f} queued, {m['running']:.0f} running, {m['done']:.0f} done,"
                 f" {m['failed']:.0f} failed, {m['cancelled']:.0f} cancelled; mean wait {m['mean_wait_ms']} ms,"
@@ -166,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config", metavar="PATH", help="configuration file (default: $MEMOS_CONFIG or defaults)"
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {memos_version()}")
+    parser.set_defaults(loads_config=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     agent = commands.add_parser("agent", help="manage agents and their tokens")
@@ -215,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_memory_parsers(commands)
     add_data_parsers(commands)
     add_service_parsers(commands)
+    add_connect_parsers(commands)
+    add_doctor_parsers(commands)
 
     mcp = commands.add_parser(
         "mcp", help="stdio MCP server relaying to memosd (for Claude Desktop and others)"
@@ -233,9 +253,29 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> int:
         with one_line_errors("memos"):
+            if not args.loads_config:  # `memos doctor` reports a bad config as one of its checks
+                return int(args.handler(args.config, args))
             return int(args.handler(load_config(args.config), args))
 
-    return exit_code(run)
+    try:
+        code = exit_code(run)
+        sys.stdout.flush()  # here, not at exit, where a closed pipe could only be reported, not handled
+    except BrokenPipeError:
+        return output_closed()
+    except BaseExceptionGroup as group:  # from inside a task group
+        if group.split(BrokenPipeError)[1] is not None:
+            raise
+        return output_closed()
+    return code
+
+
+def output_closed() -> int:
+    """The reader of our output went away (`memos … | head`): stop quietly, as a command killed by SIGPIPE
+    would. Later writes, and the flush at exit, go to /dev/null instead of raising again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

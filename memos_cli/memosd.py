@@ -8,7 +8,6 @@ import os
 import signal
 import sys
 import threading
-from importlib.metadata import PackageNotFoundError, version
 
 import anyio
 import anyio.abc
@@ -22,15 +21,9 @@ from mcp_server.http import HttpServer
 from mcp_server.notifications import Notifications
 from memos_cli.errors import exit_code, one_line_errors
 from memos_cli.logs import setup_logging
+from memos_cli.version import memos_version
 
 log = logging.getLogger("memosd")
-
-
-def memos_version() -> str:
-    try:
-        return version("memos")
-    except PackageNotFoundError:  # running from a source tree
-        return "0+unknown"
 
 
 async def run_daemon(config: Config, notifier: Notifier) -> None:
@@ -107,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--config", metavar="PATH", help="configuration file (default: $MEMOS_CONFIG or defaults)"
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {memos_version()}")
     args = parser.parse_args(argv)
     return exit_code(lambda: _serve_command(args.config))
 

@@ -1,41 +1,80 @@
-"""What `memos status` reports, read from the database and the daemon's health endpoint."""
+"""What `memos status` reports, read from the database and the daemon's health endpoint.
+
+A daemon serves this database only if it holds the database's instance lock; its health endpoint alone
+proves nothing (another memosd, on another database, may listen on the configured port). The command never
+creates the database: a path no daemon has served yet is reported as such.
+"""
 
 from __future__ import annotations
 
 import httpx2
 import msgspec
 
-from daemon import Services
+from daemon import Config, Services
 from daemon.daemon_status import DaemonStatus
+from daemon.instance_lock import InstanceLock
 from daemon.policy import PolicyState
 
 
 class Status(msgspec.Struct, kw_only=True):
     daemon: str
-    daemon_status: DaemonStatus | None
-    schema_version: int
+    running: bool  # a memosd holds this database and answers its health endpoint
+    daemon_status: DaemonStatus | None  # the last report of the daemon that served it (maybe gone since)
+    database_exists: bool
+    schema_version: int | None
     agents: int
     cubes: int
     memories: int
     policy: PolicyState | None
 
 
-async def _daemon_state(services: Services) -> str:
-    server = services.config.server
-    url = f"http://{server.host}:{server.port}"
+def serving_daemon(config: Config) -> bool:
+    """True if a memosd holds this database's lock (call it before opening the database)."""
+    return config.database_path.exists() and InstanceLock(config.database_path).held_by_other()
+
+
+async def healthy(base_url: str) -> int | None:
+    """The status code of `GET base_url/healthz`, or None if nothing answers there."""
     try:
         async with httpx2.AsyncClient(timeout=2.0) as http:
-            response = await http.get(f"{url}/healthz")
+            return (await http.get(f"{base_url}/healthz")).status_code
     except httpx2.HTTPError:
-        return f"not reachable at {url}/mcp (start it with memosd)"
-    return (
-        f"running at {url}/mcp"
-        if response.status_code == 200
-        else f"unhealthy at {url} ({response.status_code})"
-    )
+        return None
 
 
-async def read_status(services: Services) -> Status:
+def base_url(mcp_url: str) -> str:
+    return mcp_url.removesuffix("/mcp")
+
+
+async def daemon_state(config: Config, held: bool, reported: DaemonStatus | None) -> tuple[str, bool]:
+    """A sentence about the daemon of this database, and whether it runs and answers."""
+    configured = f"http://{config.server.host}:{config.server.port}"
+    if not held:
+        other = await healthy(configured)
+        beside = (
+            f"; something else answers at {configured} (another memosd on another database?)"
+            if other is not None
+            else ""
+        )
+        return f"not running (start it with memosd){beside}", False
+    url = base_url(reported.url) if reported is not None else configured
+    code = await healthy(url)
+    pid = f" (pid {reported.pid})" if reported is not None else ""
+    if code == 200:
+        return f"running at {url}/mcp{pid}", True
+    if code is None:
+        return f"running{pid} but not answering at {url}/healthz (starting, or stuck?)", False
+    return f"running{pid} but unhealthy at {url} (HTTP {code})", False
+
+
+def absent(daemon: str) -> Status:
+    return Status(
+        daemon=daemon, running=False, daemon_status=None, database_exists=False, schema_version=None,
+        agents=0, cubes=0, memories=0, policy=None,
+    )  # fmt: skip
+
+
+async def read_status(services: Services, held: bool) -> Status:
     async with services.store.read() as conn:
         counts = await conn.fetch_one(
             "SELECT (SELECT max(version) FROM schema_migrations), (SELECT count(*) FROM agents),"
@@ -44,9 +83,13 @@ async def read_status(services: Services) -> Status:
         policy_row = await conn.fetch_one("SELECT value FROM meta WHERE key = 'policy_status'")
         daemon_row = await conn.fetch_one("SELECT value FROM meta WHERE key = 'daemon_status'")
     assert counts is not None
+    reported = msgspec.json.decode(daemon_row[0], type=DaemonStatus) if daemon_row else None
+    daemon, running = await daemon_state(services.config, held, reported)
     return Status(
-        daemon=await _daemon_state(services),
-        daemon_status=msgspec.json.decode(daemon_row[0], type=DaemonStatus) if daemon_row else None,
+        daemon=daemon,
+        running=running,
+        daemon_status=reported,
+        database_exists=True,
         schema_version=counts[0],
         agents=counts[1],
         cubes=counts[2],

@@ -62,9 +62,11 @@ def test_every_config_key_is_documented() -> None:
 
 
 def test_ci_runs_the_readme_test_command() -> None:
+    """The user install has no test tools; the test command installs them itself, so it works right after
+    the install command on a fresh clone, and CI runs exactly it."""
     blocks = re.findall(r"```bash\n(.*?)```", README, flags=re.DOTALL)
     install, test = blocks[0].strip(), blocks[1].strip()
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     assert test in ci.splitlines()
-    assert "pip install" in install and "memosd" in install
-    assert '.venv/bin/pip install --quiet --disable-pip-version-check -e ".[test]"' in ci
+    assert "pip install" in install and "memosd" in install and "[test]" not in install
+    assert test.startswith('.venv/bin/pip install -e ".[test]" && ') and test.endswith("-m pytest")
