@@ -15,12 +15,13 @@ from mcp import Client, StdioServerParameters
 from mcp.server.subscriptions import ResourcesListChanged, ToolsListChanged
 from mcp.shared.exceptions import MCPError
 
-from mcp_server.app import INSTRUCTIONS
+from mcp_server.app import INSTRUCTIONS, build_catalog
 from tests.conftest import (
     REPO,
     RunningDaemon,
     free_port,
     isolated_env,
+    make_config,
     mcp_client,
     memos_command,
     start_daemon,
@@ -115,6 +116,18 @@ async def test_a_wrong_token_through_the_bridge_names_the_agent(daemon: RunningD
     async with bridge(daemon.config_path, daemon.home, "mallory", "memos_not-a-real-token") as client:
         message = await call_error(client, "memory_add", content="x")
     assert "mallory" in message and "token" in message
+
+
+async def test_the_catalog_describes_memosd_without_opening_the_store_or_the_model(tmp_path: Path) -> None:
+    config = make_config(tmp_path, str(tmp_path / "no-model-here"))
+    catalog = build_catalog(config, "9.9")
+    server = catalog.server
+    assert (server.name, server.version, server.instructions) == ("memos", "9.9", INSTRUCTIONS)
+    tools = await server.list_tools()
+    assert {t.name for t in tools} == set(catalog.tools) and "memory_search" in catalog.tools
+    assert all(t.output_schema for t in tools)
+    assert await server.list_resources() and await server.list_resource_templates()
+    assert not Path(config.database_path).parent.exists()  # no database, not even its directory
 
 
 @pytest.mark.parametrize("era", ["legacy", "auto"])
