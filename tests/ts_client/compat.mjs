@@ -6,6 +6,8 @@
 // Usage: node compat.mjs '<json>' where json is
 //   {"transport": "http", "url": "...", "token": "...", "peer": "agent"} or
 //   {"transport": "stdio", "command": "...", "args": [...], "env": {...}, "cwd": "...", "peer": "agent"}
+// With "startedFirst": true the daemon is not up yet: the client checks that it lists the tools and that a
+// call fails clearly, prints {"waiting": true}, and waits for list_changed (the caller starts memosd).
 // Prints one JSON summary line on stdout and exits 0, or prints what failed on stderr and exits 1.
 
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -59,7 +61,15 @@ function transport() {
     });
 }
 
-const client = new Client({ name: 'memos-ts-compat', version: '1.0.0' }, { capabilities: {} });
+// The SDK re-lists on list_changed by itself (when the server advertises listChanged) and hands us the lists.
+const refreshed = {};
+const onChanged = (kind) => (error, items) => {
+    refreshed[kind] = error ?? items;
+};
+const client = new Client(
+    { name: 'memos-ts-compat', version: '1.0.0' },
+    { capabilities: {}, listChanged: { tools: { onChanged: onChanged('tools') }, resources: { onChanged: onChanged('resources') } } },
+);
 const updated = [];
 client.setNotificationHandler(ResourceUpdatedNotificationSchema, (note) => {
     updated.push(note.params.uri);
@@ -72,7 +82,24 @@ check(client.getInstructions()?.includes('memory_search'), `instructions: ${clie
 const capabilities = client.getServerCapabilities();
 check(capabilities?.tools && capabilities.resources?.subscribe, `capabilities: ${JSON.stringify(capabilities)}`);
 
+async function until(condition, seconds, failure) {
+    const deadline = Date.now() + seconds * 1000;
+    while (!condition()) {
+        check(Date.now() < deadline, failure);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+}
+
 const { tools } = await client.listTools();
+check(tools.some((t) => t.name === 'memory_add'), `tools/list: ${JSON.stringify(tools.map((t) => t.name))}`);
+if (options.startedFirst) {
+    const early = await client.callTool({ name: 'memory_add', arguments: { content: 'too early' } });
+    const said = early.content?.map((c) => c.text).join(' ');
+    check(early.isError && said.includes('not reachable') && said.includes('memosd'), `before memosd: ${said}`);
+    console.log(JSON.stringify({ waiting: true }));
+    await until(() => refreshed.tools && refreshed.resources, 40, 'no tools and resources list_changed from memosd');
+    check(refreshed.tools.some?.((t) => t.name === 'memory_add'), `tools after list_changed: ${refreshed.tools}`);
+}
 const schemas = new Map();
 for (const tool of tools) {
     check(tool.outputSchema, `${tool.name} has no outputSchema`);
@@ -143,4 +170,5 @@ for (let n = 1; !updated.includes(uri); n++) {
 await client.unsubscribeResource({ uri });
 await client.close();
 
-console.log(JSON.stringify({ transport: where, server, tools: tools.length, checkedResults, updated: uri }));
+const listChanged = Object.keys(refreshed).sort();
+console.log(JSON.stringify({ transport: where, server, tools: tools.length, checkedResults, updated: uri, listChanged }));
