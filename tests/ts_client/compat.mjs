@@ -68,7 +68,10 @@ const onChanged = (kind) => (error, items) => {
 };
 const client = new Client(
     { name: 'memos-ts-compat', version: '1.0.0' },
-    { capabilities: {}, listChanged: { tools: { onChanged: onChanged('tools') }, resources: { onChanged: onChanged('resources') } } },
+    {
+        capabilities: {},
+        listChanged: { tools: { onChanged: onChanged('tools') }, resources: { onChanged: onChanged('resources') } },
+    },
 );
 const updated = [];
 client.setNotificationHandler(ResourceUpdatedNotificationSchema, (note) => {
@@ -171,4 +174,5 @@ await client.unsubscribeResource({ uri });
 await client.close();
 
 const listChanged = Object.keys(refreshed).sort();
-console.log(JSON.stringify({ transport: where, server, tools: tools.length, checkedResults, updated: uri, listChanged }));
+const summary = { transport: where, server, tools: tools.length, checkedResults, updated: uri, listChanged };
+console.log(JSON.stringify(summary));
