@@ -1,15 +1,23 @@
-"""Compose the MCP server: tools, resources, bearer-token auth, and the streamable-HTTP ASGI app."""
+"""Compose the MCP server: tools, resources, bearer-token auth, and the streamable-HTTP ASGI app.
+
+`build_catalog` defines the same server without opening anything, for the stdio bridge to describe memosd
+(instructions, tools, resources) to a host while the daemon is not up.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, NoReturn, cast
+
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.tools import Tool
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from daemon import Services
+from daemon import Config, Services
 from mcp_server.auth import AgentTokenVerifier
 from mcp_server.notifications import Notifications
 from mcp_server.request_log import log_request
@@ -25,24 +33,31 @@ as self-contained sentences. Your writes go to your private cube unless you name
 MCP_PATH = "/mcp"
 
 
+def _define(services: Services, version: str, tools: list[Tool], **serving: Any) -> MCPServer:
+    """The server's identity, guidance, tools and resources: one definition for memosd and the bridge."""
+    mcp: MCPServer = MCPServer(
+        name="memos", version=version, instructions=INSTRUCTIONS, tools=tools, **serving
+    )
+    add_resources(mcp, services)
+    return mcp
+
+
 def build_mcp(services: Services, version: str) -> tuple[MCPServer, Notifications]:
     """The MCP server and its notifier (whose `run` the caller starts in its task group)."""
     server = services.config.server
     # The issuer is a placeholder the SDK requires; tokens come from `memos agent add`, not from OAuth.
     base = f"http://{server.host}:{server.port}"
-    mcp: MCPServer = MCPServer(
-        name="memos",
-        version=version,
-        instructions=INSTRUCTIONS,
+    mcp = _define(
+        services,
+        version,
+        build_tools(services),
         token_verifier=AgentTokenVerifier(services.identities),
         auth=AuthSettings(issuer_url=base, resource_server_url=None),  # type: ignore[arg-type]
-        tools=build_tools(services),
         middleware=[log_request],
     )
     notifications = Notifications(services)
     notifications.install(mcp)
     mcp.middleware.append(notifications.preload)
-    add_resources(mcp, services)
 
     @mcp.custom_route("/healthz", methods=["GET"])
     async def healthz(request: Request) -> Response:
@@ -71,3 +86,31 @@ def build_app(mcp: MCPServer, services: Services) -> Starlette:
         )
     )
     return app
+
+
+class _Unopened:
+    """The services as tool and resource definitions read them while being built: the configuration (tool
+    descriptions quote its limits). Nothing is opened; a definition run against it is a wiring slip."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise RuntimeError(f"services.{name} is not open: a catalog lists memosd's tools, it never runs them")
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """memosd's MCP server as `build_mcp` defines it, never served: for its name, version, instructions and
+    listings, and for its tools' argument models (to check a call's arguments as memosd will)."""
+
+    server: MCPServer
+    tools: dict[str, Tool]
+
+
+def build_catalog(config: Config, version: str) -> Catalog:
+    """The catalog for this configuration, with nothing opened: no model, no database, no network."""
+    services = cast(Services, _Unopened(config))
+    tools = build_tools(services)
+    server = _define(services, version, tools, log_level="WARNING")
+    return Catalog(server=server, tools={tool.name: tool for tool in tools})

@@ -4,7 +4,12 @@ Desktop hosts launch a stdio server and give it seconds to answer `initialize`, 
 from a local low-level `Server` at once and relays each request to the daemon's `/mcp` endpoint. A raw
 JSON-RPC pipe would die with the daemon's sessions; instead the upstream is a sessionless modern-era
 `Client`, owned by a supervisor task and rebuilt whenever a connection error kills it (SDK issue #915).
-Nothing here loads a model or waits for the daemon before serving.
+
+The bridge is the same package as the daemon, so it describes memosd from memosd's own definitions (the
+`Catalog`: name, version, instructions, tools, resources) without loading a model or opening the store: a
+host that starts before memosd lists every tool at once, its calls fail with a clear message until the
+daemon is up, and it is sent `list_changed` when the daemon first answers (and whenever what the daemon
+lists differs from what it listed before).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import secrets
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
@@ -37,6 +43,9 @@ from mcp.server.subscriptions import (
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, METHOD_NOT_FOUND
 from mcp_types.version import LATEST_MODERN_VERSION, MODERN_PROTOCOL_VERSIONS
+from pydantic import ValidationError
+
+from mcp_server.app import Catalog
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +73,54 @@ class _Link:
         self.refused = False  # the daemon's latest answer on this link was HTTP 401
 
 
+@dataclass(frozen=True)
+class _Listings:
+    """What a server lists: the host is served these, never a page of them relayed."""
+
+    tools: list[types.Tool]
+    resources: list[types.Resource]
+    templates: list[types.ResourceTemplate]
+    prompts: list[types.Prompt]
+
+    @classmethod
+    async def of_catalog(cls, catalog: Catalog) -> _Listings:
+        server = catalog.server
+        return cls(
+            await server.list_tools(),
+            await server.list_resources(),
+            await server.list_resource_templates(),
+            await server.list_prompts(),
+        )
+
+    @classmethod
+    async def of_daemon(cls, client: Client) -> _Listings:
+        async def every(fetch: Callable[[str | None], Awaitable[Any]], field: str) -> list[Any]:
+            items, cursor = [], None
+            while True:
+                page = await fetch(cursor)
+                items += getattr(page, field)
+                if not (cursor := page.next_cursor):
+                    return items
+
+        return cls(
+            await every(lambda cursor: client.list_tools(cursor=cursor), "tools"),
+            await every(lambda cursor: client.list_resources(cursor=cursor), "resources"),
+            await every(lambda cursor: client.list_resource_templates(cursor=cursor), "resource_templates"),
+            await every(lambda cursor: client.list_prompts(cursor=cursor), "prompts"),
+        )
+
+    def changes_from(self, before: _Listings) -> list[ServerEvent]:
+        """The list_changed events that take a host from `before` to these listings."""
+        events: list[ServerEvent] = []
+        if self.tools != before.tools:
+            events.append(ToolsListChanged())
+        if (self.resources, self.templates) != (before.resources, before.templates):
+            events.append(ResourcesListChanged())
+        if self.prompts != before.prompts:
+            events.append(PromptsListChanged())
+        return events
+
+
 def _leaves(exc: BaseException | None) -> Iterator[BaseException]:
     """The leaf exceptions of a (possibly nested) exception group, plus their causes."""
     while exc is not None:
@@ -79,8 +136,11 @@ def _leaves(exc: BaseException | None) -> Iterator[BaseException]:
 class _Bridge:
     """Request relay, upstream client supervision and subscription fan-in for one stdio host."""
 
-    def __init__(self, url: str, token: str, agent: str) -> None:
+    def __init__(self, url: str, token: str, agent: str, catalog: Catalog) -> None:
         self.url, self.token, self.agent = url, token, agent
+        self._catalog = catalog
+        self._local: _Listings | None = None  # the catalog's listings, served until the daemon answers
+        self._daemon: _Listings | None = None  # what the daemon listed when it last answered
         self._link = _Link()
         self._host: ServerSession | None = None  # handshake-era host: notifications go to its session
         self._host_uris: set[str] = set()  # handshake-era resources/subscribe
@@ -89,7 +149,6 @@ class _Bridge:
         self._relisten = anyio.CancelScope()
         self._bus = InMemorySubscriptionBus()  # fans upstream events out to the host's modern listen streams
         self._listen_handler = ListenHandler(self._bus)
-        self._key_tools: dict[str, bool] = {}  # tool name -> accepts idempotency_key
 
     # -- upstream -------------------------------------------------------------------------------
     @asynccontextmanager
@@ -200,25 +259,51 @@ class _Bridge:
             self._host = ctx.session
         return await call_next(ctx)
 
-    def pager(
-        self, fetch: Callable[[Client, str | None], Awaitable[_R]]
-    ) -> Callable[[_Ctx, _Page], Awaitable[_R]]:
-        """A handler relaying one page of a list method, cursor passed through."""
+    async def listings(self) -> _Listings:
+        """The daemon's listings once it has answered; until then the same, built in-process."""
+        if self._daemon is not None:
+            return self._daemon
+        if self._local is None:
+            self._local = await _Listings.of_catalog(self._catalog)
+        return self._local
 
-        async def handler(ctx: _Ctx, params: _Page) -> _R:
-            return await self._relay(lambda c: fetch(c, params.cursor if params else None))
+    async def list_tools(self, ctx: _Ctx, params: _Page) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=(await self.listings()).tools)
 
-        return handler
+    async def list_resources(self, ctx: _Ctx, params: _Page) -> types.ListResourcesResult:
+        return types.ListResourcesResult(resources=(await self.listings()).resources)
 
-    async def _takes_idempotency_key(self, tool: str) -> bool:
-        """Whether the daemon's tool accepts `idempotency_key` (tool schemas are fetched once, then cached)."""
-        if tool not in self._key_tools:
-            listing = await self._relay(lambda c: c.list_tools())
-            self._key_tools = {
-                t.name: "idempotency_key" in (t.input_schema or {}).get("properties", {})
-                for t in listing.tools
-            }
-        return self._key_tools.get(tool, False)
+    async def list_resource_templates(self, ctx: _Ctx, params: _Page) -> types.ListResourceTemplatesResult:
+        return types.ListResourceTemplatesResult(resource_templates=(await self.listings()).templates)
+
+    async def list_prompts(self, ctx: _Ctx, params: _Page) -> types.ListPromptsResult:
+        return types.ListPromptsResult(prompts=(await self.listings()).prompts)
+
+    async def _daemon_answered(self, client: Client) -> None:
+        """The daemon answered: serve its listings from now on. The host is told the tools and resources
+        changed the first time (it may have listed before the daemon was up), then whenever a list differs."""
+        first, before = self._daemon is None, await self.listings()
+        self._daemon = fresh = await _Listings.of_daemon(client)
+        kinds = {type(event) for event in fresh.changes_from(before)}
+        if first:
+            kinds |= {ToolsListChanged, ResourcesListChanged}
+        for kind in (ToolsListChanged, ResourcesListChanged, PromptsListChanged):
+            if kind in kinds:
+                await self._emit(kind())
+
+    async def _takes_key(self, tool: str, arguments: dict[str, Any]) -> bool:
+        """Whether to add an idempotency key: only to a tool that takes one, and for a tool memosd defines,
+        only to arguments its argument model accepts. A call memosd refuses then reaches it exactly as the
+        host sent it, so the error reads as it does over HTTP and never shows a key the host did not send."""
+        listed = {t.name: t for t in (await self.listings()).tools}.get(tool)
+        if listed is None or "idempotency_key" not in (listed.input_schema or {}).get("properties", {}):
+            return False
+        if (definition := self._catalog.tools.get(tool)) is not None:
+            try:
+                definition.fn_metadata.validate_arguments(arguments)
+            except ValidationError:
+                return False
+        return True
 
     async def call_tool(self, ctx: _Ctx, params: types.CallToolRequestParams) -> types.CallToolResult:
         """Relay one call. A write is re-sent after a lost connection only when it carries an idempotency key,
@@ -227,7 +312,7 @@ class _Bridge:
         arguments = dict(params.arguments or {})
         try:
             keyed = "idempotency_key" in arguments
-            if not keyed and await self._takes_idempotency_key(params.name):
+            if not keyed and await self._takes_key(params.name, arguments):
                 arguments["idempotency_key"] = f"bridge-{secrets.token_hex(12)}"
                 keyed = True
             request = types.CallToolRequest(
@@ -324,12 +409,17 @@ class _Bridge:
                         ) as sub,
                     ):
                         established, delay, warned = True, 0.5, False
+                        await self._daemon_answered(client)
                         if lost:
                             lost = False
                             missed: list[ServerEvent] = [ResourcesListChanged()]
                             for event in missed + [ResourceUpdated(u) for u in self._listening]:
                                 await self._emit(event)
                         async for event in sub:
+                            if isinstance(
+                                event, (ToolsListChanged, ResourcesListChanged, PromptsListChanged)
+                            ):
+                                self._daemon = await _Listings.of_daemon(client)
                             await self._emit(event)
                 except Exception as exc:  # the client wraps what it raises in (nested) exception groups
                     if METHOD_NOT_FOUND in {e.code for e in _leaves(exc) if isinstance(e, MCPError)}:
@@ -344,20 +434,22 @@ class _Bridge:
                 delay = min(delay * 2, 5.0)
 
 
-def _build_server(bridge: _Bridge) -> Server[Any]:
-    """The host-facing server: every handler relays; `initialize` never waits for the daemon."""
+def _build_server(bridge: _Bridge, catalog: Catalog) -> Server[Any]:
+    """The host-facing server, introduced as memosd introduces itself: the lists are served by the bridge,
+    everything else relays; nothing waits for the daemon."""
     server: Server[Any] = Server(
-        "memos",
-        instructions=f"memos memory for agent {bridge.agent}, relayed to {bridge.url}",
-        on_list_tools=bridge.pager(lambda c, cursor: c.list_tools(cursor=cursor)),
+        catalog.server.name,
+        version=catalog.server.version,
+        instructions=catalog.server.instructions,
+        on_list_tools=bridge.list_tools,
         on_call_tool=bridge.call_tool,
-        on_list_resources=bridge.pager(lambda c, cursor: c.list_resources(cursor=cursor)),
-        on_list_resource_templates=bridge.pager(lambda c, cursor: c.list_resource_templates(cursor=cursor)),
+        on_list_resources=bridge.list_resources,
+        on_list_resource_templates=bridge.list_resource_templates,
         on_read_resource=bridge.read_resource,
         on_subscribe_resource=bridge.subscribe,
         on_unsubscribe_resource=bridge.unsubscribe,
         on_subscriptions_listen=bridge.listen,
-        on_list_prompts=bridge.pager(lambda c, cursor: c.list_prompts(cursor=cursor)),
+        on_list_prompts=bridge.list_prompts,
         on_get_prompt=bridge.get_prompt,
     )
     server.middleware.append(bridge.note_host)
@@ -368,13 +460,14 @@ async def run_bridge(
     url: str,
     token: str,
     agent: str,
+    catalog: Catalog,
     *,
     stdin: anyio.AsyncFile[str] | None = None,
     stdout: anyio.AsyncFile[str] | None = None,
 ) -> None:
     """Serve MCP on stdio for `agent`, relayed to the daemon at `url`, until the host closes stdin."""
-    bridge = _Bridge(url, token, agent)
-    server = _build_server(bridge)
+    bridge = _Bridge(url, token, agent, catalog)
+    server = _build_server(bridge, catalog)
     options = server.create_initialization_options(
         NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
     )

@@ -21,7 +21,6 @@ class CubeList(msgspec.Struct, kw_only=True):
 
 
 def build_cube_tools(services: Services) -> list[Tool]:
-    store = services.store
 
     async def cube_list() -> CubeList:
         """List the memory cubes you can read, with their owners and memory counts. Use it to learn which
@@ -37,7 +36,7 @@ def build_cube_tools(services: Services) -> list[Tool]:
         """Create a new memory cube that you own, for memories on one topic or to share with others later."""
         agent = current_agent()
         return await idempotent(
-            store, agent, idempotency_key, "cube_create", [name, description], Cube,
+            services.store, agent, idempotency_key, "cube_create", [name, description], Cube,
             lambda rec: services.cubes.create(agent, name, description, recorder=rec),
         )  # fmt: skip
 
@@ -54,7 +53,7 @@ def build_cube_tools(services: Services) -> list[Tool]:
         """Give another agent or group access to a cube, at once. Returns the cube's members after the change."""
         agent = current_agent()
         return await idempotent(
-            store, agent, idempotency_key, "cube_share", [cube, grantee, permission], CubeMembers,
+            services.store, agent, idempotency_key, "cube_share", [cube, grantee, permission], CubeMembers,
             lambda rec: services.cubes.share(agent, cube, grantee, permission, recorder=rec),
         )  # fmt: skip
 
@@ -69,7 +68,7 @@ def build_cube_tools(services: Services) -> list[Tool]:
         """Take back access granted with cube_share (policy-file rules are not changed by this)."""
         agent = current_agent()
         return await idempotent(
-            store, agent, idempotency_key, "cube_unshare", [cube, grantee, permission], CubeMembers,
+            services.store, agent, idempotency_key, "cube_unshare", [cube, grantee, permission], CubeMembers,
             lambda rec: services.cubes.unshare(agent, cube, grantee, permission, recorder=rec),
         )  # fmt: skip
 
@@ -113,7 +112,7 @@ def build_cube_tools(services: Services) -> list[Tool]:
         except msgspec.ValidationError as exc:
             raise InvalidInput(str(exc).replace("$.", "")) from None
         return await idempotent(
-            store, agent, idempotency_key, "cube_configure", [cube, changes], ConfiguredCube,
+            services.store, agent, idempotency_key, "cube_configure", [cube, changes], ConfiguredCube,
             lambda rec: services.settings.configure(agent, cube, changes, recorder=rec),
         )  # fmt: skip
 

@@ -68,7 +68,7 @@ def _args(values: dict[str, Any], names: str) -> dict[str, Any]:
 
 
 def build_memory_tools(services: Services) -> list[Tool]:
-    limits, store = services.config.limits, services.store
+    limits = services.config.limits
 
     async def memory_add(
         content: Annotated[
@@ -100,7 +100,7 @@ def build_memory_tools(services: Services) -> list[Tool]:
         )
         item = new_memory(content, kind, tags, metadata, occurred_at, importance, expires_at, task_id)
         return await idempotent(
-            store, agent, idempotency_key, "memory_add", arguments, AddedMemory,
+            services.store, agent, idempotency_key, "memory_add", arguments, AddedMemory,
             lambda rec: services.additions.add(agent, cube, item, supersedes=supersedes, recorder=rec),
         )  # fmt: skip
 
@@ -133,7 +133,7 @@ def build_memory_tools(services: Services) -> list[Tool]:
             return await services.additions.add(agent, old.cube, item, supersedes=[id], recorder=rec)
 
         return await idempotent(
-            store, agent, idempotency_key, "memory_supersede", arguments, AddedMemory, write
+            services.store, agent, idempotency_key, "memory_supersede", arguments, AddedMemory, write
         )
 
     async def memory_add_batch(
@@ -151,7 +151,7 @@ def build_memory_tools(services: Services) -> list[Tool]:
             for i in items
         ]
         return await idempotent(
-            store, agent, idempotency_key, "memory_add_batch", arguments, BatchAdded,
+            services.store, agent, idempotency_key, "memory_add_batch", arguments, BatchAdded,
             lambda rec: services.additions.add_batch(agent, cube, news, recorder=rec),
         )  # fmt: skip
 
@@ -257,7 +257,7 @@ def build_memory_tools(services: Services) -> list[Tool]:
             importance=importance, expires_at=expires_at,
         )  # fmt: skip
         return await idempotent(
-            store, agent, idempotency_key, "memory_update", arguments, Memory,
+            services.store, agent, idempotency_key, "memory_update", arguments, Memory,
             lambda rec: services.memories.update(agent, id, changes, expected_version, recorder=rec),
         )  # fmt: skip
 
@@ -266,7 +266,7 @@ def build_memory_tools(services: Services) -> list[Tool]:
         brought back with memory_restore."""
         agent = current_agent()
         return await idempotent(
-            store, agent, idempotency_key, "memory_delete", [id], Memory,
+            services.store, agent, idempotency_key, "memory_delete", [id], Memory,
             lambda rec: services.memories.delete(agent, id, recorder=rec),
         )  # fmt: skip
 
@@ -274,7 +274,7 @@ def build_memory_tools(services: Services) -> list[Tool]:
         """Bring back a deleted or archived memory."""
         agent = current_agent()
         return await idempotent(
-            store, agent, idempotency_key, "memory_restore", [id], Memory,
+            services.store, agent, idempotency_key, "memory_restore", [id], Memory,
             lambda rec: services.memories.restore(agent, id, recorder=rec),
         )  # fmt: skip
 

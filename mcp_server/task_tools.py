@@ -17,7 +17,6 @@ TaskIdArg = Annotated[
 
 
 def build_task_tools(services: Services) -> list[Tool]:
-    store = services.store
 
     async def task_handoff(
         to_agent: Annotated[str, Field(description="The agent that should do the task.")],
@@ -41,7 +40,7 @@ def build_task_tools(services: Services) -> list[Tool]:
         agent = current_agent()
         arguments = [to_agent, title, description, cubes, notes, priority]
         return await idempotent(
-            store, agent, idempotency_key, "task_handoff", arguments, Task,
+            services.store, agent, idempotency_key, "task_handoff", arguments, Task,
             lambda rec: services.tasks.handoff(agent, to_agent, title, description, cubes, notes, priority, recorder=rec),
         )  # fmt: skip
 
@@ -60,7 +59,7 @@ def build_task_tools(services: Services) -> list[Tool]:
         """Accept a task handed to you (it becomes your current task), then read its context with context_get."""
         agent = current_agent()
         return await idempotent(
-            store, agent, idempotency_key, "task_accept", [task_id], Task,
+            services.store, agent, idempotency_key, "task_accept", [task_id], Task,
             lambda rec: services.tasks.accept(agent, task_id, recorder=rec),
         )  # fmt: skip
 
@@ -78,7 +77,7 @@ def build_task_tools(services: Services) -> list[Tool]:
         """Report on a task: add a note, mark it done, or cancel it."""
         agent = current_agent()
         return await idempotent(
-            store, agent, idempotency_key, "task_update", [task_id, status, notes], Task,
+            services.store, agent, idempotency_key, "task_update", [task_id, status, notes], Task,
             lambda rec: services.tasks.update(agent, task_id, status, notes, recorder=rec),
         )  # fmt: skip
 

@@ -158,7 +158,10 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_mcp(config: Config, args: argparse.Namespace) -> int:
-    from mcp_server.bridge import run_bridge  # the bridge must start fast: import only what it needs
+    # The bridge must start fast: import only what it needs (the catalog opens nothing, loads no model).
+    from mcp_server.app import build_catalog
+    from mcp_server.bridge import run_bridge
+    from memos_cli.memosd import memos_version
 
     token = os.environ.get("MEMOS_TOKEN", "")
     if args.token_file:
@@ -173,7 +176,7 @@ def cmd_mcp(config: Config, args: argparse.Namespace) -> int:
             f" `memos agent add {args.agent}` printed) or pass --token-file"
         )
     url = args.url or f"http://{config.server.host}:{config.server.port}/mcp"
-    anyio.run(run_bridge, url, token, args.agent)
+    anyio.run(run_bridge, url, token, args.agent, build_catalog(config, memos_version()))
     return 0
 
 

@@ -155,7 +155,10 @@ async def upstream_at(tmp_path: Path) -> AsyncIterator[Upstream]:
 
 
 def _bridge_params(url: str, token: str, agent: str) -> StdioServerParameters:
-    code = "import sys, anyio, mcp_server.bridge as b; anyio.run(b.run_bridge, *sys.argv[1:4])"
+    code = (
+        "import sys, anyio, daemon, mcp_server.app as app, mcp_server.bridge as b;"
+        " anyio.run(b.run_bridge, *sys.argv[1:4], app.build_catalog(daemon.Config(), 'test'))"
+    )
     return StdioServerParameters(command=sys.executable, args=["-c", code, url, token, agent], cwd=str(ROOT))
 
 
@@ -181,25 +184,41 @@ def _text(result: types.CallToolResult) -> str:
     return " ".join(c.text for c in result.content if isinstance(c, types.TextContent))
 
 
+async def _changed(notes: list[Any], kind: type[Any]) -> None:
+    """Wait until the host has been sent a notification of this kind."""
+    with anyio.fail_after(20):
+        while not any(isinstance(n, kind) for n in notes):  # noqa: ASYNC110 - notes arrive from the session
+            await anyio.sleep(0.05)
+
+
 @pytest.mark.timeout(60)
 def test_relay_survives_daemon_down_and_restart(tmp_path: Path) -> None:
+    """Steps: no daemon: initialize, the lists are memos's own, a call says the daemon is unreachable; the
+    daemon starts: list_changed is sent and the lists are the daemon's; restarts are ridden out."""
+    notes: list[Any] = []
+
     async def main() -> None:
-        async with upstream_at(tmp_path) as upstream, bridge_host(upstream.url, TOKEN, "a", tmp_path) as host:
+        async with (
+            upstream_at(tmp_path) as upstream,
+            bridge_host(upstream.url, TOKEN, "a", tmp_path, notes) as host,
+        ):
             url = upstream.url
             # The daemon is not running: the handshake must still be answered at once.
             with anyio.fail_after(10):
                 init = await host.initialize()
-            assert init.server_info.name == "memos"
+            assert init.server_info.name == "memos" and init.server_info.version == "test"
             assert init.capabilities.tools is not None and init.capabilities.resources is not None
 
             with anyio.fail_after(10):
                 down = await host.call_tool("echo", {"text": "hi"})
             assert down.is_error
             assert f"memos daemon is not reachable at {url}: start it with `memosd`" in _text(down)
-            with anyio.fail_after(10), pytest.raises(MCPError, match="not reachable"):
-                await host.list_tools()
+            with anyio.fail_after(10):  # listed from memosd's own definitions, in-process
+                assert "memory_add" in {t.name for t in (await host.list_tools()).tools}
 
             await upstream.start()
+            await _changed(notes, types.ToolListChangedNotification)
+            await _changed(notes, types.ResourceListChangedNotification)
             tools = {t.name: t for t in (await host.list_tools()).tools}
             assert {"echo", "fail", "touch"} <= tools.keys()
             assert tools["echo"].output_schema is not None
@@ -276,11 +295,14 @@ def test_call_cut_off_midway_is_reported_not_retried(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(60)
 def test_a_keyed_write_cut_off_midway_is_resent_with_the_same_key(tmp_path: Path) -> None:
+    notes: list[Any] = []
+
     async def main() -> None:
         async with upstream_at(tmp_path) as upstream:
             await upstream.start()
-            async with bridge_host(upstream.url, TOKEN, "a", tmp_path) as host:
+            async with bridge_host(upstream.url, TOKEN, "a", tmp_path, notes) as host:
                 await host.initialize()
+                await _changed(notes, types.ToolListChangedNotification)  # it knows the daemon's schemas
                 result = await call_while_upstream_restarts(upstream, host, "slow_keyed")
                 assert not result.is_error, _text(result)
                 keys = upstream.marker.read_text().split()
@@ -302,7 +324,7 @@ def test_wrong_token_names_the_agent(tmp_path: Path) -> None:
                 assert "the daemon refused agent scribe's token" in _text(result)
                 assert "memos agent rotate-token scribe" in _text(result)
                 with anyio.fail_after(10), pytest.raises(MCPError, match="rotate-token scribe"):
-                    await host.list_tools()
+                    await host.read_resource("memo://note")
 
     anyio.run(main)
 
@@ -366,11 +388,13 @@ def test_modern_host_listen_stream(tmp_path: Path) -> None:
 def test_wedged_upstream_client_is_replaced(tmp_path: Path) -> None:
     """A notification POST that fails ends the SDK client's writer but not its task group (SDK 2.3.0):
     every later request then gets "Connection closed". The bridge must retire such a client."""
+    from daemon import Config
+    from mcp_server.app import build_catalog
     from mcp_server.bridge import _Bridge
 
     async def main() -> None:
         async with upstream_at(tmp_path) as upstream:
-            bridge = _Bridge(upstream.url, TOKEN, "a")
+            bridge = _Bridge(upstream.url, TOKEN, "a", build_catalog(Config(), "test"))
             async with anyio.create_task_group() as tg:
                 tg.start_soon(bridge.supervise)
                 link = bridge._link

@@ -6,15 +6,23 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import anyio
+import mcp_types as types
 import pytest
 from mcp import Client, StdioServerParameters
+from mcp.server.subscriptions import ResourcesListChanged, ToolsListChanged
+from mcp.shared.exceptions import MCPError
 
+from mcp_server.app import INSTRUCTIONS, build_catalog
 from tests.conftest import (
     REPO,
     RunningDaemon,
     free_port,
     isolated_env,
+    make_config,
+    mcp_client,
     memos_command,
     start_daemon,
     stop_daemon,
@@ -27,14 +35,29 @@ pytestmark = pytest.mark.anyio
 
 @asynccontextmanager
 async def bridge(
-    config: Path, home: Path, agent: str, token: str, mode: str = "auto"
+    config: Path, home: Path, agent: str, token: str, mode: str = "auto", notes: list[Any] | None = None
 ) -> AsyncIterator[Client]:
-    """The SDK's client launching the bridge as a subprocess, as Claude Desktop does."""
+    """The SDK's client launching the bridge as a subprocess, as Claude Desktop does; server notifications
+    go to `notes`."""
+
+    async def on_message(message: Any) -> None:
+        if notes is not None and isinstance(message, types.ServerNotification):
+            notes.append(message)
+
     env = isolated_env(home) | {"MEMOS_TOKEN": token}
     command = memos_command("--config", str(config), "mcp", "--agent", agent)
     params = StdioServerParameters(command=command[0], args=command[1:], env=env, cwd=str(REPO))
-    async with Client(params, mode=mode, cache=None) as client:
+    async with Client(params, mode=mode, cache=None, message_handler=on_message) as client:
         yield client
+
+
+async def listed(client: Client) -> dict[str, list[dict[str, Any]]]:
+    """Everything a host lists, as plain data."""
+    return {
+        "tools": [t.model_dump() for t in (await client.list_tools()).tools],
+        "resources": [r.model_dump() for r in (await client.list_resources()).resources],
+        "templates": [t.model_dump() for t in (await client.list_resource_templates()).resource_templates],
+    }
 
 
 @pytest.mark.parametrize("era", ["legacy", "auto"])
@@ -93,3 +116,137 @@ async def test_a_wrong_token_through_the_bridge_names_the_agent(daemon: RunningD
     async with bridge(daemon.config_path, daemon.home, "mallory", "memos_not-a-real-token") as client:
         message = await call_error(client, "memory_add", content="x")
     assert "mallory" in message and "token" in message
+
+
+async def test_the_catalog_describes_memosd_without_opening_the_store_or_the_model(tmp_path: Path) -> None:
+    config = make_config(tmp_path, str(tmp_path / "no-model-here"))
+    catalog = build_catalog(config, "9.9")
+    server = catalog.server
+    assert (server.name, server.version, server.instructions) == ("memos", "9.9", INSTRUCTIONS)
+    tools = await server.list_tools()
+    assert {t.name for t in tools} == set(catalog.tools) and "memory_search" in catalog.tools
+    assert all(t.output_schema for t in tools)
+    assert await server.list_resources() and await server.list_resource_templates()
+    assert not Path(config.database_path).parent.exists()  # no database, not even its directory
+
+
+@pytest.mark.parametrize("era", ["legacy", "auto"])
+async def test_a_host_started_before_memosd_gets_its_guidance_and_tools_and_is_told_when_it_is_up(
+    tmp_path: Path, era: str
+) -> None:
+    """Steps: start the bridge with no daemon; it introduces itself with memosd's name, version and usage
+    guidance, and lists every tool, resource and template; a call says memosd is not reachable; start
+    memosd: the host is sent tools and resources list_changed and the call works; what the bridge said
+    and listed is what memosd says and lists over HTTP."""
+    port = free_port()
+    config = write_config(tmp_path, port=port, model="none")
+    token = RunningDaemon(config, port, tmp_path, None, tmp_path / "x").add_agent("early")  # type: ignore[arg-type]
+    notes: list[Any] = []
+    async with bridge(config, tmp_path, "early", token, era, notes) as host:
+        assert host.instructions == INSTRUCTIONS
+        assert host.server_info is not None and host.server_info.name == "memos"
+        before = await listed(host)
+        assert (
+            "memory_add" in {t["name"] for t in before["tools"]}
+            and before["resources"]
+            and before["templates"]
+        )
+        with anyio.fail_after(20):
+            down = await call_error(host, "memory_add", content="too early")
+        assert f"memos daemon is not reachable at http://127.0.0.1:{port}/mcp" in down and "memosd" in down
+
+        async def told() -> set[type[Any]]:
+            """Wait for tools and resources list_changed, in whichever era the host speaks."""
+            if era == "legacy":
+                kinds = {types.ToolListChangedNotification, types.ResourceListChangedNotification}
+                while not kinds <= {type(n) for n in notes}:  # noqa: ASYNC110 - notes arrive from the session
+                    await anyio.sleep(0.05)
+                return kinds
+            events: set[type[Any]] = set()
+            async with host.listen(tools_list_changed=True, resources_list_changed=True) as sub:
+                daemon_started.set()
+                async for event in sub:
+                    events.add(type(event))
+                    if {ToolsListChanged, ResourcesListChanged} <= events:
+                        return events
+            raise AssertionError("the listen stream ended before list_changed came")
+
+        daemon_started = anyio.Event()
+        daemons: list[RunningDaemon] = []
+        try:
+            with anyio.fail_after(40):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(told)
+                    if era == "auto":
+                        await daemon_started.wait()  # the modern era has no replay: listen first
+                    daemons.append(await anyio.to_thread.run_sync(start_daemon, config, tmp_path, port))
+            written = await call(host, "memory_add", content="Written by a host that started first")
+            assert (await call(host, "memory_get", id=written["id"]))["content"].endswith("started first")
+            after = await listed(host)
+            async with mcp_client(daemons[0].url, token, era) as direct:
+                assert (direct.instructions, direct.server_info) == (host.instructions, host.server_info)
+                assert after == before == await listed(direct)
+        finally:
+            for running in daemons:
+                stop_daemon(running)
+
+
+async def _outcome(client: Client, tool: str, arguments: dict[str, Any]) -> Any:
+    try:
+        result = await client.session.send_request(
+            types.CallToolRequest(params=types.CallToolRequestParams(name=tool, arguments=arguments)),
+            types.CallToolResult,
+        )
+    except MCPError as err:
+        return ("json-rpc error", err.code, err.message)
+    return ("result", result.is_error, [c.model_dump() for c in result.content], result.structured_content)
+
+
+async def _read_outcome(client: Client, uri: str) -> Any:
+    try:
+        return ("contents", [c.model_dump() for c in (await client.read_resource(uri)).contents])
+    except MCPError as err:
+        return ("json-rpc error", err.code, err.message)
+
+
+BAD_CALLS: list[tuple[str, dict[str, Any]]] = [
+    ("memory_add", {}),  # a required argument missing
+    ("memory_add", {"content": ""}),
+    ("memory_add", {"content": "x", "importance": "very"}),  # wrong type
+    ("memory_add", {"content": "x", "kind": "gossip"}),  # not one of the allowed values
+    ("memory_add_batch", {"items": [{"content": "a", "colour": "red"}]}),  # an unknown field
+    ("memory_supersede", {"id": "mem_0000000000000000", "content": "y"}),  # no such memory
+    ("memory_get", {"id": "mem_0000000000000000"}),
+    ("memory_search", {"query": "x", "k": 0}),
+    ("cube_share", {"cube": "nope", "grantee": "bob", "permission": "own"}),
+    ("cube_create", {"name": "bad name!"}),
+    ("task_accept", {"task_id": "task_nope"}),
+    ("task_handoff", {"to_agent": "nobody-here", "title": "t"}),
+    ("no_such_tool", {}),
+]
+BAD_READS = [
+    "memos://memories/mem_0000000000000000",
+    "memos://tasks/task_nope/context",
+    "memos://cubes/nope",
+    "memos://agents/someone-else/context",
+    "memos://nothing",
+]
+
+
+@pytest.mark.parametrize("era", ["legacy", "auto"])
+async def test_errors_through_the_bridge_read_exactly_as_over_http(daemon: RunningDaemon, era: str) -> None:
+    """The same bad calls and reads, straight over HTTP and through `memos mcp`: the same result, error
+    flag, message and JSON-RPC code; the key the bridge adds to writes never shows."""
+    token = daemon.add_agent(f"errors-{era}")
+    async with (
+        mcp_client(daemon.url, token, era) as direct,
+        bridge(daemon.config_path, daemon.home, f"errors-{era}", token, era) as relayed,
+    ):
+        for tool, arguments in BAD_CALLS:
+            over_http = await _outcome(direct, tool, arguments)
+            assert over_http[:2] in (("result", True), ("json-rpc error", over_http[1])), over_http
+            assert await _outcome(relayed, tool, arguments) == over_http, (tool, arguments)
+        for uri in BAD_READS:
+            over_http = await _read_outcome(direct, uri)
+            assert over_http[0] == "json-rpc error", over_http
+            assert await _read_outcome(relayed, uri) == over_http, uri
