@@ -161,7 +161,6 @@ def cmd_mcp(config: Config, args: argparse.Namespace) -> int:
     # The bridge must start fast: import only what it needs (the catalog opens nothing, loads no model).
     from mcp_server.app import build_catalog
     from mcp_server.bridge import run_bridge
-    from memos_cli.memosd import memos_version
 
     token = os.environ.get("MEMOS_TOKEN", "")
     if args.token_file:
