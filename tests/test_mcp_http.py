@@ -36,6 +36,8 @@ TOOLS = {
     "memory_delete",
     "memory_restore",
     "memory_history",
+    "memory_link",
+    "memory_unlink",
 }
 
 
