@@ -27,6 +27,7 @@ from daemon.timeutil import now_iso
 RELATIONS: tuple[str, ...] = ("about", "derived_from", "part_of", "follows", "contradicts", "relates_to")
 SUPERSEDES = "supersedes"  # shown beside the links, read from memories.superseded_by
 MAX_DEPTH = 2
+MAX_NODES = 200  # a neighbourhood stops growing here (a hub at depth 1 would otherwise bring thousands)
 
 
 class _Wire(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -84,6 +85,7 @@ class Neighbourhood(_Wire):
     depth: int
     nodes: list[Node]
     links: list[Edge]
+    truncated: bool = False  # more memories are within reach than MAX_NODES
 
 
 def check_relation(relation: str, *, field: str = "relation") -> str:
@@ -204,14 +206,14 @@ class Links:
         return sorted(links, key=lambda link: (link.direction != "out", link.relation, link.id))
 
     async def neighbourhood(self, agent: Agent, memory_id: str, depth: int = MAX_DEPTH) -> Neighbourhood:
-        """The memory and every memory up to `depth` (1-2) links away, with the links between them; only
-        memories the agent may read, and none that is deleted."""
+        """The memory and every memory up to `depth` (1-2) links away (at most MAX_NODES, nearest first), with
+        the links between them; only memories the agent may read, and none that is deleted."""
         memory_id = check_memory_id(memory_id)
         if not 1 <= depth <= MAX_DEPTH:
             raise InvalidInput(f"depth must be from 1 to {MAX_DEPTH}, got {depth}")
         async with self._store.read() as conn:
             centre = await self._memories.row(conn, agent, memory_id, "read", "memory_neighbourhood")
-            reached = {memory_id: 0}
+            reached, truncated = {memory_id: 0}, False
             edges: dict[tuple[str, str, str], Edge] = {}
             frontier = [memory_id] if centre[15] is None else []
             for hop in range(1, depth + 1):
@@ -219,12 +221,17 @@ class Links:
                     break
                 found = await self._readable_edges(conn, agent, frontier)
                 frontier = []
-                for edge in found:
-                    edges[(edge.from_id, edge.relation, edge.to_id)] = edge
+                for edge in sorted(found, key=lambda e: (e.relation, e.from_id, e.to_id)):
                     for end in (edge.from_id, edge.to_id):
-                        if end not in reached:
-                            reached[end] = hop
-                            frontier.append(end)
+                        if end in reached:
+                            continue
+                        if len(reached) >= MAX_NODES:
+                            truncated = True
+                            break
+                        reached[end] = hop
+                        frontier.append(end)
+                    if edge.from_id in reached and edge.to_id in reached:
+                        edges[(edge.from_id, edge.relation, edge.to_id)] = edge
             rows = await conn.fetch_all(
                 f"SELECT m.id, c.name, m.kind, m.content FROM memories m JOIN cubes c ON c.id = m.cube_id"
                 f" WHERE m.id IN ({placeholders(len(reached))})",
@@ -240,6 +247,7 @@ class Links:
             depth=depth,
             nodes=nodes,
             links=sorted(edges.values(), key=lambda e: (e.from_id, e.relation, e.to_id)),
+            truncated=truncated,
         )
 
     async def _ends(

@@ -24,6 +24,7 @@ from daemon import (
     load_config,
     open_store_services,
 )
+from daemon.links import MAX_NODES
 from tests.conftest import RunningDaemon, free_port, mcp_client, write_config
 from tests.conftest import memos_at as memos
 from tests.test_mcp_http import call, call_error
@@ -214,6 +215,25 @@ async def test_the_neighbourhood_follows_links_both_ways_up_to_two_hops(lexical_
     assert {(e.from_id, e.relation, e.to_id) for e in far.links} == {(a, "about", b), (c, "about", b)}
     with pytest.raises(InvalidInput, match="depth must be from 1 to 2, got 3"):
         await s.links.neighbourhood(alice, a, depth=3)
+
+
+async def test_a_neighbourhood_stops_at_its_node_limit_and_says_so(lexical_services: Services) -> None:
+    s = lexical_services
+    (alice,) = await _agents(s, "alice")
+    hub = await _add(s, alice, "The company all-hands")
+    spokes = (
+        await s.additions.add_batch(
+            alice, None, [NewMemory(content=f"attendee {i}") for i in range(MAX_NODES)]
+        )
+    ).ids
+    for spoke in spokes:
+        await s.links.link(alice, spoke, hub, "part_of")
+
+    around = await s.links.neighbourhood(alice, hub)
+
+    assert around.truncated and len(around.nodes) == MAX_NODES
+    assert len(around.links) == MAX_NODES - 1  # exactly the links between the memories shown
+    assert not (await s.links.neighbourhood(alice, spokes[0], depth=1)).truncated
 
 
 # Over MCP, through a real daemon.
