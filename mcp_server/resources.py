@@ -102,8 +102,8 @@ def add_resources(mcp: MCPServer, services: Services) -> None:
 
     @mcp.resource("memos://memories/{id}", name="memory", title="One memory", mime_type=JSON)
     async def memory(id: str) -> str:
-        """One memory with all its fields."""
-        return await _json(lambda: services.memories.get(current_agent(), id))
+        """One memory with all its fields and its links."""
+        return await _json(lambda: services.links.get(current_agent(), id))
 
     @mcp.resource(
         "memos://memories/{id}/neighbourhood",

@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import anyio
 import pytest
 from mcp import Client
 
@@ -27,6 +28,7 @@ from daemon import (
 from daemon.links import MAX_NODES
 from tests.conftest import RunningDaemon, free_port, mcp_client, write_config
 from tests.conftest import memos_at as memos
+from tests.test_handoff import subscribed
 from tests.test_mcp_http import call, call_error
 
 pytestmark = pytest.mark.anyio
@@ -126,6 +128,10 @@ async def test_linking_to_an_unreadable_memory_is_not_found_exactly_like_a_missi
     assert str(unreadable.value).replace(secret, "ID") == str(absent.value).replace(missing, "ID")
     with pytest.raises(NotFound):
         await s.links.unlink(bob, mine, secret)
+    with pytest.raises(NotFound):
+        await s.links.link(bob, secret, mine, "about")  # nor from one
+    with pytest.raises(NotFound):
+        await s.links.neighbourhood(bob, secret)
 
 
 async def test_a_link_needs_write_on_the_from_memory_and_read_on_the_to_memory(
@@ -276,6 +282,7 @@ async def test_link_unlink_get_history_and_neighbourhood_over_mcp(
             {"relation": "about", "direction": "out", "id": roadmap, "cube": "@lena"},
             {"relation": "derived_from", "direction": "out", "id": roadmap, "cube": "@lena"},
         ]
+        assert (await _read(client, f"memos://memories/{note}"))["links"] == got["links"]
         history = await call(client, "memory_history", id=roadmap)
         assert [(link["relation"], link["direction"], link["id"]) for link in history["links"]] == [
             ("about", "in", note),
@@ -326,6 +333,33 @@ async def test_over_mcp_a_link_to_another_agents_private_memory_is_not_found_and
         await call(omar, "cube_unshare", cube="omar-team", grantee="lena")
         gone = await call_error(lena, "memory_history", id=team)
         assert "Not found: " in gone
+
+
+@pytest.mark.parametrize("era", ["legacy", "auto"])
+async def test_a_neighbourhood_subscriber_hears_of_a_new_link(
+    daemon: RunningDaemon, tokens: dict[str, str], era: str
+) -> None:
+    """Steps: lena subscribes to a memory's neighbourhood; in another session she links a memory to it; the
+    subscription reports the resource updated, and reading it shows the new link."""
+    async with mcp_client(daemon.url, tokens["lena"]) as writer:
+        centre = (await call(writer, "memory_add", content=f"[{era}] The onboarding checklist"))["id"]
+        step = (await call(writer, "memory_add", content=f"[{era}] Step one: get a laptop"))["id"]
+        uri = f"memos://memories/{centre}/neighbourhood"
+        notified = anyio.Event()
+        async with subscribed(daemon.url, tokens["lena"], era, uri, notified) as reader:
+            await call(writer, "memory_link", from_id=step, to_id=centre, relation="part_of")
+            with anyio.fail_after(30):
+                await notified.wait()
+            around = await _read(reader, uri)
+        assert around["links"] == [
+            {
+                "from_id": step,
+                "from_cube": "@lena",
+                "relation": "part_of",
+                "to_id": centre,
+                "to_cube": "@lena",
+            }
+        ]
 
 
 async def test_export_and_import_carry_links_and_a_second_import_adds_nothing(tmp_path: Path) -> None:
