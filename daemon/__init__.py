@@ -21,6 +21,7 @@ from daemon.errors import (
 from daemon.filters import MemoryFilter
 from daemon.identity import agent_named
 from daemon.lifecycle import Services, open_services, open_store_services
+from daemon.links import RELATIONS, LinkChange, LinkedMemory, MemoryLink, Neighbourhood
 from daemon.models import (
     MEMORY_KINDS,
     AddedMemory,
@@ -51,6 +52,7 @@ from daemon.models import (
 
 __all__ = [
     "MEMORY_KINDS",
+    "RELATIONS",
     "AddedMemory",
     "Agent",
     "AgentInfo",
@@ -62,15 +64,19 @@ __all__ = [
     "Cube",
     "CubeMembers",
     "InvalidInput",
+    "LinkChange",
+    "LinkedMemory",
     "MatchInfo",
     "Member",
     "Memory",
     "MemoryChanges",
     "MemoryFilter",
     "MemoryKind",
+    "MemoryLink",
     "MemoryPage",
     "MemoryVersion",
     "MemosError",
+    "Neighbourhood",
     "NewMemory",
     "NotFound",
     "Overloaded",

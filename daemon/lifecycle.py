@@ -27,6 +27,7 @@ from daemon.cubes import Cubes
 from daemon.embedder import Embedder
 from daemon.events import ChangeHub
 from daemon.identity import Groups, Identities
+from daemon.links import Links
 from daemon.memories import Memories
 from daemon.policy import AccessPolicy
 from daemon.policy_watch import PolicyWatcher
@@ -59,6 +60,7 @@ class Services:
     groups: Groups
     cubes: Cubes
     memories: Memories
+    links: Links
     additions: Additions
     settings: CubeSettingsStore
     retention: Retention
@@ -171,6 +173,7 @@ def _services(config: Config, store: Store, embedder: Embedder) -> Services:
         groups=Groups(store),
         cubes=Cubes(store, access, hub),
         memories=memories,
+        links=Links(store, access, memories, hub),
         additions=Additions(store, access, vectors, memories, settings, config.limits, hub, working),
         settings=settings,
         retention=Retention(store, settings),

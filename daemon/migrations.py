@@ -296,3 +296,22 @@ def _episodes(conn: Any) -> None:
             WHERE episode IS NOT NULL;
         """,
     )
+
+
+@migration(6, "typed, directed links between memories")
+def _links(conn: Any) -> None:
+    # Supersession stays in memories.superseded_by; this table holds every other relation.
+    run_script(
+        conn,
+        """
+        CREATE TABLE memory_links (
+            from_id TEXT NOT NULL,
+            to_id TEXT NOT NULL,
+            relation TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            PRIMARY KEY (from_id, to_id, relation)
+        );
+        CREATE INDEX memory_links_by_target ON memory_links (to_id, from_id);
+        """,
+    )

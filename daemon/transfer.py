@@ -1,6 +1,7 @@
-"""Moving memories in and out: JSONL export with every field, the whole history and the supersession links,
-and an import that is idempotent, validates every line, and reports bad lines by number (or, strict, writes
-nothing). `export --all` adds the cubes, agents, groups, grants and tasks (`daemon/transfer_records.py`).
+"""Moving memories in and out: JSONL export with every field, the whole history, the supersession links and
+the typed links each memory starts (`links`), and an import that is idempotent, validates every line, and
+reports bad lines by number (or, strict, writes nothing). `export --all` adds the cubes, agents, groups,
+grants and tasks (`daemon/transfer_records.py`).
 
 Imports write rows without vectors; the daemon's backfill embeds them (at once if it wrote them, within
 seconds if another process did).
@@ -17,6 +18,7 @@ import msgspec
 from daemon.config import LimitsConfig
 from daemon.content_hash import content_hash
 from daemon.errors import InvalidInput, MemosError
+from daemon.links import check_relation
 from daemon.models import MEMORY_KINDS, NewMemory
 from daemon.store import Connection, Store, placeholders
 from daemon.timeutil import now_iso, parse_time
@@ -48,6 +50,16 @@ class Version(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     replaced_by: str
 
 
+class LinkRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A link the memory starts: this memory <relation> `to`. A `to` not in the store is kept, and shows
+    once that memory is there (a later import of its cube)."""
+
+    relation: str
+    to: str
+    created_at: str | None = None  # default: the import's time
+    created_by: str | None = None  # default: the memory's agent
+
+
 class MemoryRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """One JSONL line. Export writes every field; import needs only `content`, plus the agent and kind
     (from the line or from the file-wide defaults)."""
@@ -76,6 +88,7 @@ class MemoryRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     superseded_by: str | None = None
     supersedes: list[str] = msgspec.field(default_factory=list)  # ids this one replaced
     history: list[Version] = msgspec.field(default_factory=list)
+    links: list[LinkRecord] = msgspec.field(default_factory=list)
 
 
 class ImportDefaults(msgspec.Struct, kw_only=True):
@@ -164,17 +177,31 @@ def _prepare(line: str, defaults: ImportDefaults, limits: LimitsConfig) -> _Row 
         name: parse_time(getattr(record, name), name) if getattr(record, name) else None
         for name in ("created_at", "updated_at", "deleted_at", "kept_at", "valid_from", "valid_to")
     }
+    links = [
+        msgspec.structs.replace(
+            link,
+            relation=check_relation(link.relation, field="links.relation"),
+            created_at=parse_time(link.created_at, "links.created_at") if link.created_at else None,
+            created_by=check_name(link.created_by, "links.created_by") if link.created_by else None,
+        )
+        for link in record.links
+    ]
     record = msgspec.structs.replace(
-        record, tags=checked.tags, occurred_at=checked.occurred_at, expires_at=checked.expires_at, **times
-    )
+        record, tags=checked.tags, occurred_at=checked.occurred_at, expires_at=checked.expires_at, links=links,
+        **times,
+    )  # fmt: skip
     memory_id = record.id or stable_id(record, cube, agent, kind)
-    for field, value in [("id", memory_id), ("superseded_by", record.superseded_by or "mem_")] + [
-        ("supersedes", old) for old in record.supersedes
-    ]:
+    for field, value in (
+        [("id", memory_id), ("superseded_by", record.superseded_by or "mem_")]
+        + [("supersedes", old) for old in record.supersedes]
+        + [("links.to", link.to) for link in record.links]
+    ):
         if not value.startswith("mem_") or len(value) > 64:
             raise InvalidInput(f"{field} {value!r} is not a memos id (mem_ followed by hex)")
     if memory_id in record.supersedes or memory_id == record.superseded_by:
         raise InvalidInput("a memory cannot supersede itself")
+    if any(link.to == memory_id for link in record.links):
+        raise InvalidInput("a memory cannot be linked to itself")
     return _Row(record=record, id=memory_id, cube=cube, agent=agent, kind=kind)
 
 
@@ -237,6 +264,14 @@ async def _write_memory(conn: Connection, row: _Row, cubes: dict[str, int]) -> b
     await conn.execute_many(
         "UPDATE memories SET superseded_by = ?, valid_to = ? WHERE id = ?",
         [(row.id, valid_from, old_id) for old_id in predecessors],
+    )
+    await conn.execute_many(
+        "INSERT OR IGNORE INTO memory_links (from_id, to_id, relation, created_at, created_by)"
+        " VALUES (?, ?, ?, ?, ?)",
+        [
+            (row.id, link.to, link.relation, link.created_at or now, link.created_by or row.agent)
+            for link in r.links
+        ],
     )
     return True
 
@@ -349,8 +384,17 @@ async def export_records(store: Store, cubes: list[str] | None = None) -> AsyncI
             )
             versions: dict[int, list[Version]] = {}
             supersedes: dict[str, list[str]] = {}
+            links: dict[str, list[LinkRecord]] = {}
             if rows:
                 ids = [r[1] for r in rows]
+                for link in await conn.fetch_all(
+                    "SELECT from_id, relation, to_id, created_at, created_by FROM memory_links"
+                    f" WHERE from_id IN ({placeholders(len(ids))}) ORDER BY from_id, relation, to_id",
+                    ids,
+                ):
+                    links.setdefault(link[0], []).append(
+                        LinkRecord(relation=link[1], to=link[2], created_at=link[3], created_by=link[4])
+                    )
                 for old in await conn.fetch_all(
                     f"SELECT superseded_by, id FROM memories WHERE superseded_by IN ({placeholders(len(ids))})"
                     " ORDER BY seq",
@@ -382,7 +426,7 @@ async def export_records(store: Store, cubes: list[str] | None = None) -> AsyncI
                 task_id=r[10], created_at=r[11], updated_at=r[12], occurred_at=r[13], importance=r[14],
                 expires_at=r[15], version=r[16], deleted_at=r[17], deleted_reason=r[18], kept_at=r[19],
                 valid_from=r[20], valid_to=r[21], superseded_by=r[22], supersedes=supersedes.get(r[1], []),
-                history=versions.get(r[0], []),
+                history=versions.get(r[0], []), links=links.get(r[1], []),
             )  # fmt: skip
 
 

@@ -9,9 +9,11 @@ from pydantic import Field
 from daemon import (
     AddedMemory,
     BatchAdded,
+    LinkedMemory,
     Memory,
     MemoryChanges,
     MemoryFilter,
+    MemoryLink,
     MemoryPage,
     MemoryVersion,
     SearchQuery,
@@ -60,6 +62,7 @@ class History(msgspec.Struct, kw_only=True):
     versions: list[MemoryVersion]
     supersedes: list[str]  # the memories this one replaced
     superseded_by: str | None  # the memory that replaced this one
+    links: list[MemoryLink] = msgspec.field(default_factory=list)  # readable ends only
 
 
 def _args(values: dict[str, Any], names: str) -> dict[str, Any]:
@@ -223,10 +226,10 @@ def build_memory_tools(services: Services) -> list[Tool]:
             current_agent(), cubes=cubes, where=where, limit=limit, cursor=cursor
         )
 
-    async def memory_get(id: IdArg) -> Memory:
+    async def memory_get(id: IdArg) -> LinkedMemory:
         """Read one memory by id, with all its fields (a deleted one shows deleted_at, a replaced one
         superseded_by)."""
-        return await services.memories.get(current_agent(), id)
+        return await services.links.get(current_agent(), id)
 
     async def memory_update(
         id: IdArg,
@@ -286,7 +289,7 @@ def build_memory_tools(services: Services) -> list[Tool]:
         supersedes = await services.memories.predecessors(agent, id)
         return History(
             id=memory.id, cube=memory.cube, versions=versions, supersedes=supersedes,
-            superseded_by=memory.superseded_by,
+            superseded_by=memory.superseded_by, links=await services.links.links_of(agent, id),
         )  # fmt: skip
 
     return [
@@ -295,7 +298,7 @@ def build_memory_tools(services: Services) -> list[Tool]:
         make_tool(memory_supersede, AddedMemory, ADDITIVE),
         make_tool(memory_search, SearchResults, READ_ONLY),
         make_tool(memory_list, MemoryPage, READ_ONLY),
-        make_tool(memory_get, Memory, READ_ONLY),
+        make_tool(memory_get, LinkedMemory, READ_ONLY),
         make_tool(memory_update, Memory, DESTRUCTIVE),
         make_tool(memory_delete, Memory, DESTRUCTIVE_IDEMPOTENT),
         make_tool(memory_restore, Memory, ADDITIVE_IDEMPOTENT),

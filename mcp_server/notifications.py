@@ -91,7 +91,7 @@ class Notifications:
                 return True
             if parts[0] == "cubes" and len(parts) == 2:
                 await self._services.cubes.describe(who, parts[1])
-            elif parts[0] == "memories" and len(parts) == 2:
+            elif parts[0] == "memories" and len(parts) in (2, 3) and parts[2:] in ([], ["neighbourhood"]):
                 await self._services.memories.get(who, parts[1])
             elif parts[0] == "tasks" and len(parts) == 3 and parts[2] == "context":
                 await self._services.tasks.get(who, parts[1])
@@ -172,7 +172,8 @@ class Notifications:
 
     async def _deliver(self, change: Change) -> None:
         if isinstance(change, MemoryChanged):
-            uris = [f"memos://cubes/{change.cube}", f"memos://memories/{change.memory_id}"]
+            memory = f"memos://memories/{change.memory_id}"
+            uris = [f"memos://cubes/{change.cube}", memory, f"{memory}/neighbourhood"]
             for agent in self._watchers():
                 if change.cube in await self._readable_now(agent):
                     await self._tell(agent, [ResourceUpdated(uri) for uri in uris])

@@ -102,5 +102,16 @@ def add_resources(mcp: MCPServer, services: Services) -> None:
 
     @mcp.resource("memos://memories/{id}", name="memory", title="One memory", mime_type=JSON)
     async def memory(id: str) -> str:
-        """One memory with all its fields."""
-        return await _json(lambda: services.memories.get(current_agent(), id))
+        """One memory with all its fields and its links."""
+        return await _json(lambda: services.links.get(current_agent(), id))
+
+    @mcp.resource(
+        "memos://memories/{id}/neighbourhood",
+        name="memory-neighbourhood",
+        title="A memory's linked memories",
+        mime_type=JSON,
+    )
+    async def memory_neighbourhood(id: str) -> str:
+        """The memory and those linked to it up to two links away (only memories you can read), with the
+        links between them."""
+        return await _json(lambda: services.links.neighbourhood(current_agent(), id))

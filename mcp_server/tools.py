@@ -9,9 +9,15 @@ from mcp.server.mcpserver.tools import Tool
 
 from daemon import Services
 from mcp_server.cube_tools import build_cube_tools
+from mcp_server.link_tools import build_link_tools
 from mcp_server.memory_tools import build_memory_tools
 from mcp_server.task_tools import build_task_tools
 
 
 def build_tools(services: Services) -> list[Tool]:
-    return build_cube_tools(services) + build_memory_tools(services) + build_task_tools(services)
+    return (
+        build_cube_tools(services)
+        + build_memory_tools(services)
+        + build_link_tools(services)
+        + build_task_tools(services)
+    )

@@ -86,6 +86,12 @@ TOOL_PARAMS: dict[str, dict[str, Slot]] = {
     "memory_delete": {"id": "required", "idempotency_key": "nullable"},
     "memory_restore": {"id": "required", "idempotency_key": "nullable"},
     "memory_history": {"id": "required"},
+    "memory_link": {
+        "from_id": "required", "to_id": "required", "relation": "required", "idempotency_key": "nullable",
+    },
+    "memory_unlink": {
+        "from_id": "required", "to_id": "required", "relation": "nullable", "idempotency_key": "nullable",
+    },
     "task_handoff": {
         "to_agent": "required", "title": "required", "description": "optional", "cubes": "nullable",
         "notes": "nullable", "priority": "optional", "idempotency_key": "nullable",
@@ -302,6 +308,14 @@ PARAMS: dict[str, Param] = {
     "idempotency_key": Param("str", st.uuids().map(str), one_of_values("", "   ", "k" * 201)),
     "items": Param("list", st.lists(GOOD_ITEM, min_size=1, max_size=3), ITEMS_BAD),
     "id": Param("str", st.sampled_from([Ref("mine", i) for i in range(4)]), MEMORY_IDS_BAD),
+    # from and to never the same memory when valid (a self-link is refused)
+    "from_id": Param("str", st.sampled_from([Ref("mine", i) for i in range(2)]), MEMORY_IDS_BAD),
+    "to_id": Param("str", st.sampled_from([Ref("mine", i) for i in range(2, 4)]), MEMORY_IDS_BAD),
+    "relation": Param(
+        "str",
+        st.sampled_from(["about", "derived_from", "part_of", "follows", "contradicts", "relates_to"]),
+        one_of_values("likes", "", "supersedes", "ABOUT", "about\x00", "r" * 100_000),
+    ),
     "k": Param("int", st.integers(1, 100), one_of_values(0, -1, 101, 2**64, -(2**70), 10**30)),
     "limit": Param("int", st.integers(1, 500), one_of_values(0, -1, 501, 2**64, -(2**70))),
     "source_agent": Param(

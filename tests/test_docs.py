@@ -26,6 +26,7 @@ def test_every_resource_is_documented() -> None:
         "memos://cubes",
         "memos://cubes/{cube}",
         "memos://memories/{id}",
+        "memos://memories/{id}/neighbourhood",
         "memos://audit",
         "memos://tasks/{id}/context",
         "memos://agents/{agent}/context",

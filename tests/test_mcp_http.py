@@ -36,6 +36,8 @@ TOOLS = {
     "memory_delete",
     "memory_restore",
     "memory_history",
+    "memory_link",
+    "memory_unlink",
 }
 
 
@@ -120,7 +122,7 @@ async def test_every_tool_is_listed_with_truthful_annotations_and_an_output_sche
         "context_get",
     }
     destructive = {name for name, tool in tools.items() if tool.annotations.destructive_hint}
-    assert destructive == {"memory_update", "memory_delete", "cube_unshare"}
+    assert destructive == {"memory_update", "memory_delete", "cube_unshare", "memory_unlink"}
     for tool in tools.values():
         assert tool.description and len(tool.description) < 400
         assert tool.output_schema and tool.output_schema["type"] == "object"

@@ -1,0 +1,295 @@
+"""Links: typed, directed relations between memories ("this decision is about that project").
+
+A link is stored once, in `memory_links`, as (from, to, relation). Supersession is not stored here: it stays
+in `memories.superseded_by` and is shown beside the links as the relation `supersedes`. Every read filters by
+the reader's access at read time, every time: a link is shown only when the reader may read both of its ends,
+and never while either end is deleted. Linking needs write on the `from` memory's cube and read on the `to`
+memory; a `to` the caller may not read is "not found", exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import msgspec
+
+from daemon.audit import Audit
+from daemon.errors import Conflict, InvalidInput, shown
+from daemon.events import ChangeHub, MemoryChanged
+from daemon.idempotency import Recorder
+from daemon.memories import Memories, check_memory_id
+from daemon.models import Agent, Memory
+from daemon.policy import AccessPolicy
+from daemon.store import Connection, Store, placeholders
+from daemon.timeutil import now_iso
+
+RELATIONS: tuple[str, ...] = ("about", "derived_from", "part_of", "follows", "contradicts", "relates_to")
+SUPERSEDES = "supersedes"  # shown beside the links, read from memories.superseded_by
+MAX_DEPTH = 2
+MAX_NODES = 200  # a neighbourhood stops growing here (a hub at depth 1 would otherwise bring thousands)
+
+
+class _Wire(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class MemoryLink(_Wire):
+    """One link as seen from a memory: `out` points from it to `id`, `in` from `id` to it."""
+
+    relation: str
+    direction: Literal["out", "in"]
+    id: str
+    cube: str
+
+
+class LinkedMemory(Memory, kw_only=True):
+    """A memory with its links (only those whose other end the reader may read)."""
+
+    links: list[MemoryLink] = msgspec.field(default_factory=list)
+
+
+class LinkChange(_Wire):
+    """What memory_link or memory_unlink did: the two ends (with their cubes) and the relations it added
+    or removed (empty when there was nothing to do)."""
+
+    from_id: str
+    from_cube: str
+    to_id: str
+    to_cube: str
+    linked: list[str] = msgspec.field(default_factory=list)
+    unlinked: list[str] = msgspec.field(default_factory=list)
+
+
+class Edge(_Wire):
+    from_id: str
+    from_cube: str
+    relation: str
+    to_id: str
+    to_cube: str
+
+
+class Node(_Wire):
+    id: str
+    cube: str
+    kind: str
+    content: str
+    depth: int  # links followed from the centre
+
+
+class Neighbourhood(_Wire):
+    """A memory and what is linked to it up to `depth` links away, readable ends only."""
+
+    id: str
+    cube: str
+    depth: int
+    nodes: list[Node]
+    links: list[Edge]
+    truncated: bool = False  # more memories are within reach than MAX_NODES
+
+
+def check_relation(relation: str, *, field: str = "relation") -> str:
+    if relation not in RELATIONS:
+        hint = " (supersession is made with memory_supersede)" if relation == SUPERSEDES else ""
+        raise InvalidInput(f"{field}: {shown(relation)} is not one of: {', '.join(RELATIONS)}{hint}")
+    return relation
+
+
+# Both directions of both kinds of relation touching any of the given ids, with each end's cube; ends that
+# are deleted are left out. `?` stands for the id list, repeated for each branch.
+_EDGES = """
+SELECT l.from_id, f.cube_id, cf.name, l.relation, l.to_id, t.cube_id, ct.name
+FROM memory_links l
+JOIN memories f ON f.id = l.from_id JOIN cubes cf ON cf.id = f.cube_id
+JOIN memories t ON t.id = l.to_id JOIN cubes ct ON ct.id = t.cube_id
+WHERE l.{side} IN ({ids}) AND f.deleted_at IS NULL AND t.deleted_at IS NULL
+"""
+_SUCCESSIONS = """
+SELECT n.id, n.cube_id, cn.name, 'supersedes', o.id, o.cube_id, co.name
+FROM memories o
+JOIN memories n ON n.id = o.superseded_by JOIN cubes cn ON cn.id = n.cube_id
+JOIN cubes co ON co.id = o.cube_id
+WHERE o.{side} IN ({ids}) AND o.deleted_at IS NULL AND n.deleted_at IS NULL
+"""
+
+
+class Links:
+    def __init__(self, store: Store, access: AccessPolicy, memories: Memories, hub: ChangeHub) -> None:
+        self._store = store
+        self._access = access
+        self._memories = memories
+        self._hub = hub
+
+    async def link(
+        self, agent: Agent, from_id: str, to_id: str, relation: str, recorder: Recorder | None = None
+    ) -> LinkChange:
+        """Link `from_id` to `to_id`; linking the same triple again changes nothing."""
+        from_id, to_id = _check_ends(from_id, to_id)
+        relation = check_relation(relation)
+        async with self._store.write() as conn:
+            source, target = await self._ends(conn, agent, from_id, to_id, "memory_link")
+            for row in (source, target):
+                if row[15] is not None:
+                    raise Conflict(f"memory {row[1]} is deleted; memory_restore it before linking it")
+            exists = await conn.fetch_one(
+                "SELECT 1 FROM memory_links WHERE from_id = ? AND to_id = ? AND relation = ?",
+                (from_id, to_id, relation),
+            )
+            if not exists:
+                await conn.execute(
+                    "INSERT INTO memory_links (from_id, to_id, relation, created_at, created_by)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (from_id, to_id, relation, now_iso(), agent.name),
+                )
+                await Audit.record(conn, agent.name, "memory_link", source[2], from_id, f"{relation} {to_id}")
+            result = LinkChange(
+                from_id=from_id, from_cube=source[2], to_id=to_id, to_cube=target[2],
+                linked=[] if exists else [relation],
+            )  # fmt: skip
+            await self._finish(conn, result, recorder)
+        return result
+
+    async def unlink(
+        self,
+        agent: Agent,
+        from_id: str,
+        to_id: str,
+        relation: str | None = None,
+        recorder: Recorder | None = None,
+    ) -> LinkChange:
+        """Remove the link(s) from `from_id` to `to_id` (every relation if none is named); removing what is
+        not there changes nothing."""
+        from_id, to_id = _check_ends(from_id, to_id)
+        if relation is not None:
+            relation = check_relation(relation)
+        async with self._store.write() as conn:
+            source, target = await self._ends(conn, agent, from_id, to_id, "memory_unlink")
+            rows = await conn.fetch_all(
+                "SELECT relation FROM memory_links WHERE from_id = ? AND to_id = ?"
+                + (" AND relation = ?" if relation else "")
+                + " ORDER BY relation",
+                (from_id, to_id, relation) if relation else (from_id, to_id),
+            )
+            removed = [row[0] for row in rows]
+            if removed:
+                await conn.execute_many(
+                    "DELETE FROM memory_links WHERE from_id = ? AND to_id = ? AND relation = ?",
+                    [(from_id, to_id, r) for r in removed],
+                )
+                await Audit.record(
+                    conn, agent.name, "memory_unlink", source[2], from_id, f"{','.join(removed)} {to_id}"
+                )
+            result = LinkChange(
+                from_id=from_id, from_cube=source[2], to_id=to_id, to_cube=target[2], unlinked=removed
+            )
+            await self._finish(conn, result, recorder)
+        return result
+
+    async def get(self, agent: Agent, memory_id: str) -> LinkedMemory:
+        """The memory, as `Memories.get` reads it, with its links."""
+        memory = await self._memories.get(agent, memory_id)
+        links = await self.links_of(agent, memory.id)
+        return LinkedMemory(**msgspec.structs.asdict(memory), links=links)
+
+    async def links_of(self, agent: Agent, memory_id: str) -> list[MemoryLink]:
+        """The memory's links (and supersessions) whose other end the agent may read: outgoing first."""
+        memory_id = check_memory_id(memory_id)
+        async with self._store.read() as conn:
+            await self._memories.row(conn, agent, memory_id, "read", "memory_links")
+            edges = await self._readable_edges(conn, agent, [memory_id])
+        links = [
+            MemoryLink(relation=e.relation, direction="out", id=e.to_id, cube=e.to_cube)
+            if e.from_id == memory_id
+            else MemoryLink(relation=e.relation, direction="in", id=e.from_id, cube=e.from_cube)
+            for e in edges
+        ]
+        return sorted(links, key=lambda link: (link.direction != "out", link.relation, link.id))
+
+    async def neighbourhood(self, agent: Agent, memory_id: str, depth: int = MAX_DEPTH) -> Neighbourhood:
+        """The memory and every memory up to `depth` (1-2) links away (at most MAX_NODES, nearest first), with
+        the links between them; only memories the agent may read, and none that is deleted."""
+        memory_id = check_memory_id(memory_id)
+        if not 1 <= depth <= MAX_DEPTH:
+            raise InvalidInput(f"depth must be from 1 to {MAX_DEPTH}, got {depth}")
+        async with self._store.read() as conn:
+            centre = await self._memories.row(conn, agent, memory_id, "read", "memory_neighbourhood")
+            reached, truncated = {memory_id: 0}, False
+            edges: dict[tuple[str, str, str], Edge] = {}
+            frontier = [memory_id] if centre[15] is None else []
+            for hop in range(1, depth + 1):
+                if not frontier:
+                    break
+                found = await self._readable_edges(conn, agent, frontier)
+                frontier = []
+                for edge in sorted(found, key=lambda e: (e.relation, e.from_id, e.to_id)):
+                    for end in (edge.from_id, edge.to_id):
+                        if end in reached:
+                            continue
+                        if len(reached) >= MAX_NODES:
+                            truncated = True
+                            break
+                        reached[end] = hop
+                        frontier.append(end)
+                    if edge.from_id in reached and edge.to_id in reached:
+                        edges[(edge.from_id, edge.relation, edge.to_id)] = edge
+            rows = await conn.fetch_all(
+                f"SELECT m.id, c.name, m.kind, m.content FROM memories m JOIN cubes c ON c.id = m.cube_id"
+                f" WHERE m.id IN ({placeholders(len(reached))})",
+                list(reached),
+            )
+        nodes = sorted(
+            (Node(id=r[0], cube=r[1], kind=r[2], content=r[3], depth=reached[r[0]]) for r in rows),
+            key=lambda node: (node.depth, node.id),
+        )
+        return Neighbourhood(
+            id=memory_id,
+            cube=centre[2],
+            depth=depth,
+            nodes=nodes,
+            links=sorted(edges.values(), key=lambda e: (e.from_id, e.relation, e.to_id)),
+            truncated=truncated,
+        )
+
+    async def _ends(
+        self, conn: Connection, agent: Agent, from_id: str, to_id: str, action: str
+    ) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        source = await self._memories.row(conn, agent, from_id, "write", action)
+        target = await self._memories.row(conn, agent, to_id, "read", action)
+        return source, target
+
+    async def _finish(self, conn: Connection, result: LinkChange, recorder: Recorder | None) -> None:
+        if recorder is not None:
+            await recorder.record(conn, result)
+        if result.linked or result.unlinked:
+            changes = [
+                MemoryChanged(result.from_cube, result.from_id),
+                MemoryChanged(result.to_cube, result.to_id),
+            ]
+
+            def publish() -> None:  # subscribers of either memory hear of its changed links
+                for change in changes:
+                    self._hub.publish(change)
+
+            conn.after_commit(publish)
+
+    async def _readable_edges(self, conn: Connection, agent: Agent, ids: Sequence[str]) -> list[Edge]:
+        marks = placeholders(len(ids))
+        sql = " UNION ".join(
+            template.format(side=side, ids=marks)
+            for template, sides in ((_EDGES, ("from_id", "to_id")), (_SUCCESSIONS, ("id", "superseded_by")))
+            for side in sides
+        )
+        rows = await conn.fetch_all(sql, list(ids) * 4)
+        levels = await self._access.levels(conn, agent, sorted({r[1] for r in rows} | {r[5] for r in rows}))
+        return [
+            Edge(from_id=r[0], from_cube=r[2], relation=r[3], to_id=r[4], to_cube=r[6])
+            for r in rows
+            if r[1] in levels and r[5] in levels
+        ]
+
+
+def _check_ends(from_id: str, to_id: str) -> tuple[str, str]:
+    from_id, to_id = check_memory_id(from_id, "from_id"), check_memory_id(to_id, "to_id")
+    if from_id == to_id:
+        raise InvalidInput(f"from_id and to_id are both {from_id}: a memory cannot be linked to itself")
+    return from_id, to_id
