@@ -22,11 +22,10 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 from mcp.server import MCPServer
 from mcp.server.context import ServerRequestContext
-from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.subscriptions import ListenHandler, ResourcesListChanged, ResourceUpdated, ServerEvent
 from mcp.shared.exceptions import MCPError
 
-from daemon import MemosError, Services, agent_named
+from daemon import MemosError, Services, Unauthenticated, agent_named
 from daemon.events import Change, CubesChanged, MemoryChanged, PackReady, TaskChanged
 from mcp_server.auth import current_agent
 
@@ -213,7 +212,7 @@ class Notifications:
             watch.seen = anyio.current_time()
         try:
             token = current_agent().name
-        except ToolError:  # no agent (an unauthenticated path): nothing to preload
+        except Unauthenticated:  # no agent (an unauthenticated path): nothing to preload
             return result
         now = anyio.current_time()
         if now - self._seen.get(token, -1e9) > 600:
