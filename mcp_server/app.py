@@ -14,7 +14,7 @@ from mcp_server.auth import AgentTokenVerifier
 from mcp_server.notifications import Notifications
 from mcp_server.request_log import log_request
 from mcp_server.resources import add_resources
-from mcp_server.session_quota import SessionQuota
+from mcp_server.session_quota import SdkSessions, SessionQuota
 from mcp_server.tools import build_tools
 
 INSTRUCTIONS = """memos is your long-term memory, shared with other agents under access policies.
@@ -68,6 +68,7 @@ def build_app(mcp: MCPServer, services: Services) -> Starlette:
             path=MCP_PATH,
             per_agent=server.max_sessions_per_agent,
             idle_timeout_s=server.session_idle_timeout_s,
+            close=SdkSessions(mcp).close,
         )
     )
     return app
