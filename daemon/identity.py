@@ -10,7 +10,11 @@ import hashlib
 import secrets
 import time
 
+import anyio
+from anyio.abc import TaskStatus
+
 from daemon.errors import Conflict, NotFound, Unauthenticated
+from daemon.events import AgentRevoked, ChangeHub
 from daemon.models import Agent, AgentInfo
 from daemon.store import Connection, Store
 from daemon.timeutil import now_iso
@@ -99,6 +103,33 @@ class Identities:
             raise Unauthenticated(f"agent {name!r} is disabled")
         await self._touch(name)
         return agent_named(name)
+
+    async def _credentials(self) -> dict[str, str]:
+        """Each enabled agent's token hash."""
+        async with self._store.read() as conn:
+            rows = await conn.fetch_all("SELECT name, token_hash FROM agents WHERE disabled_at IS NULL")
+        return {name: hashed for name, hashed in rows}
+
+    async def watch_revocations(
+        self,
+        hub: ChangeHub,
+        interval_s: float = 0.5,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Publish AgentRevoked for every agent whose token stops working: disabled, its token rotated, or
+        removed. `memos agent disable` and `rotate-token` change the database from another process, and a
+        token is checked only when a request comes, so without this an open event stream would outlive the
+        decision. The agents table is small: reading it twice a second costs nothing."""
+        known = await self._credentials()
+        task_status.started()
+        while True:
+            await anyio.sleep(interval_s)
+            now = await self._credentials()
+            for name, hashed in known.items():
+                if now.get(name) != hashed:
+                    hub.publish(AgentRevoked(name))
+            known = now
 
     async def _touch(self, name: str) -> None:
         now = time.monotonic()

@@ -5,7 +5,9 @@ Handshake-era sessions subscribe with `resources/subscribe`; subscriptions are k
 forgotten once the session has been idle as long as the SDK lets a session idle (sending to an ended session
 is silently dropped by the SDK, so nothing tells us it ended). Modern-era clients open `subscriptions/listen` streams;
 each stream is tied to the agent that opened it, so an event reaches only the agents it is for. Events come
-from the core's change hub after commit and are handled by one task here, which checks permissions.
+from the core's change hub after commit and are handled by one task here, which checks permissions. An agent
+that is disabled or whose token is rotated (AgentRevoked) has its listen streams and sessions ended, and on
+shutdown everyone's are, first.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from mcp.server.subscriptions import ListenHandler, ResourcesListChanged, Resour
 from mcp.shared.exceptions import MCPError
 
 from daemon import MemosError, Services, Unauthenticated, agent_named
-from daemon.events import Change, CubesChanged, MemoryChanged, PackReady, TaskChanged
+from daemon.events import AgentRevoked, Change, CubesChanged, MemoryChanged, PackReady, TaskChanged
 from mcp_server.auth import current_agent
 from mcp_server.session_quota import SdkSessions
 
@@ -194,7 +196,11 @@ class Notifications:
         return frozenset(ref.name for ref in refs)
 
     async def _deliver(self, change: Change) -> None:
-        if isinstance(change, MemoryChanged):
+        if isinstance(change, AgentRevoked):  # disabled or token rotated: nothing more reaches it
+            log.info("agent %s's access was revoked: ending its event streams and sessions", change.agent)
+            await self.end_streams(change.agent)
+            self._readable.pop(change.agent, None)
+        elif isinstance(change, MemoryChanged):
             uris = [f"memos://cubes/{change.cube}", f"memos://memories/{change.memory_id}"]
             for agent in self._watchers():
                 if change.cube in await self._readable_now(agent):
