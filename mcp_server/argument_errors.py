@@ -57,12 +57,19 @@ def path_text(path: tuple[str | int, ...]) -> str:
 
 
 def check_arguments(arguments: dict[str, Any], schema: dict[str, Any]) -> None:
-    """Refuse unknown argument names (with a suggestion) and numbers that are not finite; InvalidInput."""
+    """Refuse unknown argument names (with a suggestion), then numbers that are not finite; InvalidInput."""
     problems = list(_unknown(arguments, schema, schema.get("$defs", {}), (), closed=True))
-    if not problems:
-        problems = [
-            f"{path_text(p)} is {v}: only finite numbers can be stored" for p, v in _non_finite(arguments, ())
-        ]
+    if problems:
+        raise InvalidInput(_join(problems))
+    check_finite(arguments)
+
+
+def check_finite(arguments: dict[str, Any]) -> None:
+    """Refuse `Infinity`, `-Infinity` and `NaN` anywhere in the arguments, naming where; InvalidInput. A relay
+    must check before it re-encodes: the SDK's client writes them as null."""
+    problems = [
+        f"{path_text(p)} is {v}: only finite numbers can be stored" for p, v in _non_finite(arguments, ())
+    ]
     if problems:
         raise InvalidInput(_join(problems))
 
