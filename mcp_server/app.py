@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse, Response
 
 from daemon import Services
 from mcp_server.auth import AgentTokenVerifier
+from mcp_server.errors import unknown_tools_refused
 from mcp_server.notifications import Notifications
 from mcp_server.request_log import log_request
 from mcp_server.resources import add_resources
@@ -30,14 +31,15 @@ def build_mcp(services: Services, version: str) -> tuple[MCPServer, Notification
     server = services.config.server
     # The issuer is a placeholder the SDK requires; tokens come from `memos agent add`, not from OAuth.
     base = f"http://{server.host}:{server.port}"
+    tools = build_tools(services)
     mcp: MCPServer = MCPServer(
         name="memos",
         version=version,
         instructions=INSTRUCTIONS,
         token_verifier=AgentTokenVerifier(services.identities),
         auth=AuthSettings(issuer_url=base, resource_server_url=None),  # type: ignore[arg-type]
-        tools=build_tools(services),
-        middleware=[log_request],
+        tools=tools,
+        middleware=[log_request, unknown_tools_refused({tool.name for tool in tools})],
     )
     notifications = Notifications(services)
     notifications.install(mcp)

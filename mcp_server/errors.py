@@ -10,6 +10,11 @@ of the daemon itself is -32603.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Collection
+from typing import Any
+
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from mcp_types import CallToolResult, TextContent
 
@@ -24,6 +29,7 @@ from daemon.errors import (
     StoreError,
     Unauthenticated,
     Unavailable,
+    shown,
 )
 
 # The first words of a message tell a model what kind of failure it is and what to do next. Every class of
@@ -61,3 +67,18 @@ def resource_error(exc: MemosError) -> ResourceError:
     if isinstance(exc, _CALLERS_RESOURCE_ERRORS):
         return ResourceNotFoundError(describe(exc))
     return ResourceError(describe(exc))
+
+
+def unknown_tools_refused(names: Collection[str]) -> Any:
+    """MCP middleware: a call of a tool that does not exist is `Not found:` with the nearest name, in our
+    words like every other failure (the SDK's own answer is a bare `Unknown tool: NAME`)."""
+
+    async def refuse(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        name = ctx.params.get("name") if ctx.method == "tools/call" and ctx.params else None
+        if isinstance(name, str) and name not in names:
+            close = difflib.get_close_matches(name, list(names), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}?" if close else "tools/list names the tools"
+            return tool_error_result(NotFound(f"no tool named {shown(name, 64)}; {hint}"))
+        return await call_next(ctx)
+
+    return refuse

@@ -96,6 +96,7 @@ TOOL_ERRORS = [
     ("cube_list", {"verbose": True}, "Invalid input: unknown argument 'verbose'; this tool takes no arguments"),
     ("cube_create", {"name": "@mine"}, "Invalid input: "),
     ("task_accept", {"task_id": "task_0000000000000000"}, "Not found: "),
+    ("memory_serch", {"query": "tea"}, "Not found: no tool named 'memory_serch'; did you mean 'memory_search'?"),
 ]  # fmt: skip
 
 
