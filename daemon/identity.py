@@ -7,19 +7,21 @@ secret itself is never compared byte by byte.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import time
 
 import anyio
 from anyio.abc import TaskStatus
 
-from daemon.errors import Conflict, NotFound, Unauthenticated
+from daemon.errors import Conflict, NotFound, StoreError, Unauthenticated
 from daemon.events import AgentRevoked, ChangeHub
 from daemon.models import Agent, AgentInfo
 from daemon.store import Connection, Store
 from daemon.timeutil import now_iso
 from daemon.validation import check_name, private_cube_of
 
+log = logging.getLogger(__name__)
 TOKEN_PREFIX = "memos_"
 _LAST_SEEN_INTERVAL_S = 60.0  # write last_seen_at at most this often per agent
 
@@ -125,7 +127,11 @@ class Identities:
         task_status.started()
         while True:
             await anyio.sleep(interval_s)
-            now = await self._credentials()
+            try:
+                now = await self._credentials()
+            except StoreError as exc:  # transient (a busy or failing read): look again next time
+                log.warning("could not read the agents table to check for revoked tokens: %s", exc)
+                continue
             for name, hashed in known.items():
                 if now.get(name) != hashed:
                     hub.publish(AgentRevoked(name))
