@@ -9,6 +9,7 @@ pydantic's text or links. A resource that cannot be read for the caller's reason
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +21,17 @@ from mcp_types import INVALID_PARAMS
 from daemon import errors as daemon_errors
 from daemon.errors import MemosError
 from mcp_server.errors import describe
-from tests.conftest import RunningDaemon, free_port, mcp_client, start_daemon, stop_daemon, write_config
+from tests.conftest import (
+    REPO,
+    RunningDaemon,
+    free_port,
+    isolated_env,
+    mcp_client,
+    memos_command,
+    start_daemon,
+    stop_daemon,
+    write_config,
+)
 
 pytestmark = pytest.mark.anyio
 ERAS = ["legacy", "auto"]  # handshake era and modern era
@@ -234,3 +245,57 @@ async def test_resources_that_cannot_be_read_are_invalid_params(
                 await frank.read_resource(uri)
             assert raised.value.error.code == INVALID_PARAMS, (uri, raised.value.error)
             assert raised.value.error.message.startswith(kind), (uri, raised.value.error)
+
+
+def test_through_the_stdio_bridge_the_contract_holds_and_infinity_is_refused(
+    lexical_daemon: RunningDaemon, tokens: dict[str, str]
+) -> None:
+    """Steps: a host writes raw JSON lines to `memos mcp`: memory_add with Infinity in metadata is refused
+    naming it (the bridge's own client would have sent null); a misnamed argument and a bad task id in a
+    resource URI read exactly as over HTTP."""
+    env = isolated_env(lexical_daemon.home) | {"MEMOS_TOKEN": tokens["gail"]}
+    command = memos_command("--config", str(lexical_daemon.config_path), "mcp", "--agent", "gail")
+    host = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=REPO,
+        text=True,
+    )  # fmt: skip
+    assert host.stdin is not None and host.stdout is not None
+    answers: dict[int, dict[str, Any]] = {}
+
+    def ask(request_id: int, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        assert host.stdin is not None and host.stdout is not None
+        host.stdin.write(rpc(method, params, request_id).decode() + "\n")
+        host.stdin.flush()
+        while request_id not in answers:
+            message = json.loads(host.stdout.readline())
+            if "id" in message:
+                answers[message["id"]] = message
+        return answers[request_id]
+
+    try:
+        initialize = {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"},
+        }
+        assert "result" in ask(1, "initialize", initialize)
+        host.stdin.write(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}) + "\n")
+        infinite = {
+            "name": "memory_add",
+            "arguments": {"content": "bridged", "metadata": {"a": float("inf")}},
+        }
+        result = ask(2, "tools/call", infinite)["result"]
+        assert result["isError"] and result["content"][0]["text"] == (
+            "Invalid input: metadata.a is Infinity: only finite numbers can be stored"
+        )
+        misnamed = {"name": "memory_add", "arguments": {"content": "bridged", "cubes": ["@gail"]}}
+        result = ask(3, "tools/call", misnamed)["result"]
+        assert (
+            result["content"][0]["text"] == "Invalid input: unknown argument 'cubes' (did you mean 'cube'?)"
+        )
+        error = ask(4, "resources/read", {"uri": "memos://tasks/not-a-task/context"})["error"]
+        assert error["code"] == INVALID_PARAMS and error["message"].startswith("Invalid input: ")
+    finally:
+        host.stdin.close()
+        host.wait(timeout=30)
+        host.stdout.close()
