@@ -76,7 +76,8 @@ class _Session:
 
 
 class SessionQuota:
-    """ASGI middleware counting each agent's handshake-era sessions on `path` and refusing one too many."""
+    """ASGI middleware counting each agent's handshake-era sessions on `path`: at the limit it closes the
+    agent's oldest idle session to make room, and refuses only when every one is in use."""
 
     def __init__(
         self, app: ASGIApp, *, path: str, per_agent: int, idle_timeout_s: float, close: CloseSession
