@@ -598,6 +598,9 @@ REGRESSIONS = [
     Call("cube_unshare", {"cube": "fuzz-room", "grantee": "g" * 100_000}, bad="grantee"),
     Call("context_get", {"task_id": "a" * 4097}, bad="task_id"),
     Call("memory_add", {"content": "x", "supersedes": [""]}, bad="supersedes"),
+    # once ignored: the memory went to the private cube, not the one meant
+    Call("memory_add", {"content": "meant for the room", "cubes": ["fuzz-room"]}, bad="cubes"),
+    Call("memory_search", {"query": "tea", "limit": 5}, bad="limit"),
     # stored with a three-digit year, it broke every later search that ranked it (memory_add runs first)
     Call("memory_add", {"content": "Year 900 text", "occurred_at": "0900-01-01"}, must_succeed=True),
     Call("memory_search", {"query": "Year 900 text"}, must_succeed=True),
