@@ -69,6 +69,7 @@ def build_app(mcp: MCPServer, services: Services) -> Starlette:
             SessionQuota,
             path=MCP_PATH,
             per_agent=server.max_sessions_per_agent,
+            max_sessions=server.max_sessions,
             idle_timeout_s=server.session_idle_timeout_s,
             close=SdkSessions(mcp).close,
         )

@@ -2,16 +2,17 @@
 
 The SDK caps sessions for the whole daemon (`max_sessions`, then 503) and ends idle ones, but one agent that
 opens sessions and never ends them would use up the cap for every agent. This ASGI middleware, inside the
-SDK's authentication (it needs the agent), keeps count per agent from the traffic it passes on: a session
+SDK's authentication (it needs the agent), keeps count per agent (and in all) from the traffic it passes on: a session
 opens with a response carrying `Mcp-Session-Id`, and is gone after a successful DELETE, a 404 for its id,
 once it has been idle as long as the SDK lets a session idle (the SDK's own clock starts a little earlier,
 so the count never runs below the truth), or once closed here.
 
 Standard clients (the official TypeScript SDK, the Inspector) never send DELETE, so an agent at its limit
 gets its oldest idle session (no request in flight, no event stream open) closed to make room: a client
-that behaves like them never locks itself out. Only when every one of its sessions is in use is a new one
-refused, with HTTP 429, `Retry-After` and a JSON-RPC error saying what to do; the SDK's 503 at the
-daemon-wide cap gets `Retry-After` too. A request for a session that no longer exists (ended, idled out,
+that behaves like them never locks itself out; at the daemon-wide cap (`max_sessions`) the session idle
+longest is closed, so many such agents together do not lock each other out either. Only when every one of
+the agent's sessions is in use is a new one refused, with HTTP 429, `Retry-After` and a JSON-RPC error saying
+what to do; when every session of the daemon is, the SDK's 503 gets `Retry-After` too. A request for a session that no longer exists (ended, idled out,
 closed to make room, or from before a daemon restart) gets the SDK's 404 with a body that says to start a
 new session, which is what the specification asks a client to do. The modern era has no sessions and is
 never counted.
@@ -80,11 +81,19 @@ class SessionQuota:
     agent's oldest idle session to make room, and refuses only when every one is in use."""
 
     def __init__(
-        self, app: ASGIApp, *, path: str, per_agent: int, idle_timeout_s: float, close: CloseSession
+        self,
+        app: ASGIApp,
+        *,
+        path: str,
+        per_agent: int,
+        max_sessions: int,
+        idle_timeout_s: float,
+        close: CloseSession,
     ) -> None:
         self.app = app
         self._path = path
         self._per_agent = per_agent
+        self._max_sessions = max_sessions
         self._idle_timeout_s = idle_timeout_s
         self._close = close
         self._sessions: dict[str, _Session] = {}
@@ -111,19 +120,25 @@ class SessionQuota:
             await self.app(scope, receive, send)  # the modern era: no session
 
     def _make_room(self, agent: str) -> tuple[bool, str | None]:
-        """Whether `agent` may open one more session, and the session to close for it: its oldest idle one
-        when it is at its limit. Decided without an await, so concurrent requests never both take the
-        last place."""
-        if self.open_sessions(agent) < self._per_agent:
+        """Whether `agent` may open one more session, and the session to close for it: at its own limit its
+        oldest idle one; at the daemon-wide limit its own oldest idle one, else the one idle longest of any
+        agent (whose client re-initializes on the 404, as the specification says). False only when the
+        agent is at its limit with every session in use; at the daemon-wide limit with every session in
+        use the SDK answers 503. Decided without an await, so concurrent requests never both take the last
+        place."""
+        own_full = self.open_sessions(agent) >= self._per_agent
+        all_full = len(self._sessions) + sum(self._opening.values()) >= self._max_sessions
+        if not own_full and not all_full:
             return True, None
-        idle = [
-            (s.idle_since, key) for key, s in self._sessions.items() if s.agent == agent and not s.in_flight
-        ]
-        if not idle:
-            return False, None
-        _, oldest = min(idle)
-        del self._sessions[oldest]
-        return True, oldest
+        idle = sorted(
+            (s.idle_since, s.agent != agent, key) for key, s in self._sessions.items() if not s.in_flight
+        )
+        own = [key for _, other, key in idle if not other]
+        candidates = own if own_full else own or [key for _, _, key in idle]
+        if not candidates:
+            return not own_full, None
+        del self._sessions[candidates[0]]
+        return True, candidates[0]
 
     async def _opening_session(self, agent: str, scope: Scope, receive: Receive, send: Send) -> None:
         admitted, to_close = self._make_room(agent)

@@ -357,18 +357,33 @@ async def test_a_client_that_stops_reading_its_answer_is_disconnected(
     assert "response not read for 2 s" in limited.log()
 
 
-async def test_at_the_daemon_wide_session_cap_the_503_says_when_to_retry(tmp_path: Path) -> None:
-    """Steps: a daemon with max_sessions = 3; `one` opens 3 sessions; `two`'s initialize gets 503 with
-    Retry-After (the SDK's refusal, which says nothing about when on its own)."""
+async def test_at_the_daemon_wide_session_cap_the_idlest_session_makes_room_else_503_says_when(
+    tmp_path: Path,
+) -> None:
+    """Steps: a daemon with max_sessions = 3; `one` opens 3 sessions and leaves them idle; `two` opens one:
+    `one`'s oldest is closed to make room (404 from then on); with all 3 sessions streaming (GET), `three`'s
+    initialize gets the SDK's 503, now with Retry-After."""
     capped = start_limited_daemon(tmp_path, "max_sessions = 3")
     try:
-        names = await add_agents(capped, ["one", "two"])
-        opened, refused = await open_sessions(capped, names["one"], 3)
-        assert len(opened) == 3 and not refused
+        names = await add_agents(capped, ["one", "two", "three"])
+        opened = [(await open_sessions(capped, names["one"], 1))[0][0] for _ in range(3)]  # one by one
+        (second,), refused = await open_sessions(capped, names["two"], 1)
+        assert not refused
+        oldest = opened[0]
+        assert await session_answers(capped, names["one"], [oldest]) == {404: 1}
+        live = [(names["one"], s) for s in opened if s != oldest] + [(names["two"], second)]
         async with httpx2.AsyncClient(timeout=30) as http:
-            refusal = await http.post(capped.url, headers=headers(names["two"]), json=INITIALIZE)
-        assert refusal.status_code == 503
-        assert refusal.headers["retry-after"] == "10"
+            events = {"Accept": "text/event-stream"}
+            streams = [http.stream("GET", capped.url, headers=headers(t, s) | events) for t, s in live]
+            try:
+                for stream in streams:
+                    assert (await stream.__aenter__()).status_code == 200
+                refusal = await http.post(capped.url, headers=headers(names["three"]), json=INITIALIZE)
+                assert refusal.status_code == 503
+                assert refusal.headers["retry-after"] == "10"
+            finally:
+                for stream in streams:
+                    await stream.__aexit__(None, None, None)
     finally:
         stop_daemon(capped)
 
