@@ -15,6 +15,8 @@
         └── StoreCorrupt        the database file failed its integrity check
 
 Foreign errors (sqlite3, aiosqlite, msgspec) are translated where they enter: the store and the config loader.
+On the MCP surface each class reads as its kind first (`Invalid input: …`, `Not found: …`, `Busy: …`), mapped
+in one place, mcp_server/errors.py, which every class finds through its bases.
 """
 
 from __future__ import annotations

@@ -31,7 +31,14 @@ class CubesChanged(msgspec.Struct, frozen=True):
     """The set of cubes some agents may read may have changed (a cube made, a grant, a policy reload)."""
 
 
-Change = MemoryChanged | TaskChanged | PackReady | CubesChanged
+class AgentRevoked(msgspec.Struct, frozen=True):
+    """An agent's token stopped working (the agent was disabled, its token rotated, or it was removed):
+    whatever it had open must end."""
+
+    agent: str
+
+
+Change = MemoryChanged | TaskChanged | PackReady | CubesChanged | AgentRevoked
 
 
 class ChangeHub:

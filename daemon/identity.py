@@ -7,15 +7,21 @@ secret itself is never compared byte by byte.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import time
 
-from daemon.errors import Conflict, NotFound, Unauthenticated
+import anyio
+from anyio.abc import TaskStatus
+
+from daemon.errors import Conflict, NotFound, StoreError, Unauthenticated
+from daemon.events import AgentRevoked, ChangeHub
 from daemon.models import Agent, AgentInfo
 from daemon.store import Connection, Store
 from daemon.timeutil import now_iso
 from daemon.validation import check_name, private_cube_of
 
+log = logging.getLogger(__name__)
 TOKEN_PREFIX = "memos_"
 _LAST_SEEN_INTERVAL_S = 60.0  # write last_seen_at at most this often per agent
 
@@ -99,6 +105,37 @@ class Identities:
             raise Unauthenticated(f"agent {name!r} is disabled")
         await self._touch(name)
         return agent_named(name)
+
+    async def _credentials(self) -> dict[str, str]:
+        """Each enabled agent's token hash."""
+        async with self._store.read() as conn:
+            rows = await conn.fetch_all("SELECT name, token_hash FROM agents WHERE disabled_at IS NULL")
+        return {name: hashed for name, hashed in rows}
+
+    async def watch_revocations(
+        self,
+        hub: ChangeHub,
+        interval_s: float = 0.5,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Publish AgentRevoked for every agent whose token stops working: disabled, its token rotated, or
+        removed. `memos agent disable` and `rotate-token` change the database from another process, and a
+        token is checked only when a request comes, so without this an open event stream would outlive the
+        decision. The agents table is small: reading it twice a second costs nothing."""
+        known = await self._credentials()
+        task_status.started()
+        while True:
+            await anyio.sleep(interval_s)
+            try:
+                now = await self._credentials()
+            except StoreError as exc:  # transient (a busy or failing read): look again next time
+                log.warning("could not read the agents table to check for revoked tokens: %s", exc)
+                continue
+            for name, hashed in known.items():
+                if now.get(name) != hashed:
+                    hub.publish(AgentRevoked(name))
+            known = now
 
     async def _touch(self, name: str) -> None:
         now = time.monotonic()

@@ -124,6 +124,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
             services.vectors.scheduler = services.retention.scheduler = services.scheduler
             await tg.start(services.packs.run)
             await tg.start(services.policy_watcher.run)
+            await tg.start(services.identities.watch_revocations, services.hub)
             await tg.start(services.embedder.run)
             await tg.start(services.reranker.run)
             await tg.start(services.vectors.backfill)

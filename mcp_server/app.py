@@ -19,10 +19,11 @@ from starlette.responses import JSONResponse, Response
 
 from daemon import Config, Services
 from mcp_server.auth import AgentTokenVerifier
+from mcp_server.errors import unknown_tools_refused
 from mcp_server.notifications import Notifications
 from mcp_server.request_log import log_request
 from mcp_server.resources import add_resources
-from mcp_server.session_quota import SessionQuota
+from mcp_server.session_quota import SdkSessions, SessionQuota
 from mcp_server.tools import build_tools
 
 INSTRUCTIONS = """memos is your long-term memory, shared with other agents under access policies.
@@ -47,13 +48,14 @@ def build_mcp(services: Services, version: str) -> tuple[MCPServer, Notification
     server = services.config.server
     # The issuer is a placeholder the SDK requires; tokens come from `memos agent add`, not from OAuth.
     base = f"http://{server.host}:{server.port}"
+    tools = build_tools(services)
     mcp = _define(
         services,
         version,
-        build_tools(services),
+        tools,
         token_verifier=AgentTokenVerifier(services.identities),
         auth=AuthSettings(issuer_url=base, resource_server_url=None),  # type: ignore[arg-type]
-        middleware=[log_request],
+        middleware=[log_request, unknown_tools_refused({tool.name for tool in tools})],
     )
     notifications = Notifications(services)
     notifications.install(mcp)
@@ -82,7 +84,9 @@ def build_app(mcp: MCPServer, services: Services) -> Starlette:
             SessionQuota,
             path=MCP_PATH,
             per_agent=server.max_sessions_per_agent,
+            max_sessions=server.max_sessions,
             idle_timeout_s=server.session_idle_timeout_s,
+            close=SdkSessions(mcp).close,
         )
     )
     return app

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
-from mcp.server.mcpserver.exceptions import ToolError
 
 from daemon import Agent, Unauthenticated, agent_named
 from daemon.identity import Identities
@@ -28,5 +27,5 @@ def current_agent() -> Agent:
     """The agent of the request being served (the auth middleware has already verified its token)."""
     token = get_access_token()
     if token is None:
-        raise ToolError("Not authenticated: send `Authorization: Bearer <token>` (memos agent add NAME)")
+        raise Unauthenticated("send `Authorization: Bearer <token>` (memos agent add NAME)")
     return agent_named(token.client_id)

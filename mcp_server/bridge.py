@@ -45,7 +45,10 @@ from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, METHOD_NOT_FOUND
 from mcp_types.version import LATEST_MODERN_VERSION, MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
+from daemon import InvalidInput
 from mcp_server.app import Catalog
+from mcp_server.argument_errors import check_finite
+from mcp_server.errors import tool_error_result
 
 logger = logging.getLogger(__name__)
 
@@ -310,6 +313,10 @@ class _Bridge:
         which the bridge adds to every tool that takes one: the daemon then runs it at most once. Our own
         failures become tool errors so the model reads them."""
         arguments = dict(params.arguments or {})
+        try:
+            check_finite(arguments)  # the SDK client below would send Infinity and NaN as null
+        except InvalidInput as exc:
+            return tool_error_result(exc)
         try:
             keyed = "idempotency_key" in arguments
             if not keyed and await self._takes_key(params.name, arguments):

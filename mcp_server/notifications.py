@@ -5,7 +5,9 @@ Handshake-era sessions subscribe with `resources/subscribe`; subscriptions are k
 forgotten once the session has been idle as long as the SDK lets a session idle (sending to an ended session
 is silently dropped by the SDK, so nothing tells us it ended). Modern-era clients open `subscriptions/listen` streams;
 each stream is tied to the agent that opened it, so an event reaches only the agents it is for. Events come
-from the core's change hub after commit and are handled by one task here, which checks permissions.
+from the core's change hub after commit and are handled by one task here, which checks permissions. An agent
+that is disabled or whose token is rotated (AgentRevoked) has its listen streams and sessions ended, and on
+shutdown everyone's are, first.
 """
 
 from __future__ import annotations
@@ -22,13 +24,13 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 from mcp.server import MCPServer
 from mcp.server.context import ServerRequestContext
-from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.subscriptions import ListenHandler, ResourcesListChanged, ResourceUpdated, ServerEvent
 from mcp.shared.exceptions import MCPError
 
-from daemon import MemosError, Services, agent_named
-from daemon.events import Change, CubesChanged, MemoryChanged, PackReady, TaskChanged
+from daemon import MemosError, Services, Unauthenticated, agent_named
+from daemon.events import AgentRevoked, Change, CubesChanged, MemoryChanged, PackReady, TaskChanged
 from mcp_server.auth import current_agent
+from mcp_server.session_quota import SdkSessions
 
 log = logging.getLogger(__name__)
 _Ctx = ServerRequestContext[Any, Any]
@@ -69,12 +71,15 @@ class Notifications:
         self._sessions: dict[str, _Watch] = {}  # Mcp-Session-Id -> what that session watches
         self._idle_s = services.config.server.session_idle_timeout_s
         self._listeners: defaultdict[str, set[Callable[[ServerEvent], None]]] = defaultdict(set)
+        self._streams: defaultdict[str, set[ListenHandler]] = defaultdict(set)  # agent -> open listen streams
+        self._sdk_sessions: SdkSessions | None = None
         self._readable: dict[str, frozenset[str]] = {}  # agent -> cubes it could read when last told
         self._queue: MemoryObjectSendStream[Change] | None = None
         self._seen: dict[str, float] = {}  # agent -> when its packs were last preloaded
 
     def install(self, mcp: MCPServer) -> None:
         # The SDK's documented way to serve handshake-era subscriptions from an MCPServer (migration guide).
+        self._sdk_sessions = SdkSessions(mcp)
         server = mcp._lowlevel_server
         server.add_request_handler("resources/subscribe", types.SubscribeRequestParams, self._subscribe)
         server.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, self._unsubscribe)
@@ -134,7 +139,27 @@ class Notifications:
         agent = current_agent().name
         await self._refuse_unless_allowed(agent, list(params.notifications.resource_subscriptions or ()))
         self._readable.setdefault(agent, frozenset())
-        return await ListenHandler(_AgentBus(self._listeners[agent]))(ctx, params)
+        handler = ListenHandler(_AgentBus(self._listeners[agent]))
+        self._streams[agent].add(handler)
+        try:
+            return await handler(ctx, params)
+        finally:
+            self._streams[agent].discard(handler)
+
+    async def end_streams(self, agent: str | None = None) -> None:
+        """End the long-lived streams (of `agent`, or everyone's): each listen stream gracefully, with its
+        final result, and each handshake-era session as a DELETE would, which ends its GET stream. Used when
+        an agent's access is taken away, and first thing on shutdown so nothing holds the stop up."""
+        for who, handlers in list(self._streams.items()):
+            if agent is None or who == agent:
+                for handler in list(handlers):
+                    handler.close()
+        for key in [k for k, w in self._sessions.items() if agent is None or w.agent == agent]:
+            del self._sessions[key]
+        if self._sdk_sessions is not None:
+            closed = await self._sdk_sessions.close_all(agent)
+            if closed:
+                log.info("closed %d handshake-era session(s)%s", closed, f" of {agent}" if agent else "")
 
     def _on_change(self, change: Change) -> None:
         if self._queue is not None:
@@ -171,7 +196,11 @@ class Notifications:
         return frozenset(ref.name for ref in refs)
 
     async def _deliver(self, change: Change) -> None:
-        if isinstance(change, MemoryChanged):
+        if isinstance(change, AgentRevoked):  # disabled or token rotated: nothing more reaches it
+            log.info("agent %s's access was revoked: ending its event streams and sessions", change.agent)
+            await self.end_streams(change.agent)
+            self._readable.pop(change.agent, None)
+        elif isinstance(change, MemoryChanged):
             memory = f"memos://memories/{change.memory_id}"
             uris = [f"memos://cubes/{change.cube}", memory, f"{memory}/neighbourhood"]
             for agent in self._watchers():
@@ -214,7 +243,7 @@ class Notifications:
             watch.seen = anyio.current_time()
         try:
             token = current_agent().name
-        except ToolError:  # no agent (an unauthenticated path): nothing to preload
+        except Unauthenticated:  # no agent (an unauthenticated path): nothing to preload
             return result
         now = anyio.current_time()
         if now - self._seen.get(token, -1e9) > 600:

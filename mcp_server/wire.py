@@ -9,11 +9,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec
 
 import msgspec
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import ValidationError
 
-from daemon import MemosError
-from mcp_server.errors import tool_error
+from daemon import InvalidInput, MemosError
+from mcp_server.argument_errors import check_arguments, validation_problem
+from mcp_server.errors import tool_error_result
 
 P = ParamSpec("P")
 
@@ -49,6 +53,25 @@ def to_result(value: msgspec.Struct) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data)
 
 
+class StrictTool(Tool):
+    """The SDK's Tool, stricter with arguments and plain about failures: unknown names and non-finite
+    numbers are refused, and every failure is an `isError` result in our words (see mcp_server.errors),
+    where the SDK would ignore the former and prefix the latter with `Error executing tool NAME`."""
+
+    async def run(
+        self, arguments: dict[str, Any], context: Context[Any, Any], convert_result: bool = False
+    ) -> Any:
+        try:
+            check_arguments(self.fn_metadata.pre_parse_json(arguments), self.parameters)
+            return await super().run(arguments, context, convert_result=convert_result)
+        except InvalidInput as exc:
+            return tool_error_result(exc)
+        except ToolError as exc:
+            if isinstance(exc.__cause__, ValidationError):  # the SDK's validation against the input schema
+                return tool_error_result(validation_problem(exc.__cause__))
+            raise
+
+
 def make_tool(
     fn: Callable[P, Awaitable[msgspec.Struct]], output: type[msgspec.Struct], annotations: ToolAnnotations
 ) -> Tool:
@@ -59,10 +82,10 @@ def make_tool(
         try:
             return to_result(await fn(*args, **kwargs))
         except MemosError as exc:
-            raise tool_error(exc) from exc
+            return tool_error_result(exc)
 
     run.__annotations__ = {**fn.__annotations__, "return": CallToolResult}
-    tool = Tool.from_function(run, name=fn.__name__, annotations=annotations, structured_output=False)
+    tool = StrictTool.from_function(run, name=fn.__name__, annotations=annotations, structured_output=False)
     tool.fn_metadata.output_schema = output_schema(output)
     # Without its docstring's indentation: a model reads every description in every conversation.
     tool.description = inspect.cleandoc(tool.description or "")

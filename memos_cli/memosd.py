@@ -85,6 +85,7 @@ async def _serve(
                 stopping = True
                 notifier.stopping("finishing open requests")
                 http.stop()
+                await notifications.end_streams()  # hosts' event streams never end by themselves
                 tg.start_soon(_stop_when_idle, http, tg)
                 await reporter.publish("stopping")
 

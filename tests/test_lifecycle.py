@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import anyio
+import httpx2
 import pytest
 
 from tests.conftest import (
@@ -24,6 +25,7 @@ from tests.conftest import (
     stop_daemon,
     write_config,
 )
+from tests.raw_mcp import listen_stream, messages, session_stream
 from tests.test_mcp_http import call
 
 
@@ -148,3 +150,39 @@ def test_sighup_reloads_the_policy_files(tmp_path: Path) -> None:
         assert daemon.process.poll() is None
     finally:
         assert stop_daemon(daemon) == 0
+
+
+@pytest.mark.anyio
+async def test_sigterm_with_a_host_connected_stops_at_once_and_quietly(tmp_path: Path) -> None:
+    """Steps: a host holds the streams it normally holds open: a modern-era subscriptions/listen stream and a
+    handshake-era session's GET stream; SIGTERM; both streams end, memosd exits 0 well within uvicorn's 5 s
+    drain limit (the streams did not hold the stop up), and its stderr has no ERROR line and no traceback."""
+    port = free_port()
+    daemon = start_daemon(write_config(tmp_path, port=port, model="none"), tmp_path, port)
+    token = daemon.add_agent("host")
+    try:
+        async with (
+            httpx2.AsyncClient(timeout=30) as http,
+            listen_stream(http, daemon.url, token, ["memos://cubes"]) as listening,
+            session_stream(http, daemon.url, token) as (_, streaming),
+        ):
+            heard = messages(listening)
+            acknowledged = await anext(heard)
+            assert acknowledged["method"] == "notifications/subscriptions/acknowledged"
+            started = time.monotonic()
+            daemon.process.send_signal(signal.SIGTERM)
+            with anyio.fail_after(10):
+                last = [message async for message in heard][-1]
+                assert "result" in last, last  # ended on purpose: the listen result is the last frame
+                async for _ in messages(streaming):
+                    pass
+            code = await anyio.to_thread.run_sync(daemon.process.wait, 30)
+            took = time.monotonic() - started
+    finally:
+        stop_daemon(daemon)
+    print(f"\nstopped in {took:.2f} s with a listen stream and a GET stream open")
+    assert code == 0
+    assert took < 4.0, daemon.log()
+    log = daemon.log()
+    assert "Traceback" not in log and "CancelledError" not in log, log
+    assert '"level": "error"' not in log, log

@@ -112,42 +112,84 @@ async def works(daemon: RunningDaemon, token: str, era: str) -> None:
         assert added["id"] in [hit["id"] for hit in found["results"]]
 
 
-async def test_an_agent_that_never_ends_its_sessions_is_capped_and_others_are_served(
+async def session_answers(daemon: RunningDaemon, token: str, sessions: list[str]) -> Counter[int]:
+    """The HTTP status each session id gets for a tools/list."""
+    statuses: Counter[int] = Counter()
+    async with httpx2.AsyncClient(timeout=30) as http:
+        for session in sessions:
+            answer = await http.post(daemon.url, headers=headers(token, session), json=TOOLS_LIST)
+            statuses[answer.status_code] += 1
+    return statuses
+
+
+TOOLS_LIST = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+
+
+async def initialize_until_admitted(
+    daemon: RunningDaemon, http: httpx2.AsyncClient, token: str
+) -> httpx2.Response:
+    """POST initialize again while it is refused with 429, as a client honouring Retry-After would (sooner)."""
+    while True:
+        response = await http.post(daemon.url, headers=headers(token), json=INITIALIZE)
+        if response.status_code != 429:
+            return response
+        await anyio.sleep(0.1)
+
+
+async def test_an_agent_that_never_ends_its_sessions_never_locks_itself_out(
     limited: RunningDaemon, tokens: dict[str, str]
 ) -> None:
-    """Steps: `leaky` POSTs 300 initialize requests and ends none: 20 sessions open, 280 are refused with
-    429 and a JSON-RPC error saying what to do; RSS grows little; `polite` (handshake era) and `leaky` itself
-    (sessionless) are still served, and so is one of leaky's open sessions; ending one (DELETE) makes room
-    for exactly one more; once they have idled out, leaky can open sessions again."""
+    """Steps: `leaky` POSTs 300 initialize requests and ends none, as the official TypeScript SDK and the
+    Inspector do: every one opens a session, because each time its oldest idle session is closed to make room;
+    20 stay open (the newest), the older ids get 404 with a body that says to initialize again; RSS grows
+    little; `polite` (handshake era) and `leaky` itself (sessionless) are served meanwhile."""
     before = rss(limited)
     opened, refused = await open_sessions(limited, tokens["leaky"], 300)
     after = rss(limited)
-    print(f"\nRSS {before:.1f} -> {after:.1f} MiB after 300 session attempts ({len(opened)} opened)")
-    assert len(opened) == PER_AGENT
-    assert Counter(r.status_code for r in refused) == {429: 300 - PER_AGENT}
-    error = refused[0].json()["error"]
-    assert error["message"].startswith("Too many open sessions: agent leaky already has 20, the most")
-    assert "[server] max_sessions_per_agent" in error["message"] and "DELETE" in error["message"]
+    print(f"\nRSS {before:.1f} -> {after:.1f} MiB after 300 sessions opened and never ended")
+    assert not refused and len(opened) == 300
     assert after - before < 32
-
+    assert await session_answers(limited, tokens["leaky"], opened) == {200: PER_AGENT, 404: 300 - PER_AGENT}
+    async with httpx2.AsyncClient(timeout=30) as http:
+        gone = await http.post(limited.url, headers=headers(tokens["leaky"], opened[0]), json=TOOLS_LIST)
+    assert gone.status_code == 404
+    message = gone.json()["error"]["message"]
+    assert message.startswith("Session not found: it has ended") and "send initialize" in message
     await works(limited, tokens["polite"], "legacy")
     await works(limited, tokens["leaky"], "auto")
-    async with httpx2.AsyncClient(timeout=30) as http:
-        session = opened[0]
-        listed = await http.post(
-            limited.url,
-            headers=headers(tokens["leaky"], session),
-            json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
-        )
-        assert listed.status_code == 200 and "memory_add" in listed.text
-        ended = await http.delete(limited.url, headers=headers(tokens["leaky"], session))
-        assert ended.status_code == 200
-    reopened, refused = await open_sessions(limited, tokens["leaky"], 2)
-    assert len(reopened) == 1 and [r.status_code for r in refused] == [429]
 
-    await anyio.sleep(IDLE_S + 1)  # the SDK closes them; the count follows
-    reopened, refused = await open_sessions(limited, tokens["leaky"], 3)
-    assert len(reopened) == 3 and not refused
+
+async def test_an_agent_whose_sessions_are_all_in_use_is_told_when_to_retry(
+    limited: RunningDaemon, tokens: dict[str, str]
+) -> None:
+    """Steps: `busy` opens 20 sessions and keeps each one's GET event stream open; a 21st initialize gets
+    429 with Retry-After and a JSON-RPC error saying what to do; once one stream is closed, a new session
+    opens (that idle one is closed to make room and its id answers 404); the 19 streaming sessions still
+    work."""
+    token = (await add_agents(limited, ["busy"]))["busy"]
+    opened, refused = await open_sessions(limited, token, PER_AGENT)
+    assert len(opened) == PER_AGENT and not refused
+    async with httpx2.AsyncClient(timeout=30) as http:
+        events = {"Accept": "text/event-stream"}
+        streams = [http.stream("GET", limited.url, headers=headers(token, s) | events) for s in opened]
+        try:
+            for stream in streams:
+                assert (await stream.__aenter__()).status_code == 200
+            refusal = await http.post(limited.url, headers=headers(token), json=INITIALIZE)
+            assert refusal.status_code == 429
+            assert refusal.headers["retry-after"] == "10"
+            message = refusal.json()["error"]["message"]
+            assert message.startswith("Too many open sessions: agent busy already has 20")
+            assert "DELETE" in message and "retry after 10 s" in message
+
+            await streams.pop(0).__aexit__(None, None, None)  # the client goes: that session is idle now
+            with anyio.fail_after(10):  # once the daemon has seen the stream end
+                fresh = await initialize_until_admitted(limited, http, token)
+            assert fresh.status_code == 200
+            assert await session_answers(limited, token, opened) == {404: 1, 200: PER_AGENT - 1}
+        finally:
+            for stream in streams:
+                await stream.__aexit__(None, None, None)
 
 
 async def raw_connection(daemon: RunningDaemon) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -313,3 +355,58 @@ async def test_a_client_that_stops_reading_its_answer_is_disconnected(
     print(f"\nreceived {received / MIB:.1f} of {full / MIB:.1f} MiB before the daemon closed the connection")
     assert received < full
     assert "response not read for 2 s" in limited.log()
+
+
+async def test_at_the_daemon_wide_session_cap_the_idlest_session_makes_room_else_503_says_when(
+    tmp_path: Path,
+) -> None:
+    """Steps: a daemon with max_sessions = 3; `one` opens 3 sessions and leaves them idle; `two` opens one:
+    `one`'s oldest is closed to make room (404 from then on); with all 3 sessions streaming (GET), `three`'s
+    initialize gets the SDK's 503, now with Retry-After."""
+    capped = start_limited_daemon(tmp_path, "max_sessions = 3")
+    try:
+        names = await add_agents(capped, ["one", "two", "three"])
+        opened = [(await open_sessions(capped, names["one"], 1))[0][0] for _ in range(3)]  # one by one
+        (second,), refused = await open_sessions(capped, names["two"], 1)
+        assert not refused
+        oldest = opened[0]
+        assert await session_answers(capped, names["one"], [oldest]) == {404: 1}
+        live = [(names["one"], s) for s in opened if s != oldest] + [(names["two"], second)]
+        async with httpx2.AsyncClient(timeout=30) as http:
+            events = {"Accept": "text/event-stream"}
+            streams = [http.stream("GET", capped.url, headers=headers(t, s) | events) for t, s in live]
+            try:
+                for stream in streams:
+                    assert (await stream.__aenter__()).status_code == 200
+                refusal = await http.post(capped.url, headers=headers(names["three"]), json=INITIALIZE)
+                assert refusal.status_code == 503
+                assert refusal.headers["retry-after"] == "10"
+            finally:
+                for stream in streams:
+                    await stream.__aexit__(None, None, None)
+    finally:
+        stop_daemon(capped)
+
+
+async def test_after_a_restart_an_old_session_id_gets_a_404_that_says_to_initialize_again(
+    tmp_path: Path,
+) -> None:
+    """Steps: open a session; restart the daemon; the old id gets 404 whose JSON-RPC error says the session
+    ended and to send initialize without an Mcp-Session-Id; doing so opens a working session."""
+    daemon = start_limited_daemon(tmp_path, "")
+    token = (await add_agents(daemon, ["host"]))["host"]
+    try:
+        (old,), _ = await open_sessions(daemon, token, 1)
+        stop_daemon(daemon)
+        daemon = start_daemon(daemon.config_path, daemon.home, daemon.port)
+        async with httpx2.AsyncClient(timeout=30) as http:
+            gone = await http.post(daemon.url, headers=headers(token, old), json=TOOLS_LIST)
+            assert gone.status_code == 404
+            message = gone.json()["error"]["message"]
+            assert "the daemon restarted" in message
+            assert "Start a new session: send initialize without an Mcp-Session-Id" in message
+            fresh = await http.post(daemon.url, headers=headers(token), json=INITIALIZE)
+            assert fresh.status_code == 200
+        assert await session_answers(daemon, token, [fresh.headers["mcp-session-id"]]) == {200: 1}
+    finally:
+        stop_daemon(daemon)
