@@ -23,8 +23,6 @@ RelationArg = Annotated[
 
 
 def build_link_tools(services: Services) -> list[Tool]:
-    store = services.store
-
     async def memory_link(
         from_id: FromArg, to_id: ToArg, relation: RelationArg, idempotency_key: KeyArg = None
     ) -> LinkChange:
@@ -32,7 +30,7 @@ def build_link_tools(services: Services) -> list[Tool]:
         contradicts one. Links show in memory_get and memory_history. Linking again does nothing."""
         agent = current_agent()
         return await idempotent(
-            store, agent, idempotency_key, "memory_link", [from_id, to_id, relation], LinkChange,
+            services.store, agent, idempotency_key, "memory_link", [from_id, to_id, relation], LinkChange,
             lambda rec: services.links.link(agent, from_id, to_id, relation, recorder=rec),
         )  # fmt: skip
 
@@ -47,7 +45,7 @@ def build_link_tools(services: Services) -> list[Tool]:
         """Remove a link made with memory_link that is wrong or no longer holds. The memories stay."""
         agent = current_agent()
         return await idempotent(
-            store, agent, idempotency_key, "memory_unlink", [from_id, to_id, relation], LinkChange,
+            services.store, agent, idempotency_key, "memory_unlink", [from_id, to_id, relation], LinkChange,
             lambda rec: services.links.unlink(agent, from_id, to_id, relation, recorder=rec),
         )  # fmt: skip
 
