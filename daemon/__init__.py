@@ -12,6 +12,8 @@ from daemon.errors import (
     NotFound,
     Overloaded,
     PermissionDenied,
+    StorageFull,
+    StoreBusy,
     StoreClosed,
     StoreCorrupt,
     StoreError,
@@ -48,6 +50,7 @@ from daemon.models import (
     TaskNote,
     TaskPage,
 )
+from daemon.supervision import retrying, supervised
 
 __all__ = [
     "MEMORY_KINDS",
@@ -82,6 +85,8 @@ __all__ = [
     "SearchResults",
     "Services",
     "Similar",
+    "StorageFull",
+    "StoreBusy",
     "StoreClosed",
     "StoreCorrupt",
     "StoreError",
@@ -94,4 +99,6 @@ __all__ = [
     "load_config",
     "open_services",
     "open_store_services",
+    "retrying",
+    "supervised",
 ]

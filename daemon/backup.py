@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -19,6 +20,8 @@ from anyio.abc import TaskStatus
 from daemon import sqlite_driver
 from daemon.errors import ConfigError, InvalidInput, StoreCorrupt
 from daemon.instance_lock import InstanceLock
+from daemon.store_errors import translated
+from daemon.supervision import retrying
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +50,17 @@ def backup_database(database: Path, target: Path) -> Path:
         raise InvalidInput(f"{target} exists already; choose a new file name")
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
-    source = sqlite_driver.connect(str(database), read_only=True)
-    module = sqlite_driver.sqlite_module()
-    try:
-        copy = module.connect(str(partial))
+    with translated(database):
+        source = sqlite_driver.connect(str(database), read_only=True)
+        module = sqlite_driver.sqlite_module()
         try:
-            source.backup(copy)  # all pages in one step: one consistent snapshot
+            copy = module.connect(str(partial))
+            try:
+                source.backup(copy)  # all pages in one step: one consistent snapshot
+            finally:
+                copy.close()
         finally:
-            copy.close()
-    finally:
-        source.close()
+            source.close()
     _check(partial)
     os.replace(partial, target)
     return target
@@ -99,9 +103,9 @@ async def scheduled_backups(
     task_status.started()
     while True:
         await anyio.sleep(interval_s)
-        try:
-            made = await anyio.to_thread.run_sync(backup_database, database, folder)
-            pruned = prune_backups(folder, keep)
-            log.info("scheduled backup %s written; %d old backups removed", made.name, len(pruned))
-        except (OSError, StoreCorrupt, InvalidInput) as exc:  # keep serving; try again next time
-            log.error("scheduled backup failed: %s", exc)
+        # A full disk is retried with back-off; any other failure stops the daemon (daemon/supervision.py).
+        made = await retrying(
+            "the scheduled backup", partial(anyio.to_thread.run_sync, backup_database, database, folder)
+        )
+        pruned = prune_backups(folder, keep)
+        log.info("scheduled backup %s written; %d old backups removed", made.name, len(pruned))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+from functools import partial
 
 import anyio
 import msgspec
@@ -13,6 +14,7 @@ from anyio.abc import TaskStatus
 
 from daemon.scheduler import Scheduler
 from daemon.store import Store
+from daemon.supervision import retrying
 from daemon.timeutil import now_iso
 
 _REPORT_EVERY_S = 5.0
@@ -75,11 +77,11 @@ class StatusReporter:
             )
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        await self.publish("serving")
+        await retrying("writing the daemon status", partial(self.publish, "serving"))
         task_status.started()
         while True:
             await anyio.sleep(_REPORT_EVERY_S)
-            await self.publish()
+            await retrying("writing the daemon status", self.publish)
 
     def close(self) -> None:
         logging.getLogger().removeHandler(self._errors)

@@ -12,6 +12,9 @@ from daemon.errors import (
     NotFound,
     Overloaded,
     PermissionDenied,
+    StorageFull,
+    StoreBusy,
+    StoreCorrupt,
     StoreError,
     Unauthenticated,
     Unavailable,
@@ -27,6 +30,9 @@ _PREFIXES: dict[type[MemosError], str] = {
     Overloaded: "Busy, retry shortly",
     Unavailable: "Unavailable",
     StoreError: "Storage error",
+    StoreBusy: "Busy",
+    StorageFull: "Storage full",
+    StoreCorrupt: "Storage damaged",
 }
 
 

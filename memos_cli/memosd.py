@@ -13,7 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 import anyio
 import anyio.abc
 
-from daemon import Config, Services, load_config, open_services
+from daemon import Config, Services, load_config, open_services, supervised
 from daemon.daemon_status import StatusReporter
 from daemon.instance_lock import InstanceLock
 from daemon.sd_notify import Notifier
@@ -71,10 +71,10 @@ async def _serve(
     signals_wanted = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     with anyio.open_signal_receiver(*signals_wanted) as signals:
         async with anyio.create_task_group() as tg:
-            await tg.start(notifications.run)
+            await tg.start(supervised, "notifications", notifications.run)
             await tg.start(http.serve)
             await tg.start(notifier.watchdog)
-            await tg.start(reporter.run)
+            await tg.start(supervised, "status reporter", reporter.run)
             print(f"memosd ready: {url}", file=sys.stderr, flush=True)
             notifier.ready(f"serving {url}")
             stopping = False
