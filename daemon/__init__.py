@@ -22,6 +22,7 @@ from daemon.errors import (
 )
 from daemon.filters import MemoryFilter
 from daemon.identity import agent_named
+from daemon.integrity import CheckReport, check_database, repair_database
 from daemon.lifecycle import Services, open_services, open_store_services
 from daemon.models import (
     MEMORY_KINDS,
@@ -58,6 +59,7 @@ __all__ = [
     "Agent",
     "AgentInfo",
     "BatchAdded",
+    "CheckReport",
     "Config",
     "ConfigError",
     "Conflict",
@@ -96,9 +98,11 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "agent_named",
+    "check_database",
     "load_config",
     "open_services",
     "open_store_services",
+    "repair_database",
     "retrying",
     "supervised",
 ]

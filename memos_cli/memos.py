@@ -17,6 +17,7 @@ import anyio
 import msgspec
 
 from daemon import Config, MemosError, Services, load_config, open_store_services
+from memos_cli.check_command import add_parsers as add_check_parsers
 from memos_cli.data_commands import add_parsers as add_data_parsers
 from memos_cli.errors import exit_code, one_line_errors
 from memos_cli.memory_commands import add_parsers as add_memory_parsers
@@ -214,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_memory_parsers(commands)
     add_data_parsers(commands)
+    add_check_parsers(commands)
     add_service_parsers(commands)
 
     mcp = commands.add_parser(
