@@ -7,14 +7,17 @@ secret itself is never compared byte by byte.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import time
 
-from daemon.errors import Conflict, NotFound, Unauthenticated
+from daemon.errors import Conflict, MemosError, NotFound, Unauthenticated
 from daemon.models import Agent, AgentInfo
 from daemon.store import Connection, Store
 from daemon.timeutil import now_iso
 from daemon.validation import check_name, private_cube_of
+
+log = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "memos_"
 _LAST_SEEN_INTERVAL_S = 60.0  # write last_seen_at at most this often per agent
@@ -105,8 +108,16 @@ class Identities:
         if now - self._last_seen_written.get(name, -_LAST_SEEN_INTERVAL_S) < _LAST_SEEN_INTERVAL_S:
             return
         self._last_seen_written[name] = now
-        async with self._store.write() as conn:
-            await conn.execute("UPDATE agents SET last_seen_at = ? WHERE name = ?", (now_iso(), name))
+        try:
+            async with self._store.write() as conn:
+                await conn.execute("UPDATE agents SET last_seen_at = ? WHERE name = ?", (now_iso(), name))
+        except MemosError as exc:
+            if not exc.retryable:
+                raise
+            # A locked database or a full disk must not refuse a valid token over bookkeeping: the next
+            # request records the time.
+            del self._last_seen_written[name]
+            log.warning("the last-seen time of agent %s was not recorded: %s", name, exc)
 
 
 class Groups:
