@@ -152,9 +152,10 @@ async def test_a_write_lock_held_by_another_process_is_a_clear_busy_error_and_th
             )
         )
 
-    async with mcp_client(daemon.url, alice) as client:
+    async with mcp_client(daemon.url, alice) as client, mcp_client(daemon.url, bob) as intruder:
         added = await add(client, "the zebra crossing is blue")
         assert not added.is_error
+        await intruder.list_tools()  # both agents' last-seen times are recorded before the lock is taken
     other = sqlite_driver.connect(str(daemon.config_path.parent / "data" / "memos.db"))
     other.execute("BEGIN IMMEDIATE")
     try:
