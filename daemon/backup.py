@@ -11,7 +11,6 @@ import logging
 import os
 import shutil
 from datetime import datetime, timezone
-from functools import partial
 from pathlib import Path
 
 import anyio
@@ -41,6 +40,7 @@ def _check(path: Path) -> None:
         raise StoreCorrupt(f"{path} failed its integrity check: {result}")
 
 
+@translated()
 def backup_database(database: Path, target: Path) -> Path:
     """Copy the live database to `target` (a file, or a folder for a timestamped name); blocking."""
     if target.is_dir():
@@ -50,17 +50,19 @@ def backup_database(database: Path, target: Path) -> Path:
         raise InvalidInput(f"{target} exists already; choose a new file name")
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
-    with translated(database):
-        source = sqlite_driver.connect(str(database), read_only=True)
-        module = sqlite_driver.sqlite_module()
+    source = sqlite_driver.connect(str(database), read_only=True)
+    module = sqlite_driver.sqlite_module()
+    try:
+        copy = module.connect(str(partial))
         try:
-            copy = module.connect(str(partial))
-            try:
-                source.backup(copy)  # all pages in one step: one consistent snapshot
-            finally:
-                copy.close()
+            source.backup(copy)  # all pages in one step: one consistent snapshot
         finally:
-            source.close()
+            copy.close()
+    except BaseException:
+        partial.unlink(missing_ok=True)  # a refused copy (a full disk) leaves nothing behind
+        raise
+    finally:
+        source.close()
     _check(partial)
     os.replace(partial, target)
     return target
@@ -105,7 +107,7 @@ async def scheduled_backups(
         await anyio.sleep(interval_s)
         # A full disk is retried with back-off; any other failure stops the daemon (daemon/supervision.py).
         made = await retrying(
-            "the scheduled backup", partial(anyio.to_thread.run_sync, backup_database, database, folder)
+            "the scheduled backup", lambda: anyio.to_thread.run_sync(backup_database, database, folder)
         )
         pruned = prune_backups(folder, keep)
         log.info("scheduled backup %s written; %d old backups removed", made.name, len(pruned))

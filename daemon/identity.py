@@ -114,9 +114,8 @@ class Identities:
         except MemosError as exc:
             if not exc.retryable:
                 raise
-            # A locked database or a full disk must not refuse a valid token over bookkeeping: the next
-            # request records the time.
-            del self._last_seen_written[name]
+            # A locked database or a full disk must not refuse a valid token over bookkeeping; a request
+            # after the next interval records the time.
             log.warning("the last-seen time of agent %s was not recorded: %s", name, exc)
 
 

@@ -134,11 +134,15 @@ async def test_a_write_lock_held_by_another_process_is_a_clear_busy_error_and_th
     lexical_daemon: RunningDaemon,
 ) -> None:
     """1. another process takes the write lock (BEGIN IMMEDIATE); 2. a tool call that writes gets a Busy tool
-    error, the CLI one line on stderr, a read is served meanwhile, and the audit loop's write waits and
-    is retried; 3. the lock is released; 4. writes succeed again, and the log has no traceback."""
+    error, the CLI one line on stderr, reads are served meanwhile (also to an agent whose first request
+    cannot record its last-seen time), and the audit loop's write waits and is retried; 3. the lock is released; 4. writes succeed again, and the log has no traceback."""
     daemon = lexical_daemon
-    alice, bob = daemon.add_agent("alice"), daemon.add_agent("bob")
+    alice, bob, carol = daemon.add_agent("alice"), daemon.add_agent("bob"), daemon.add_agent("carol")
     cli_results: list[subprocess.CompletedProcess[str]] = []
+
+    async def newcomer_reads() -> None:  # its first request cannot record its last-seen time: served anyway
+        async with mcp_client(daemon.url, carol) as newcomer:
+            assert await found(newcomer, "zebra") == []
 
     async def run_cli() -> None:
         command = memos_command(
@@ -159,6 +163,7 @@ async def test_a_write_lock_held_by_another_process_is_a_clear_busy_error_and_th
     other = sqlite_driver.connect(str(daemon.config_path.parent / "data" / "memos.db"))
     other.execute("BEGIN IMMEDIATE")
     try:
+        await newcomer_reads()
         async with mcp_client(daemon.url, alice) as client, mcp_client(daemon.url, bob) as intruder:
             denied = await intruder.call_tool("memory_get", {"id": added.structured_content["id"]})
             assert denied.is_error  # and its audit record is queued for the audit loop to write
