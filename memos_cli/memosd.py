@@ -54,7 +54,7 @@ async def run_daemon(config: Config, notifier: Notifier) -> None:
             finally:
                 reporter.close()
                 with anyio.CancelScope(shield=True):
-                    await reporter.publish("stopped")
+                    await reporter.announce("stopped")
     finally:
         lock.release()
     log.info("memosd stopped")
@@ -93,7 +93,7 @@ async def _serve(
                 notifier.stopping("finishing open requests")
                 http.stop()
                 tg.start_soon(_stop_when_idle, http, tg)
-                await reporter.publish("stopping")
+                await reporter.announce("stopping")
 
 
 async def _stop_when_idle(http: HttpServer, tg: anyio.abc.TaskGroup) -> None:
