@@ -141,7 +141,7 @@ async def test_a_write_lock_held_by_another_process_is_a_clear_busy_error_and_th
     cli_results: list[subprocess.CompletedProcess[str]] = []
 
     async def newcomer_reads() -> None:  # its first request cannot record its last-seen time: served anyway
-        async with mcp_client(daemon.url, carol) as newcomer:
+        async with mcp_client(daemon.url, carol, mode="legacy") as newcomer:
             assert await found(newcomer, "zebra") == []
 
     async def run_cli() -> None:
