@@ -12,6 +12,8 @@ from daemon.errors import (
     NotFound,
     Overloaded,
     PermissionDenied,
+    StorageFull,
+    StoreBusy,
     StoreClosed,
     StoreCorrupt,
     StoreError,
@@ -20,6 +22,7 @@ from daemon.errors import (
 )
 from daemon.filters import MemoryFilter
 from daemon.identity import agent_named
+from daemon.integrity import CheckReport, check_database, repair_database
 from daemon.lifecycle import Services, open_services, open_store_services
 from daemon.links import RELATIONS, LinkChange, LinkedMemory, MemoryLink, Neighbourhood
 from daemon.models import (
@@ -49,6 +52,7 @@ from daemon.models import (
     TaskNote,
     TaskPage,
 )
+from daemon.supervision import retrying, supervised
 
 __all__ = [
     "MEMORY_KINDS",
@@ -57,6 +61,7 @@ __all__ = [
     "Agent",
     "AgentInfo",
     "BatchAdded",
+    "CheckReport",
     "Config",
     "ConfigError",
     "Conflict",
@@ -88,6 +93,8 @@ __all__ = [
     "SearchResults",
     "Services",
     "Similar",
+    "StorageFull",
+    "StoreBusy",
     "StoreClosed",
     "StoreCorrupt",
     "StoreError",
@@ -97,7 +104,11 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "agent_named",
+    "check_database",
     "load_config",
     "open_services",
     "open_store_services",
+    "repair_database",
+    "retrying",
+    "supervised",
 ]

@@ -8,6 +8,7 @@ costs one commit per batch instead of one each, and never blocks the caller.
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import anyio
 import msgspec
@@ -15,6 +16,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 
 from daemon.store import Connection, Store, placeholders
+from daemon.supervision import retrying
 from daemon.timeutil import now_iso
 
 log = logging.getLogger(__name__)
@@ -79,14 +81,16 @@ class Audit:
                             batch.append(receive.receive_nowait())
                         except anyio.WouldBlock:
                             break
-                    async with self._store.write() as conn:
-                        await conn.execute_many(
-                            "INSERT INTO audit (at, agent, action, cube, target, outcome, detail)"
-                            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            [(e.at, e.agent, e.action, e.cube, e.target, e.outcome, e.detail) for e in batch],
-                        )
+                    await retrying(f"writing {len(batch)} audit records", partial(self._write, batch))
         finally:
             self._queue = None
+
+    async def _write(self, batch: list[AuditEntry]) -> None:
+        async with self._store.write() as conn:
+            await conn.execute_many(
+                "INSERT INTO audit (at, agent, action, cube, target, outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(e.at, e.agent, e.action, e.cube, e.target, e.outcome, e.detail) for e in batch],
+            )
 
     async def entries(
         self, *, cubes: list[str] | None = None, agent: str | None = None, limit: int = 100

@@ -19,6 +19,8 @@ from anyio.abc import TaskStatus
 from daemon import sqlite_driver
 from daemon.errors import ConfigError, InvalidInput, StoreCorrupt
 from daemon.instance_lock import InstanceLock
+from daemon.store_errors import translated
+from daemon.supervision import retrying
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ def _check(path: Path) -> None:
         raise StoreCorrupt(f"{path} failed its integrity check: {result}")
 
 
+@translated()
 def backup_database(database: Path, target: Path) -> Path:
     """Copy the live database to `target` (a file, or a folder for a timestamped name); blocking."""
     if target.is_dir():
@@ -55,6 +58,9 @@ def backup_database(database: Path, target: Path) -> Path:
             source.backup(copy)  # all pages in one step: one consistent snapshot
         finally:
             copy.close()
+    except BaseException:
+        partial.unlink(missing_ok=True)  # a refused copy (a full disk) leaves nothing behind
+        raise
     finally:
         source.close()
     _check(partial)
@@ -99,9 +105,9 @@ async def scheduled_backups(
     task_status.started()
     while True:
         await anyio.sleep(interval_s)
-        try:
-            made = await anyio.to_thread.run_sync(backup_database, database, folder)
-            pruned = prune_backups(folder, keep)
-            log.info("scheduled backup %s written; %d old backups removed", made.name, len(pruned))
-        except (OSError, StoreCorrupt, InvalidInput) as exc:  # keep serving; try again next time
-            log.error("scheduled backup failed: %s", exc)
+        # A full disk is retried with back-off; any other failure stops the daemon (daemon/supervision.py).
+        made = await retrying(
+            "the scheduled backup", lambda: anyio.to_thread.run_sync(backup_database, database, folder)
+        )
+        pruned = prune_backups(folder, keep)
+        log.info("scheduled backup %s written; %d old backups removed", made.name, len(pruned))

@@ -11,6 +11,7 @@ Every read goes through the receiving agent's own permissions, so a pack never h
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import anyio
 import msgspec
@@ -18,7 +19,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from daemon.embedder import Embedder
-from daemon.errors import InvalidInput, MemosError, NotFound
+from daemon.errors import InvalidInput, NotFound
 from daemon.events import Change, ChangeHub, MemoryChanged, PackReady, TaskChanged
 from daemon.filters import MemoryFilter
 from daemon.identity import agent_named
@@ -28,6 +29,7 @@ from daemon.policy import AccessPolicy
 from daemon.scheduler import Job, JobClass, Scheduler
 from daemon.search import Search
 from daemon.store import Store
+from daemon.supervision import retrying
 from daemon.tasks import OPEN, Tasks
 from daemon.timeutil import now_iso
 from daemon.working_memory import WorkingMemory
@@ -183,16 +185,16 @@ class ContextPacks:
                     batch.append(receive.receive_nowait())
                 except anyio.WouldBlock:
                     break
-            try:
-                await self._refresh(batch)
-            except MemosError as exc:  # a full queue, a store closing: these packs refresh on a later change
-                log.warning("context packs not refreshed: %s", exc)
+            await retrying("refreshing context packs", partial(self._refresh, batch))
 
     async def _refresh(self, batch: list[Change]) -> None:
         cubes = {c.cube for c in batch if isinstance(c, MemoryChanged)}
         for change in batch:
             if isinstance(change, TaskChanged):
-                task = await self._tasks.get(agent_named(change.agents[1]), change.task_id)
+                try:
+                    task = await self._tasks.get(agent_named(change.agents[1]), change.task_id)
+                except NotFound:  # no longer the receiver's to see: no pack to prepare
+                    continue
                 if task.status in OPEN:
                     self.request(task.id, task.to_agent, JobClass.PRELOAD)
         if cubes:

@@ -6,14 +6,19 @@ from __future__ import annotations
 import collections
 import logging
 import os
+from functools import partial
 
 import anyio
 import msgspec
 from anyio.abc import TaskStatus
 
+from daemon.errors import MemosError
 from daemon.scheduler import Scheduler
 from daemon.store import Store
+from daemon.supervision import retrying
 from daemon.timeutil import now_iso
+
+log = logging.getLogger(__name__)
 
 _REPORT_EVERY_S = 5.0
 
@@ -67,19 +72,30 @@ class StatusReporter:
         )
         if new == self.status and state is None:
             return
-        self.status = msgspec.structs.replace(new, updated_at=now_iso())
+        new = msgspec.structs.replace(new, updated_at=now_iso())
         async with self._store.write() as conn:
             await conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('daemon_status', ?)",
-                (msgspec.json.encode(self.status).decode(),),
+                (msgspec.json.encode(new).decode(),),
             )
+        self.status = new  # only once written: a failed write is tried again by the next publish
+
+    async def announce(self, state: str) -> None:
+        """Record "stopping" or "stopped": a locked database or a full disk must not keep the shutdown from
+        draining requests and exiting cleanly, so a retryable failure is only logged."""
+        try:
+            await self.publish(state)
+        except MemosError as exc:
+            if not exc.retryable:
+                raise
+            log.warning("memosd is %s, but its status could not be recorded: %s", state, exc)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        await self.publish("serving")
+        await retrying("writing the daemon status", partial(self.publish, "serving"))
         task_status.started()
         while True:
             await anyio.sleep(_REPORT_EVERY_S)
-            await self.publish()
+            await retrying("writing the daemon status", self.publish)
 
     def close(self) -> None:
         logging.getLogger().removeHandler(self._errors)

@@ -8,22 +8,32 @@
     ├── PermissionDenied        the caller is known to see the object but may not do this to it
     ├── Conflict                the object already exists or changed under the caller
     ├── Unauthenticated         a missing, unknown or disabled token
-    ├── Overloaded              a bounded queue is full; try again shortly
-    ├── Unavailable             a dependency (the embedding model, the daemon) cannot serve right now
+    ├── Overloaded            * a bounded queue is full; try again shortly
+    ├── Unavailable           * a dependency (the embedding model, the daemon) cannot serve right now
     └── StoreError              the database failed
         ├── StoreClosed         an operation after the store was closed
-        └── StoreCorrupt        the database file failed its integrity check
+        ├── StoreBusy         * another process holds the database's write lock
+        ├── StorageFull       * the disk (or quota) holding the database is full
+        └── StoreCorrupt        the database file or one of its indexes is damaged: run `memos check`
 
-Foreign errors (sqlite3, aiosqlite, msgspec) are translated where they enter: the store and the config loader.
+* retryable (`retryable = True`): the same call may succeed later unchanged. Background loops retry these
+with back-off and stop the daemon on any other error (daemon/supervision.py).
+
+Foreign errors are translated where they enter: sqlite errors, by result code, in daemon/store_errors.py;
+msgspec in the config loader.
 On the MCP surface each class reads as its kind first (`Invalid input: …`, `Not found: …`, `Busy: …`), mapped
 in one place, mcp_server/errors.py, which every class finds through its bases.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class MemosError(Exception):
     """Base of every error memos raises on purpose."""
+
+    retryable: ClassVar[bool] = False
 
 
 class ConfigError(MemosError):
@@ -53,9 +63,13 @@ class Unauthenticated(MemosError):
 class Overloaded(MemosError):
     """A bounded queue is full; the caller should retry shortly."""
 
+    retryable = True
+
 
 class Unavailable(MemosError):
     """A dependency such as the embedding model cannot serve right now."""
+
+    retryable = True
 
 
 class StoreError(MemosError):
@@ -66,8 +80,20 @@ class StoreClosed(StoreError):
     """The store was used after it was closed."""
 
 
+class StoreBusy(StoreError):
+    """Another process (an admin command, a backup) holds the database's write lock past the busy timeout."""
+
+    retryable = True
+
+
+class StorageFull(StoreError):
+    """The disk or quota holding the database is full; nothing of the refused write was kept."""
+
+    retryable = True
+
+
 class StoreCorrupt(StoreError):
-    """The database file failed its integrity check."""
+    """The database file, or an index in it, is damaged; `memos check` says which, `--repair` rebuilds."""
 
 
 def shown(value: object, limit: int = 80) -> str:

@@ -14,14 +14,16 @@ import time
 import anyio
 from anyio.abc import TaskStatus
 
-from daemon.errors import Conflict, NotFound, StoreError, Unauthenticated
+from daemon.errors import Conflict, MemosError, NotFound, Unauthenticated
 from daemon.events import AgentRevoked, ChangeHub
 from daemon.models import Agent, AgentInfo
 from daemon.store import Connection, Store
+from daemon.supervision import retrying
 from daemon.timeutil import now_iso
 from daemon.validation import check_name, private_cube_of
 
 log = logging.getLogger(__name__)
+
 TOKEN_PREFIX = "memos_"
 _LAST_SEEN_INTERVAL_S = 60.0  # write last_seen_at at most this often per agent
 
@@ -127,11 +129,7 @@ class Identities:
         task_status.started()
         while True:
             await anyio.sleep(interval_s)
-            try:
-                now = await self._credentials()
-            except StoreError as exc:  # transient (a busy or failing read): look again next time
-                log.warning("could not read the agents table to check for revoked tokens: %s", exc)
-                continue
+            now = await retrying("reading the agents table for revoked tokens", self._credentials)
             for name, hashed in known.items():
                 if now.get(name) != hashed:
                     hub.publish(AgentRevoked(name))
@@ -142,8 +140,15 @@ class Identities:
         if now - self._last_seen_written.get(name, -_LAST_SEEN_INTERVAL_S) < _LAST_SEEN_INTERVAL_S:
             return
         self._last_seen_written[name] = now
-        async with self._store.write() as conn:
-            await conn.execute("UPDATE agents SET last_seen_at = ? WHERE name = ?", (now_iso(), name))
+        try:
+            async with self._store.write() as conn:
+                await conn.execute("UPDATE agents SET last_seen_at = ? WHERE name = ?", (now_iso(), name))
+        except MemosError as exc:
+            if not exc.retryable:
+                raise
+            # A locked database or a full disk must not refuse a valid token over bookkeeping; a request
+            # after the next interval records the time.
+            log.warning("the last-seen time of agent %s was not recorded: %s", name, exc)
 
 
 class Groups:

@@ -37,6 +37,7 @@ from daemon.scheduler import Scheduler
 from daemon.search import Search
 from daemon.settings_store import CubeSettingsStore
 from daemon.store import Store
+from daemon.supervision import supervised
 from daemon.tasks import Tasks
 from daemon.vectors import VectorIndex
 from daemon.working_memory import WorkingMemory
@@ -119,23 +120,25 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     try:
         services = _services(config, store, Embedder(config.embedder, model_cache_dir()))
         async with anyio.create_task_group() as tg:
-            await tg.start(services.audit.run)
-            await tg.start(services.scheduler.run)
+            # Each loop under the one supervision rule (daemon/supervision.py).
+            await tg.start(supervised, "audit", services.audit.run)
+            await tg.start(supervised, "scheduler", services.scheduler.run)
             services.vectors.scheduler = services.retention.scheduler = services.scheduler
-            await tg.start(services.packs.run)
-            await tg.start(services.policy_watcher.run)
-            await tg.start(services.identities.watch_revocations, services.hub)
-            await tg.start(services.embedder.run)
-            await tg.start(services.reranker.run)
-            await tg.start(services.vectors.backfill)
-            await tg.start(services.retention.run)
+            await tg.start(supervised, "context packs", services.packs.run)
+            await tg.start(supervised, "policy watcher", services.policy_watcher.run)
+            await tg.start(
+                supervised, "revocation watch", partial(services.identities.watch_revocations, services.hub)
+            )
+            await tg.start(supervised, "embedder", services.embedder.run)
+            await tg.start(supervised, "re-ranker", services.reranker.run)
+            await tg.start(supervised, "vector backfill", services.vectors.backfill)
+            await tg.start(supervised, "retention", services.retention.run)
             if config.backup.interval_hours > 0:
-                await tg.start(
-                    partial(
-                        scheduled_backups, config.database_path, config.backup_dir,
-                        config.backup.interval_hours * 3600, config.backup.keep,
-                    )
+                backups = partial(
+                    scheduled_backups, config.database_path, config.backup_dir,
+                    config.backup.interval_hours * 3600, config.backup.keep,
                 )  # fmt: skip
+                await tg.start(supervised, "scheduled backups", backups)
             try:
                 yield services
             finally:

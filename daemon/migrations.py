@@ -144,7 +144,8 @@ def apply_migrations(conn: Any) -> list[int]:
             )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite has rolled back already after some errors (SQLITE_FULL)
+                conn.execute("ROLLBACK")
             raise
         applied.append(version)
     return applied

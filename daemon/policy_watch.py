@@ -21,6 +21,7 @@ from daemon.events import ChangeHub, CubesChanged
 from daemon.policy import AccessPolicy
 from daemon.policy_rules import load_policy_dir
 from daemon.store import Store
+from daemon.supervision import retrying
 
 log = logging.getLogger(__name__)
 _DEBOUNCE_MS = 150  # editors write a file in several steps; wait for them to finish, well within a second
@@ -55,13 +56,13 @@ class PolicyWatcher:
             self._access.reject(str(exc))
             log.error("policy files rejected, the last good policy stays in force: %s", exc)
             if publish:
-                await self._publish()
+                await retrying("recording the policy status", self._publish)
             return False
         self._access.install(rules, files, str(self.directory), cube_rules)
         self._hub.publish(CubesChanged())
         if publish:
             log.info("policy loaded: %d rules from %d files in %s", len(rules), len(files), self.directory)
-            await self._publish()
+            await retrying("recording the policy status", self._publish)
         return True
 
     async def _publish(self) -> None:

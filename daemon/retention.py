@@ -13,12 +13,12 @@ import msgspec
 from anyio.abc import TaskStatus
 
 from daemon.audit import Audit
-from daemon.errors import Overloaded, Unavailable
 from daemon.idempotency import forget_old_keys
 from daemon.policy import CubeRef
 from daemon.scheduler import JobClass, Scheduler
 from daemon.settings_store import CubeSettingsStore
 from daemon.store import Connection, Store, placeholders
+from daemon.supervision import retrying
 from daemon.timeutil import format_time, now_iso
 
 log = logging.getLogger(__name__)
@@ -112,22 +112,21 @@ class Retention:
         """Apply every cube's rules now and every ten minutes; also forget week-old idempotency keys."""
         started = False
         while True:
-            try:
-                if self.scheduler is None:
-                    archived = await self.apply_all()
-                else:
-                    job = self.scheduler.submit(("retention",), JobClass.BACKGROUND, self.apply_all)
-                    archived = await job.wait()
-            except (Overloaded, Unavailable) as exc:  # a busy queue or shutdown: the next round will do it
-                log.warning("retention postponed: %s", exc)
-                archived = 0
+            archived = await retrying("applying the retention rules", self._round)
             if not started:  # the first pass is done before the daemon serves
                 task_status.started()
                 started = True
             if archived:
                 log.info("retention archived %d memories", archived)
-            await forget_old_keys(self._store)
             await anyio.sleep(RUN_EVERY_S)
+
+    async def _round(self) -> int:
+        if self.scheduler is None:
+            archived = await self.apply_all()
+        else:
+            archived = await self.scheduler.submit(("retention",), JobClass.BACKGROUND, self.apply_all).wait()
+        await forget_old_keys(self._store)
+        return int(archived)
 
 
 async def _ref(conn: Connection, cube: str) -> CubeRef:

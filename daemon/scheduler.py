@@ -10,6 +10,7 @@ finishes or is recorded as cancelled, and whoever waits on it is told.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from enum import IntEnum
@@ -19,9 +20,16 @@ import anyio
 import msgspec
 from anyio.abc import TaskStatus
 
-from daemon.errors import Overloaded, Unavailable
+from daemon.errors import MemosError, Overloaded, Unavailable
+
+log = logging.getLogger(__name__)
 
 State = Literal["queued", "running", "done", "failed", "cancelled"]
+
+
+def _shown_key(key: Hashable) -> str:
+    """A job's key for the log: its parts joined ("pack/task_1/bob"), ids only, never content."""
+    return "/".join(map(str, key)) if isinstance(key, tuple) else str(key)
 
 
 class JobClass(IntEnum):
@@ -167,9 +175,13 @@ class Scheduler:
         except anyio.get_cancelled_exc_class():
             job.state, job.reason = "cancelled", job.reason or "memosd is shutting down"
             raise
-        # A job's failure belongs to whoever waits for it; the worker goes on with the next job.
-        except Exception as exc:  # noqa: BLE001
+        # A job's failure is logged here and handed to whoever waits for it; the worker goes on.
+        except Exception as exc:
             job.state, job.error = "failed", exc
+            if isinstance(exc, MemosError):
+                log.warning("%s job %s failed: %s", job.job_class.name.lower(), _shown_key(job.key), exc)
+            else:  # a bug: keep its traceback
+                log.error("%s job %s failed", job.job_class.name.lower(), _shown_key(job.key), exc_info=True)
         finally:
             job.finished_at = self._clock()
             stats.running -= 1

@@ -3,8 +3,8 @@
 Every write runs in `Store.write()`: one `BEGIN IMMEDIATE` transaction on the single writer connection,
 serialised by a lock, shielded from cancellation so a started write always commits or rolls back, and
 acknowledged only after COMMIT returns (with `synchronous=FULL`, after it is on disk). Reads use their own
-connections and never wait for the writer (WAL). sqlite errors are translated to `StoreError`s here, and
-nowhere else.
+connections and never wait for the writer (WAL). Every call into SQLite runs inside `translated()`
+(daemon/store_errors.py), so what leaves the store is a `MemosError`, never a sqlite exception.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import aiosqlite
 import anyio
 
 from daemon import sqlite_driver
-from daemon.errors import Conflict, MemosError, StoreClosed, StoreCorrupt, StoreError
+from daemon.errors import StoreClosed, StoreCorrupt
 from daemon.migrations import apply_migrations
+from daemon.store_errors import CHECK_ADVICE, sqlite_errors, translated
 
 log = logging.getLogger(__name__)
 
@@ -50,21 +51,25 @@ class Connection:
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run a statement; returns the last inserted rowid."""
-        cursor = await self._raw.execute(sql, params)
-        rowid = cursor.lastrowid or 0
-        await cursor.close()
+        with translated():
+            cursor = await self._raw.execute(sql, params)
+            rowid = cursor.lastrowid or 0
+            await cursor.close()
         return rowid
 
     async def execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        await self._raw.executemany(sql, rows)
+        with translated():
+            await self._raw.executemany(sql, rows)
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return [tuple(row) for row in await self._raw.execute_fetchall(sql, params)]
+        with translated():
+            return [tuple(row) for row in await self._raw.execute_fetchall(sql, params)]
 
     async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        cursor = await self._raw.execute(sql, params)
-        row = await cursor.fetchone()
-        await cursor.close()
+        with translated():
+            cursor = await self._raw.execute(sql, params)
+            row = await cursor.fetchone()
+            await cursor.close()
         return tuple(row) if row is not None else None
 
 
@@ -82,40 +87,32 @@ class Store:
         for reader in readers:
             self._reader_send.send_nowait(reader)
         self._closed = False
-        self._errors = sqlite_driver.sqlite_module()
 
     @classmethod
     async def open(cls, path: Path, *, read_connections: int = 2, check_integrity: bool = True) -> Store:
         """Open (creating if needed) and migrate the database; refuse a file that fails `quick_check`."""
         path.parent.mkdir(parents=True, exist_ok=True)
         await anyio.to_thread.run_sync(_prepare, path, check_integrity)
-        module = sqlite_driver.sqlite_module()
         opened: list[aiosqlite.Connection] = []
         try:
-            opened.append(await aiosqlite.Connection(lambda: sqlite_driver.connect(str(path)), 64))
-            for _ in range(read_connections):
-                opened.append(
-                    await aiosqlite.Connection(lambda: sqlite_driver.connect(str(path), read_only=True), 64)
-                )
-        except BaseException as exc:
+            with translated(path):
+                opened.append(await aiosqlite.Connection(lambda: sqlite_driver.connect(str(path)), 64))
+                for _ in range(read_connections):
+                    opened.append(
+                        await aiosqlite.Connection(
+                            lambda: sqlite_driver.connect(str(path), read_only=True), 64
+                        )
+                    )
+        except BaseException:
             with anyio.CancelScope(shield=True):
                 for conn in opened:
                     await conn.close()
-            if isinstance(exc, module.Error):
-                raise StoreError(f"cannot open the database {path}: {exc}") from exc
             raise
         return cls(path, opened[0], opened[1:])
 
     def _check_open(self) -> None:
         if self._closed:
             raise StoreClosed("the store is closed: memosd is shutting down")
-
-    def _translate(self, exc: Exception) -> MemosError:
-        if isinstance(exc, self._errors.IntegrityError):
-            return Conflict(f"the change conflicts with stored data: {exc}")
-        if isinstance(exc, self._errors.OperationalError) and "locked" in str(exc):
-            return StoreError("the database is busy (another process holds a write lock); try again")
-        return StoreError(f"database error: {exc}")
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Connection]:
@@ -124,22 +121,35 @@ class Store:
         with anyio.CancelScope(shield=True):
             async with self._write_lock:
                 self._check_open()
-                await self._writer.execute("BEGIN IMMEDIATE")
+                await self._rollback_leftover()
+                with translated():
+                    await self._writer.execute("BEGIN IMMEDIATE")
                 conn = Connection(self._writer)
                 try:
                     yield conn
-                except BaseException as exc:
-                    await self._writer.execute("ROLLBACK")
-                    if isinstance(exc, self._errors.Error):
-                        raise self._translate(exc) from exc
+                    with translated():
+                        await self._writer.execute("COMMIT")
+                except BaseException:
+                    await self._rollback()
                     raise
-                try:
-                    await self._writer.execute("COMMIT")
-                except self._errors.Error as exc:
-                    await self._writer.execute("ROLLBACK")
-                    raise self._translate(exc) from exc
                 for callback in conn.committed:
                     callback()
+
+    async def _rollback(self) -> None:
+        """Undo the failed transaction, if SQLite has not already (it has after SQLITE_FULL, for one): the
+        error that failed the write is the one the caller needs, so a failing ROLLBACK is only logged."""
+        if not self._writer.in_transaction:
+            return
+        try:
+            await self._writer.execute("ROLLBACK")
+        except sqlite_errors() as exc:
+            log.error("ROLLBACK after a failed write failed too (retried before the next write): %s", exc)
+
+    async def _rollback_leftover(self) -> None:
+        """A ROLLBACK that failed left a transaction open; end it before starting the next one."""
+        if self._writer.in_transaction:
+            with translated():
+                await self._writer.execute("ROLLBACK")
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Connection]:
@@ -151,8 +161,6 @@ class Store:
             raise StoreClosed("the store is closed: memosd is shutting down") from None
         try:
             yield Connection(raw)
-        except self._errors.Error as exc:
-            raise self._translate(exc) from exc
         finally:
             if not self._closed:
                 self._reader_send.send_nowait(raw)
@@ -160,7 +168,9 @@ class Store:
     async def checkpoint(self) -> None:
         """Fold the WAL back into the main file (on shutdown, and before a backup)."""
         async with self._write_lock:
-            await self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._check_open()
+            with translated():
+                await self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     async def close(self) -> None:
         """Close every connection; idempotent. In-flight writes finish first (they hold the lock)."""
@@ -171,7 +181,7 @@ class Store:
                 self._closed = True
                 try:
                     await self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                except self._errors.Error as exc:
+                except sqlite_errors() as exc:  # the WAL stays beside the file; the next open folds it in
                     log.warning("WAL checkpoint at close failed: %s", exc)
                 await self._writer.close()
             for reader in self._all_readers:
@@ -180,34 +190,18 @@ class Store:
             self._reader_receive.close()
 
 
-def _open_failure(path: Path, exc: Exception) -> StoreError:
-    if "not a database" in str(exc) or "malformed" in str(exc):
-        return StoreCorrupt(
-            f"{path} is damaged or not a memos database ({exc}); stop memosd, move the file aside and"
-            " restore a backup"
-        )
-    return StoreError(f"cannot open the database {path}: {exc}")
-
-
 def _prepare(path: Path, check_integrity: bool) -> None:
     """Check and migrate the file on a short-lived connection, before the pool opens."""
-    module = sqlite_driver.sqlite_module()
-    try:
+    with translated(path):
         conn = sqlite_driver.connect(str(path))
-    except module.Error as exc:
-        raise _open_failure(path, exc) from exc
     try:
-        if check_integrity:
-            problems = [row[0] for row in conn.execute("PRAGMA quick_check") if row[0] != "ok"]
+        with translated(path):
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check")] if check_integrity else []
+            problems = [problem for problem in problems if problem != "ok"]
             if problems:
-                raise StoreCorrupt(
-                    f"the database {path} is damaged ({problems[0]}); stop memosd, move the file aside"
-                    " and restore a backup"
-                )
-        applied = apply_migrations(conn)
+                raise StoreCorrupt(f"the database {path} is damaged ({problems[0]}); {CHECK_ADVICE}")
+            applied = apply_migrations(conn)
         if applied:
             log.info("database %s migrated to schema version %d", path, applied[-1])
-    except module.Error as exc:
-        raise _open_failure(path, exc) from exc
     finally:
         conn.close()

@@ -17,9 +17,11 @@ from anyio.abc import TaskStatus
 
 from daemon import sqlite_driver
 from daemon.embedder import Embedder
-from daemon.errors import Overloaded, StoreClosed, Unavailable
+from daemon.errors import Unavailable
 from daemon.scheduler import JobClass, Scheduler
 from daemon.store import Connection, Store, placeholders
+from daemon.store_errors import translated
+from daemon.supervision import retrying
 from daemon.vector_cache import VectorCache
 
 log = logging.getLogger(__name__)
@@ -152,17 +154,17 @@ class VectorIndex:
         """Embed memories that have no vector yet, whenever woken; runs until cancelled."""
         task_status.started()
         await self._embedder.ready.wait()
-        await self.attach()
+        await retrying("preparing the vector index", self.attach)
         while True:
             # Other processes (memos import) write rows without vectors too: look now and then.
             with anyio.move_on_after(_RECHECK_S):
                 await self._wake.wait()
             self._wake = anyio.Event()
-            try:
-                while await self._background(self._backfill_batch):
-                    pass
-            except (Unavailable, StoreClosed, Overloaded) as exc:  # try again on the next wake-up
-                log.warning("backfill paused: %s", exc)
+            await retrying("embedding memories without vectors", self._backfill_all)
+
+    async def _backfill_all(self) -> None:
+        while await self._background(self._backfill_batch):
+            pass
 
     async def _backfill_batch(self) -> bool:
         async with self._store.read() as conn:
@@ -199,11 +201,12 @@ class VectorIndex:
 
 def _read_vectors(path: Path) -> list[tuple[int, int, np.ndarray]]:
     """Every stored vector, for the cache (blocking: a worker thread, on its own connection)."""
-    conn = sqlite_driver.connect(str(path), read_only=True)
-    try:
-        return [
-            (int(seq), int(cube_id), np.frombuffer(blob, dtype=np.float32))
-            for seq, cube_id, blob in conn.execute("SELECT rowid, cube_id, embedding FROM memory_vectors")
-        ]
-    finally:
-        conn.close()
+    with translated(path):
+        conn = sqlite_driver.connect(str(path), read_only=True)
+        try:
+            return [
+                (int(seq), int(cube_id), np.frombuffer(blob, dtype=np.float32))
+                for seq, cube_id, blob in conn.execute("SELECT rowid, cube_id, embedding FROM memory_vectors")
+            ]
+        finally:
+            conn.close()

@@ -16,6 +16,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import anyio
@@ -27,7 +28,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.subscriptions import ListenHandler, ResourcesListChanged, ResourceUpdated, ServerEvent
 from mcp.shared.exceptions import MCPError
 
-from daemon import MemosError, Services, Unauthenticated, agent_named
+from daemon import MemosError, Services, Unauthenticated, agent_named, retrying
 from daemon.events import AgentRevoked, Change, CubesChanged, MemoryChanged, PackReady, TaskChanged
 from mcp_server.auth import current_agent
 from mcp_server.session_quota import SdkSessions
@@ -176,10 +177,7 @@ class Notifications:
             with send, receive:
                 task_status.started()
                 async for change in receive:
-                    try:
-                        await self._deliver(change)
-                    except MemosError as exc:  # the store closing under us: nothing left to tell
-                        log.warning("a change notification was not delivered: %s", exc)
+                    await retrying("delivering a change notification", partial(self._deliver, change))
         finally:
             unsubscribe()
             self._queue = None

@@ -18,6 +18,7 @@ import anyio
 import msgspec
 
 from daemon import Config, MemosError, Services, load_config, open_store_services
+from memos_cli.check_command import add_parsers as add_check_parsers
 from memos_cli.connect import add_parsers as add_connect_parsers
 from memos_cli.data_commands import add_parsers as add_data_parsers
 from memos_cli.doctor import add_parsers as add_doctor_parsers
@@ -234,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_memory_parsers(commands)
     add_data_parsers(commands)
+    add_check_parsers(commands)
     add_service_parsers(commands)
     add_connect_parsers(commands)
     add_doctor_parsers(commands)

@@ -12,7 +12,7 @@ import threading
 import anyio
 import anyio.abc
 
-from daemon import Config, Services, load_config, open_services
+from daemon import Config, Services, load_config, open_services, supervised
 from daemon.daemon_status import StatusReporter
 from daemon.instance_lock import InstanceLock
 from daemon.sd_notify import Notifier
@@ -47,7 +47,7 @@ async def run_daemon(config: Config, notifier: Notifier) -> None:
             finally:
                 reporter.close()
                 with anyio.CancelScope(shield=True):
-                    await reporter.publish("stopped")
+                    await reporter.announce("stopped")
     finally:
         lock.release()
     log.info("memosd stopped")
@@ -64,10 +64,10 @@ async def _serve(
     signals_wanted = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     with anyio.open_signal_receiver(*signals_wanted) as signals:
         async with anyio.create_task_group() as tg:
-            await tg.start(notifications.run)
+            await tg.start(supervised, "notifications", notifications.run)
             await tg.start(http.serve)
             await tg.start(notifier.watchdog)
-            await tg.start(reporter.run)
+            await tg.start(supervised, "status reporter", reporter.run)
             print(f"memosd ready: {url}", file=sys.stderr, flush=True)
             notifier.ready(f"serving {url}")
             stopping = False
@@ -87,7 +87,7 @@ async def _serve(
                 http.stop()
                 await notifications.end_streams()  # hosts' event streams never end by themselves
                 tg.start_soon(_stop_when_idle, http, tg)
-                await reporter.publish("stopping")
+                await reporter.announce("stopping")
 
 
 async def _stop_when_idle(http: HttpServer, tg: anyio.abc.TaskGroup) -> None:

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import anyio
 import pytest
 
-from daemon import Overloaded
+from daemon import Overloaded, StoreBusy
 from daemon.scheduler import JobCancelled, JobClass, Scheduler
 
 pytestmark = pytest.mark.anyio
@@ -184,3 +184,30 @@ async def test_shutdown_with_jobs_in_flight_loses_none_silently() -> None:
     assert scheduler.metrics[JobClass.BACKGROUND].cancelled == 2
     snapshot = scheduler.snapshot()
     assert snapshot["background"]["cancelled"] == 2 and snapshot["interactive"]["queued"] == 0
+
+
+async def test_a_failed_job_is_logged_where_it_fails(caplog: pytest.LogCaptureFixture) -> None:
+    """Our errors as one warning line; anything else (a bug) at ERROR with its traceback."""
+    scheduler = Scheduler(workers=1)
+    async with running(scheduler):
+
+        async def locked() -> None:
+            raise StoreBusy("the database is locked by another process; try again in a moment")
+
+        async def bug() -> None:
+            raise KeyError("items")
+
+        with pytest.raises(StoreBusy):
+            await scheduler.submit(("pack", "task_1", "bob"), JobClass.BACKGROUND, locked).wait()
+        with pytest.raises(KeyError):
+            await scheduler.submit("bug", JobClass.PRELOAD, bug).wait()
+    records = [r for r in caplog.records if r.name == "daemon.scheduler"]
+    assert [(r.levelname, r.getMessage()) for r in records] == [
+        (
+            "WARNING",
+            "background job pack/task_1/bob failed:"
+            " the database is locked by another process; try again in a moment",
+        ),
+        ("ERROR", "preload job bug failed"),
+    ]
+    assert records[0].exc_info is None and records[1].exc_info is not None
