@@ -50,7 +50,7 @@ class Cubes:
                 (name, agent.name, description, created),
             )
             await Audit.record(conn, agent.name, "cube_create", name, None)
-            conn.after_commit(lambda: self._hub.publish(CubesChanged()))
+            conn.after_commit(lambda: self._hub.publish(CubesChanged(name)))
             cube = Cube(name=name, owner=agent.name, description=description, created_at=created)
             if recorder is not None:
                 await recorder.record(conn, cube)
@@ -156,7 +156,7 @@ class Cubes:
     async def _finish(self, conn: Connection, ref: CubeRef, recorder: Recorder | None) -> CubeMembers:
         """The members as this write leaves them, recorded for idempotent retries if asked."""
         members = await self._members_on(conn, ref)
-        conn.after_commit(lambda: self._hub.publish(CubesChanged()))
+        conn.after_commit(lambda: self._hub.publish(CubesChanged(ref.name)))
         if recorder is not None:
             await recorder.record(conn, members)
         return members

@@ -8,7 +8,7 @@ A cube the agent may not read is reported with the same words as a cube that doe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 import msgspec
@@ -114,6 +114,40 @@ class AccessPolicy:
             if level:
                 result[cube_id] = (name, level)
         return result
+
+    async def readers(
+        self, conn: Connection, cubes: Iterable[str], agents: Iterable[str]
+    ) -> dict[str, set[str]]:
+        """agent -> which of `cubes` it may read, for many agents at once (three queries in all)."""
+        names, who = sorted(set(cubes)), sorted(set(agents))
+        if not names or not who:
+            return {}
+        rows = await conn.fetch_all(
+            f"SELECT id, name, owner FROM cubes WHERE name IN ({placeholders(len(names))})", names
+        )
+        grants: dict[int, list[Grant]] = {}
+        for cube_id, grantee, permission in await conn.fetch_all(
+            f"SELECT cube_id, grantee, permission FROM cube_grants WHERE cube_id IN ({placeholders(len(rows))})",
+            [row[0] for row in rows],
+        ):
+            grants.setdefault(cube_id, []).append(Grant(grantee, permission))
+        groups: dict[str, list[str]] = {}
+        for agent, group in await conn.fetch_all(
+            "SELECT m.agent, g.name FROM group_members m JOIN groups g ON g.id = m.group_id"
+            f" WHERE m.agent IN ({placeholders(len(who))})",
+            who,
+        ):
+            groups.setdefault(agent, []).append(group)
+        may_read: dict[str, set[str]] = {}
+        for agent in who:
+            for cube_id, name, owner in rows:
+                level = effective_level(
+                    cube=name, owner=owner, agent=agent, groups=groups.get(agent, []), rules=self._rules,
+                    grants=grants.get(cube_id, ()),
+                )  # fmt: skip
+                if level:
+                    may_read.setdefault(agent, set()).add(name)
+        return may_read
 
     async def readable_cubes(self, conn: Connection, agent: Agent) -> list[CubeRef]:
         """Every cube the agent may read: its private cube first, then by name."""

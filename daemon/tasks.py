@@ -170,11 +170,6 @@ class Tasks:
             )
             return [await self._read(conn, row[0]) for row in rows]
 
-    async def open_tasks(self) -> builtins.list[Task]:
-        async with self._store.read() as conn:
-            rows = await conn.fetch_all("SELECT id FROM tasks WHERE status IN ('pending', 'accepted')")
-            return [await self._read(conn, row[0]) for row in rows]
-
     async def update(
         self,
         agent: Agent,
