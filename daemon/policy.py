@@ -29,14 +29,25 @@ class CubeRef(msgspec.Struct, frozen=True):
     name: str
 
 
+class RejectedFile(msgspec.Struct, kw_only=True):
+    """A policy file that failed to parse or validate, and what of it is still in force: never its allow
+    rules; its deny rules and `[[cube]]` settings as they were in its last good version."""
+
+    file: str
+    error: str
+    kept_deny_rules: int = 0
+    kept_cube_settings: int = 0
+
+
 class PolicyState(msgspec.Struct, kw_only=True):
-    """What is in force, for `memos status`: the last good rules and the latest load error, if any."""
+    """What is in force, for `memos status`: the rules, the files read and those rejected."""
 
     directory: str | None
     files: list[str]
     rules: int
     loaded_at: str | None
-    error: str | None = None
+    error: str | None = None  # the rejected files' errors in one line (older `memos status` reads this)
+    rejected: list[RejectedFile] = msgspec.field(default_factory=list)
 
 
 def not_visible(cube: str) -> NotFound:
@@ -60,15 +71,15 @@ class AccessPolicy:
         files: list[str],
         directory: str,
         cube_rules: Sequence[CubeRule] = (),
+        rejected: Sequence[RejectedFile] = (),
     ) -> None:
-        """Put a complete, validated rule set in force (one assignment each: no call sees half of one)."""
+        """Put a complete rule set in force (one assignment each: no call sees half of one)."""
         self._rules = tuple(rules)
         self.cube_rules = tuple(cube_rules)
-        self.state = PolicyState(directory=directory, files=files, rules=len(rules), loaded_at=now_iso())
-
-    def reject(self, error: str) -> None:
-        """A reload failed: the last good rules stay, and the error is kept for `memos status`."""
-        self.state = msgspec.structs.replace(self.state, error=error)
+        self.state = PolicyState(
+            directory=directory, files=files, rules=len(rules), loaded_at=now_iso(),
+            error="; ".join(r.error for r in rejected) or None, rejected=list(rejected),
+        )  # fmt: skip
 
     @staticmethod
     async def groups_of(conn: Connection, agent: str) -> list[str]:
