@@ -17,9 +17,10 @@ from daemon.audit import Audit
 from daemon.cube_settings import CubeRule
 from daemon.errors import NotFound, PermissionDenied
 from daemon.models import Agent
-from daemon.policy_rules import LEVEL, Grant, SourcedRule, effective_level
+from daemon.policy_rules import LEVEL, Grant, SourcedRule, effective_level, rule_applies
 from daemon.store import Connection, placeholders
 from daemon.timeutil import now_iso
+from daemon.validation import private_cube_of
 
 Permission = Literal["read", "write", "share", "admin"]
 
@@ -160,6 +161,44 @@ class AccessPolicy:
                     may_read.setdefault(agent, set()).add(name)
         return may_read
 
+    async def related(self, conn: Connection, agent: Agent, other: str) -> bool:
+        """Whether `agent` may name `other` (to share with, to hand a task to): itself; an agent it shares a
+        group with, that a policy rule names together with it, or that it has a task with; one that owns,
+        holds a stored grant on, granted something on or is named by a rule on a cube the agent may read (as
+        `cube_members` shows), or the reverse. Names of
+        other agents read like names of agents that do not exist, so probing reveals nothing."""
+        if other == agent.name:
+            return True
+        if await conn.fetch_one(
+            "SELECT 1 FROM group_members a JOIN group_members b ON a.group_id = b.group_id"
+            " WHERE a.agent = ? AND b.agent = ?"
+            " UNION ALL SELECT 1 FROM tasks WHERE (from_agent = ? AND to_agent = ?) OR (from_agent = ? AND to_agent = ?)"
+            " LIMIT 1",
+            (agent.name, other, agent.name, other, other, agent.name),
+        ):
+            return True
+        mine, theirs = set(await self.groups_of(conn, agent.name)), set(await self.groups_of(conn, other))
+        for sourced in self._rules:
+            rule = sourced.rule
+            if (agent.name in rule.agents or not mine.isdisjoint(rule.groups)) and (
+                other in rule.agents or not theirs.isdisjoint(rule.groups)
+            ):
+                return True
+        for viewer, named in ((agent.name, other), (other, agent.name)):
+            readable = await self.levels(conn, Agent(name=viewer, home_cube=private_cube_of(viewer)))
+            cube_ids = list(readable)
+            naming = [r.rule for r in self._rules if named in r.rule.agents]  # shown by cube_members
+            if any(rule_applies(rule, cube, named, ()) for rule in naming for cube, _ in readable.values()):
+                return True
+            if cube_ids and await conn.fetch_one(
+                f"SELECT 1 FROM cubes WHERE owner = ? AND id IN ({placeholders(len(cube_ids))})"
+                " UNION ALL SELECT 1 FROM cube_grants WHERE (grantee = ? OR granted_by = ?)"
+                f" AND cube_id IN ({placeholders(len(cube_ids))}) LIMIT 1",
+                [named, *cube_ids, named, named, *cube_ids],
+            ):
+                return True
+        return False
+
     async def readable_cubes(self, conn: Connection, agent: Agent) -> list[CubeRef]:
         """Every cube the agent may read: its private cube first, then by name."""
         levels = await self.levels(conn, agent)
@@ -178,7 +217,10 @@ class AccessPolicy:
         if level >= LEVEL[permission]:
             assert row is not None
             return CubeRef(id=row[0], name=row[1])
-        self._audit.denied(agent.name, action or permission, cube, None, f"needs {permission}")
+        if row is None:  # a probe of a name: logged for the machine's owner, never for a later cube's admins
+            self._audit.denied(agent.name, action or permission, None, cube, "no such cube")
+        else:
+            self._audit.denied(agent.name, action or permission, cube, None, f"needs {permission}")
         if level == 0:
             raise not_visible(cube)
         raise PermissionDenied(

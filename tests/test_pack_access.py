@@ -46,6 +46,8 @@ async def test_a_revoked_reader_never_reads_the_memory_through_a_pack_of_an_open
     open task and the done one — holds the memory or its text, while B's own notes stay."""
     a_name, b_name, cube = f"pa-{revocation}", f"pb-{revocation}", f"ledger-{revocation}"
     a, b = daemon.add_agent(a_name), daemon.add_agent(b_name)
+    if revocation == "unshare":
+        daemon.relate(f"team-{revocation}", a_name, b_name)  # so A can name B
     policy = daemon.config_path.parent / "policies" / f"{revocation}.toml"
     async with mcp_client(daemon.url, a) as a_client, mcp_client(daemon.url, b) as b_client:
         await call(a_client, "cube_create", name=cube)

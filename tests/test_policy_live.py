@@ -98,6 +98,7 @@ async def test_cube_share_from_mcp_takes_effect_at_once_and_cube_members_explain
     daemon: RunningDaemon,
 ) -> None:
     tokens = {name: daemon.add_agent(name) for name in ("sa", "sb")}
+    daemon.relate("s-team", "sa", "sb")  # so sa can name sb
     async with mcp_client(daemon.url, tokens["sa"]) as a, mcp_client(daemon.url, tokens["sb"]) as b:
         await call(a, "cube_create", name="proj-y")
         memory = await call(a, "memory_add", content="proj-y uses PostgreSQL 17", cube="proj-y")
