@@ -103,8 +103,10 @@ async def test_a_write_rebuilds_only_the_packs_whose_scope_and_reader_it_touches
     cannot read the written cube, one scoped to it and one without scope handed to an agent that can; a
     memory is written to that cube; exactly those two packs are rebuilt, once each."""
     services = lexical_services
+    await services.groups.add("staff")  # so the lead can name the others
     for name in ("lead", "worker", "outsider"):
         await services.identities.add(name)
+        await services.groups.add_member("staff", name)
     lead = agent_named("lead")
     for cube in ("hot", "cold"):
         await services.cubes.create(lead, cube)
