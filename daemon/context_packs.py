@@ -16,6 +16,7 @@ reader may read it; a change of grants or policies rebuilds the open packs whose
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -25,7 +26,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from daemon.embedder import Embedder
-from daemon.errors import InvalidInput, MemosError, NotFound
+from daemon.errors import InvalidInput, MemosError, NotFound, Overloaded, Unavailable
 from daemon.events import Change, ChangeHub, CubesChanged, MemoryChanged, PackReady, TaskChanged
 from daemon.filters import MemoryFilter
 from daemon.identity import agent_named
@@ -100,6 +101,9 @@ class ContextPacks:
         items = [item for item in pack.items if item.id in allowed]
         if len(items) == len(pack.items) and task == pack.task:
             return pack
+        if len(items) < len(pack.items):  # refill it with what the reader may read (a group change, say)
+            with contextlib.suppress(Overloaded, Unavailable):  # this read is answered either way
+                self.request(task.id, agent.name, JobClass.BACKGROUND)
         header = _header(task)
         tokens = self._embedder.count_tokens(header) + sum(
             self._embedder.count_tokens(item.content) + 8 for item in items

@@ -2,9 +2,10 @@
 
 Each file stands on its own, and a broken one fails safe: a file that fails to parse or validate grants
 nothing (none of its allow rules are in force, old or new), while its deny rules and `[[cube]]` settings from
-its last good version stay until it is fixed or removed, and every valid file applies as written. So removing
-a granting rule always takes effect, breaking a file can only take access away, and a deny cannot be lifted
-by a typo (a broken file cannot say which of its denies its author meant to drop). The last good version of
+its last good version stay until it is fixed or removed (a file never valid contributes nothing), and every
+valid file applies as written. So removing a granting rule always takes effect, breaking a file can only
+take access away, and a deny cannot be lifted by a typo (a broken file cannot say which of its denies its
+author meant to drop). The last good version of
 each file is kept in the database (`meta.policy_last_good`), so the same holds after a restart; what is in
 force and what was rejected is logged with file and line and kept in `meta.policy_status` for `memos status`.
 The configuration file is watched too, so changing `[policies] dir` moves the watch to the new directory.
@@ -57,7 +58,7 @@ class PolicyWatcher:
         self.directory = directory
         self._config_file = config_file
         self._stop = anyio.Event()
-        self._last_good: dict[str, LastGood] | None = None  # file name -> what its last good version kept
+        self._last_good: dict[str, LastGood] | None = None  # file path -> what its last good version kept
 
     def stop(self) -> None:
         """Release the watcher thread now (cancellation alone waits for it to time out, up to a second)."""
@@ -79,9 +80,10 @@ class PolicyWatcher:
                 rules += load.rules
                 cube_rules += load.cube_rules
                 denies = [r for r in load.rules if r.rule.effect == "deny"]
-                last_good[load.name] = LastGood(deny=denies, cube=load.cube_rules)
+                last_good[str(self.directory / load.name)] = LastGood(deny=denies, cube=load.cube_rules)
                 continue
-            kept = last_good[load.name] = self._last_good.get(load.name, LastGood())
+            key = str(self.directory / load.name)
+            kept = last_good[key] = self._last_good.get(key, LastGood())
             rules += [SourcedRule(r.rule, f"{r.source} (kept: the file is rejected)") for r in kept.deny]
             cube_rules += kept.cube
             rejected.append(
