@@ -68,6 +68,7 @@ class PolicyWatcher:
         """Read every policy file and put what is in force (see the module docstring) in place. True if no
         file was rejected. `publish` records the outcome and the files' last good versions for `memos
         status` and later starts (the daemon does; a CLI command reading the files does not)."""
+        first = self._last_good is None
         if self._last_good is None:
             self._last_good = await self._stored_last_good()
         rules: list[SourcedRule] = []
@@ -98,8 +99,12 @@ class PolicyWatcher:
                 load.name, len(kept.deny), len(kept.cube), load.error,
             )  # fmt: skip
         self._last_good = last_good
+        changed = (self._access.rules, self._access.cube_rules) != (tuple(rules), tuple(cube_rules))
         self._access.install(rules, [load.name for load in loads], str(self.directory), cube_rules, rejected)
-        self._hub.publish(CubesChanged())
+        # A comment edited changes nothing, so no rebuild of every open context pack for it; nor at start,
+        # where packs are filtered on every read and an agent's are rebuilt as it connects.
+        if changed and not first:
+            self._hub.publish(CubesChanged())
         if publish:
             log.info(
                 "policy in force: %d rules from %d files in %s%s", len(rules), len(loads) - len(rejected),

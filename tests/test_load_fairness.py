@@ -8,7 +8,7 @@ import anyio.lowlevel
 import pytest
 
 from daemon import NewMemory, SearchQuery, Services, agent_named
-from daemon.events import Change, MemoryChanged, PackReady
+from daemon.events import Change, CubesChanged, MemoryChanged, PackReady
 from daemon.fairness import FairGate
 from daemon.scheduler import JobClass
 
@@ -101,7 +101,8 @@ async def test_a_write_rebuilds_only_the_packs_whose_scope_and_reader_it_touches
 ) -> None:
     """Steps: 300 open tasks — 150 scoped to a cube nobody writes, 148 without scope handed to an agent that
     cannot read the written cube, one scoped to it and one without scope handed to an agent that can; a
-    memory is written to that cube; exactly those two packs are rebuilt, once each."""
+    memory is written to that cube; exactly those two packs are rebuilt, once each. (A change of the cube's
+    grants concerns the 150 packs whose scope may hold it; a policy reload all 300.)"""
     services = lexical_services
     await services.groups.add("staff")  # so the lead can name the others
     for name in ("lead", "worker", "outsider"):
@@ -124,6 +125,9 @@ async def test_a_write_rebuilds_only_the_packs_whose_scope_and_reader_it_touches
     affected = await services.packs.affected([write, write])
     assert {(reader, task_id) for task_id, reader in affected} == expected
     assert set(affected.values()) == {JobClass.BACKGROUND}
+    regranted = await services.packs.affected([CubesChanged("hot")])  # its grants changed: anyone's may have
+    assert len(regranted) == 150 and expected <= {(reader, task_id) for task_id, reader in regranted}
+    assert len(await services.packs.affected([CubesChanged()])) == 300  # a policy reload: every open pack
 
     rebuilt: list[tuple[str, str]] = []
     two_rebuilt = anyio.Event()
