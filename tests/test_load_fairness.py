@@ -6,6 +6,8 @@ from __future__ import annotations
 import anyio
 import anyio.lowlevel
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from daemon import NewMemory, SearchQuery, Services, agent_named
 from daemon.events import Change, CubesChanged, MemoryChanged, PackReady
@@ -40,6 +42,44 @@ async def test_a_burst_from_one_agent_lets_another_agent_in_at_its_next_turn() -
         release.set()
     assert admitted == ["a0", "a1", "b0", *(f"a{i}" for i in range(2, 11))]
     assert (gate.busy, gate.waiting()) == (0, 0)
+
+
+def round_robin(arrivals: list[str]) -> list[str]:
+    """The order the gate promises for calls queued behind a held slot: agents in the order they first
+    queued, one call each per turn."""
+    queues: dict[str, list[int]] = {}
+    for index, agent in enumerate(arrivals):
+        queues.setdefault(agent, []).append(index)
+    order = []
+    while queues:
+        for agent in list(queues):
+            order.append(f"{agent}{queues[agent].pop(0)}")
+            if not queues[agent]:
+                del queues[agent]
+    return order
+
+
+@given(st.lists(st.sampled_from("abcd"), min_size=1, max_size=30))
+def test_queued_calls_are_admitted_one_per_agent_per_turn(arrivals: list[str]) -> None:
+    async def scenario() -> list[str]:
+        gate, admitted, release = FairGate(slots=1), [], anyio.Event()
+
+        async def call(agent: str, label: str, hold: anyio.Event | None = None) -> None:
+            async with gate.slot(agent):
+                admitted.append(label)
+                if hold is not None:
+                    await hold.wait()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call, "holder", "holder", release)
+            await anyio.wait_all_tasks_blocked()
+            for index, agent in enumerate(arrivals):
+                tg.start_soon(call, agent, f"{agent}{index}")
+                await anyio.wait_all_tasks_blocked()
+            release.set()
+        return admitted[1:]
+
+    assert anyio.run(scenario) == round_robin(arrivals)
 
 
 async def test_a_cancelled_waiter_gives_up_its_place_and_leaks_no_slot() -> None:
