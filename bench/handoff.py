@@ -74,6 +74,7 @@ async def run(sizes: list[int], handoffs: int, model: str) -> list[dict[str, Any
         daemon = start_daemon(write_config(home, port=port, model=model), home, port)
         try:
             tokens = {name: daemon.add_agent(name) for name in ("a", "b", "w1", "w2", "s1", "s2")}
+            daemon.relate("bench", *tokens)  # so a can name the others
             corpus, loaded = memories(max(sizes)), 0
             async with mcp_client(daemon.url, tokens["a"]) as a, mcp_client(daemon.url, tokens["b"]) as b:
                 await timed(a, "cube_create", {"name": "team-bench"})

@@ -78,12 +78,16 @@ def era(agent_index: int) -> str:
 
 
 async def add_agents(daemon: RunningDaemon, names: list[str]) -> dict[str, str]:
-    """Create agents as `memos agent add` does, in one process (one CLI start per agent takes ~1 s)."""
+    """Create agents as `memos agent add` does, in one process (one CLI start per agent takes ~1 s), all in
+    one group so they can name one another."""
     config = load_config(daemon.config_path, environ=daemon.env)
     tokens: dict[str, str] = {}
     async with open_store_services(config) as services:
+        if "soak" not in await services.groups.list():
+            await services.groups.add("soak")
         for name in names:
             tokens[name] = (await services.identities.add(name))[1]
+            await services.groups.add_member("soak", name)
     return tokens
 
 

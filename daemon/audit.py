@@ -95,12 +95,14 @@ class Audit:
     async def entries(
         self, *, cubes: list[str] | None = None, agent: str | None = None, limit: int = 100
     ) -> list[AuditEntry]:
-        """Newest first; `cubes` limits to those cubes (None: all, for the machine's owner)."""
+        """Newest first; `cubes` limits to those cubes, and to what happened to each since it was created, so
+        an admin never sees what was tried on its cube's name before (None: all, for the machine's owner)."""
         clauses, params = [], []
         if cubes is not None:
             if not cubes:
                 return []
             clauses.append(f"cube IN ({placeholders(len(cubes))})")
+            clauses.append("at >= (SELECT c.created_at FROM cubes c WHERE c.name = audit.cube)")
             params += cubes
         if agent:
             clauses.append("agent = ?")

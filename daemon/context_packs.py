@@ -6,11 +6,19 @@ embedding model's tokenizer, as markdown for a model and as structured data.
 Packs are built by the scheduler: at preload priority when a task is handed over or its agent connects, at
 interactive priority when `context_get` finds none, at background priority when memories in scope change.
 Every read goes through the receiving agent's own permissions, so a pack never holds what it may not read.
+
+A stored pack is a cache of a permission decision, so it is never handed out as stored: every read checks
+each item again against the reader's permissions as they are now (a grant taken back, a policy rule removed,
+a group membership ended, a memory deleted) and renders the markdown without what it may no longer read.
+A write rebuilds only the packs it can change: open tasks whose scope holds the written cube and whose
+reader may read it; a change of grants or policies rebuilds the open packs whose scope holds that cube.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Sequence
 from functools import partial
 
 import anyio
@@ -19,8 +27,8 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from daemon.embedder import Embedder
-from daemon.errors import InvalidInput, NotFound
-from daemon.events import Change, ChangeHub, MemoryChanged, PackReady, TaskChanged
+from daemon.errors import InvalidInput, NotFound, Overloaded, Unavailable
+from daemon.events import Change, ChangeHub, CubesChanged, MemoryChanged, PackReady, TaskChanged
 from daemon.filters import MemoryFilter
 from daemon.identity import agent_named
 from daemon.memories import Memories
@@ -28,14 +36,15 @@ from daemon.models import Agent, ContextPack, Memory, PackItem, SearchQuery, Tas
 from daemon.policy import AccessPolicy
 from daemon.scheduler import Job, JobClass, Scheduler
 from daemon.search import Search
-from daemon.store import Store
+from daemon.store import Store, placeholders
 from daemon.supervision import retrying
-from daemon.tasks import OPEN, Tasks
+from daemon.tasks import Tasks
 from daemon.timeutil import now_iso
 from daemon.working_memory import WorkingMemory
 
 log = logging.getLogger(__name__)
 _decode = msgspec.json.Decoder(ContextPack).decode
+_scope = msgspec.json.Decoder(list[str]).decode
 _ORDER = ("preference", "task history", "relevant", "working memory")
 
 
@@ -66,16 +75,45 @@ class ContextPacks:
         )
 
     async def get(self, agent: Agent, task_id: str) -> ContextPack:
-        """The preloaded pack, or one built now at interactive priority."""
+        """The preloaded pack (or one built now at interactive priority), as the agent may read it now."""
         task = await self._tasks.get(agent, task_id)  # participants only
         async with self._store.read() as conn:
             row = await conn.fetch_one(
                 "SELECT pack FROM context_packs WHERE task_id = ? AND agent = ?", (task.id, agent.name)
             )
         if row is not None:
-            return _decode(row[0])
-        result: ContextPack = await self.request(task.id, agent.name, JobClass.INTERACTIVE).wait()
-        return result
+            pack = _decode(row[0])
+        else:
+            pack = await self.request(task.id, agent.name, JobClass.INTERACTIVE).wait()
+        return await self._as_readable(agent, task, pack)
+
+    async def _as_readable(self, agent: Agent, task: Task, pack: ContextPack) -> ContextPack:
+        """The pack without the items the agent may no longer read (or that are gone), re-rendered."""
+        ids = [item.id for item in pack.items]
+        allowed: set[str] = set()
+        if ids:
+            async with self._store.read() as conn:
+                rows = await conn.fetch_all(
+                    f"SELECT id, cube_id FROM memories WHERE id IN ({placeholders(len(ids))})"
+                    " AND deleted_at IS NULL",
+                    ids,
+                )
+                levels = await self._access.levels(conn, agent, sorted({row[1] for row in rows}))
+            allowed = {memory_id for memory_id, cube_id in rows if cube_id in levels}
+        items = [item for item in pack.items if item.id in allowed]
+        if len(items) == len(pack.items) and task == pack.task:
+            return pack
+        if len(items) < len(pack.items):  # refill it with what the reader may read (a group change, say)
+            with contextlib.suppress(Overloaded, Unavailable):  # this read is answered either way
+                self.request(task.id, agent.name, JobClass.BACKGROUND)
+        header = _header(task)
+        tokens = self._embedder.count_tokens(header) + sum(
+            self._embedder.count_tokens(item.content) + 8 for item in items
+        )
+        return msgspec.structs.replace(
+            pack, task=task, notes=task.notes, items=items, tokens=tokens,
+            markdown=_render(header, items, pack.left_out),
+        )  # fmt: skip
 
     async def current(self, agent: Agent) -> ContextPack | None:
         """The pack of the agent's current task: the one it accepted last, else its newest open task."""
@@ -158,7 +196,7 @@ class ContextPacks:
         return pack
 
     def _on_change(self, change: Change) -> None:
-        if self._changes is not None and isinstance(change, (MemoryChanged, TaskChanged)):
+        if self._changes is not None and isinstance(change, (MemoryChanged, TaskChanged, CubesChanged)):
             try:
                 self._changes.send_nowait(change)
             except anyio.WouldBlock:
@@ -188,19 +226,45 @@ class ContextPacks:
             await retrying("refreshing context packs", partial(self._refresh, batch))
 
     async def _refresh(self, batch: list[Change]) -> None:
-        cubes = {c.cube for c in batch if isinstance(c, MemoryChanged)}
-        for change in batch:
-            if isinstance(change, TaskChanged):
-                try:
-                    task = await self._tasks.get(agent_named(change.agents[1]), change.task_id)
-                except NotFound:  # no longer the receiver's to see: no pack to prepare
+        for (task_id, agent), job_class in (await self.affected(batch)).items():
+            self.request(task_id, agent, job_class)
+
+    async def affected(self, changes: Sequence[Change]) -> dict[tuple[str, str], JobClass]:
+        """The packs (task id, reader) of open tasks that these changes can alter, each once, with the class
+        to rebuild them at: a changed task at preload; at background, a pack whose scope holds a cube that
+        was written and that its reader may read, or whose grants or policies changed. A task without
+        cubes has every cube its reader may read in scope."""
+        wanted: dict[tuple[str, str], JobClass] = {}
+        changed_tasks = sorted({c.task_id for c in changes if isinstance(c, TaskChanged)})
+        written = {c.cube for c in changes if isinstance(c, MemoryChanged)}
+        regranted = {c.cube for c in changes if isinstance(c, CubesChanged)}  # None: any cube
+        async with self._store.read() as conn:
+            if changed_tasks:
+                for task_id, reader in await conn.fetch_all(
+                    f"SELECT id, to_agent FROM tasks WHERE id IN ({placeholders(len(changed_tasks))})"
+                    " AND status IN ('pending', 'accepted')",
+                    changed_tasks,
+                ):
+                    wanted[(task_id, reader)] = JobClass.PRELOAD
+            if not written and not regranted:
+                return wanted
+            candidates = []
+            for task_id, reader, cubes in await conn.fetch_all(
+                "SELECT id, to_agent, cubes FROM tasks WHERE status IN ('pending', 'accepted')"
+            ):
+                if (task_id, reader) in wanted:
                     continue
-                if task.status in OPEN:
-                    self.request(task.id, task.to_agent, JobClass.PRELOAD)
-        if cubes:
-            for task in await self._tasks.open_tasks():
-                if not task.cubes or cubes & set(task.cubes):
-                    self.request(task.id, task.to_agent, JobClass.BACKGROUND)
+                scope = set(_scope(cubes))
+                if None in regranted or (regranted & scope if scope else regranted):
+                    wanted[(task_id, reader)] = JobClass.BACKGROUND
+                elif written & scope if scope else written:
+                    candidates.append((task_id, reader, written & scope if scope else written))
+            if candidates:
+                may_read = await self._access.readers(conn, written, {c[1] for c in candidates})
+                for task_id, reader, cubes in candidates:
+                    if cubes & may_read.get(reader, set()):
+                        wanted[(task_id, reader)] = JobClass.BACKGROUND
+        return wanted
 
     async def preload_for(self, agent: str) -> None:
         """An agent connected: get the packs of its open tasks ready now."""

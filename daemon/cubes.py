@@ -44,13 +44,16 @@ class Cubes:
         created = now_iso()
         async with self._store.write() as conn:
             if await conn.fetch_one("SELECT 1 FROM cubes WHERE name = ?", (name,)):
-                raise Conflict(f"a cube named {name!r} already exists; choose another name")
+                raise Conflict(  # the same words whether or not the caller may see it: names are unique
+                    f"a cube named {name!r} already exists (cube names are unique on this machine, cubes you"
+                    " cannot see included); choose another name"
+                )
             await conn.execute(
                 "INSERT INTO cubes (name, owner, description, created_at) VALUES (?, ?, ?, ?)",
                 (name, agent.name, description, created),
             )
             await Audit.record(conn, agent.name, "cube_create", name, None)
-            conn.after_commit(lambda: self._hub.publish(CubesChanged()))
+            conn.after_commit(lambda: self._hub.publish(CubesChanged(name)))
             cube = Cube(name=name, owner=agent.name, description=description, created_at=created)
             if recorder is not None:
                 await recorder.record(conn, cube)
@@ -82,7 +85,7 @@ class Cubes:
         assert row is not None
         return _cube(row)
 
-    async def _check_grantee(self, conn: Connection, grantee: str) -> str:
+    async def _check_grantee(self, conn: Connection, agent: Agent, grantee: str) -> str:
         if grantee == EVERYONE:
             return grantee
         if grantee.startswith("group:"):
@@ -93,8 +96,13 @@ class Cubes:
                 )
             return grantee
         check_name(grantee, "grantee")
-        if not await conn.fetch_one("SELECT 1 FROM agents WHERE name = ?", (grantee,)):
-            raise InvalidInput(f"no agent named {grantee!r}; name an agent, 'group:NAME' or '*' (everyone)")
+        exists = await conn.fetch_one("SELECT 1 FROM agents WHERE name = ?", (grantee,))
+        if not exists or not await self._access.related(conn, agent, grantee):
+            raise NotFound(
+                f"no agent {grantee!r} you can share with; you can name agents you share a group, a policy"
+                " rule, a cube or a task with (the machine's owner relates agents with `memos group"
+                " add-member`), or share with 'group:NAME' or '*' (everyone)"
+            )
         return grantee
 
     async def share(
@@ -108,7 +116,7 @@ class Cubes:
             ref = await self._access.require(conn, agent, cube, "share", "cube_share")
             if LEVEL[permission] > await self._access.level_of(conn, agent, ref.id):
                 raise PermissionDenied(f"only an admin of {cube!r} can grant {permission}")
-            grantee = await self._check_grantee(conn, grantee)
+            grantee = await self._check_grantee(conn, agent, grantee)
             await conn.execute(
                 "INSERT OR REPLACE INTO cube_grants (cube_id, grantee, permission, granted_by, granted_at)"
                 " VALUES (?, ?, ?, ?, ?)",
@@ -156,7 +164,7 @@ class Cubes:
     async def _finish(self, conn: Connection, ref: CubeRef, recorder: Recorder | None) -> CubeMembers:
         """The members as this write leaves them, recorded for idempotent retries if asked."""
         members = await self._members_on(conn, ref)
-        conn.after_commit(lambda: self._hub.publish(CubesChanged()))
+        conn.after_commit(lambda: self._hub.publish(CubesChanged(ref.name)))
         if recorder is not None:
             await recorder.record(conn, members)
         return members

@@ -30,6 +30,8 @@ class PackReady(msgspec.Struct, frozen=True):
 class CubesChanged(msgspec.Struct, frozen=True):
     """The set of cubes some agents may read may have changed (a cube made, a grant, a policy reload)."""
 
+    cube: str | None = None  # the one cube whose grants changed; None: any cube (a policy reload)
+
 
 class AgentRevoked(msgspec.Struct, frozen=True):
     """An agent's token stopped working (the agent was disabled, its token rotated, or it was removed):

@@ -26,6 +26,7 @@ from daemon.context_packs import ContextPacks
 from daemon.cubes import Cubes
 from daemon.embedder import Embedder
 from daemon.events import ChangeHub
+from daemon.fairness import FairGate
 from daemon.identity import Groups, Identities
 from daemon.links import Links
 from daemon.memories import Memories
@@ -156,7 +157,8 @@ def _services(config: Config, store: Store, embedder: Embedder) -> Services:
     memories = Memories(store, access, vectors, config.limits, hub, working)
     settings = CubeSettingsStore(store, access)
     reranker = Reranker(config.reranker, model_cache_dir())
-    search = Search(store, memories, vectors, config.limits, config.search, reranker)
+    gate = FairGate(slots=config.storage.read_connections)  # searches beyond this wait, agents taking turns
+    search = Search(store, memories, vectors, config.limits, config.search, reranker, gate)
     tasks = Tasks(store, access, hub, working)
     return Services(
         config=config,

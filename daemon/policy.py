@@ -8,7 +8,7 @@ A cube the agent may not read is reported with the same words as a cube that doe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 import msgspec
@@ -17,9 +17,10 @@ from daemon.audit import Audit
 from daemon.cube_settings import CubeRule
 from daemon.errors import NotFound, PermissionDenied
 from daemon.models import Agent
-from daemon.policy_rules import LEVEL, Grant, SourcedRule, effective_level
+from daemon.policy_rules import LEVEL, Grant, SourcedRule, effective_level, rule_applies
 from daemon.store import Connection, placeholders
 from daemon.timeutil import now_iso
+from daemon.validation import private_cube_of
 
 Permission = Literal["read", "write", "share", "admin"]
 
@@ -29,14 +30,25 @@ class CubeRef(msgspec.Struct, frozen=True):
     name: str
 
 
+class RejectedFile(msgspec.Struct, kw_only=True):
+    """A policy file that failed to parse or validate, and what of it is still in force: never its allow
+    rules; its deny rules and `[[cube]]` settings as they were in its last good version."""
+
+    file: str
+    error: str
+    kept_deny_rules: int = 0
+    kept_cube_settings: int = 0
+
+
 class PolicyState(msgspec.Struct, kw_only=True):
-    """What is in force, for `memos status`: the last good rules and the latest load error, if any."""
+    """What is in force, for `memos status`: the rules, the files read and those rejected."""
 
     directory: str | None
     files: list[str]
     rules: int
     loaded_at: str | None
-    error: str | None = None
+    error: str | None = None  # the rejected files' errors in one line (older `memos status` reads this)
+    rejected: list[RejectedFile] = msgspec.field(default_factory=list)
 
 
 def not_visible(cube: str) -> NotFound:
@@ -60,15 +72,15 @@ class AccessPolicy:
         files: list[str],
         directory: str,
         cube_rules: Sequence[CubeRule] = (),
+        rejected: Sequence[RejectedFile] = (),
     ) -> None:
-        """Put a complete, validated rule set in force (one assignment each: no call sees half of one)."""
+        """Put a complete rule set in force (one assignment each: no call sees half of one)."""
         self._rules = tuple(rules)
         self.cube_rules = tuple(cube_rules)
-        self.state = PolicyState(directory=directory, files=files, rules=len(rules), loaded_at=now_iso())
-
-    def reject(self, error: str) -> None:
-        """A reload failed: the last good rules stay, and the error is kept for `memos status`."""
-        self.state = msgspec.structs.replace(self.state, error=error)
+        self.state = PolicyState(
+            directory=directory, files=files, rules=len(rules), loaded_at=now_iso(),
+            error="; ".join(r.error for r in rejected) or None, rejected=list(rejected),
+        )  # fmt: skip
 
     @staticmethod
     async def groups_of(conn: Connection, agent: str) -> list[str]:
@@ -115,6 +127,78 @@ class AccessPolicy:
                 result[cube_id] = (name, level)
         return result
 
+    async def readers(
+        self, conn: Connection, cubes: Iterable[str], agents: Iterable[str]
+    ) -> dict[str, set[str]]:
+        """agent -> which of `cubes` it may read, for many agents at once (three queries in all)."""
+        names, who = sorted(set(cubes)), sorted(set(agents))
+        if not names or not who:
+            return {}
+        rows = await conn.fetch_all(
+            f"SELECT id, name, owner FROM cubes WHERE name IN ({placeholders(len(names))})", names
+        )
+        grants: dict[int, list[Grant]] = {}
+        for cube_id, grantee, permission in await conn.fetch_all(
+            f"SELECT cube_id, grantee, permission FROM cube_grants WHERE cube_id IN ({placeholders(len(rows))})",
+            [row[0] for row in rows],
+        ):
+            grants.setdefault(cube_id, []).append(Grant(grantee, permission))
+        groups: dict[str, list[str]] = {}
+        for agent, group in await conn.fetch_all(
+            "SELECT m.agent, g.name FROM group_members m JOIN groups g ON g.id = m.group_id"
+            f" WHERE m.agent IN ({placeholders(len(who))})",
+            who,
+        ):
+            groups.setdefault(agent, []).append(group)
+        may_read: dict[str, set[str]] = {}
+        for agent in who:
+            for cube_id, name, owner in rows:
+                level = effective_level(
+                    cube=name, owner=owner, agent=agent, groups=groups.get(agent, []), rules=self._rules,
+                    grants=grants.get(cube_id, ()),
+                )  # fmt: skip
+                if level:
+                    may_read.setdefault(agent, set()).add(name)
+        return may_read
+
+    async def related(self, conn: Connection, agent: Agent, other: str) -> bool:
+        """Whether `agent` may name `other` (to share with, to hand a task to): itself; an agent it shares a
+        group with, that a policy rule names together with it, or that it has a task with; one that owns,
+        holds a stored grant on, granted something on or is named by a rule on a cube the agent may read (as
+        `cube_members` shows), or the reverse. Names of
+        other agents read like names of agents that do not exist, so probing reveals nothing."""
+        if other == agent.name:
+            return True
+        if await conn.fetch_one(
+            "SELECT 1 FROM group_members a JOIN group_members b ON a.group_id = b.group_id"
+            " WHERE a.agent = ? AND b.agent = ?"
+            " UNION ALL SELECT 1 FROM tasks WHERE (from_agent = ? AND to_agent = ?) OR (from_agent = ? AND to_agent = ?)"
+            " LIMIT 1",
+            (agent.name, other, agent.name, other, other, agent.name),
+        ):
+            return True
+        mine, theirs = set(await self.groups_of(conn, agent.name)), set(await self.groups_of(conn, other))
+        for sourced in self._rules:
+            rule = sourced.rule
+            if (agent.name in rule.agents or not mine.isdisjoint(rule.groups)) and (
+                other in rule.agents or not theirs.isdisjoint(rule.groups)
+            ):
+                return True
+        for viewer, named in ((agent.name, other), (other, agent.name)):
+            readable = await self.levels(conn, Agent(name=viewer, home_cube=private_cube_of(viewer)))
+            cube_ids = list(readable)
+            naming = [r.rule for r in self._rules if named in r.rule.agents]  # shown by cube_members
+            if any(rule_applies(rule, cube, named, ()) for rule in naming for cube, _ in readable.values()):
+                return True
+            if cube_ids and await conn.fetch_one(
+                f"SELECT 1 FROM cubes WHERE owner = ? AND id IN ({placeholders(len(cube_ids))})"
+                " UNION ALL SELECT 1 FROM cube_grants WHERE (grantee = ? OR granted_by = ?)"
+                f" AND cube_id IN ({placeholders(len(cube_ids))}) LIMIT 1",
+                [named, *cube_ids, named, named, *cube_ids],
+            ):
+                return True
+        return False
+
     async def readable_cubes(self, conn: Connection, agent: Agent) -> list[CubeRef]:
         """Every cube the agent may read: its private cube first, then by name."""
         levels = await self.levels(conn, agent)
@@ -133,7 +217,10 @@ class AccessPolicy:
         if level >= LEVEL[permission]:
             assert row is not None
             return CubeRef(id=row[0], name=row[1])
-        self._audit.denied(agent.name, action or permission, cube, None, f"needs {permission}")
+        if row is None:  # a probe of a name: logged for the machine's owner, never for a later cube's admins
+            self._audit.denied(agent.name, action or permission, None, cube, "no such cube")
+        else:
+            self._audit.denied(agent.name, action or permission, cube, None, f"needs {permission}")
         if level == 0:
             raise not_visible(cube)
         raise PermissionDenied(

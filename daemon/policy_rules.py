@@ -139,22 +139,32 @@ def _check_rule(rule: Rule) -> str | None:
     return None
 
 
-def load_policy_dir(directory: Path) -> tuple[list[SourcedRule], list[CubeRule], list[str]]:
-    """Every `*.toml` in the directory, in name order; a missing directory holds no rules."""
+class PolicyFileLoad(msgspec.Struct, frozen=True):
+    """One policy file as read now: its rules and settings, or why it was rejected."""
+
+    name: str
+    rules: list[SourcedRule] = msgspec.field(default_factory=list)
+    cube_rules: list[CubeRule] = msgspec.field(default_factory=list)
+    error: str | None = None
+
+
+def load_policy_files(directory: Path) -> list[PolicyFileLoad]:
+    """Every `*.toml` in the directory, in name order, each read on its own (one broken file does not stop
+    the others); a missing directory holds none."""
     if not directory.is_dir():
-        return [], [], []
-    rules: list[SourcedRule] = []
-    cube_rules: list[CubeRule] = []
-    files = sorted(directory.glob("*.toml"))
-    for path in files:
+        return []
+    loads = []
+    for path in sorted(directory.glob("*.toml")):
         try:
             text = path.read_text(encoding="utf-8")
+            rules, cube_rules = parse_policy_file(text, str(path))
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: cannot read the policy file: {exc}") from exc
-        file_rules, file_cubes = parse_policy_file(text, str(path))
-        rules += file_rules
-        cube_rules += file_cubes
-    return rules, cube_rules, [path.name for path in files]
+            loads.append(PolicyFileLoad(path.name, error=f"{path}: cannot read the policy file: {exc}"))
+        except ConfigError as exc:
+            loads.append(PolicyFileLoad(path.name, error=str(exc)))
+        else:
+            loads.append(PolicyFileLoad(path.name, rules, cube_rules))
+    return loads
 
 
 def cube_matches(pattern: str, cube: str) -> bool:

@@ -28,6 +28,7 @@ import numpy as np
 from daemon.config import BlendWeights, LimitsConfig, RankWeights, SearchConfig
 from daemon.episodes import Placement, around, place
 from daemon.errors import InvalidInput, Unavailable
+from daemon.fairness import FairGate
 from daemon.filters import MemoryFilter
 from daemon.lexical import exact_query, fts_query, matched_terms, query_words
 from daemon.memories import MEMORY_COLUMNS, MEMORY_FROM, Memories, memory_from_row
@@ -64,7 +65,9 @@ class Search:
         limits: LimitsConfig,
         ranking: SearchConfig,
         reranker: Reranker,
+        gate: FairGate,
     ) -> None:
+        self.gate = gate
         self._ranking = ranking
         self._reranker = reranker
         self._store = store
@@ -91,6 +94,11 @@ class Search:
         return list(dict.fromkeys(texts))
 
     async def search(self, agent: Agent, query: SearchQuery) -> SearchResults:
+        """Up to `gate.slots` searches run at once; when more are asked for, agents take turns."""
+        async with self.gate.slot(agent.name):
+            return await self._search(agent, query)
+
+    async def _search(self, agent: Agent, query: SearchQuery) -> SearchResults:
         plan = await self._plan(query)
         rerank = self._reranker.state == "ready"
         top: dict[int, str] = {}

@@ -76,8 +76,12 @@ class Tasks:
         task_id, now = "task_" + secrets.token_hex(8), now_iso()
         async with self._store.write() as conn:
             receiver = await conn.fetch_one("SELECT disabled_at FROM agents WHERE name = ?", (to_agent,))
-            if receiver is None:
-                raise InvalidInput(f"no agent named {to_agent!r} to hand the task to")
+            if receiver is None or not await self._access.related(conn, agent, to_agent):
+                raise NotFound(
+                    f"no agent {to_agent!r} you can hand the task to; you can name agents you share a group, a"
+                    " policy rule, a cube or a task with (the machine's owner relates agents with `memos group"
+                    " add-member`)"
+                )
             if receiver[0] is not None:
                 raise InvalidInput(f"agent {to_agent!r} is disabled; hand the task to another agent")
             for cube in scope:  # you can only hand over what you can read
@@ -168,11 +172,6 @@ class Tasks:
                 "SELECT id FROM tasks WHERE to_agent = ? AND status IN ('pending', 'accepted') ORDER BY created_at DESC",
                 (agent,),
             )
-            return [await self._read(conn, row[0]) for row in rows]
-
-    async def open_tasks(self) -> builtins.list[Task]:
-        async with self._store.read() as conn:
-            rows = await conn.fetch_all("SELECT id FROM tasks WHERE status IN ('pending', 'accepted')")
             return [await self._read(conn, row[0]) for row in rows]
 
     async def update(

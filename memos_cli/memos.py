@@ -153,8 +153,15 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
         print("policy      not loaded yet (memosd loads it at start)")
     else:
         print(f"policy      {policy.rules} rules from {len(policy.files)} files in {policy.directory}")
-        if policy.error:
-            print(f"            REJECTED CHANGE (last good policy in force): {policy.error}")
+        for rejected in policy.rejected:
+            print(
+                f"            REJECTED {rejected.file}: it grants nothing (none of its allow rules are in force);"
+                f" {rejected.kept_deny_rules} deny rules and {rejected.kept_cube_settings} [[cube]] settings"
+                " of its last good version stay until it is fixed or removed"
+            )
+            print(f"            {rejected.error}")
+        if policy.error and not policy.rejected:  # recorded by an older memosd
+            print(f"            REJECTED CHANGE: {policy.error}")
     return 0
 
 

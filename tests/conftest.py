@@ -109,6 +109,12 @@ class RunningDaemon:
         """Create an agent through the CLI, as a user would; returns its token (the last line)."""
         return self.memos("agent", "add", name).stdout.strip().splitlines()[-1]
 
+    def relate(self, group: str, *agents: str) -> None:
+        """Put the agents in a new group, as the machine's owner does, so they can name one another."""
+        self.memos("group", "add", group)
+        for agent in agents:
+            self.memos("group", "add-member", group, agent)
+
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 

@@ -29,9 +29,12 @@ Op = Callable[[Services, Agent, str], Awaitable[Any]]
 
 
 async def setup_team(services: Services, bob_permission: str | None) -> tuple[Agent, Agent, str]:
-    """alice owns team-x with one memory; bob holds `bob_permission` on it through a policy rule."""
+    """alice owns team-x with one memory; bob holds `bob_permission` on it through a policy rule; all three
+    are in the group "staff"."""
+    await services.groups.add("staff")  # agents name only agents they are related to
     for name in ("alice", "bob", "carol"):
         await services.identities.add(name)
+        await services.groups.add_member("staff", name)
     alice, bob = agent_named("alice"), agent_named("bob")
     await services.cubes.create(alice, "team-x", "shared work")
     memory = await services.additions.add(alice, "team-x", NewMemory(content="The launch date is 3 March"))

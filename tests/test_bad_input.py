@@ -504,6 +504,7 @@ def fuzz(daemon: RunningDaemon) -> Iterator[Fuzz]:
     """Two agents and what they own: the fuzzer's memories, cube and tasks to aim at, the keeper's
     memories (some updated), a task between them each way and one the fuzzer may not see."""
     tokens = {name: daemon.add_agent(name) for name in ("fuzzer", "keeper")}
+    daemon.relate("fuzz-pair", "fuzzer", "keeper")  # so each can name the other
     with ExitStack() as stack:
         portal = stack.enter_context(start_blocking_portal("asyncio"))
         fuzzer, keeper = (

@@ -27,8 +27,10 @@ pytestmark = pytest.mark.anyio
 async def prepare(
     daemon: RunningDaemon, a_name: str, b_name: str, cube: str
 ) -> tuple[str, str, dict[str, str]]:
-    """A owns a shared cube B may read, with relevant memories, and a private secret; B has a preference."""
+    """A and B are in a group; A owns a shared cube B may read, with relevant memories, and a private secret;
+    B has a preference."""
     a, b = daemon.add_agent(a_name), daemon.add_agent(b_name)
+    daemon.relate(f"team-of-{a_name}", a_name, b_name)  # so A can name B
     ids = {}
     async with mcp_client(daemon.url, a) as client:
         await call(client, "cube_create", name=cube)

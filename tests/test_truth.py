@@ -85,6 +85,7 @@ async def test_superseding_in_a_read_only_cube_is_refused_and_changes_nothing(
 ) -> None:
     o, r = f"ro-owner-{transport}", f"ro-reader-{transport}"
     owner, reader = daemon.add_agent(o), daemon.add_agent(r)
+    daemon.relate(f"team-{transport}", o, r)  # so the owner can name the reader
     async with connect(daemon, o, owner, transport) as a, connect(daemon, r, reader, transport) as b:
         cube = f"ro-facts-{transport}"
         await call(a, "cube_create", name=cube)
