@@ -12,6 +12,7 @@ import anyio
 from daemon import Config, InvalidInput, open_store_services
 from daemon.backup import backup_database, restore_database
 from daemon.import_formats import markdown_lines, transcript_lines
+from daemon.private_files import private_dir
 from daemon.transfer import ImportDefaults, encode_record, export_records, import_lines
 from memos_cli.progress import Progress
 
@@ -79,7 +80,7 @@ def cmd_import(config: Config, args: argparse.Namespace) -> int:
 def cmd_backup(config: Config, args: argparse.Namespace) -> int:
     target = Path(args.target) if args.target else config.backup_dir
     if not args.target:
-        target.mkdir(parents=True, exist_ok=True)
+        private_dir(target)
     made = backup_database(config.database_path, target)
     print(f"backup written to {made}")
     return 0
