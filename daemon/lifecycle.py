@@ -30,6 +30,7 @@ from daemon.identity import Groups, Identities
 from daemon.memories import Memories
 from daemon.policy import AccessPolicy
 from daemon.policy_watch import PolicyWatcher
+from daemon.redaction import Redactor
 from daemon.reranker import Reranker
 from daemon.retention import Retention
 from daemon.scheduler import Scheduler
@@ -144,8 +145,11 @@ def _services(config: Config, store: Store, embedder: Embedder) -> Services:
     audit = Audit(store)
     access = AccessPolicy(audit)
     vectors = VectorIndex(store, embedder, use_cache=config.search.vector_cache)
-    memories = Memories(store, access, vectors, config.limits, hub, working)
-    settings = CubeSettingsStore(store, access)
+    settings = CubeSettingsStore(store, access, redact_secrets=config.redaction.enabled)
+    redactor = Redactor(config.redaction.patterns)
+    memories = Memories(
+        store, access, vectors, config.limits, hub, working, settings=settings, redactor=redactor
+    )
     reranker = Reranker(config.reranker, model_cache_dir())
     search = Search(store, memories, vectors, config.limits, config.search, reranker)
     tasks = Tasks(store, access, hub, working)
@@ -168,7 +172,9 @@ def _services(config: Config, store: Store, embedder: Embedder) -> Services:
         groups=Groups(store),
         cubes=Cubes(store, access, hub),
         memories=memories,
-        additions=Additions(store, access, vectors, memories, settings, config.limits, hub, working),
+        additions=Additions(
+            store, access, vectors, memories, settings, config.limits, hub, working, redactor=redactor
+        ),
         settings=settings,
         retention=Retention(store, settings),
         search=search,

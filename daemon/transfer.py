@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -16,6 +17,8 @@ import msgspec
 from daemon.config import LimitsConfig
 from daemon.errors import InvalidInput, MemosError
 from daemon.models import MEMORY_KINDS, NewMemory
+from daemon.redaction import Redactor
+from daemon.settings_store import CubeSettingsStore
 from daemon.store import Connection, Store
 from daemon.timeutil import now_iso, parse_time
 from daemon.validation import check_cube_ref, check_name, check_new_memory, private_cube_of
@@ -144,8 +147,51 @@ async def _cube_id(conn: Connection, row: _Row, cache: dict[str, int]) -> int:
     return cube_id
 
 
-async def _write(conn: Connection, rows: list[_Row], report: ImportReport, who: str) -> None:
+@dataclass(frozen=True)
+class Redaction:
+    """What an import needs to mask secrets in the cubes whose `redact_secrets` setting is on."""
+
+    settings: CubeSettingsStore
+    redactor: Redactor
+
+
+async def _redacted(conn: Connection, rows: list[_Row], redaction: Redaction) -> list[_Row]:
+    """The rows with secrets masked (content, tags, metadata, and the same in every version) where the
+    target cube's settings say so."""
+    decided: dict[str, bool] = {}
+    out = []
+    for row in rows:
+        if row.cube not in decided:
+            decided[row.cube] = bool(
+                (await redaction.settings.effective_named(conn, row.cube)).redact_secrets
+            )
+        if not decided[row.cube]:
+            out.append(row)
+            continue
+        r, mask = row.record, redaction.redactor
+        history = [
+            msgspec.structs.replace(
+                v,
+                content=mask.text(v.content),
+                tags=[mask.text(t) for t in v.tags],
+                metadata=mask.value(v.metadata),
+            )
+            for v in r.history
+        ]
+        record = msgspec.structs.replace(
+            r, content=mask.text(r.content), tags=[mask.text(t) for t in r.tags], metadata=mask.value(r.metadata),
+            history=history,
+        )  # fmt: skip
+        out.append(msgspec.structs.replace(row, record=record))
+    return out
+
+
+async def _write(
+    conn: Connection, rows: list[_Row], report: ImportReport, who: str, redaction: Redaction | None
+) -> None:
     cubes: dict[str, int] = {}
+    if redaction is not None:
+        rows = await _redacted(conn, rows, redaction)
     for row in rows:
         if await conn.fetch_one("SELECT 1 FROM memories WHERE id = ?", (row.id,)):
             report.already_present += 1
@@ -191,6 +237,7 @@ async def import_lines(
     *,
     strict: bool = False,
     who: str = "memos import",
+    redaction: Redaction | None = None,
 ) -> ImportReport:
     """Import JSONL lines; blank lines are skipped. Good lines are written in batches of 500."""
     report = ImportReport()
@@ -207,7 +254,7 @@ async def import_lines(
         (held if strict else batch).append(row)
         if len(batch) >= _BATCH:
             async with store.write() as conn:
-                await _write(conn, batch, report, who)
+                await _write(conn, batch, report, who, redaction)
             batch = []
     if strict:
         if report.errors:
@@ -216,7 +263,7 @@ async def import_lines(
         batch = held
     if batch:
         async with store.write() as conn:
-            await _write(conn, batch, report, who)
+            await _write(conn, batch, report, who, redaction)
     return report
 
 

@@ -13,7 +13,8 @@ from daemon import Config, InvalidInput, open_store_services
 from daemon.backup import backup_database, restore_database
 from daemon.import_formats import markdown_lines, transcript_lines
 from daemon.private_files import private_dir
-from daemon.transfer import ImportDefaults, encode_record, export_records, import_lines
+from daemon.redaction import Redactor
+from daemon.transfer import ImportDefaults, Redaction, encode_record, export_records, import_lines
 from memos_cli.progress import Progress
 
 
@@ -64,7 +65,10 @@ def cmd_import(config: Config, args: argparse.Namespace) -> int:
 
     async def run():  # type: ignore[no-untyped-def]
         async with open_store_services(config) as services:
-            return await import_lines(services.store, counted(), defaults, config.limits, strict=args.strict)
+            redaction = Redaction(settings=services.settings, redactor=Redactor(config.redaction.patterns))
+            return await import_lines(
+                services.store, counted(), defaults, config.limits, strict=args.strict, redaction=redaction
+            )
 
     report = anyio.run(run)
     progress.finish()
