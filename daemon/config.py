@@ -55,6 +55,9 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     # or the previous response, and to take a response it has stopped reading; then the connection is
     # closed, so slow or stalled clients cannot hold connections forever.
     client_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    # Connections served at once; past it the oldest idle one is closed, or the new one refused. None: the
+    # open-files limit less a reserve (memosd raises the soft limit to the hard one at start).
+    max_connections: Positive | None = None
 
 
 class StorageConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
