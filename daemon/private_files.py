@@ -35,20 +35,29 @@ def private_dir(path: Path) -> Path:
 
 
 def private_file(path: Path) -> Path:
-    """Create `path` empty as 0600 if it does not exist; tighten an existing file to 0600 (with its SQLite
-    companions), so data written by an older memos under a loose umask becomes private too."""
+    """Create `path` empty as 0600 if it does not exist; tighten an existing file of ours to 0600 (with its
+    SQLite companions), so data written by an older memos under a loose umask becomes private too."""
     private_dir(path.parent)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
     try:
-        if os.fstat(fd).st_mode & 0o777 != FILE_MODE:
-            os.fchmod(fd, FILE_MODE)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        for candidate in (path, *(Path(f"{path}{suffix}") for suffix in ("-wal", "-shm", "-journal"))):
+            _tighten(candidate)
+        return path
+    try:
+        os.fchmod(fd, FILE_MODE)  # the umask may have taken more than group and other bits
     finally:
         os.close(fd)
-    for suffix in ("-wal", "-shm", "-journal"):
-        companion = Path(f"{path}{suffix}")
-        try:
-            if companion.stat().st_mode & 0o077:
-                os.chmod(companion, FILE_MODE)
-        except FileNotFoundError:
-            continue
     return path
+
+
+def _tighten(path: Path) -> None:
+    """0600 for a file this user owns that others may read; anything else is left as it is (another
+    user's file is that user's to change)."""
+    try:
+        status = path.stat()
+        if status.st_mode & 0o077 and status.st_uid == os.geteuid():
+            os.chmod(path, FILE_MODE)
+            log.info("made %s private (mode 0600)", path)
+    except (FileNotFoundError, PermissionError):
+        return

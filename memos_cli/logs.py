@@ -38,8 +38,9 @@ class _OwnOrWarning(logging.Filter):
 
 
 class RepeatLimit(logging.Filter):
-    """At most `burst` records with the same logger, level and first message line per `window_s`; the rest
-    are counted, and the first record of the next window says how many were held back."""
+    """At most `burst` records with the same logger, level and first line of the message template per
+    `window_s` (values filled in do not make a message new); the rest are counted, and the first record of
+    the next window says how many were held back. The request log (one line per request) is not limited."""
 
     def __init__(
         self,
@@ -53,6 +54,8 @@ class RepeatLimit(logging.Filter):
         self._lock = threading.Lock()  # records arrive from worker threads too
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if hasattr(record, "request_id"):  # the request log is one line per request by design
+            return True
         key = (record.name, record.levelno, str(record.msg).split("\n", 1)[0])
         now = self._clock()
         with self._lock:

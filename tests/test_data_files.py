@@ -70,6 +70,10 @@ async def test_data_and_backups_are_private_under_a_loose_umask(tmp_path: Path) 
     assert mode(backups) == 0o700
     (made,) = backups.iterdir()
     assert made.name.startswith("memos-") and made.name.endswith(".db") and mode(made) == 0o600
+    database = tmp_path / "data" / "memos.db"
+    database.chmod(0o644)  # as an older memos left it
+    memos_at(config, "agent", "list")
+    assert mode(database) == 0o600
 
 
 def test_backups_leave_no_partial_files_and_pruning_removes_stray_ones(tmp_path: Path) -> None:
