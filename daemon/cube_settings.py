@@ -44,8 +44,10 @@ def check_settings(settings: CubeSettings) -> CubeSettings:
     """The field constraints (a Struct built in code, as the CLI does, skips them) and the kinds named."""
     from daemon.errors import InvalidInput
 
+    fields = msgspec.to_builtins(settings)
+    fields.pop("name", None)  # a policy file's [[cube]] table names its cubes; the rest are settings
     try:
-        msgspec.convert(msgspec.to_builtins(settings), CubeSettings)
+        msgspec.convert(fields, CubeSettings)
     except msgspec.ValidationError as exc:
         raise InvalidInput(str(exc).replace("$.", "")) from None
     for kind in settings.ttl_days or {}:

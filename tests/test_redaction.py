@@ -8,10 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from daemon import ConfigError, sqlite_driver
+from daemon import ConfigError, NewMemory, agent_named, open_services, sqlite_driver
 from daemon.config import parse_config
 from daemon.redaction import Redactor
-from tests.conftest import free_port, mcp_client, memos_at, start_daemon, stop_daemon, write_config
+from tests.conftest import (
+    free_port,
+    make_config,
+    mcp_client,
+    memos_at,
+    start_daemon,
+    stop_daemon,
+    write_config,
+)
 from tests.test_mcp_http import call
 
 pytestmark = pytest.mark.anyio
@@ -201,3 +209,24 @@ async def test_logs_at_debug_level_carry_no_memory_content_and_no_token_material
     for forbidden in ["zanzibarquux", "zanzimeta", token, token.removeprefix("memos_")[:16]]:
         assert forbidden not in log, forbidden
     assert hashlib.sha256(token.encode()).hexdigest()[:16] not in log
+
+
+async def test_a_policy_files_cube_table_turns_redaction_on_for_the_cubes_it_names(tmp_path: Path) -> None:
+    """Steps: redaction off in memos.toml; a policy file's `[[cube]]` table sets `redact_secrets = true` for
+    `vault-*`; the same text added to `vault-keys` is masked and to `notes` is kept as written."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "vault.toml").write_text(
+        '[[cube]]\nname = "vault-*"\nredact_secrets = true\n', encoding="utf-8"
+    )
+    async with open_services(make_config(tmp_path, "none")) as services:
+        await services.identities.add("alice")
+        alice = agent_named("alice")
+        for cube in ("vault-keys", "notes"):
+            await services.cubes.create(alice, cube)
+        text = "the deploy password=hunter2hunter2"
+        vault = await services.additions.add(alice, "vault-keys", NewMemory(content=text))
+        notes = await services.additions.add(alice, "notes", NewMemory(content=text))
+        assert (await services.settings.describe(alice, "notes")).settings.redact_secrets is False
+    assert vault.content == "the deploy password=[REDACTED:password]"
+    assert notes.content == text
