@@ -152,7 +152,7 @@ def _services(config: Config, store: Store, embedder: Embedder) -> Services:
     )
     reranker = Reranker(config.reranker, model_cache_dir())
     search = Search(store, memories, vectors, config.limits, config.search, reranker)
-    tasks = Tasks(store, access, hub, working)
+    tasks = Tasks(store, access, hub, working, redactor=redactor if config.redaction.enabled else None)
     return Services(
         config=config,
         store=store,

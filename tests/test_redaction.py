@@ -38,10 +38,13 @@ SECRETS = {
     "google_api_key": "AIzaSyA-secretjuliet0123456789abcdefghi",
     "import_password": "password: secretkilo1",
     "import_history": "passwd=secretlima2",
+    "task_description": "sk-proj-secretmike0123456789abcdefghij",
+    "task_notes": "api_key: secretnovember3",
 }
 MARKERS = [
     "secretalpha", "secretbravo", "secretcharlie", "secretdelta", "secretecho", "secretfoxtrot", "secretgolf",
     "secrethotel", "secretindia", "secretjuliet", "secretkilo", "secretlima",
+    "secretmike", "secretnovember",
 ]  # fmt: skip
 
 
@@ -113,10 +116,11 @@ async def test_with_redaction_on_no_secret_reaches_the_store_the_index_an_export
     tmp_path: Path,
 ) -> None:
     """Steps: memosd with `[redaction] enabled = true`; through MCP add (content, tags, metadata), add a
-    batch, update, supersede; `memos import` a line with a secret in its content and its history; a cube
-    configured `redact_secrets = false` keeps its text as written. Then no marker of a secret is in any
-    table (memories, versions, FTS, audit, idempotency), in the FTS index's terms, in a search, in an export
-    or in a context pack, and the masks are there instead."""
+        batch, update, supersede; `memos import` a line with a secret in its content and its history; a cube
+        configured `redact_secrets = false` keeps its text as written; a task handed off with a secret in its
+    description and notes. Then no marker of a secret is in any
+        table (memories, versions, FTS, audit, idempotency), in the FTS index's terms, in a search, in an export
+        or in a context pack, and the masks are there instead."""
     port = free_port()
     config = write_config(tmp_path, port=port, model="none", extra="[redaction]\nenabled = true\n")
     daemon = start_daemon(config, tmp_path, port)
@@ -168,6 +172,8 @@ async def test_with_redaction_on_no_secret_reaches_the_store_the_index_an_export
                 "task_handoff",
                 to_agent="alice",
                 title="rotate the deploy credentials",
+                description=f"the old one was {SECRETS['task_description']}",
+                notes=f"temporary {SECRETS['task_notes']}",
                 cubes=["@alice"],
             )
             pack = await call(client, "context_get", task_id=task["id"])
