@@ -4,8 +4,8 @@ The lock belongs to the file (its inode), not to a name, so a symlink, a hard li
 reaches the same file meets the same lock. The kernel drops it when the process dies, however it dies, so a
 crash never leaves a stale lock. `flock` locks are apart from the POSIX locks SQLite takes on the same file,
 so they never get in its way; but closing any descriptor of the file drops the POSIX locks of the whole
-process, so this descriptor is closed only after the store (see `release`). The holder's pid is written
-beside the resolved file, in `<database>.lock`, for the error message. Admin commands do not take the lock:
+process, so this descriptor is closed only after the store (see `release`). The error names the holder's
+pid, from /proc/locks where there is one, else from `<database>.lock` beside the resolved file. Admin commands do not take the lock:
 they use short transactions that the running daemon tolerates.
 """
 
@@ -45,6 +45,17 @@ class InstanceLock:
             os.close(pid_fd)
 
     def _holder(self) -> str:
+        """The pid holding the flock on the file (Linux lists it in /proc/locks, whatever name the holder
+        used), else the pid written beside this name."""
+        try:
+            status = self.database.stat()
+            wanted = f"{os.major(status.st_dev):02x}:{os.minor(status.st_dev):02x}:{status.st_ino}"
+            for line in Path("/proc/locks").read_text(encoding="ascii", errors="replace").splitlines():
+                fields = line.split()
+                if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == wanted:
+                    return fields[4]
+        except OSError:
+            pass
         try:
             return self.path.read_text(encoding="utf-8", errors="replace").strip() or "unknown"
         except OSError:
