@@ -15,6 +15,7 @@ import os
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import quote
 
 import anyio
 from anyio.abc import TaskStatus
@@ -30,7 +31,8 @@ log = logging.getLogger(__name__)
 def _check(path: Path) -> None:
     module = sqlite_driver.sqlite_module()
     try:
-        conn = module.connect(f"file:{path}?mode=ro", uri=True)
+        # immutable: a read-only look that creates no -wal/-shm beside the file (a backup is one file)
+        conn = module.connect(f"file:{quote(str(path))}?mode=ro&immutable=1", uri=True)
         try:
             result = conn.execute("PRAGMA quick_check").fetchone()[0]
             conn.execute("SELECT count(*) FROM schema_migrations").fetchone()
@@ -83,6 +85,7 @@ def restore_database(backup: Path, database: Path) -> Path:
     The replaced database is kept whole: its `-wal` and `-shm` move with it, and the WAL is then folded into
     the kept file, so writes acknowledged before an unclean stop are in the kept copy too.
     """
+    database = database.resolve()  # replace the file a symlink points to, not the symlink
     if InstanceLock(database).held_by_other():
         raise ConfigError(
             f"memosd is serving {database}; stop it before restoring (systemctl --user stop memosd)"
