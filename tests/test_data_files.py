@@ -36,6 +36,10 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+def list_dir(folder: Path) -> list[Path]:
+    return sorted(folder.iterdir()) if folder.is_dir() else []
+
+
 @contextmanager
 def umask(value: int) -> Iterator[None]:
     """The umask of this process, hence of the daemons and commands it starts."""
@@ -47,11 +51,13 @@ def umask(value: int) -> Iterator[None]:
 
 
 async def test_data_and_backups_are_private_under_a_loose_umask(tmp_path: Path) -> None:
-    """Steps: under umask 022, start memosd (it creates the data folder and database); write a memory;
-    `memos backup` to the default folder. The data folder and backup folder are 0700; the database, its
-    WAL and SHM and the backup are 0600; the backup folder holds the backup and nothing else."""
+    """Steps: under umask 022, start memosd with a backup every 2 s (it creates the data folder and the
+    database); write a memory; wait for two scheduled backups. The data folder and backup folder are 0700;
+    the database, its WAL and SHM and the backups are 0600; the backup folder holds backups and nothing
+    else. A database an older memos left 0644 is 0600 after the next command opens it."""
     port = free_port()
-    config = write_config(tmp_path, port=port, model="none")
+    config = write_config(tmp_path, port=port, model="none", extra="[backup]\ninterval_hours = 0.0005\n")
+    backups = tmp_path / "data" / "backups"
     with umask(0o022):
         daemon = start_daemon(config, tmp_path, port)
         try:
@@ -63,13 +69,14 @@ async def test_data_and_backups_are_private_under_a_loose_umask(tmp_path: Path) 
             assert mode(data) == 0o700
             assert {"memos.db", "memos.db-wal", "memos.db-shm"} <= files.keys()
             assert {name: m for name, m in files.items() if m != 0o600} == {}
-            memos_at(config, "backup")
+            with anyio.fail_after(60):
+                while len(await anyio.to_thread.run_sync(list_dir, backups)) < 2:  # noqa: ASYNC110 - files
+                    await anyio.sleep(0.2)
         finally:
             assert stop_daemon(daemon) == 0
-    backups = tmp_path / "data" / "backups"
     assert mode(backups) == 0o700
-    (made,) = backups.iterdir()
-    assert made.name.startswith("memos-") and made.name.endswith(".db") and mode(made) == 0o600
+    made = list_dir(backups)
+    assert [(p.name[:6], p.suffix, mode(p)) for p in made] == [("memos-", ".db", 0o600)] * len(made)
     database = tmp_path / "data" / "memos.db"
     database.chmod(0o644)  # as an older memos left it
     memos_at(config, "agent", "list")
@@ -90,6 +97,7 @@ def test_backups_leave_no_partial_files_and_pruning_removes_stray_ones(tmp_path:
     made = [folder / f"memos-2026120{i}T000000Z.db" for i in range(3)]
     for target in made:
         memos_at(config, "backup", str(target))
+        assert mode(target) == 0o600
     assert sorted(folder.iterdir()) == sorted([*made, *strays])
     removed = prune_backups(folder, keep=2)
     assert sorted(removed) == sorted([made[0], *strays])
