@@ -45,29 +45,40 @@ class InstanceLock:
             os.close(pid_fd)
 
     def _holder(self) -> str:
-        """The pid holding the flock on the file (Linux lists it in /proc/locks, whatever name the holder
-        used), else the pid written beside this name."""
-        try:
-            status = self.database.stat()
-            wanted = f"{os.major(status.st_dev):02x}:{os.minor(status.st_dev):02x}:{status.st_ino}"
-            for line in Path("/proc/locks").read_text(encoding="ascii", errors="replace").splitlines():
-                fields = line.split()
-                if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == wanted:
-                    return fields[4]
-        except OSError:
-            pass
+        """The pid holding the lock, for the error message."""
+        listed = self._listed_holders()
+        if listed:
+            return listed[0]
         try:
             return self.path.read_text(encoding="utf-8", errors="replace").strip() or "unknown"
         except OSError:
             return "unknown"
 
-    def held_by_other(self) -> bool:
-        """True if a running daemon holds the lock (for commands that must not run beside one). Call it
-        only while this process has no SQLite connection to the database (see the module docstring)."""
+    def _listed_holders(self) -> list[str] | None:
+        """Pids of the flocks on the file as Linux lists them in /proc/locks (by device and inode, so
+        whatever name the holder used); None where there is no such list."""
         try:
-            fd = os.open(self.database, os.O_RDONLY)
-        except FileNotFoundError:
+            status = self.database.stat()
+            listing = Path("/proc/locks").read_text(encoding="ascii", errors="replace")
+        except OSError:
+            return None
+        wanted = f"{os.major(status.st_dev):02x}:{os.minor(status.st_dev):02x}:{status.st_ino}"
+        return [
+            fields[4]
+            for fields in (line.split() for line in listing.splitlines())
+            if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == wanted
+        ]
+
+    def held_by_other(self) -> bool:
+        """True if a running daemon holds the lock (for commands that must not run beside one). Where
+        /proc/locks lists locks this opens nothing; elsewhere it tries the lock on a descriptor of its own,
+        so call it only while this process has no SQLite connection to the file (module docstring)."""
+        if not self.database.exists():
             return False
+        listed = self._listed_holders()
+        if listed is not None:
+            return any(pid != str(os.getpid()) for pid in listed)
+        fd = os.open(self.database, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
