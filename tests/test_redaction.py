@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from daemon import ConfigError, NewMemory, agent_named, open_services, sqlite_driver
 from daemon.config import parse_config
@@ -81,6 +83,23 @@ def test_well_known_secrets_are_masked_by_kind_and_plain_text_is_kept(text: str,
     redactor = Redactor()
     assert redactor.text(text) == masked
     assert redactor.text(masked) == masked  # masking twice changes nothing
+
+
+@given(
+    before=st.text(max_size=40),
+    after=st.text(max_size=40),
+    kind=st.sampled_from(["openai_key", "github_token", "memos_token", "slack_token"]),
+    body=st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=40, max_size=60),
+)
+def test_a_key_anywhere_in_any_text_is_masked_and_masking_twice_changes_nothing(
+    before: str, after: str, kind: str, body: str
+) -> None:
+    secret = {"openai_key": f"sk-{body}", "github_token": f"ghp_{body}", "memos_token": f"memos_{body}9",
+              "slack_token": f"xoxb-{body}"}[kind]  # fmt: skip
+    redactor = Redactor()
+    masked = redactor.text(f"{before} {secret} {after}")
+    assert masked.count(body) <= before.count(body) + after.count(body)  # not the secret's own
+    assert redactor.text(masked) == masked
 
 
 def test_extra_patterns_mask_their_secret_group_and_a_bad_one_stops_start_up() -> None:
