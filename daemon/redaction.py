@@ -29,7 +29,8 @@ BUILTIN_PATTERNS: tuple[tuple[str, str], ...] = (
         r"[\s\S]*?(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|\Z)",
     ),
     ("anthropic_key", r"\bsk-ant-[A-Za-z0-9_-]{20,}"),
-    ("openai_key", r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"),
+    # A digit somewhere: "sk-" before a run of hyphenated words is prose, not a key.
+    ("openai_key", r"\bsk-(?=[A-Za-z_-]*[0-9])(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"),
     ("github_token", r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,})"),
     ("aws_access_key", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
     (
@@ -37,14 +38,15 @@ BUILTIN_PATTERNS: tuple[tuple[str, str], ...] = (
         r"(?i)\baws_?secret_?(?:access_?)?key\b[\"']?\s*[:=]\s*[\"']?(?P<secret>[A-Za-z0-9/+=]{40})",
     ),
     ("slack_token", r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),
-    ("google_api_key", r"\bAIza[0-9A-Za-z_-]{35}"),
+    ("google_api_key", r"\bAIza[0-9A-Za-z_-]{35,}"),
     ("jwt", r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
     # memos' own bearer tokens: memos_ and 43 url-safe characters (a digit somewhere, unlike an identifier).
     ("memos_token", r"\bmemos_(?=[A-Za-z_-]*[0-9])[A-Za-z0-9_-]{40,}"),
     ("bearer_token", r"(?i)\bbearer\s+(?P<secret>[A-Za-z0-9._~+/-]{16,}=*)"),
     (
         "password",
-        r"(?i)\b(?:password|passwd|pwd|passphrase|secret|api[_-]?key|access[_-]?token|auth[_-]?token)\b"
+        r"(?i)\b(?:password|passwd|pwd|passphrase|secret[_-]?key|client[_-]?secret|api[_-]?key|access[_-]?token"
+        r"|auth[_-]?token)\b"
         r"[\"']?\s*[:=]\s*(?P<secret>\"[^\"\n]+\"|'[^'\n]+'|[^\s,;\"']+)",
     ),
 )

@@ -77,6 +77,9 @@ MARKERS = [
             "memos_cli_commands_is_a_module_name_not_a_token",
         ),
         ("the sky is blue, my pass is fine", "the sky is blue, my pass is fine"),
+        ("sk-the-quick-brown-fox-jumps-over", "sk-the-quick-brown-fox-jumps-over"),
+        ("The secret: keep calm", "The secret: keep calm"),
+        ("client_secret=abc123def", "client_secret=[REDACTED:password]"),
     ],
 )
 def test_well_known_secrets_are_masked_by_kind_and_plain_text_is_kept(text: str, masked: str) -> None:
@@ -94,7 +97,7 @@ def test_well_known_secrets_are_masked_by_kind_and_plain_text_is_kept(text: str,
 def test_a_key_anywhere_in_any_text_is_masked_and_masking_twice_changes_nothing(
     before: str, after: str, kind: str, body: str
 ) -> None:
-    secret = {"openai_key": f"sk-{body}", "github_token": f"ghp_{body}", "memos_token": f"memos_{body}9",
+    secret = {"openai_key": f"sk-{body}7", "github_token": f"ghp_{body}", "memos_token": f"memos_{body}9",
               "slack_token": f"xoxb-{body}"}[kind]  # fmt: skip
     redactor = Redactor()
     masked = redactor.text(f"{before} {secret} {after}")
