@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 # uses about 22 when idle.
 MIN_RESERVE = 48
 # Connections asyncio accepts per wake-up, and the kernel's queue of connections not yet accepted. Accepted
-# sockets wait a loop iteration or two before the bound sees them, so twice this many are kept in reserve.
+# sockets reach the bound two loop iterations later, and an aborted one is closed one iteration after, so
+# three times this many descriptors are kept in reserve.
 ACCEPT_BACKLOG = 32
 
 
@@ -45,7 +46,7 @@ def open_files_limit() -> int:
 
 def connection_budget(configured: int | None, fd_limit: int) -> int:
     """Connections to serve at once: `configured` if given and affordable, else what the limit allows."""
-    ceiling = max(8, fd_limit - max(MIN_RESERVE, fd_limit // 8) - 2 * ACCEPT_BACKLOG)
+    ceiling = max(8, fd_limit - max(MIN_RESERVE, fd_limit // 8) - 3 * ACCEPT_BACKLOG)
     if configured is not None and configured > ceiling:
         log.warning(
             "[server] max_connections = %d is more than the open-files limit (%d) allows; serving %d",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import resource
+import select
 import socket
 import subprocess
 import time
@@ -63,16 +64,24 @@ def open_files_limit(pid: int) -> tuple[int, int]:
 
 
 def idle_connections(port: int, count: int, stack: ExitStack) -> int:
-    """Open `count` TCP connections that never send a byte; returns how many the kernel completed."""
-    opened = 0
+    """Open `count` TCP connections at once, as a flood would, that never send a byte; returns how many the
+    kernel completed within 10 s (one whose SYN found the accept queue full is retried by the kernel)."""
+    pending = []
     for _ in range(count):
         sock = stack.enter_context(socket.socket())
-        sock.settimeout(0.5)
-        try:
-            sock.connect(("127.0.0.1", port))
-            opened += 1
-        except OSError:  # a full backlog: the SYN is dropped and connect times out
-            continue
+        sock.setblocking(False)
+        sock.connect_ex(("127.0.0.1", port))
+        pending.append(sock)
+    poller = select.poll()
+    by_fd = {sock.fileno(): sock for sock in pending}
+    for fd in by_fd:
+        poller.register(fd, select.POLLOUT)
+    opened = 0
+    deadline = time.monotonic() + 10
+    while by_fd and time.monotonic() < deadline:
+        for fd, _ in poller.poll(500):
+            poller.unregister(fd)
+            opened += by_fd.pop(fd).getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
     return opened
 
 
