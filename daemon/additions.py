@@ -29,6 +29,7 @@ from daemon.memories import (
 )
 from daemon.models import AddedMemory, Agent, BatchAdded, NewMemory, Similar
 from daemon.policy import AccessPolicy, CubeRef
+from daemon.redaction import Redactor
 from daemon.settings_store import CubeSettingsStore
 from daemon.store import Connection, Store, placeholders
 from daemon.timeutil import now_iso
@@ -51,6 +52,8 @@ class Additions:
         limits: LimitsConfig,
         hub: ChangeHub | None = None,
         working: WorkingMemory | None = None,
+        *,
+        redactor: Redactor,
     ) -> None:
         self._hub = hub or ChangeHub()
         self._working = working or WorkingMemory()
@@ -60,6 +63,7 @@ class Additions:
         self._memories = memories
         self._settings = settings
         self._limits = limits
+        self._redactor = redactor  # for cubes whose redact_secrets setting is on
 
     async def add(
         self,
@@ -74,6 +78,8 @@ class Additions:
         checked = check_new_memory(item, self._limits)
         old_ids = [check_memory_id(i, "supersedes") for i in dict.fromkeys(supersedes or [])]
         name, ref, settings = await self._prepare(agent, cube)
+        if settings.redact_secrets:  # before anything is embedded, indexed or stored
+            checked = self._redactor.new_memory(checked)
         vectors = await self._vectors.embed([checked.content])
         similar = await self._similar(ref, vectors, settings) if vectors is not None else []
         async with self._store.write() as conn:
@@ -117,6 +123,8 @@ class Additions:
             )
         checked = [check_new_memory(item, self._limits, f"items[{i}].") for i, item in enumerate(items)]
         name, _, settings = await self._prepare(agent, cube)
+        if settings.redact_secrets:
+            checked = [self._redactor.new_memory(item) for item in checked]
         vectors = await self._vectors.embed([item.content for item in checked])
         async with self._store.write() as conn:
             ref = await self._access.require(conn, agent, name, "write", "memory_add")

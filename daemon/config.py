@@ -55,6 +55,9 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     # or the previous response, and to take a response it has stopped reading; then the connection is
     # closed, so slow or stalled clients cannot hold connections forever.
     client_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    # Connections served at once; past it the oldest idle one is closed, or the new one refused. None: the
+    # open-files limit less a reserve (memosd raises the soft limit to the hard one at start).
+    max_connections: Positive | None = None
 
 
 class StorageConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -182,6 +185,14 @@ class ContextConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     workers: Annotated[int, msgspec.Meta(ge=1, le=16)] = 2
 
 
+class RedactionConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    # Mask well-known secrets (API keys, tokens, private keys, passwords) as [REDACTED:kind] before a memory
+    # is stored, for every cube; a cube's `redact_secrets` setting overrides this either way.
+    enabled: bool = False
+    # More regular expressions to mask (kind "custom"); a group named `secret` masks only that group.
+    patterns: list[str] = msgspec.field(default_factory=list)
+
+
 class LogConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -196,6 +207,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     search: SearchConfig = msgspec.field(default_factory=SearchConfig)
     backup: BackupConfig = msgspec.field(default_factory=BackupConfig)
     context: ContextConfig = msgspec.field(default_factory=ContextConfig)
+    redaction: RedactionConfig = msgspec.field(default_factory=RedactionConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     # Where the configuration came from ("defaults" or a file path); set by the loader, not by the file.
     source: str = "defaults"
@@ -251,7 +263,7 @@ def parse_config(text: str, source: str) -> Config:
     if "source" in raw:
         raise ConfigError(f"{source}: source: unknown key")
     try:
-        return msgspec.convert(raw, Config)
+        config = msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
         message, _, where = str(exc).partition(" - at `")
         parts = [p for p in where.rstrip("`").removeprefix("$").split(".") if p]
@@ -263,6 +275,14 @@ def parse_config(text: str, source: str) -> Config:
             if moved:
                 message = f"unknown key: it moved to {moved}"
         raise ConfigError(f"{source}: {_location(parts)}: {message}") from exc
+    for index, pattern in enumerate(config.redaction.patterns):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(
+                f"{source}: [redaction] patterns[{index}]: {pattern!r} is not a regular expression: {exc}"
+            ) from None
+    return config
 
 
 def _resolve(base: Path, value: str | None) -> str | None:

@@ -27,6 +27,8 @@ class CubeSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omi
     max_age_days: Days | None = None  # archive memories older than this
     max_count: Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNT)] | None = None  # archive all but the newest N
     ttl_days: dict[str, Days] | None = None  # per kind, e.g. {"message": 90}
+    # Mask well-known secrets before a memory is stored (unset: memos.toml's [redaction] enabled).
+    redact_secrets: bool | None = None
 
 
 DEFAULTS = CubeSettings(dedupe_exact=True, report_similar=True, similar_threshold=0.85)
@@ -42,8 +44,10 @@ def check_settings(settings: CubeSettings) -> CubeSettings:
     """The field constraints (a Struct built in code, as the CLI does, skips them) and the kinds named."""
     from daemon.errors import InvalidInput
 
+    fields = msgspec.to_builtins(settings)
+    fields.pop("name", None)  # a policy file's [[cube]] table names its cubes; the rest are settings
     try:
-        msgspec.convert(msgspec.to_builtins(settings), CubeSettings)
+        msgspec.convert(fields, CubeSettings)
     except msgspec.ValidationError as exc:
         raise InvalidInput(str(exc).replace("$.", "")) from None
     for kind in settings.ttl_days or {}:
@@ -60,7 +64,9 @@ def merge(*layers: CubeSettings) -> CubeSettings:
     return msgspec.convert(merged, CubeSettings)
 
 
-def effective(cube: str, file_rules: Sequence[CubeRule], stored: CubeSettings) -> CubeSettings:
+def effective(
+    cube: str, file_rules: Sequence[CubeRule], stored: CubeSettings, defaults: CubeSettings = DEFAULTS
+) -> CubeSettings:
     from daemon.policy_rules import cube_matches  # policy_rules imports this module for CubeRule
 
     matching = [
@@ -68,4 +74,4 @@ def effective(cube: str, file_rules: Sequence[CubeRule], stored: CubeSettings) -
         for rule in file_rules
         if cube_matches(rule.name, cube)
     ]
-    return merge(DEFAULTS, *matching, stored)
+    return merge(defaults, *matching, stored)

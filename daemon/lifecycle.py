@@ -32,6 +32,7 @@ from daemon.links import Links
 from daemon.memories import Memories
 from daemon.policy import AccessPolicy
 from daemon.policy_watch import PolicyWatcher
+from daemon.redaction import Redactor
 from daemon.reranker import Reranker
 from daemon.retention import Retention
 from daemon.scheduler import Scheduler
@@ -154,12 +155,15 @@ def _services(config: Config, store: Store, embedder: Embedder) -> Services:
     audit = Audit(store)
     access = AccessPolicy(audit)
     vectors = VectorIndex(store, embedder, use_cache=config.search.vector_cache)
-    memories = Memories(store, access, vectors, config.limits, hub, working)
-    settings = CubeSettingsStore(store, access)
+    settings = CubeSettingsStore(store, access, redact_secrets=config.redaction.enabled)
+    redactor = Redactor(config.redaction.patterns)
+    memories = Memories(
+        store, access, vectors, config.limits, hub, working, settings=settings, redactor=redactor
+    )
     reranker = Reranker(config.reranker, model_cache_dir())
     gate = FairGate(slots=config.storage.read_connections)  # searches beyond this wait, agents taking turns
     search = Search(store, memories, vectors, config.limits, config.search, reranker, gate)
-    tasks = Tasks(store, access, hub, working)
+    tasks = Tasks(store, access, hub, working, redactor=redactor if config.redaction.enabled else None)
     return Services(
         config=config,
         store=store,
@@ -180,7 +184,9 @@ def _services(config: Config, store: Store, embedder: Embedder) -> Services:
         cubes=Cubes(store, access, hub),
         memories=memories,
         links=Links(store, access, memories, hub),
-        additions=Additions(store, access, vectors, memories, settings, config.limits, hub, working),
+        additions=Additions(
+            store, access, vectors, memories, settings, config.limits, hub, working, redactor=redactor
+        ),
         settings=settings,
         retention=Retention(store, settings),
         search=search,

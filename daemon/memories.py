@@ -22,6 +22,8 @@ from daemon.filters import MemoryFilter
 from daemon.idempotency import Recorder
 from daemon.models import Agent, Memory, MemoryChanges, MemoryPage, MemoryVersion
 from daemon.policy import AccessPolicy, CubeRef, Permission
+from daemon.redaction import Redactor
+from daemon.settings_store import CubeSettingsStore
 from daemon.store import Connection, Store, placeholders
 from daemon.timeutil import now_iso
 from daemon.validation import check_changes, check_cube_ref
@@ -85,7 +87,12 @@ class Memories:
         limits: LimitsConfig,
         hub: ChangeHub | None = None,
         working: WorkingMemory | None = None,
+        *,
+        settings: CubeSettingsStore,
+        redactor: Redactor,
     ) -> None:
+        self._settings = settings
+        self._redactor = redactor  # for cubes whose redact_secrets setting is on
         self._hub = hub or ChangeHub()
         self._working = working or WorkingMemory()
         self._store = store
@@ -122,7 +129,10 @@ class Memories:
         memory_id = check_memory_id(memory_id)
         changes = check_changes(changes, self._limits)
         async with self._store.read() as conn:
-            await self.row(conn, agent, memory_id, "write", "memory_update")
+            current = await self.row(conn, agent, memory_id, "write", "memory_update")
+            settings = await self._settings.effective(CubeRef(current[16], current[2]), conn)
+        if settings.redact_secrets:  # before anything is embedded, indexed or stored
+            changes = self._redactor.changes(changes)
         vectors = await self._vectors.embed([changes.content]) if changes.content is not None else None
         now = now_iso()
         async with self._store.write() as conn:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from daemon.audit import Audit
-from daemon.cube_settings import CubeSettings, check_settings, effective
+from daemon.cube_settings import DEFAULTS, CubeSettings, check_settings, effective
 from daemon.idempotency import Recorder
 from daemon.models import Agent
 from daemon.policy import AccessPolicy, CubeRef
@@ -22,9 +22,11 @@ class ConfiguredCube(msgspec.Struct, kw_only=True):
 
 
 class CubeSettingsStore:
-    def __init__(self, store: Store, access: AccessPolicy) -> None:
+    def __init__(self, store: Store, access: AccessPolicy, *, redact_secrets: bool = False) -> None:
         self._store = store
         self._access = access
+        # memos.toml's [redaction] enabled is the default a cube's own settings override.
+        self._defaults = msgspec.structs.replace(DEFAULTS, redact_secrets=redact_secrets)
 
     @staticmethod
     async def stored(conn: Connection, cube_id: int) -> CubeSettings:
@@ -37,7 +39,13 @@ class CubeSettingsStore:
                 stored = await self.stored(reader, ref.id)
         else:
             stored = await self.stored(conn, ref.id)
-        return effective(ref.name, self._access.cube_rules, stored)
+        return effective(ref.name, self._access.cube_rules, stored, self._defaults)
+
+    async def effective_named(self, conn: Connection, cube: str) -> CubeSettings:
+        """The settings of a cube by name, for one that may not exist yet (an import creates cubes)."""
+        row = await conn.fetch_one("SELECT settings FROM cubes WHERE name = ?", (cube,))
+        stored = _decode(row[0]) if row else CubeSettings()
+        return effective(cube, self._access.cube_rules, stored, self._defaults)
 
     async def configure(
         self, agent: Agent, cube: str, changes: CubeSettings, *, recorder: Recorder | None = None
@@ -57,7 +65,9 @@ class CubeSettingsStore:
                 conn, agent.name, "cube_configure", ref.name, None, msgspec.json.encode(changes).decode()
             )
             result = ConfiguredCube(
-                cube=ref.name, settings=effective(ref.name, self._access.cube_rules, stored), stored=stored
+                cube=ref.name,
+                settings=effective(ref.name, self._access.cube_rules, stored, self._defaults),
+                stored=stored,
             )
             if recorder is not None:
                 await recorder.record(conn, result)
@@ -69,5 +79,7 @@ class CubeSettingsStore:
             ref = await self._access.require(conn, agent, cube, "read", "cube_settings")
             stored = await self.stored(conn, ref.id)
         return ConfiguredCube(
-            cube=ref.name, settings=effective(ref.name, self._access.cube_rules, stored), stored=stored
+            cube=ref.name,
+            settings=effective(ref.name, self._access.cube_rules, stored, self._defaults),
+            stored=stored,
         )

@@ -21,6 +21,7 @@ import anyio
 from daemon import sqlite_driver
 from daemon.errors import StoreClosed, StoreCorrupt
 from daemon.migrations import apply_migrations
+from daemon.private_files import private_file
 from daemon.store_errors import CHECK_ADVICE, sqlite_errors, translated
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ class Store:
     @classmethod
     async def open(cls, path: Path, *, read_connections: int = 2, check_integrity: bool = True) -> Store:
         """Open (creating if needed) and migrate the database; refuse a file that fails `quick_check`."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)  # 0600 in a 0700 folder if new; SQLite gives its -wal and -shm the same mode
         await anyio.to_thread.run_sync(_prepare, path, check_integrity)
         opened: list[aiosqlite.Connection] = []
         try:

@@ -18,6 +18,7 @@ from daemon.events import ChangeHub, TaskChanged
 from daemon.idempotency import Recorder
 from daemon.models import Agent, Task, TaskNote, TaskPage
 from daemon.policy import AccessPolicy
+from daemon.redaction import Redactor
 from daemon.store import Connection, Store
 from daemon.timeutil import now_iso
 from daemon.validation import check_cube_ref, check_name
@@ -47,7 +48,16 @@ def _text(value: str, field: str, limit: int, required: bool = False) -> str:
 
 
 class Tasks:
-    def __init__(self, store: Store, access: AccessPolicy, hub: ChangeHub, working: WorkingMemory) -> None:
+    def __init__(
+        self,
+        store: Store,
+        access: AccessPolicy,
+        hub: ChangeHub,
+        working: WorkingMemory,
+        *,
+        redactor: Redactor | None,
+    ) -> None:
+        self._redactor = redactor  # with [redaction] enabled: task texts go into context packs
         self._store = store
         self._access = access
         self._hub = hub
@@ -70,6 +80,9 @@ class Tasks:
         _text(description, "description", MAX_DESCRIPTION)
         if notes:
             _text(notes, "notes", MAX_NOTE)
+        if self._redactor is not None:
+            title, description = self._redactor.text(title), self._redactor.text(description)
+            notes = self._redactor.text(notes) if notes else notes
         if priority not in PRIORITIES:
             raise InvalidInput(f"priority {priority!r} is not one of: {', '.join(PRIORITIES)}")
         scope = list(dict.fromkeys(check_cube_ref(c) for c in cubes or []))
@@ -188,6 +201,7 @@ class Tasks:
             raise InvalidInput("nothing to update: give a status, notes, or both")
         if notes:
             _text(notes, "notes", MAX_NOTE)
+            notes = self._redactor.text(notes) if self._redactor is not None else notes
         now = now_iso()
         async with self._store.write() as conn:
             task = await self._visible(conn, agent, task_id)

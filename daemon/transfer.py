@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -20,6 +21,8 @@ from daemon.content_hash import content_hash
 from daemon.errors import InvalidInput, MemosError
 from daemon.links import check_relation
 from daemon.models import MEMORY_KINDS, NewMemory
+from daemon.redaction import Redactor
+from daemon.settings_store import CubeSettingsStore
 from daemon.store import Connection, Store, placeholders
 from daemon.timeutil import now_iso, parse_time
 from daemon.transfer_records import (
@@ -221,6 +224,38 @@ async def _cube_id(conn: Connection, row: _Row, cache: dict[str, int]) -> int:
     return cube_id
 
 
+@dataclass(frozen=True)
+class Redaction:
+    """What an import needs to mask secrets in the cubes whose `redact_secrets` setting is on."""
+
+    settings: CubeSettingsStore
+    redactor: Redactor
+
+
+async def _redacted(conn: Connection, row: _Row, redaction: Redaction, decided: dict[str, bool]) -> _Row:
+    """The row with secrets masked (content, tags, metadata, and the same in every version) where the
+    target cube's settings say so; `decided` remembers each cube's setting for one write."""
+    if row.cube not in decided:
+        decided[row.cube] = bool((await redaction.settings.effective_named(conn, row.cube)).redact_secrets)
+    if not decided[row.cube]:
+        return row
+    r, mask = row.record, redaction.redactor
+    history = [
+        msgspec.structs.replace(
+            v,
+            content=mask.text(v.content),
+            tags=[mask.text(t) for t in v.tags],
+            metadata=mask.value(v.metadata),
+        )
+        for v in r.history
+    ]
+    record = msgspec.structs.replace(
+        r, content=mask.text(r.content), tags=[mask.text(t) for t in r.tags], metadata=mask.value(r.metadata),
+        history=history,
+    )  # fmt: skip
+    return msgspec.structs.replace(row, record=record)
+
+
 async def _write_memory(conn: Connection, row: _Row, cubes: dict[str, int]) -> bool:
     """Insert the memory and its versions unless its id is there (True if added). Memories it `supersedes`
     that are here and current are closed at its valid_from, as memory_supersede would."""
@@ -286,13 +321,17 @@ async def _write(
     report: ImportReport,
     who: str,
     strict: bool,
+    redaction: Redaction | None,
 ) -> None:
     """Write each item, or count it as present; an item the store rejects is reported by its line number and
     skipped (nothing of it is written first), or, strict, ends the whole transaction."""
     cubes: dict[str, int] = {}
+    decided: dict[str, bool] = {}
     for number, where, item in items:
         try:
             if isinstance(item, _Row):
+                if redaction is not None:
+                    item = await _redacted(conn, item, redaction, decided)
                 added = await _write_memory(conn, item, cubes)
             else:
                 added = await write_setup(conn, item)
@@ -325,6 +364,7 @@ async def import_lines(
     *,
     strict: bool = False,
     who: str = "memos import",
+    redaction: Redaction | None = None,
 ) -> ImportReport:
     """Import JSONL lines (or located items of another source); blank lines are skipped. Good lines are
     written in batches of 500 (strict: all in one transaction, once every line is known good)."""
@@ -344,7 +384,7 @@ async def import_lines(
             continue
         if len(batch) >= _BATCH and not strict:
             async with store.write() as conn:
-                await _write(conn, batch, report, who, strict)
+                await _write(conn, batch, report, who, strict, redaction)
             batch = []
     if strict and report.errors:
         report.written = False
@@ -352,7 +392,7 @@ async def import_lines(
     if batch:
         try:
             async with store.write() as conn:
-                await _write(conn, batch, report, who, strict)
+                await _write(conn, batch, report, who, strict, redaction)
         except _Refused:
             report.added = report.already_present = 0
             report.agents_without_token = []

@@ -95,10 +95,16 @@ def build_cube_tools(services: Services) -> list[Tool]:
             dict[str, float] | None,
             Field(description="Archive memories of a kind after days, e.g. {'message': 90}."),
         ] = None,
+        redact_secrets: Annotated[
+            bool | None,
+            Field(
+                description="Mask API keys, tokens, private keys and passwords before memories are stored."
+            ),
+        ] = None,
         idempotency_key: KeyArg = None,
     ) -> ConfiguredCube:
-        """Set a cube's duplicate handling and retention (archived memories stay restorable). Only the
-        settings you give change; the result shows what now applies."""
+        """Set a cube's duplicate handling, retention (archived memories stay restorable) and secret
+        redaction. Only the settings you give change; the result shows what now applies."""
         agent = current_agent()
         try:
             changes = msgspec.convert(
@@ -106,6 +112,7 @@ def build_cube_tools(services: Services) -> list[Tool]:
                     "dedupe_exact": dedupe_exact,
                     "report_similar": report_similar, "similar_threshold": similar_threshold,
                     "max_age_days": max_age_days, "max_count": max_count, "ttl_days": ttl_days,
+                    "redact_secrets": redact_secrets,
                 },
                 CubeSettings,
             )  # fmt: skip

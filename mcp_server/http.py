@@ -25,6 +25,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from daemon import ConfigError
 from daemon.config import ServerConfig
+from mcp_server.connections import ACCEPT_BACKLOG, bounded_protocol, connection_budget, open_files_limit
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +132,14 @@ class HttpServer:
         self._sock = bind(config)
         self.port = self._sock.getsockname()[1]
         self.stopped = anyio.Event()
+        # Bounded below the open-files limit (raised to the hard limit by memosd at start).
+        self.max_connections = connection_budget(config.max_connections, open_files_limit())
         self._server = _Server(
             uvicorn.Config(
                 app,
-                http=deadline_protocol(config.client_timeout_s),
+                http=bounded_protocol(deadline_protocol(config.client_timeout_s), self.max_connections),
                 lifespan="off",
+                backlog=ACCEPT_BACKLOG,
                 log_config=None,
                 access_log=False,
                 timeout_graceful_shutdown=5,
@@ -153,7 +157,10 @@ class HttpServer:
                 tg.start_soon(self._run_uvicorn)
                 while not self._server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
                     await anyio.sleep(0.01)
-                log.info("MCP endpoint listening on http://%s:%d/mcp", self._config.host, self.port)
+                log.info(
+                    "MCP endpoint listening on http://%s:%d/mcp (at most %d connections)",
+                    self._config.host, self.port, self.max_connections,
+                )  # fmt: skip
                 task_status.started()
         finally:
             self.stopped.set()

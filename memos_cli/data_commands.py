@@ -12,7 +12,17 @@ import anyio
 from daemon import Config, InvalidInput, open_store_services
 from daemon.backup import backup_database, restore_database
 from daemon.import_sources import DEFAULT_KIND, FORMATS, Source
-from daemon.transfer import ImportDefaults, Located, encode_record, export_all, export_records, import_lines
+from daemon.private_files import private_dir
+from daemon.redaction import Redactor
+from daemon.transfer import (
+    ImportDefaults,
+    Located,
+    Redaction,
+    encode_record,
+    export_all,
+    export_records,
+    import_lines,
+)
 from memos_cli.progress import Progress
 
 
@@ -58,8 +68,16 @@ def cmd_import(config: Config, args: argparse.Namespace) -> int:
 
         async def run():  # type: ignore[no-untyped-def]
             async with open_store_services(config) as services:
+                redaction = Redaction(
+                    settings=services.settings, redactor=Redactor(config.redaction.patterns)
+                )
                 return await import_lines(
-                    services.store, counted(), defaults, config.limits, strict=args.strict
+                    services.store,
+                    counted(),
+                    defaults,
+                    config.limits,
+                    strict=args.strict,
+                    redaction=redaction,
                 )
 
         report = anyio.run(run)
@@ -81,7 +99,7 @@ def cmd_import(config: Config, args: argparse.Namespace) -> int:
 def cmd_backup(config: Config, args: argparse.Namespace) -> int:
     target = Path(args.target) if args.target else config.backup_dir
     if not args.target:
-        target.mkdir(parents=True, exist_ok=True)
+        private_dir(target)
     made = backup_database(config.database_path, target)
     print(f"backup written to {made}")
     return 0

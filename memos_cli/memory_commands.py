@@ -91,7 +91,7 @@ def cmd_cube_configure(config: Config, args: argparse.Namespace) -> int:
             raise InvalidInput(f"--ttl {item!r}: write KIND=DAYS, e.g. --ttl message=90") from None
     changes = CubeSettings(
         dedupe_exact=args.dedupe, similar_threshold=args.similar_threshold, max_age_days=args.max_age_days,
-        max_count=args.max_count, ttl_days=ttl or None,
+        max_count=args.max_count, ttl_days=ttl or None, redact_secrets=args.redact_secrets,
     )  # fmt: skip
 
     async def run() -> Any:
@@ -192,6 +192,10 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     configure.add_argument("--max-age-days", type=float)
     configure.add_argument("--max-count", type=int)
     configure.add_argument("--ttl", action="append", metavar="KIND=DAYS", help="per-kind time to live")
+    configure.add_argument(
+        "--redact-secrets", action=argparse.BooleanOptionalAction, default=None,
+        help="mask API keys, tokens, private keys and passwords before memories are stored",
+    )  # fmt: skip
     configure.set_defaults(handler=cmd_cube_configure)
     retention = actions.add_parser("retention", help="archive what the cube's retention rules say (owner)")
     retention.add_argument("name")

@@ -17,6 +17,7 @@ from daemon.daemon_status import StatusReporter
 from daemon.instance_lock import InstanceLock
 from daemon.sd_notify import Notifier
 from mcp_server.app import build_app, build_mcp
+from mcp_server.connections import raise_open_files_limit
 from mcp_server.http import HttpServer
 from mcp_server.notifications import Notifications
 from memos_cli.errors import exit_code, one_line_errors
@@ -110,6 +111,7 @@ def _serve_command(config_path: str | None) -> int:
     with one_line_errors("memosd", code=2):
         config = load_config(config_path)
     setup_logging(config.log.level)
+    raise_open_files_limit()  # before anything opens files: connections are bounded below it
     log.info("memos %s, config %s, database %s", memos_version(), config.source, config.database_path)
     watchdog = os.environ.get("WATCHDOG_USEC")
     notifier = Notifier(

@@ -58,7 +58,7 @@ TOOL_PARAMS: dict[str, dict[str, Slot]] = {
     "cube_configure": {
         "cube": "required", "dedupe_exact": "nullable", "report_similar": "nullable",
         "similar_threshold": "nullable", "max_age_days": "nullable", "max_count": "nullable",
-        "ttl_days": "nullable", "idempotency_key": "nullable",
+        "ttl_days": "nullable", "redact_secrets": "nullable", "idempotency_key": "nullable",
     },
     "memory_add": {
         "content": "required", "cube": "nullable", "kind": "nullable", "tags": "nullable",
@@ -332,6 +332,7 @@ PARAMS: dict[str, Param] = {
     "include_deleted": Param("bool", st.booleans()),
     "dedupe_exact": Param("bool", st.booleans()),
     "report_similar": Param("bool", st.booleans()),
+    "redact_secrets": Param("bool", st.booleans()),
     "cursor": Param(
         "str",
         one_of_values("c1", "c100000"),
