@@ -176,8 +176,7 @@ class Agent:
                 self.ledger.increments += 1
                 return True
             message = result.content[0].text  # type: ignore[union-attr]
-            # The SDK puts "Error executing tool memory_update: " before memos's own message.
-            if not message.removeprefix("Error executing tool memory_update: ").startswith("Conflict:"):
+            if not message.startswith("Conflict:"):
                 raise ToolFailed(f"memory_update: {message}")
             self.ledger.conflicts += 1
             await anyio.sleep(self.rng.uniform(0, 0.05))  # so the losers of one round do not collide again

@@ -37,7 +37,7 @@ pytestmark = pytest.mark.anyio
 ERAS = ["legacy", "auto"]  # handshake era and modern era
 KINDS = (
     "Invalid input: ", "Not found: ", "Permission denied: ", "Conflict: ", "Busy: ", "Unavailable: ",
-    "Storage error: ", "Not authenticated: ", "Configuration error: ",
+    "Storage error: ", "Storage full: ", "Storage damaged: ", "Not authenticated: ", "Configuration error: ",
 )  # fmt: skip
 ENVELOPE = {
     "io.modelcontextprotocol/protocolVersion": "2026-07-28",

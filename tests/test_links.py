@@ -35,8 +35,11 @@ pytestmark = pytest.mark.anyio
 
 
 async def _agents(services: Services, *names: str) -> list[Agent]:
+    """The agents, in one group as the machine's owner puts them, so they can name one another."""
+    await services.groups.add("people")
     for name in names:
         await services.identities.add(name)
+        await services.groups.add_member("people", name)
     return [agent_named(name) for name in names]
 
 
@@ -318,6 +321,7 @@ async def test_over_mcp_a_link_to_another_agents_private_memory_is_not_found_and
         assert re.sub(r"mem_\w+", "ID", denied) == re.sub(r"mem_\w+", "ID", missing)
         assert "Not found: no memory with id" in denied
 
+        daemon.relate("omar-and-lena", "omar", "lena")  # so omar can name lena in cube_share
         await call(omar, "cube_create", name="omar-team")
         team = (await call(omar, "memory_add", content="Team offsite in May", cube="omar-team"))["id"]
         await call(omar, "memory_link", from_id=team, to_id=private, relation="relates_to")

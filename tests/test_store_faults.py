@@ -174,7 +174,7 @@ async def test_a_write_lock_held_by_another_process_is_a_clear_busy_error_and_th
                     refused = await add(client, "a platypus written while locked")
             assert refused.is_error
             assert text_of(refused) == (
-                "Error executing tool memory_add: Busy: the database is locked by another process (SQLITE_BUSY: database is locked);"
+                "Busy: the database is locked by another process (SQLITE_BUSY: database is locked);"
                 " try again in a moment"
             )
             (cli,) = cli_results
@@ -254,7 +254,7 @@ async def test_a_full_disk_refuses_the_write_whole_and_writes_resume_once_space_
             refused = await add(client, "a zebra written to a full disk " + "x" * 20000)
             assert refused.is_error
             assert text_of(refused).startswith(
-                "Error executing tool memory_add: Storage full: the disk holding the database is full (SQLITE_FULL"
+                "Storage full: the disk holding the database is full (SQLITE_FULL"
             )
             assert text_of(refused).endswith("nothing was written: free some space and try again")
             assert await found(client, "written before") == ["written before the disk filled"]

@@ -108,6 +108,7 @@ def test_the_official_typescript_sdk_works_over_streamable_http(
     node: str, lexical_daemon: RunningDaemon
 ) -> None:
     token = lexical_daemon.add_agent("ts-http")
+    lexical_daemon.relate("ts-http-team", "ts-http", "ts-peer")  # so it can hand a task to ts-peer
     summary = _run_client(
         node, {"transport": "http", "url": lexical_daemon.url, "token": token, "peer": "ts-peer"}
     )
@@ -120,6 +121,7 @@ def test_the_official_typescript_sdk_works_over_stdio_through_memos_mcp(
     node: str, lexical_daemon: RunningDaemon
 ) -> None:
     token = lexical_daemon.add_agent("ts-stdio")
+    lexical_daemon.relate("ts-stdio-team", "ts-stdio", "ts-peer")
     options = _bridge_command(lexical_daemon.config_path, "ts-stdio", lexical_daemon.home, token)
     summary = _run_client(node, options | {"peer": "ts-peer"})
     assert summary["server"]["name"] == "memos" and summary["tools"] >= 20
@@ -136,6 +138,7 @@ def test_a_typescript_host_started_before_memosd_gets_its_tools_without_a_restar
     config = write_config(tmp_path, port=port, model="none")
     offline = RunningDaemon(config, port, tmp_path, None, tmp_path / "x")  # type: ignore[arg-type]
     token, _ = offline.add_agent("ts-first"), offline.add_agent("ts-peer")
+    offline.relate("ts-team", "ts-first", "ts-peer")
     daemons: list[RunningDaemon] = []
     try:
         summary = _run_client(
