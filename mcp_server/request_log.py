@@ -25,7 +25,11 @@ async def log_request(ctx: ServerRequestContext[Any, Any], call_next: CallNext) 
     outcome = "ok"
     try:
         result = await call_next(ctx)
-        if isinstance(result, CallToolResult) and result.is_error:
+        # The SDK hands middleware the result as a model or, for tools, already as its wire dict.
+        failed = result.is_error if isinstance(result, CallToolResult) else None
+        if isinstance(result, dict):
+            failed = result.get("isError")
+        if failed:
             outcome = "tool_error"
         return result
     except BaseException as exc:
@@ -33,9 +37,9 @@ async def log_request(ctx: ServerRequestContext[Any, Any], call_next: CallNext) 
         raise
     finally:
         log.info(
-            "%s %s%s %s %.1f ms",
+            "%s%s%s %s %.1f ms",
             ctx.method,
-            target,
+            f" {target}" if target else "",
             f" by {token.client_id}" if token else "",
             outcome,
             (time.perf_counter() - started) * 1000,

@@ -129,6 +129,21 @@ async def test_tool_errors_read_as_our_words_in_both_eras(
 
 
 @pytest.mark.parametrize("era", ERAS)
+async def test_a_failed_tool_call_is_logged_as_failed_not_ok(
+    lexical_daemon: RunningDaemon, tokens: dict[str, str], era: str
+) -> None:
+    """The request log's outcome of a call that returned a tool error is `tool_error`, so a person reading
+    the log sees failures; a call that worked is `ok`."""
+    async with mcp_client(lexical_daemon.url, tokens["frank"], era) as client:
+        await tool_error(client, "memory_get", {"id": "mem_" + "0" * 16})
+        await client.call_tool("cube_list", {})
+    lines = [json.loads(line) for line in lexical_daemon.log().splitlines() if line.startswith("{")]
+    calls = [line for line in lines if line.get("method") == "tools/call" and line.get("agent") == "frank"]
+    outcomes = {(line["target"], line["outcome"]) for line in calls}
+    assert {("memory_get", "tool_error"), ("cube_list", "ok")} <= outcomes, calls
+
+
+@pytest.mark.parametrize("era", ERAS)
 async def test_a_misnamed_argument_writes_nothing(
     lexical_daemon: RunningDaemon, tokens: dict[str, str], era: str
 ) -> None:
