@@ -23,10 +23,15 @@ log = logging.getLogger(__name__)
 # Descriptors kept for SQLite (about 3 per connection), backups, the model, logs and the listener: memosd
 # uses about 22 when idle.
 MIN_RESERVE = 48
-# Connections asyncio accepts per wake-up, and the kernel's queue of connections not yet accepted. Accepted
-# sockets reach the bound two loop iterations later, and an aborted one is closed one iteration after, so
-# three times this many descriptors are kept in reserve.
-ACCEPT_BACKLOG = 32
+
+
+def accept_backlog(fd_limit: int) -> int:
+    """The kernel's queue of connections not yet accepted, which asyncio also takes as how many it accepts
+    per wake-up. Accepted sockets reach the bound two loop iterations later, and an aborted one is closed one
+    iteration after, so three times this many descriptors are kept in reserve: a small limit gets a short
+    queue, a usual one uvicorn's 2048, so a burst of connections is queued instead of dropped (a dropped SYN
+    costs the client a 1 s retransmit)."""
+    return min(2048, max(32, fd_limit // 16))
 
 
 def raise_open_files_limit() -> int:
@@ -46,7 +51,7 @@ def open_files_limit() -> int:
 
 def connection_budget(configured: int | None, fd_limit: int) -> int:
     """Connections to serve at once: `configured` if given and affordable, else what the limit allows."""
-    ceiling = max(8, fd_limit - max(MIN_RESERVE, fd_limit // 8) - 3 * ACCEPT_BACKLOG)
+    ceiling = max(8, fd_limit - max(MIN_RESERVE, fd_limit // 8) - 3 * accept_backlog(fd_limit))
     if configured is not None and configured > ceiling:
         log.warning(
             "[server] max_connections = %d is more than the open-files limit (%d) allows; serving %d",

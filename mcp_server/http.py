@@ -25,7 +25,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from daemon import ConfigError
 from daemon.config import ServerConfig
-from mcp_server.connections import ACCEPT_BACKLOG, bounded_protocol, connection_budget, open_files_limit
+from mcp_server.connections import accept_backlog, bounded_protocol, connection_budget, open_files_limit
 
 log = logging.getLogger(__name__)
 
@@ -133,13 +133,14 @@ class HttpServer:
         self.port = self._sock.getsockname()[1]
         self.stopped = anyio.Event()
         # Bounded below the open-files limit (raised to the hard limit by memosd at start).
-        self.max_connections = connection_budget(config.max_connections, open_files_limit())
+        fd_limit = open_files_limit()
+        self.max_connections = connection_budget(config.max_connections, fd_limit)
         self._server = _Server(
             uvicorn.Config(
                 app,
                 http=bounded_protocol(deadline_protocol(config.client_timeout_s), self.max_connections),
                 lifespan="off",
-                backlog=ACCEPT_BACKLOG,
+                backlog=accept_backlog(fd_limit),
                 log_config=None,
                 access_log=False,
                 timeout_graceful_shutdown=5,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx2
 
+from mcp_server.connections import accept_backlog, connection_budget
 from memos_cli.logs import RepeatLimit
 from tests.conftest import (
     REPO,
@@ -133,3 +134,12 @@ def test_a_message_repeated_in_a_burst_passes_five_times_a_window_and_then_says_
     (later,) = records(["socket.accept() out of system resource\nsocket: fd=7"])
     assert limit.filter(later)
     assert later.getMessage().endswith("(995 more like this held back in the last minute)")
+
+
+def test_a_usual_open_files_limit_queues_a_burst_of_connections_as_uvicorn_does() -> None:
+    """The accept queue is short only where the descriptors are few: a burst beyond a short queue has its
+    SYNs dropped and each client waits a 1 s retransmit."""
+    assert accept_backlog(256) == 32
+    assert accept_backlog(20_000) == 1250
+    assert accept_backlog(1_048_576) == 2048
+    assert connection_budget(None, 20_000) > 10_000
