@@ -68,6 +68,15 @@ def cmd_import(config: Config, args: argparse.Namespace) -> int:
 
         async def run():  # type: ignore[no-untyped-def]
             async with open_store_services(config) as services:
+                if args.agent and args.agent not in {
+                    agent.name for agent in await services.identities.list()
+                }:
+                    # Likely a typo, or an agent still to come: either way nobody reads these memories yet.
+                    print(
+                        f"memos: note: there is no agent {args.agent} yet; what is imported for it can be read"
+                        f" once `memos agent add {args.agent}` creates it",
+                        file=sys.stderr,
+                    )
                 redaction = Redaction(
                     settings=services.settings, redactor=Redactor(config.redaction.patterns)
                 )

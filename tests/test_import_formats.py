@@ -236,3 +236,13 @@ def test_the_export_parsers_turn_any_json_into_lines_or_located_errors_and_never
     ]
     for item in items:
         assert item.where and (item.line is None) != (item.error is None)
+
+
+def test_importing_for_an_agent_that_does_not_exist_says_so(tmp_path: Path) -> None:
+    """A misspelt --agent would put the memories where no one reads them: the import says so on stderr."""
+    config = write_config(tmp_path, port=free_port(), model="none")
+    sample = str(DATA / "chatgpt-conversations.json")
+    result = memos(config, "import", sample, "--agent", "anne")
+    assert "there is no agent anne yet" in result.stderr and "memos agent add anne" in result.stderr
+    memos(config, "agent", "add", "bea")
+    assert "no agent" not in memos(config, "import", sample, "--agent", "bea").stderr
