@@ -93,7 +93,9 @@ def read_host_config(path: Path) -> dict[str, Any]:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Replace `path` atomically with `text`, readable by its owner only."""
+    """Replace `path` atomically with `text`, readable by its owner only. A symlink stays a symlink: the file
+    it points to is replaced."""
+    path = path.resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

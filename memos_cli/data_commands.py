@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import anyio
 
@@ -31,7 +34,13 @@ def cmd_export(config: Config, args: argparse.Namespace) -> int:
         raise InvalidInput(
             "--all exports every cube; leave out --cube, or leave out --all for those cubes' memories"
         )
-    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115 - closed below
+    # A file holds every memory: created private (mkstemp makes it 0600) and put in place only when whole.
+    target = Path(args.out).resolve() if args.out else None
+    temporary: Path | None = None
+    out: IO[str] = sys.stdout
+    if target is not None:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+        temporary, out = Path(name), os.fdopen(fd, "w", encoding="utf-8")
     progress = Progress("exported")
 
     async def run() -> None:
@@ -45,9 +54,15 @@ def cmd_export(config: Config, args: argparse.Namespace) -> int:
 
     try:
         anyio.run(run)
-    finally:
-        if out is not sys.stdout:
+        if temporary is not None and target is not None:
+            out.flush()
+            os.fsync(out.fileno())
             out.close()
+            os.replace(temporary, target)
+    finally:
+        if temporary is not None:
+            out.close()
+            temporary.unlink(missing_ok=True)
     progress.finish()
     return 0
 

@@ -120,3 +120,16 @@ def test_connect_prints_the_entry_or_keeps_the_token_in_a_private_file(tmp_path:
     entry = json.loads(host_file.read_text())["mcpServers"]["memos"]
     assert "env" not in entry and entry["args"][-2:] == ["--token-file", str(token_file)]
     assert token_file.read_text().startswith("memos_") and private(token_file)
+
+
+def test_connect_writes_through_a_symlinked_config_and_keeps_the_link(tmp_path: Path) -> None:
+    """People keep dotfiles in a repository and link them into place: the link must stay a link."""
+    config = write_config(tmp_path, port=free_port(), model="none")
+    real = tmp_path / "dotfiles" / "claude.json"
+    real.parent.mkdir()
+    real.write_text(json.dumps(THEIRS))
+    link = tmp_path / "claude_desktop_config.json"
+    link.symlink_to(real)
+    memos_at(config, "connect", "claude-desktop", "--config-file", str(link))
+    assert link.is_symlink() and link.resolve() == real
+    assert "memos" in json.loads(real.read_text())["mcpServers"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import threading
 from pathlib import Path
 
@@ -404,3 +406,23 @@ async def test_bad_setup_lines_are_reported_by_number_and_strict_rolls_back_what
         ("cube", "@ann"), ("cube", "notes"), ("agent", "ann"), ("grant", None), ("memory", None)
     ]  # fmt: skip
     assert exported[1]["settings"] == {"max_count": 5}
+
+
+def test_export_out_is_a_private_file_put_in_place_only_when_whole(tmp_path: Path) -> None:
+    """An export holds every memory: under the usual umask 022 it is still 0600, and it appears only once
+    written whole (a refused export leaves no file, not even a partial one)."""
+    config = write_config(tmp_path, port=free_port(), model="none")
+    memos(config, "agent", "add", "ann")
+    memos(config, "add", "Ann's private plan", "--agent", "ann")
+    out = tmp_path / "memos.jsonl"
+    previous = os.umask(0o022)
+    try:
+        memos(config, "export", "--out", str(out))
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert out.read_text() == memos(config, "export").stdout
+    refused = memos(
+        config, "export", "--all", "--cube", "@ann", "--out", str(tmp_path / "no.jsonl"), check=False
+    )
+    assert refused.returncode != 0 and sorted(p.name for p in tmp_path.glob("*.jsonl*")) == ["memos.jsonl"]
