@@ -144,6 +144,8 @@ class _Bridge:
         self._catalog = catalog
         self._local: _Listings | None = None  # the catalog's listings, served until the daemon answers
         self._daemon: _Listings | None = None  # what the daemon listed when it last answered
+        self._wrong_agent: BridgeError | None = None  # the token is another agent's: refuse every call
+        self._identity_known = False  # checked once the daemon answered, before the first call goes up
         self._link = _Link()
         self._host: ServerSession | None = None  # handshake-era host: notifications go to its session
         self._host_uris: set[str] = set()  # handshake-era resources/subscribe
@@ -287,12 +289,32 @@ class _Bridge:
         changed the first time (it may have listed before the daemon was up), then whenever a list differs."""
         first, before = self._daemon is None, await self.listings()
         self._daemon = fresh = await _Listings.of_daemon(client)
+        await self._check_identity(client)
         kinds = {type(event) for event in fresh.changes_from(before)}
         if first:
             kinds |= {ToolsListChanged, ResourcesListChanged}
         for kind in (ToolsListChanged, ResourcesListChanged, PromptsListChanged):
             if kind in kinds:
                 await self._emit(kind())
+
+    async def _check_identity(self, client: Client) -> None:
+        """The token decides who the bridge speaks for, not `--agent`: if they disagree, writes would land
+        in another agent's cube, so every call is refused, saying how to mend the host's configuration."""
+        listed = await client.session.send_request(
+            types.CallToolRequest(params=types.CallToolRequestParams(name="cube_list", arguments={})),
+            types.CallToolResult,
+        )
+        home = (listed.structured_content or {}).get("home_cube") if not listed.is_error else None
+        self._identity_known = home is not None
+        if home is None or home == f"@{self.agent}":
+            self._wrong_agent = None
+            return
+        owner = str(home).removeprefix("@")
+        self._wrong_agent = BridgeError(
+            f"`memos mcp --agent {self.agent}` was given agent {owner}'s token: give it {self.agent}'s token"
+            f" (`memos connect` or `memos agent rotate-token {self.agent}`), or start it with --agent {owner}"
+        )
+        logger.error("%s", self._wrong_agent.message)
 
     async def _takes_key(self, tool: str, arguments: dict[str, Any]) -> bool:
         """Whether to add an idempotency key: only to a tool that takes one, and for a tool memosd defines,
@@ -313,6 +335,17 @@ class _Bridge:
         which the bridge adds to every tool that takes one: the daemon then runs it at most once. Our own
         failures become tool errors so the model reads them."""
         arguments = dict(params.arguments or {})
+        if not self._identity_known:
+            try:
+                await self._relay(self._check_identity)
+            except BridgeError as err:
+                return types.CallToolResult(
+                    content=[types.TextContent(type="text", text=err.message)], is_error=True
+                )
+        if self._wrong_agent is not None:
+            return types.CallToolResult(
+                content=[types.TextContent(type="text", text=self._wrong_agent.message)], is_error=True
+            )
         try:
             check_finite(arguments)  # the SDK client below would send Infinity and NaN as null
         except InvalidInput as exc:
@@ -340,6 +373,8 @@ class _Bridge:
     async def read_resource(
         self, ctx: _Ctx, params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
+        if self._wrong_agent is not None:
+            raise self._wrong_agent
         return await self._relay(lambda c: c.read_resource(str(params.uri)))
 
     async def get_prompt(self, ctx: _Ctx, params: types.GetPromptRequestParams) -> types.GetPromptResult:

@@ -118,6 +118,21 @@ async def test_a_wrong_token_through_the_bridge_names_the_agent(daemon: RunningD
     assert "mallory" in message and "token" in message
 
 
+async def test_a_bridge_given_another_agents_token_refuses_to_write_into_its_cube(
+    daemon: RunningDaemon,
+) -> None:
+    """Steps: `memos mcp --agent ida` started with jon's token (a copy-paste slip in a host's config): a
+    write is refused, naming both agents and the fix, and jon's cube stays empty."""
+    ida, jon = daemon.add_agent("ida"), daemon.add_agent("jon")
+    async with bridge(daemon.config_path, daemon.home, "ida", jon) as client:
+        message = await call_error(client, "memory_add", content="meant for ida")
+    assert "--agent ida" in message and "jon's token" in message and "--agent jon" in message
+    async with bridge(daemon.config_path, daemon.home, "jon", jon) as client:
+        assert (await call(client, "memory_list"))["memories"] == []
+        assert (await call(client, "memory_add", content="jon's own"))["cube"] == "@jon"
+    assert ida
+
+
 async def test_the_catalog_describes_memosd_without_opening_the_store_or_the_model(tmp_path: Path) -> None:
     config = make_config(tmp_path, str(tmp_path / "no-model-here"))
     catalog = build_catalog(config, "9.9")
