@@ -21,7 +21,7 @@ KILLS = 20
 @pytest.mark.timeout(300)
 async def test_every_acknowledged_write_survives_twenty_kill_9s(tmp_path: Path) -> None:
     """Steps: start memosd; three writers add memories (single and batch) and record each acknowledged id;
-    SIGKILL the daemon after a random 0.2-1.0 s; restart; repeat 20 times; then every acknowledged memory is
+    SIGKILL the daemon a random 0-0.8 s after writes flow; restart; repeat 20 times; then every acknowledged memory is
     there with its exact content, and PRAGMA integrity_check passes."""
     port = free_port()
     config = write_config(tmp_path, port=port, model="none")
@@ -30,6 +30,12 @@ async def test_every_acknowledged_write_survives_twenty_kill_9s(tmp_path: Path) 
     token = memos_at(config, "agent", "add", "writer").stdout.strip().splitlines()[-1]
     for round_number in range(KILLS):
         daemon = start_daemon(config, tmp_path, port)
+        flowing, target = anyio.Event(), len(acknowledged) + 11
+
+        def acked(memory_id: str, text: str, flowing: anyio.Event = flowing, target: int = target) -> None:
+            acknowledged[memory_id] = text
+            if len(acknowledged) >= target:
+                flowing.set()
 
         async def writer(n: int, url: str = daemon.url, round_number: int = round_number) -> None:
             try:
@@ -42,19 +48,23 @@ async def test_every_acknowledged_write_survives_twenty_kill_9s(tmp_path: Path) 
                             if result.is_error:
                                 return
                             for memory_id, item in zip(result.structured_content["ids"], items, strict=True):
-                                acknowledged[memory_id] = item["content"]
+                                acked(memory_id, item["content"])
                         else:
                             result = await client.call_tool("memory_add", {"content": text})
                             if result.is_error:
                                 return
-                            acknowledged[result.structured_content["id"]] = text
+                            acked(result.structured_content["id"], text)
             except Exception:  # noqa: BLE001 - the daemon dying mid-call is the point of this test
                 return
 
         async with anyio.create_task_group() as tg:
             for n in range(3):
                 tg.start_soon(writer, n)
-            await anyio.sleep(rng.uniform(0.2, 1.0))
+            # Kill once writes flow (a loaded machine may take a while to serve the first), then at a random
+            # moment among them, so each round kills the daemon mid-write rather than before any.
+            with anyio.fail_after(60):
+                await flowing.wait()
+            await anyio.sleep(rng.uniform(0.0, 0.8))
             daemon.process.send_signal(signal.SIGKILL)
         await anyio.to_thread.run_sync(daemon.process.wait, 30)
 
