@@ -126,15 +126,17 @@ def _serve_command(config_path: str | None) -> int:
 
 
 def exit_now(code: int) -> int:
-    """Exit even if a worker thread is stuck in a call that cannot be cancelled (a model download
-    retrying without network): everything acknowledged is committed and the store is closed by now."""
-    if threading.active_count() > 1:
-        log.warning("leaving %d blocked worker thread(s) behind", threading.active_count() - 1)
-        logging.shutdown()
-        sys.stderr.flush()
-        os._exit(code)
-    return code
-
+    """Exit at once: everything acknowledged is committed and the store is closed by now, so the
+    interpreter's own teardown (seconds, with the model's libraries loaded) only delays a service manager's
+    restart. A non-daemon worker thread still running is one stuck in a call that cannot be cancelled (a
+    model download retrying without network): say so, then leave it behind."""
+    stuck = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if stuck:
+        log.warning("leaving %d blocked worker thread(s) behind", len(stuck))
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 if __name__ == "__main__":
     sys.exit(main())
