@@ -3,6 +3,7 @@
 Everything another package may use is re-exported here; `tests/test_public_surface.py` keeps the list true.
 """
 
+from daemon.activity import DayCount, StorageFacts, storage_facts
 from daemon.config import Config, load_config
 from daemon.errors import (
     ConfigError,
@@ -63,6 +64,7 @@ __all__ = [
     "ContextPack",
     "Cube",
     "CubeMembers",
+    "DayCount",
     "InvalidInput",
     "LinkChange",
     "LinkedMemory",
@@ -88,6 +90,7 @@ __all__ = [
     "SearchResults",
     "Services",
     "Similar",
+    "StorageFacts",
     "StoreClosed",
     "StoreCorrupt",
     "StoreError",
@@ -100,4 +103,5 @@ __all__ = [
     "load_config",
     "open_services",
     "open_store_services",
+    "storage_facts",
 ]

@@ -182,6 +182,13 @@ class ContextConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     workers: Annotated[int, msgspec.Meta(ge=1, le=16)] = 2
 
 
+class UiConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    # The dashboard at /ui on the server's port; false serves the MCP endpoint alone.
+    enabled: bool = True
+    # A dashboard session unused this long is signed out.
+    session_idle_minutes: Annotated[float, msgspec.Meta(gt=0)] = 720.0
+
+
 class LogConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -197,6 +204,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     backup: BackupConfig = msgspec.field(default_factory=BackupConfig)
     context: ContextConfig = msgspec.field(default_factory=ContextConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
+    ui: UiConfig = msgspec.field(default_factory=UiConfig)
     # Where the configuration came from ("defaults" or a file path); set by the loader, not by the file.
     source: str = "defaults"
 

@@ -18,6 +18,7 @@ import anyio
 import msgspec
 from threadpoolctl import threadpool_limits
 
+from daemon.activity import Activity
 from daemon.additions import Additions
 from daemon.audit import Audit
 from daemon.backup import scheduled_backups
@@ -70,6 +71,7 @@ class Services:
     tasks: Tasks
     packs: ContextPacks
     search: Search
+    activity: Activity
 
 
 @asynccontextmanager
@@ -178,6 +180,7 @@ def _services(config: Config, store: Store, embedder: Embedder) -> Services:
         settings=settings,
         retention=Retention(store, settings),
         search=search,
+        activity=Activity(store, access),
         hub=hub,
         working=working,
         scheduler=scheduler,
