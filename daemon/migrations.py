@@ -315,3 +315,10 @@ def _links(conn: Any) -> None:
         CREATE INDEX memory_links_by_target ON memory_links (to_id, from_id);
         """,
     )
+
+
+@migration(7, "a cube's memories newest first from an index, a page at a time")
+def _cube_pages(conn: Any) -> None:
+    # memory_list and the dashboard read a cube by seq descending; without this index SQLite reads every row
+    # of the cube and sorts them (300 ms at 100k) to return a page of 25.
+    run_script(conn, "CREATE INDEX memories_by_cube_seq ON memories (cube_id, seq);")

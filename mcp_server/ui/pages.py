@@ -15,6 +15,7 @@ from mcp_server.ui.sessions import UiSession
 from mcp_server.ui.web import UiContext
 
 PAGE_SIZE = 25
+SCAN_LIMIT = 5000  # memories one page of a cube looks through at most (a rare filter pages on)
 _WORDS = re.compile(r"\s+|[^\s]+")
 
 
@@ -83,13 +84,19 @@ class Pages:
             include_superseded="superseded" in show,
         )
         page = await self.services.memories.list(
-            agent, cubes=[name], where=where, limit=PAGE_SIZE, cursor=_arg(request, "cursor")
+            agent,
+            cubes=[name],
+            where=where,
+            limit=PAGE_SIZE,
+            cursor=_arg(request, "cursor"),
+            scan_limit=SCAN_LIMIT,
         )
         timeline = await self.services.activity.timeline(agent, name)
         pairs = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor" and v]
         return self.ui.render(
             request, "cube.html", session, cube=about, members=members, page=page, timeline=timeline,
-            kinds=MEMORY_KINDS, filters=dict(pairs), pairs=pairs, show=show, live=f"cube:{name}",
+            kinds=MEMORY_KINDS, filters=dict(pairs), pairs=pairs, show=show, page_size=PAGE_SIZE,
+            scan_limit=SCAN_LIMIT, live=f"cube:{name}",
         )  # fmt: skip
 
     async def memory(self, request: Request, session: UiSession) -> Response:
