@@ -37,6 +37,7 @@ from daemon.retention import Retention
 from daemon.scheduler import Scheduler
 from daemon.search import Search
 from daemon.settings_store import CubeSettingsStore
+from daemon.sign_in_links import SignInLinks
 from daemon.store import Store
 from daemon.tasks import Tasks
 from daemon.vectors import VectorIndex
@@ -72,6 +73,7 @@ class Services:
     packs: ContextPacks
     search: Search
     activity: Activity
+    sign_in_links: SignInLinks
 
 
 @asynccontextmanager
@@ -181,6 +183,7 @@ def _services(config: Config, store: Store, embedder: Embedder) -> Services:
         retention=Retention(store, settings),
         search=search,
         activity=Activity(store, access),
+        sign_in_links=SignInLinks(store),
         hub=hub,
         working=working,
         scheduler=scheduler,

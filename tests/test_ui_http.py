@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -298,3 +299,44 @@ def test_the_dashboard_can_be_turned_off(tmp_path: Path) -> None:
         assert httpx2.get(f"http://127.0.0.1:{port}/ui/sign-in", timeout=10).status_code == 404
     finally:
         stop_daemon(running)
+
+
+def test_memos_ui_prints_a_one_time_link_to_the_admin_view(
+    ui_daemon: RunningDaemon, signed_in: tuple[UiClient, str], clients: Callable[[], UiClient]
+) -> None:
+    """Steps: `memos ui` prints a link; opening it shows a button (fetching it uses nothing up); pressing it
+    opens the admin view with every cube, agent and grant; the link does not work twice; agents' pages are
+    not the admin's and the admin view is not an agent's; a rejected policy change shows there."""
+    agent, _ = signed_in
+    private = agent.add(f"@{_agent(agent)}", "an agent's private note")
+    link = ui_daemon.memos("ui").stdout.strip()
+    assert link.startswith(f"http://127.0.0.1:{ui_daemon.port}/ui/admin/sign-in?secret=")
+    owner = clients()
+    path = link.removeprefix(owner.base)
+    for _ in range(2):  # a link preview or prefetch fetches it; only the button spends it
+        form = owner.http.get(path)
+        assert form.status_code == 200 and "Sign in as the owner" in form.text
+    secret = path.split("secret=", 1)[1]
+    response = owner.http.post("/ui/admin/sign-in", data={"csrf": csrf_of(form.text), "secret": secret})
+    assert response.status_code == 303 and response.headers["location"] == "/ui/admin"
+    page = owner.get("/ui/admin").text
+    name = _agent(agent)
+    assert f"<td>@{name}</td>" in page and f"<td>{name}</td>" in page and "owner" in page
+    assert "an agent's private note" not in page  # the owner's view lists, it does not read memories
+    assert owner.get("/ui/cubes").headers["location"] == "/ui/admin"
+    assert owner.get(f"/ui/memories/{private}").headers["location"] == "/ui/admin"
+    assert agent.get("/ui/admin").status_code == 404
+    again = clients()
+    form = again.http.get(path)
+    reused = again.http.post("/ui/admin/sign-in", data={"csrf": csrf_of(form.text), "secret": secret})
+    assert reused.status_code == 401 and "works once" in reused.text
+    bad = ui_daemon.home / "policies" / "broken.toml"
+    bad.write_text("[[rule]\n", encoding="utf-8")
+    try:
+        deadline = time.monotonic() + 20
+        while "Rejected change" not in (page := owner.get("/ui/admin").text):
+            assert time.monotonic() < deadline, "the rejected policy change never showed"
+            time.sleep(0.2)
+        assert "broken.toml" in page
+    finally:
+        bad.unlink()

@@ -56,6 +56,9 @@ class Dashboard:
             Route("/audit", route(pages.audit)),
             Route("/health", route(pages.health)),
             Route("/events", route(self.live.events)),
+            Route("/admin", route(pages.admin, admin=True)),
+            Route("/admin/sign-in", route(self._admin_form, signed_in=False), methods=["GET"]),
+            Route("/admin/sign-in", route(self._admin_sign_in, signed_in=False), methods=["POST"]),
             Mount("/static", StaticFiles(directory=str(files("mcp_server.ui") / "static")), name="static"),
         ]
 
@@ -63,7 +66,44 @@ class Dashboard:
         return Mount(PREFIX, routes=self.routes)
 
     async def _home(self, request: Request, session: UiSession | None) -> Response:
-        return RedirectResponse(f"{PREFIX}/cubes" if session else f"{PREFIX}/sign-in", status_code=303)
+        where = "/sign-in" if session is None else "/admin" if session.admin else "/cubes"
+        return RedirectResponse(PREFIX + where, status_code=303)
+
+    async def _admin_form(
+        self, request: Request, session: UiSession | None, error: str | None = None, status: int = 200
+    ) -> Response:
+        """The page a `memos ui` link opens: a button, so that merely fetching the link uses nothing up."""
+        pre = secrets.token_urlsafe(32)
+        secret = request.query_params.get("secret", "")
+        response = self.ui.render(
+            request, "admin_sign_in.html", None, status, pre=pre, secret=secret, error=error
+        )
+        response.set_cookie(_PRE_COOKIE, pre, httponly=True, samesite="strict", path=PREFIX)
+        return response
+
+    async def _admin_sign_in(self, request: Request, session: UiSession | None) -> Response:
+        form = await request.form()
+        pre = request.cookies.get(_PRE_COOKIE)
+        if not pre or not csrf_ok(pre, form.get("csrf")):
+            return await self._admin_form(
+                request, None, "The sign-in form expired; open the link again.", 403
+            )
+        secret = form.get("secret")
+        if not isinstance(secret, str) or not await self.ui.services.sign_in_links.redeem(secret):
+            return await self._admin_form(
+                request, None,
+                "This link is not valid: each works once and for ten minutes. Run `memos ui` for a new one.",
+                401,
+            )  # fmt: skip
+        return self._start(self.sessions.sign_in_admin(), session, "/admin")
+
+    def _start(self, new: UiSession, old: UiSession | None, where: str) -> Response:
+        if old is not None:
+            self.sessions.sign_out(old.id)
+        response = RedirectResponse(PREFIX + where, status_code=303)
+        response.set_cookie(COOKIE, new.id, httponly=True, samesite="strict", path=PREFIX)
+        response.delete_cookie(_PRE_COOKIE, path=PREFIX, httponly=True, samesite="strict")
+        return response
 
     async def _sign_in_form(
         self, request: Request, session: UiSession | None, error: str | None = None, status: int = 200
@@ -91,12 +131,7 @@ class Dashboard:
                 " `memos agent add NAME` or `memos agent rotate-token NAME` prints one.",
                 401,
             )  # fmt: skip
-        if session is not None:
-            self.sessions.sign_out(session.id)
-        response = RedirectResponse(f"{PREFIX}/cubes", status_code=303)
-        response.set_cookie(COOKIE, new.id, httponly=True, samesite="strict", path=PREFIX)
-        response.delete_cookie(_PRE_COOKIE, path=PREFIX, httponly=True, samesite="strict")
-        return response
+        return self._start(new, session, "/cubes")
 
     async def _sign_out(self, request: Request, session: UiSession) -> Response:
         self.sessions.sign_out(session.id)

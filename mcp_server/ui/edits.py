@@ -42,7 +42,7 @@ class Edits:
         item = new_memory(
             _text(form, "content") or "", _text(form, "kind"), _tags(form), None, None, None, None, None
         )
-        added = await self.services.additions.add(session.agent, cube, item)
+        added = await self.services.additions.add(session.acting, cube, item)
         return _to(f"/memories/{added.id}")
 
     async def edit(self, request: Request, session: UiSession) -> Response:
@@ -54,40 +54,40 @@ class Edits:
             content=_text(form, "content"), kind=_text(form, "kind") or None, tags=_tags(form),  # type: ignore[arg-type]
         )  # fmt: skip
         await self.services.memories.update(
-            session.agent, memory_id, changes, int(version) if version else None
+            session.acting, memory_id, changes, int(version) if version else None
         )
         return _to(f"/memories/{memory_id}")
 
     async def supersede(self, request: Request, session: UiSession) -> Response:
         """As memory_supersede: the new memory keeps the old one's cube, kind, tags and metadata."""
         form, memory_id = await request.form(), request.path_params["id"]
-        old = await self.services.memories.get(session.agent, memory_id)
+        old = await self.services.memories.get(session.acting, memory_id)
         item = new_memory(
             _text(form, "content") or "", old.kind, old.tags, old.metadata, None, old.importance, None,
             old.task_id,
         )  # fmt: skip
-        added = await self.services.additions.add(session.agent, old.cube, item, supersedes=[memory_id])
+        added = await self.services.additions.add(session.acting, old.cube, item, supersedes=[memory_id])
         return _to(f"/memories/{added.id}")
 
     async def delete(self, request: Request, session: UiSession) -> Response:
         memory_id = request.path_params["id"]
-        await self.services.memories.delete(session.agent, memory_id)
+        await self.services.memories.delete(session.acting, memory_id)
         return _to(f"/memories/{memory_id}")
 
     async def restore(self, request: Request, session: UiSession) -> Response:
         memory_id = request.path_params["id"]
-        await self.services.memories.restore(session.agent, memory_id)
+        await self.services.memories.restore(session.acting, memory_id)
         return _to(f"/memories/{memory_id}")
 
     async def share(self, request: Request, session: UiSession) -> Response:
         form, cube = await request.form(), request.path_params["cube"]
         grantee, permission = _text(form, "grantee") or "", _text(form, "permission") or "read"
-        await self.services.cubes.share(session.agent, cube, grantee, permission)
+        await self.services.cubes.share(session.acting, cube, grantee, permission)
         return _to(f"/cubes/{quote(cube)}")
 
     async def unshare(self, request: Request, session: UiSession) -> Response:
         form, cube = await request.form(), request.path_params["cube"]
         await self.services.cubes.unshare(
-            session.agent, cube, _text(form, "grantee") or "", _text(form, "permission") or None
+            session.acting, cube, _text(form, "grantee") or "", _text(form, "permission") or None
         )
         return _to(f"/cubes/{quote(cube)}")

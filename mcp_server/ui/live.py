@@ -86,7 +86,7 @@ class UiLive:
 
     async def _message(self, session: UiSession, change: Change) -> str | None:
         """The event for this page, if the agent may know of the change now."""
-        agent = session.agent
+        agent = session.acting
         if isinstance(change, MemoryChanged):
             async with self._services.store.read() as conn:
                 readable = await self._services.access.readable_cubes(conn, agent)

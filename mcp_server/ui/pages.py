@@ -61,14 +61,14 @@ class Pages:
         self.services = ui.services
 
     async def cubes(self, request: Request, session: UiSession) -> Response:
-        cubes = await self.services.cubes.list(session.agent)
-        administered = set(await self.services.cubes.administered(session.agent))
+        cubes = await self.services.cubes.list(session.acting)
+        administered = set(await self.services.cubes.administered(session.acting))
         return self.ui.render(
             request, "cubes.html", session, cubes=cubes, administered=administered, live="cubes"
         )
 
     async def cube(self, request: Request, session: UiSession) -> Response:
-        agent, name = session.agent, request.path_params["cube"]
+        agent, name = session.acting, request.path_params["cube"]
         about = await self.services.cubes.describe(agent, name)
         members = await self.services.cubes.members(agent, name)
         show = request.query_params.getlist("show")
@@ -100,7 +100,7 @@ class Pages:
         )  # fmt: skip
 
     async def memory(self, request: Request, session: UiSession) -> Response:
-        agent, memory_id = session.agent, request.path_params["id"]
+        agent, memory_id = session.acting, request.path_params["id"]
         memory = await self.services.links.get(agent, memory_id)
         versions = await self.services.memories.history(agent, memory_id)
         supersedes = await self.services.memories.predecessors(agent, memory_id)
@@ -113,10 +113,10 @@ class Pages:
     async def search(self, request: Request, session: UiSession) -> Response:
         query, results = _arg(request, "q"), None
         cube = _arg(request, "cube")
-        cubes = await self.services.cubes.list(session.agent)
+        cubes = await self.services.cubes.list(session.acting)
         if query:
             results = await self.services.search.search(
-                session.agent,
+                session.acting,
                 SearchQuery(
                     query=query,
                     cubes=[cube] if cube else None,
@@ -131,21 +131,21 @@ class Pages:
         )  # fmt: skip
 
     async def tasks(self, request: Request, session: UiSession) -> Response:
-        page = await self.services.tasks.list(session.agent, _arg(request, "status"))
+        page = await self.services.tasks.list(session.acting, _arg(request, "status"))
         return self.ui.render(request, "tasks.html", session, tasks=page.tasks, live="tasks")
 
     async def task(self, request: Request, session: UiSession) -> Response:
-        task = await self.services.tasks.get(session.agent, request.path_params["id"])
+        task = await self.services.tasks.get(session.acting, request.path_params["id"])
         # The pack is built as its receiver and holds what the receiver may read: only the receiver sees it.
         pack = (
-            await self.services.packs.get(session.agent, task.id)
-            if task.to_agent == session.agent.name
+            await self.services.packs.get(session.acting, task.id)
+            if task.to_agent == session.acting.name
             else None
         )
         return self.ui.render(request, "task.html", session, task=task, pack=pack, live="tasks")
 
     async def audit(self, request: Request, session: UiSession) -> Response:
-        administered = await self.services.cubes.administered(session.agent)
+        administered = await self.services.cubes.administered(session.acting)
         cube = _arg(request, "cube")
         scope = [cube] if cube in administered else administered
         entries = await self.services.audit.entries(cubes=scope, agent=_arg(request, "agent"), limit=200)
@@ -161,4 +161,15 @@ class Pages:
             model=config.embedder.model, storage=storage_facts(config.database_path, config.backup_dir),
             backup_every=config.backup.interval_hours, queues=services.scheduler.snapshot(),
             policy=services.access.state, database=str(config.database_path),
+        )  # fmt: skip
+
+    async def admin(self, request: Request, session: UiSession) -> Response:
+        """The machine owner's view: every cube and who holds what, agents, groups, the audit log and the
+        policy in force (with the last rejected change)."""
+        services = self.services
+        return self.ui.render(
+            request, "admin.html", session, cubes=await services.cubes.overview(),
+            agents=await services.identities.list(), groups=await services.groups.list(),
+            entries=await services.audit.entries(cubes=None, agent=_arg(request, "agent"), limit=200),
+            policy=services.access.state,
         )  # fmt: skip

@@ -23,10 +23,21 @@ MAX_SESSIONS = 10_000  # the oldest idle ones go first when more are opened
 @dataclass
 class UiSession:
     id: str
-    agent: Agent
-    token_hash: str
+    agent: Agent | None  # None: the machine's owner, signed in with a `memos ui` link (the admin view)
+    token_hash: str | None
     csrf: str  # put in every form, checked on every POST
     last_used: float
+
+    @property
+    def admin(self) -> bool:
+        return self.agent is None
+
+    @property
+    def acting(self) -> Agent:
+        """The agent whose permissions every page and edit applies (routes refuse an admin session)."""
+        if self.agent is None:
+            raise RuntimeError("an admin session reached an agent's page: the route should have refused it")
+        return self.agent
 
 
 class UiSessions:
@@ -38,6 +49,13 @@ class UiSessions:
     async def sign_in(self, token: str) -> UiSession:
         """A new session for the token's agent; Unauthenticated for a wrong, rotated or disabled one."""
         agent = await self._identities.authenticate(token.strip())
+        return self._open(agent, token_hash(token.strip()))
+
+    def sign_in_admin(self) -> UiSession:
+        """A session for the machine's owner (the caller has redeemed a `memos ui` link)."""
+        return self._open(None, None)
+
+    def _open(self, agent: Agent | None, hashed: str | None) -> UiSession:
         now = anyio.current_time()
         self._forget_idle(now)
         if len(self._sessions) >= MAX_SESSIONS:
@@ -46,7 +64,7 @@ class UiSessions:
         session = UiSession(
             id=secrets.token_urlsafe(32),
             agent=agent,
-            token_hash=token_hash(token.strip()),
+            token_hash=hashed,
             csrf=secrets.token_urlsafe(32),
             last_used=now,
         )
@@ -62,6 +80,9 @@ class UiSessions:
         if now - session.last_used > self._idle_s:
             self.sign_out(session.id)
             return None
+        if session.token_hash is None:  # the owner's session: no token to check, it ends when idle
+            session.last_used = now
+            return session
         try:
             agent = await self._identities.authenticate_hash(session.token_hash)
         except Unauthenticated:

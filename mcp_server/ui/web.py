@@ -78,12 +78,15 @@ class UiContext:
         )
         return HTMLResponse(html, status_code=status)
 
-    def route(self, handler: Handler, *, signed_in: bool = True) -> Callable[[Request], Awaitable[Response]]:
-        """The ASGI endpoint for a handler, with every check the dashboard makes."""
+    def route(
+        self, handler: Handler, *, signed_in: bool = True, admin: bool = False
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """The ASGI endpoint for a handler, with every check the dashboard makes. Agents' pages refuse the
+        owner's admin session and admin pages refuse agents' sessions."""
 
         async def endpoint(request: Request) -> Response:
             started = time.perf_counter()
-            response = await self._checked(request, handler, signed_in)
+            response = await self._checked(request, handler, signed_in, admin)
             response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
             response.headers["Cache-Control"] = "no-store"
             response.headers["X-Frame-Options"] = "DENY"
@@ -94,7 +97,7 @@ class UiContext:
 
         return endpoint
 
-    async def _checked(self, request: Request, handler: Handler, signed_in: bool) -> Response:
+    async def _checked(self, request: Request, handler: Handler, signed_in: bool, admin: bool) -> Response:
         refused = refuse_cross_site(request, self.services.config.server.host)
         if refused is not None:
             return refused
@@ -103,6 +106,13 @@ class UiContext:
             if request.method == "GET" and request.headers.get("accept", "").startswith("text/event-stream"):
                 return Response("sign in again", status_code=401)
             return RedirectResponse(f"{PREFIX}/sign-in", status_code=303)
+        if signed_in and session is not None and session.admin != admin:
+            if admin:
+                return self.render(
+                    request, "error.html", session, 404,
+                    message="The admin view opens with the one-time link `memos ui` prints on the daemon's machine.",
+                )  # fmt: skip
+            return RedirectResponse(f"{PREFIX}/admin", status_code=303)
         if request.method == "POST" and session is not None and signed_in:  # sign-in has its own token
             form = await request.form()
             if not csrf_ok(session.csrf, form.get("csrf")):
