@@ -9,19 +9,19 @@ from daemon import MemoryFilter, NewMemory, NotFound, Services, agent_named
 pytestmark = pytest.mark.anyio
 
 
-async def _fill(services: Services, count: int, rare_first: int) -> None:
+async def _fill(services: Services, count: int, rare_first: int, topic: str = "atlas") -> None:
     """`count` memories in alice's cube, the oldest `rare_first` of them tagged "rare"."""
     alice = agent_named("alice")
     items = [
         NewMemory(
-            content=f"Memory number {i} about the atlas project", tags=["rare"] if i < rare_first else []
+            content=f"Memory number {i} about the {topic} project", tags=["rare"] if i < rare_first else []
         )
         for i in range(count)
     ]
     await services.additions.add_batch(alice, None, items)
 
 
-async def test_a_cube_page_is_read_from_an_index_in_order_not_sorted_after_reading_the_cube(
+async def test_a_cube_page_and_its_count_are_read_from_indexes_not_from_every_row(
     lexical_services: Services,
 ) -> None:
     await lexical_services.identities.add("alice")
@@ -31,8 +31,19 @@ async def test_a_cube_page_is_read_from_an_index_in_order_not_sorted_after_readi
             " AND m.superseded_by IS NULL AND m.seq < ? ORDER BY m.seq DESC LIMIT 26",
             (1, 10**9),
         )
+        with_deleted = await conn.fetch_all(
+            "EXPLAIN QUERY PLAN SELECT m.seq FROM memories m WHERE m.cube_id IN (?) AND m.seq < ?"
+            " ORDER BY m.seq DESC LIMIT 26",
+            (1, 10**9),
+        )
+        count = await conn.fetch_all(
+            "EXPLAIN QUERY PLAN SELECT count(*) FROM memories m WHERE m.cube_id = ? AND m.deleted_at IS NULL",
+            (1,),
+        )
     details = " ".join(str(row[3]) for row in plan)
-    assert "memories_by_cube_seq" in details and "TEMP B-TREE" not in details
+    assert "USING INDEX memories_" in details and "TEMP B-TREE" not in details
+    assert "TEMP B-TREE" not in " ".join(str(row[3]) for row in with_deleted)
+    assert "memories_live_by_cube" in " ".join(str(row[3]) for row in count)
 
 
 async def test_a_rare_filter_pages_through_a_bounded_window_and_finds_everything(
@@ -72,5 +83,11 @@ async def test_the_timeline_counts_a_readable_cubes_memories_per_day_and_hides_o
     await _fill(services, 7, 0)
     days = await services.activity.timeline(agent_named("alice"), "@alice")
     assert sum(d.count for d in days) == 7 and len(days) == 1
+    await _fill(services, 5, 0, "borealis")  # counted on top of what the first call counted
+    await services.memories.delete(
+        agent_named("alice"), (await services.memories.list(agent_named("alice"))).memories[0].id
+    )
+    days = await services.activity.timeline(agent_named("alice"), "@alice")
+    assert sum(d.count for d in days) == 12  # recorded, deleted ones included
     with pytest.raises(NotFound, match="does not exist or you have no access"):
         await services.activity.timeline(agent_named("bob"), "@alice")
