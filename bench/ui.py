@@ -6,8 +6,8 @@
 One cube holds all N memories (the worst case for a cube's page), spread over a year, with kinds and tags
 mixed, 2% deleted and 2% superseded. They are written with `memos import` (JSONL, batches of 500) into a
 database served by memosd without a model (the pages do not depend on it; search is lexical). Each page is
-asked `--repeats` times after one warm-up; the table shows the median and the slowest, in milliseconds of
-server time (the handler from the request arriving to the response being ready). The target is 200 ms.
+asked once (the first time: cold) and then `--repeats` times; the table shows the first, the median and
+the slowest, in milliseconds of server time (the handler from the request arriving to the response being ready). The target is 200 ms.
 Written to bench/results/ui.md.
 """
 
@@ -66,9 +66,11 @@ def server_ms(response: httpx2.Response) -> float:
 def measure(http: httpx2.Client, pages: dict[str, str], repeats: int) -> list[Row]:
     rows = []
     for name, path in pages.items():
-        server_ms(http.get(path))  # warm-up
+        first = server_ms(http.get(path))  # cold: the chart's first count of the cube, caches, templates
         times = [server_ms(http.get(path)) for _ in range(repeats)]
-        rows.append({"page": name, "median ms": statistics.median(times), "max ms": max(times)})
+        rows.append(
+            {"page": name, "first ms": first, "median ms": statistics.median(times), "max ms": max(times)}
+        )
     return rows
 
 
@@ -126,7 +128,7 @@ def main() -> None:
                     rows = measure(http, pages, args.repeats)
             finally:
                 stop_daemon(daemon)
-            worst = max(row["max ms"] for row in rows)
+            worst = max(max(row["max ms"], row["first ms"]) for row in rows)
             report += [
                 f"## {size:,} memories in one cube",
                 "",

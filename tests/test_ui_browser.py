@@ -292,8 +292,25 @@ async def test_tasks_show_the_context_pack_as_the_receiver_sees_it(
     assert "only bob sees it" in browser.find_element(By.ID, "pack").text
 
 
+def test_the_owner_opens_the_admin_view_with_the_memos_ui_link(
+    browser: WebDriver, daemon: RunningDaemon, seeded: dict[str, str], shots: Path
+) -> None:
+    """Steps: `memos ui` prints a link; the browser opens it and presses the button; the admin view lists
+    every cube with its members, every agent and the audit log."""
+    link = daemon.memos("ui").stdout.strip()
+    browser.delete_all_cookies()
+    browser.get(link)
+    browser.find_element(By.ID, "admin-sign-in").click()
+    WebDriverWait(browser, 10).until(lambda d: d.current_url.endswith("/ui/admin"))
+    cubes = browser.find_element(By.ID, "all-cubes").text
+    assert all(name in cubes for name in ("@alice", "@bob", "@carol", "team"))
+    assert {"alice", "bob", "carol"} <= set(browser.find_element(By.ID, "agents").text.split())
+    assert "cube_share" in browser.find_element(By.ID, "audit").text
+    shoot(browser, shots, "admin")
+
+
 def test_browser_screenshots_are_in_docs() -> None:
     """The README shows one; all main pages are kept beside it (refresh with MEMOS_UI_SCREENSHOTS=docs)."""
     docs = Path(__file__).resolve().parents[1] / "docs"
-    for name in ("cubes", "cube", "memory", "search", "task", "health"):
+    for name in ("cubes", "cube", "memory", "search", "task", "health", "admin"):
         assert (docs / f"ui-{name}.png").is_file(), name

@@ -68,13 +68,13 @@ def day_chart(days: Sequence[DayCount]) -> Markup:
         f'<line x1="{pad}" y1="{h}" x2="{w - pad}" y2="{h}" class="axis"/>'
     ]
     for i, (week, count) in enumerate(weeks):
-        bar = (h - 10) * count / top
+        bar = (h - 24) * count / top
         parts.append(
             f'<rect x="{pad + i * step + 1:.1f}" y="{h - bar:.1f}" width="{max(step - 2, 1):.1f}"'
             f' height="{bar:.1f}" class="col"><title>week of {week}: {count}</title></rect>'
         )
     points = " ".join(
-        f"{pad + (i + 0.5) * step:.1f},{h - (h - 10) * total / peak:.1f}" for i, total in enumerate(totals)
+        f"{pad + (i + 0.5) * step:.1f},{h - (h - 24) * total / peak:.1f}" for i, total in enumerate(totals)
     )
     parts.append(f'<polyline points="{points}" class="total"/>')
     parts.append(f'<text x="{pad}" y="{h + 18}" class="lbl">{weeks[0][0]}</text>')
