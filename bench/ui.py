@@ -107,8 +107,8 @@ def main() -> None:
             try:
                 with httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
                     sign_in(http, token)
-                    page = http.get("/ui/cubes/big").text
-                    cursor = re.search(r"cursor=(c\d+)", page)
+                    cold = http.get("/ui/cubes/big")  # the chart's first count of the whole cube
+                    cursor = re.search(r"cursor=(c\d+)", cold.text)
                     memory = f"mem_{size // 2:016x}"
                     pages = {
                         "cubes": "/ui/cubes",
@@ -126,9 +126,14 @@ def main() -> None:
                         "health": "/ui/health",
                     }
                     rows = measure(http, pages, args.repeats)
+                    rows.insert(
+                        0,
+                        {"page": "cube, first view after start", "first ms": server_ms(cold),
+                         "median ms": None, "max ms": None},
+                    )  # fmt: skip
             finally:
                 stop_daemon(daemon)
-            worst = max(max(row["max ms"], row["first ms"]) for row in rows)
+            worst = max(max(row["max ms"] or 0.0, row["first ms"]) for row in rows)
             report += [
                 f"## {size:,} memories in one cube",
                 "",

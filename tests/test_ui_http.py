@@ -340,3 +340,22 @@ def test_memos_ui_prints_a_one_time_link_to_the_admin_view(
         assert "broken.toml" in page
     finally:
         bad.unlink()
+    signed_out = owner.post("/ui/sign-out", {}, csrf_from="/ui/admin")
+    assert signed_out.status_code == 303 and owner.get("/ui/admin").headers["location"] == "/ui/sign-in"
+
+
+def test_bad_filters_and_queries_get_a_page_that_names_what_was_wrong(
+    signed_in: tuple[UiClient, str],
+) -> None:
+    client, _ = signed_in
+    cube = f"@{_agent(client)}"
+    for path, params, words in (
+        (f"/ui/cubes/{cube}", {"since": "last tuesday"}, "since"),
+        (f"/ui/cubes/{cube}", {"kind": "poem"}, "kind"),
+        (f"/ui/cubes/{cube}", {"cursor": "zzz"}, "cursor"),
+        ("/ui/search", {"q": "tea", "mode": "telepathy"}, "mode"),
+        ("/ui/tasks", {"status": "someday"}, "status"),
+    ):
+        response = client.get(path, **params)
+        assert response.status_code == 400, (path, params, response.text[:300])
+        assert words in response.text.split('role="alert">', 1)[1].split("</p>", 1)[0], (path, params)

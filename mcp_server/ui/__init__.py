@@ -39,7 +39,7 @@ class Dashboard:
             Route("/", route(self._home, signed_in=False)),
             Route("/sign-in", route(self._sign_in_form, signed_in=False), methods=["GET"]),
             Route("/sign-in", route(self._sign_in, signed_in=False), methods=["POST"]),
-            Route("/sign-out", route(self._sign_out), methods=["POST"]),
+            Route("/sign-out", route(self._sign_out, admin=None), methods=["POST"]),
             Route("/cubes", route(pages.cubes)),
             Route("/cubes/{cube}", route(pages.cube)),
             Route("/cubes/{cube}/memories", route(edits.add), methods=["POST"]),

@@ -10,7 +10,7 @@ from markupsafe import Markup, escape
 from starlette.requests import Request
 from starlette.responses import Response
 
-from daemon import MEMORY_KINDS, MemoryFilter, MemoryVersion, SearchQuery, storage_facts
+from daemon import MEMORY_KINDS, InvalidInput, MemoryFilter, MemoryVersion, SearchQuery, storage_facts
 from mcp_server.ui.sessions import UiSession
 from mcp_server.ui.web import UiContext
 
@@ -112,7 +112,9 @@ class Pages:
 
     async def search(self, request: Request, session: UiSession) -> Response:
         query, results = _arg(request, "q"), None
-        cube = _arg(request, "cube")
+        cube, mode = _arg(request, "cube"), _arg(request, "mode")
+        if mode not in (None, "hybrid", "lexical", "vector"):  # the tool's argument model checks this
+            raise InvalidInput(f"mode {mode!r} is not one of: hybrid, lexical, vector")
         cubes = await self.services.cubes.list(session.acting)
         if query:
             results = await self.services.search.search(
@@ -121,13 +123,13 @@ class Pages:
                     query=query,
                     cubes=[cube] if cube else None,
                     k=20,
-                    mode=_arg(request, "mode"),  # type: ignore[arg-type]
+                    mode=mode,  # type: ignore[arg-type]
                     include_superseded=bool(_arg(request, "superseded")),
                 ),
             )
         return self.ui.render(
             request, "search.html", session, query=query or "", cube=cube, cubes=cubes, results=results,
-            mode=_arg(request, "mode") or "hybrid",
+            mode=mode or "hybrid",
         )  # fmt: skip
 
     async def tasks(self, request: Request, session: UiSession) -> Response:

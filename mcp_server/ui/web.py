@@ -79,10 +79,10 @@ class UiContext:
         return HTMLResponse(html, status_code=status)
 
     def route(
-        self, handler: Handler, *, signed_in: bool = True, admin: bool = False
+        self, handler: Handler, *, signed_in: bool = True, admin: bool | None = False
     ) -> Callable[[Request], Awaitable[Response]]:
         """The ASGI endpoint for a handler, with every check the dashboard makes. Agents' pages refuse the
-        owner's admin session and admin pages refuse agents' sessions."""
+        owner's admin session and admin pages (admin=True) refuse agents' sessions; admin=None takes both."""
 
         async def endpoint(request: Request) -> Response:
             started = time.perf_counter()
@@ -97,7 +97,9 @@ class UiContext:
 
         return endpoint
 
-    async def _checked(self, request: Request, handler: Handler, signed_in: bool, admin: bool) -> Response:
+    async def _checked(
+        self, request: Request, handler: Handler, signed_in: bool, admin: bool | None
+    ) -> Response:
         refused = refuse_cross_site(request, self.services.config.server.host)
         if refused is not None:
             return refused
@@ -106,7 +108,7 @@ class UiContext:
             if request.method == "GET" and request.headers.get("accept", "").startswith("text/event-stream"):
                 return Response("sign in again", status_code=401)
             return RedirectResponse(f"{PREFIX}/sign-in", status_code=303)
-        if signed_in and session is not None and session.admin != admin:
+        if signed_in and session is not None and admin is not None and session.admin != admin:
             if admin:
                 return self.render(
                     request, "error.html", session, 404,
