@@ -248,7 +248,9 @@ def test_edits_go_through_the_service_api_and_are_audited(signed_in: tuple[UiCli
         assert f"<td>{action}</td>" in audit, action
 
 
-def test_pages_render_and_report_their_server_time(signed_in: tuple[UiClient, str]) -> None:
+def test_pages_render_and_report_their_server_time(
+    signed_in: tuple[UiClient, str], ui_daemon: RunningDaemon
+) -> None:
     client, _ = signed_in
     cube = f"@{_agent(client)}"
     memory = client.add(cube, "The standup moved to 9:45 last week", kind="event")
@@ -263,6 +265,8 @@ def test_pages_render_and_report_their_server_time(signed_in: tuple[UiClient, st
     found = client.get("/ui/search", q="standup").text
     assert '<svg class="bars"' in found and "lexical" in found and "<mark>standup</mark>" in found
     assert '<svg class="chart"' in client.get(f"/ui/cubes/{cube}").text
+    health = client.get("/ui/health").text  # an agent's view: no paths, no policy (the owner's admin view)
+    assert "MiB" in health and str(ui_daemon.home) not in health and "policies" not in health
 
 
 def test_the_event_stream_tells_a_page_only_of_changes_it_may_read(

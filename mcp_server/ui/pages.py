@@ -156,13 +156,13 @@ class Pages:
         )
 
     async def health(self, request: Request, session: UiSession) -> Response:
+        """The daemon's state, without paths or policy contents (those are the owner's: the admin view)."""
         services, config = self.services, self.services.config
         return self.ui.render(
             request, "health.html", session,
             embedder=services.embedder.state, embedder_problem=getattr(services.embedder, "problem", None),
             model=config.embedder.model, storage=storage_facts(config.database_path, config.backup_dir),
             backup_every=config.backup.interval_hours, queues=services.scheduler.snapshot(),
-            policy=services.access.state, database=str(config.database_path),
         )  # fmt: skip
 
     async def admin(self, request: Request, session: UiSession) -> Response:
