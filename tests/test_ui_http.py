@@ -363,3 +363,22 @@ def test_bad_filters_and_queries_get_a_page_that_names_what_was_wrong(
         response = client.get(path, **params)
         assert response.status_code == 400, (path, params, response.text[:300])
         assert words in response.text.split('role="alert">', 1)[1].split("</p>", 1)[0], (path, params)
+
+
+def test_an_open_event_stream_ends_when_the_token_is_rotated(
+    ui_daemon: RunningDaemon, clients: Callable[[], UiClient]
+) -> None:
+    """Steps: bob reads alice's shared cube and listens; bob's token is rotated; alice writes there; bob's
+    stream says signed-out instead of telling him of the write, and ends."""
+    alice, bob = clients(), clients()
+    alice.sign_in(ui_daemon.add_agent("rotated-alice"))
+    bob.sign_in(ui_daemon.add_agent("rotated-bob"))
+    alice.post("/ui/cubes/@rotated-alice/share", {"grantee": "rotated-bob", "permission": "read"})
+    with bob.http.stream("GET", "/ui/events", headers={"Accept": "text/event-stream"}) as stream:
+        lines = stream.iter_lines()
+        assert next(lines).startswith("retry:")
+        ui_daemon.memos("agent", "rotate-token", "rotated-bob")
+        alice.add("@rotated-alice", "written after bob's token was rotated")
+        rest = list(lines)  # the server ends the stream
+    events = [line for line in rest if line.startswith("event:")]
+    assert events == ["event: signed-out"]
