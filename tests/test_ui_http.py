@@ -382,3 +382,33 @@ def test_an_open_event_stream_ends_when_the_token_is_rotated(
         rest = list(lines)  # the server ends the stream
     events = [line for line in rest if line.startswith("event:")]
     assert events == ["event: signed-out"]
+
+
+def test_a_reader_gets_the_tools_refusals_for_writes_and_they_are_audited(
+    ui_daemon: RunningDaemon, clients: Callable[[], UiClient]
+) -> None:
+    """Steps: alice lets bob read her cube; bob may read her memory but not correct, delete or supersede
+    it, add to the cube or share it: each is the tools' PermissionDenied (403), nothing changes, and alice's
+    audit page shows the refusals."""
+    alice, bob = clients(), clients()
+    alice.sign_in(ui_daemon.add_agent("reader-alice"))
+    bob.sign_in(ui_daemon.add_agent("reader-bob"))
+    alice.post("/ui/cubes/@reader-alice/share", {"grantee": "reader-bob", "permission": "read"})
+    memory = alice.add("@reader-alice", "The printer code is 1234")
+    assert "printer code is 1234" in bob.get(f"/ui/memories/{memory}").text
+    for path, data in (
+        (f"/ui/memories/{memory}/edit", {"content": "The printer code is 9999"}),
+        (f"/ui/memories/{memory}/delete", {}),
+        (f"/ui/memories/{memory}/supersede", {"content": "The printer code is 9999"}),
+        ("/ui/cubes/@reader-alice/memories", {"content": "The printer code is 9999"}),
+        ("/ui/cubes/@reader-alice/share", {"grantee": "*", "permission": "read"}),
+    ):
+        response = bob.post(path, data)
+        assert response.status_code == 403 and "may read" in response.text, (path, response.text[:300])
+    page = alice.get(f"/ui/memories/{memory}").text
+    assert "printer code is 1234" in page and "9999" not in page and "pill ok" in page
+    deadline = time.monotonic() + 10  # refusals reach the audit log in batches
+    while (audit := alice.get("/ui/audit").text).count("<td>denied</td>") < 5:
+        assert time.monotonic() < deadline, audit
+        time.sleep(0.2)
+    assert "<td>reader-bob</td>" in audit
