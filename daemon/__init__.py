@@ -3,6 +3,7 @@
 Everything another package may use is re-exported here; `tests/test_public_surface.py` keeps the list true.
 """
 
+from daemon.activity import DayCount, StorageFacts, storage_facts
 from daemon.config import Config, load_config
 from daemon.errors import (
     ConfigError,
@@ -68,6 +69,7 @@ __all__ = [
     "ContextPack",
     "Cube",
     "CubeMembers",
+    "DayCount",
     "InvalidInput",
     "LinkChange",
     "LinkedMemory",
@@ -93,6 +95,7 @@ __all__ = [
     "SearchResults",
     "Services",
     "Similar",
+    "StorageFacts",
     "StorageFull",
     "StoreBusy",
     "StoreClosed",
@@ -110,5 +113,6 @@ __all__ = [
     "open_store_services",
     "repair_database",
     "retrying",
+    "storage_facts",
     "supervised",
 ]

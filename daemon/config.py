@@ -193,6 +193,13 @@ class RedactionConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, 
     patterns: list[str] = msgspec.field(default_factory=list)
 
 
+class UiConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    # The dashboard at /ui on the server's port; false serves the MCP endpoint alone.
+    enabled: bool = True
+    # A dashboard session unused this long is signed out.
+    session_idle_minutes: Annotated[float, msgspec.Meta(gt=0)] = 720.0
+
+
 class LogConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -209,6 +216,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     context: ContextConfig = msgspec.field(default_factory=ContextConfig)
     redaction: RedactionConfig = msgspec.field(default_factory=RedactionConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
+    ui: UiConfig = msgspec.field(default_factory=UiConfig)
     # Where the configuration came from ("defaults" or a file path); set by the loader, not by the file.
     source: str = "defaults"
 

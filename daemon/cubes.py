@@ -71,6 +71,16 @@ class Cubes:
         by_name = {row[0]: row for row in rows}
         return [_cube(by_name[ref.name]) for ref in refs]
 
+    async def overview(self) -> builtins.list[tuple[Cube, CubeMembers]]:
+        """Every cube with its members: the machine owner's view (the dashboard's admin page, `memos ui`);
+        no agent asks for it, so no agent's permissions apply."""
+        async with self._store.read() as conn:
+            rows = await conn.fetch_all(f"SELECT c.id, {_CUBE_COLUMNS} FROM cubes c ORDER BY c.name")
+            return [
+                (_cube(row[1:]), await self._members_on(conn, CubeRef(id=row[0], name=row[1])))
+                for row in rows
+            ]
+
     async def administered(self, agent: Agent) -> builtins.list[str]:
         """Names of the cubes the agent administers (whose audit entries it may read)."""
         async with self._store.read() as conn:

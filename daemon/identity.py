@@ -96,10 +96,13 @@ class Identities:
         """The agent a token belongs to; Unauthenticated for an unknown or disabled one."""
         if not token.startswith(TOKEN_PREFIX):
             raise Unauthenticated("not a memos token")
+        return await self.authenticate_hash(token_hash(token))
+
+    async def authenticate_hash(self, hashed: str) -> Agent:
+        """The agent whose current token has this hash: a dashboard session keeps only the hash and asks on
+        every request, so a rotated token or a disabled agent ends the session at once."""
         async with self._store.read() as conn:
-            row = await conn.fetch_one(
-                "SELECT name, disabled_at FROM agents WHERE token_hash = ?", (token_hash(token),)
-            )
+            row = await conn.fetch_one("SELECT name, disabled_at FROM agents WHERE token_hash = ?", (hashed,))
         if row is None:
             raise Unauthenticated("unknown token")
         name, disabled_at = row

@@ -18,6 +18,7 @@ import anyio
 import msgspec
 from threadpoolctl import threadpool_limits
 
+from daemon.activity import Activity
 from daemon.additions import Additions
 from daemon.audit import Audit
 from daemon.backup import scheduled_backups
@@ -38,6 +39,7 @@ from daemon.retention import Retention
 from daemon.scheduler import Scheduler
 from daemon.search import Search
 from daemon.settings_store import CubeSettingsStore
+from daemon.sign_in_links import SignInLinks
 from daemon.store import Store
 from daemon.supervision import supervised
 from daemon.tasks import Tasks
@@ -73,6 +75,8 @@ class Services:
     tasks: Tasks
     packs: ContextPacks
     search: Search
+    activity: Activity
+    sign_in_links: SignInLinks
 
 
 @asynccontextmanager
@@ -190,6 +194,8 @@ def _services(config: Config, store: Store, embedder: Embedder) -> Services:
         settings=settings,
         retention=Retention(store, settings),
         search=search,
+        activity=Activity(store, access),
+        sign_in_links=SignInLinks(store),
         hub=hub,
         working=working,
         scheduler=scheduler,

@@ -312,8 +312,14 @@ class Memories:
         where: MemoryFilter | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        scan_limit: int | None = None,
     ) -> MemoryPage:
-        """Newest first, `limit` at a time; pass `next_cursor` back to get the next page."""
+        """Newest first, `limit` at a time; pass `next_cursor` back to get the next page.
+
+        `scan_limit` bounds the work of one page for a single cube: only that many of the cube's memories
+        (from the cursor back) are looked at, so a filter that matches little returns a short page (perhaps
+        an empty one) with a `next_cursor` to look further, instead of reading the whole cube.
+        """
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise InvalidInput(f"limit must be from 1 to {MAX_LIST_LIMIT}, got {limit}")
         before = _decode_cursor(cursor) if cursor else None
@@ -322,20 +328,44 @@ class Memories:
             refs = await self.scope(conn, agent, cubes)
             if not refs:
                 return MemoryPage(memories=[], cubes=[])
+            floor, older = None, False
+            if scan_limit is not None and len(refs) == 1:
+                floor, older = await self._scan_floor(conn, refs[0].id, before, scan_limit)
             sql = (
                 f"SELECT {MEMORY_COLUMNS} FROM {MEMORY_FROM}"
                 f" WHERE m.cube_id IN ({placeholders(len(refs))}) {predicate}"
                 + (" AND m.seq < ?" if before is not None else "")
+                + (" AND m.seq >= ?" if floor is not None else "")
                 + " ORDER BY m.seq DESC LIMIT ?"
             )
-            args = [ref.id for ref in refs] + params + ([before] if before is not None else []) + [limit + 1]
-            rows = await conn.fetch_all(sql, args)
+            args = [ref.id for ref in refs] + params + ([before] if before is not None else [])
+            rows = await conn.fetch_all(sql, [*args, *([floor] if floor is not None else []), limit + 1])
         page = rows[:limit]
+        if len(rows) > limit:
+            next_cursor: str | None = f"c{page[-1][0]}"
+        elif floor is not None and older:  # the window ran out before the page filled
+            next_cursor = f"c{floor}"
+        else:
+            next_cursor = None
         return MemoryPage(
             memories=[memory_from_row(r) for r in page],
             cubes=[ref.name for ref in refs],
-            next_cursor=f"c{page[-1][0]}" if len(rows) > limit else None,
+            next_cursor=next_cursor,
         )
+
+    @staticmethod
+    async def _scan_floor(
+        conn: Connection, cube_id: int, before: int | None, scan_limit: int
+    ) -> tuple[int | None, bool]:
+        """The seq of the `scan_limit`-th memory of the cube below `before` (None when fewer remain), and
+        whether any memory is older than it."""
+        rows = await conn.fetch_all(
+            "SELECT seq FROM memories INDEXED BY memories_by_cube_seq WHERE cube_id = ?"
+            + (" AND seq < ?" if before is not None else "")
+            + " ORDER BY seq DESC LIMIT 2 OFFSET ?",
+            [cube_id, *([before] if before is not None else []), scan_limit - 1],
+        )
+        return (int(rows[0][0]) if rows else None), len(rows) == 2
 
 
 def _decode_cursor(cursor: str) -> int:

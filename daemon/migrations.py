@@ -316,3 +316,17 @@ def _links(conn: Any) -> None:
         CREATE INDEX memory_links_by_target ON memory_links (to_id, from_id);
         """,
     )
+
+
+@migration(7, "a cube's memories newest first from an index, a page at a time")
+def _cube_pages(conn: Any) -> None:
+    # memory_list and the dashboard read a cube by seq descending; without this index SQLite reads every row
+    # of the cube and sorts them (300 ms at 100k) to return a page of 25. The partial index lets a cube's
+    # count of live memories (cube_list, the dashboard) be read from an index instead of every row.
+    run_script(
+        conn,
+        """
+        CREATE INDEX memories_by_cube_seq ON memories (cube_id, seq);
+        CREATE INDEX memories_live_by_cube ON memories (cube_id) WHERE deleted_at IS NULL;
+        """,
+    )

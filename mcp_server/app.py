@@ -25,6 +25,7 @@ from mcp_server.request_log import log_request
 from mcp_server.resources import add_resources
 from mcp_server.session_quota import SdkSessions, SessionQuota
 from mcp_server.tools import build_tools
+from mcp_server.ui import Dashboard
 
 INSTRUCTIONS = """memos is your long-term memory, shared with other agents under access policies.
 Search it (memory_search) before answering questions that earlier sessions may know about: the user's
@@ -69,7 +70,8 @@ def build_mcp(services: Services, version: str) -> tuple[MCPServer, Notification
     return mcp, notifications
 
 
-def build_app(mcp: MCPServer, services: Services) -> Starlette:
+def build_app(mcp: MCPServer, services: Services, dashboard: Dashboard | None = None) -> Starlette:
+    """The ASGI app: the MCP endpoint, and the dashboard at /ui when one is given."""
     server = services.config.server
     app = mcp.streamable_http_app(
         streamable_http_path=MCP_PATH,
@@ -78,6 +80,8 @@ def build_app(mcp: MCPServer, services: Services) -> Starlette:
         max_request_body_size=server.max_request_bytes,
         host=server.host,
     )
+    if dashboard is not None:
+        app.router.routes.append(dashboard.mount())
     # Appended, so it runs after the SDK's authentication middleware and knows the agent.
     app.user_middleware.append(
         Middleware(

@@ -13,7 +13,7 @@ import contextlib
 import errno
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import anyio
 import h11
@@ -135,6 +135,7 @@ class HttpServer:
         # Bounded below the open-files limit (raised to the hard limit by memosd at start).
         fd_limit = open_files_limit()
         self.max_connections = connection_budget(config.max_connections, fd_limit)
+        self.on_stop: list[Callable[[], None]] = []  # run by stop(): end long-lived responses (event streams)
         self._server = _Server(
             uvicorn.Config(
                 app,
@@ -150,6 +151,8 @@ class HttpServer:
     def stop(self) -> None:
         """Stop accepting connections and finish open requests (uvicorn's graceful shutdown)."""
         self._server.should_exit = True
+        for stop in self.on_stop:
+            stop()
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve until `stop()`; `stopped` is set once open requests and sessions are finished."""

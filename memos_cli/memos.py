@@ -165,6 +165,21 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ui(config: Config, args: argparse.Namespace) -> int:
+    """A one-time link to the dashboard's admin view: running `memos` here proves ownership of the data."""
+    if not config.ui.enabled:
+        print(
+            "the dashboard is off: set [ui] enabled = true in memos.toml and restart memosd", file=sys.stderr
+        )
+        return 1
+    secret = _run(config, lambda s: s.sign_in_links.issue())
+    host = config.server.host
+    host = "127.0.0.1" if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
+    print(f"http://{host}:{config.server.port}/ui/admin/sign-in?secret={secret}")
+    print("Open it in a browser on this machine within 10 minutes; it works once.", file=sys.stderr)
+    return 0
+
+
 def cmd_mcp(config: Config, args: argparse.Namespace) -> int:
     # The bridge must start fast: import only what it needs (the catalog opens nothing, loads no model).
     from mcp_server.app import build_catalog
@@ -239,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="daemon, database, counts and the policy in force")
     status.add_argument("--json", action="store_true", help="machine-readable")
     status.set_defaults(handler=cmd_status)
+
+    ui = commands.add_parser("ui", help="print a one-time link that opens the dashboard's admin view")
+    ui.set_defaults(handler=cmd_ui)
 
     add_memory_parsers(commands)
     add_data_parsers(commands)

@@ -20,6 +20,7 @@ from mcp_server.app import build_app, build_mcp
 from mcp_server.connections import raise_open_files_limit
 from mcp_server.http import HttpServer
 from mcp_server.notifications import Notifications
+from mcp_server.ui import PREFIX, Dashboard
 from memos_cli.errors import exit_code, one_line_errors
 from memos_cli.logs import setup_logging
 from memos_cli.version import memos_version
@@ -38,8 +39,12 @@ async def run_daemon(config: Config, notifier: Notifier) -> None:
     try:
         async with open_services(config) as services:
             mcp, notifications = build_mcp(services, memos_version())
-            http = HttpServer(mcp, build_app(mcp, services), config.server)
+            dashboard = Dashboard(services) if config.ui.enabled else None
+            http = HttpServer(mcp, build_app(mcp, services, dashboard), config.server)
             url = f"http://{config.server.host}:{http.port}/mcp"
+            if dashboard is not None:
+                http.on_stop.append(dashboard.live.stop)
+                log.info("dashboard at http://%s:%d%s", config.server.host, http.port, PREFIX)
             reporter = StatusReporter(
                 services.store, memos_version(), url, services.embedder, services.scheduler
             )
@@ -137,6 +142,7 @@ def exit_now(code: int) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,317 @@
+"""The dashboard in a real browser: Debian's headless Chromium driven by Selenium, against memosd as a real
+process with the real model. Selenium is pointed at /usr/bin/chromium and /usr/bin/chromedriver, so Selenium
+Manager never runs and nothing is downloaded.
+
+Screenshots of the main pages go to $MEMOS_UI_SCREENSHOTS when set (`MEMOS_UI_SCREENSHOTS=docs` refreshes
+docs/ui-*.png), else to the test's tmp dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.conftest import RunningDaemon, mcp_client
+from tests.ui_client import UiClient
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+SEED = [
+    ("fact", ["people"], "Dana leads the data platform team and prefers written proposals over meetings"),
+    ("preference", ["tea"], "Alice drinks green tea every morning, never coffee"),
+    (
+        "event",
+        ["release"],
+        "Release 2.4 shipped on a Thursday after the schema migration was rehearsed twice",
+    ),
+    ("procedure", ["ops"], "To rotate the on-call pager, update the schedule and post in #ops-handover"),
+    ("fact", ["infra"], "Production database backups run nightly at 02:00 UTC and are kept for 14 days"),
+    ("note", ["planning"], "The Q3 roadmap review moved to the large meeting room on the third floor"),
+    ("event", ["incident"], "The search latency incident was caused by an unindexed tag filter"),
+    ("preference", ["docs"], "Bob wants design documents to start with the decision, then the reasons"),
+    ("fact", ["people"], "Eve joined the security team and owns the quarterly access review"),
+    ("note", ["planning"], "The offsite is planned for the first week of October in Lisbon"),
+]
+
+
+@pytest.fixture(scope="module")
+def seeded(daemon: RunningDaemon, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Agents alice, bob and carol; a shared cube `team` owned by alice with memories recorded over ten
+    weeks (imported, so their times are kept), and alice's private memories."""
+    tokens = {name: daemon.add_agent(f"{name}") for name in ("alice", "bob", "carol")}
+    start = datetime(2026, 9, 1, 9, 0, tzinfo=timezone.utc)
+    lines = []
+    for i in range(60):
+        kind, tags, content = SEED[i % len(SEED)]
+        when = (start + timedelta(days=i * 1.2 + (i % 3))).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+        lines.append({
+            "content": content if i < len(SEED) else f"{content} (note {i})", "cube": "team",
+            "cube_owner": "alice", "cube_description": "What the team knows", "kind": kind, "tags": tags,
+            "source_agent": ["alice", "bob"][i % 2], "created_at": when, "updated_at": when,
+        })  # fmt: skip
+    source = tmp_path_factory.mktemp("seed") / "team.jsonl"
+    source.write_text("\n".join(json.dumps(line) for line in lines) + "\n", encoding="utf-8")
+    daemon.memos("import", str(source))
+    with UiClient(daemon.port) as alice:  # imported memories are embedded by the daemon's backfill
+        alice.sign_in(tokens["alice"])
+        deadline = time.monotonic() + 60
+        while "sig-vector" not in alice.get("/ui/search", q="database backups", cube="team").text:
+            assert time.monotonic() < deadline, "the imported memories were never embedded"
+            time.sleep(0.2)
+    return tokens
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
+        pytest.fail("the browser tests need Debian's chromium and chromium-driver (.ci/run installs them)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--window-size=1280,1000", "--hide-scrollbars", "--force-device-scale-factor=1",
+    ):  # fmt: skip
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    wanted = os.environ.get("MEMOS_UI_SCREENSHOTS")
+    return Path(wanted) if wanted else tmp_path_factory.mktemp("screenshots")
+
+
+def shoot(driver: WebDriver, folder: Path, name: str) -> None:
+    """A full-page screenshot: the window grown to the page's height for the shot."""
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1280, min(max(int(height), 700), 1400))
+    path = folder / f"ui-{name}.png"
+    assert driver.save_screenshot(str(path)) and path.stat().st_size > 10_000
+    driver.set_window_size(1280, 1000)
+
+
+def sign_in(driver: WebDriver, port: int, token: str) -> None:
+    driver.delete_all_cookies()
+    driver.get(f"http://127.0.0.1:{port}/ui/sign-in")
+    driver.find_element(By.ID, "token").send_keys(token)
+    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    WebDriverWait(driver, 10).until(lambda d: d.current_url.endswith("/ui/cubes"))
+
+
+def wait_for_text(driver: WebDriver, text: str, present: bool = True, timeout: float = 20) -> None:
+    try:
+        WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(
+            lambda d: (text in d.find_element(By.TAG_NAME, "body").text) == present
+        )
+    except TimeoutException:
+        raise AssertionError(f"{text!r} {'never appeared' if present else 'never went away'}") from None
+
+
+def test_sign_in_browse_and_search_shows_why_each_result_matched(
+    browser: WebDriver, daemon: RunningDaemon, seeded: dict[str, str], shots: Path
+) -> None:
+    """Steps: sign in as alice; the cubes page lists her private cube and `team`; open `team` (its chart,
+    members and memories); filter by kind; search and see each result's signals drawn as bars."""
+    sign_in(browser, daemon.port, seeded["alice"])
+    cubes = browser.find_element(By.ID, "cubes").text
+    assert "@alice" in cubes and "team" in cubes and "60" in cubes
+    shoot(browser, shots, "cubes")
+    browser.find_element(By.LINK_TEXT, "team").click()
+    wait_for_text(browser, "Who holds what")
+    assert browser.find_elements(By.CSS_SELECTOR, "svg.chart rect.col")
+    assert "owner" in browser.find_element(By.ID, "members").text
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#memories tbody tr")) == 25
+    browser.find_element(By.ID, "next").click()
+    wait_for_text(browser, "Older")
+    assert "cursor=" in browser.current_url
+    browser.get(f"http://127.0.0.1:{daemon.port}/ui/cubes/team?kind=procedure")
+    kinds = {e.text for e in browser.find_elements(By.CSS_SELECTOR, "#memories .kind")}
+    assert kinds == {"procedure"}
+    browser.get(f"http://127.0.0.1:{daemon.port}/ui/cubes/team")
+    shoot(browser, shots, "cube")
+
+    browser.find_element(By.LINK_TEXT, "Search").click()
+    box = browser.find_element(By.NAME, "q")
+    box.send_keys("when were the database backups set up in September?")
+    box.submit()
+    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#results li.hit"))
+    assert "“in september” = 2026-09-01" in browser.find_element(By.ID, "summary").text  # the window named
+    first = browser.find_element(By.CSS_SELECTOR, "#results li.hit")
+    assert "backups run nightly" in first.text and "inside" in first.text
+    bars = first.find_element(By.CSS_SELECTOR, "svg.bars").text
+    assert "lexical" in bars and "vector" in bars and "time" in bars
+    assert first.find_elements(By.CSS_SELECTOR, ".why mark")  # the query words it contains
+    shoot(browser, shots, "search")
+
+
+def test_editing_a_memory_shows_the_change_in_its_history(
+    browser: WebDriver, daemon: RunningDaemon, seeded: dict[str, str], shots: Path
+) -> None:
+    """Steps: alice adds a memory with the form, corrects it, supersedes it; the history shows the word diff
+    and the chain links both ways."""
+    sign_in(browser, daemon.port, seeded["alice"])
+    browser.get(f"http://127.0.0.1:{daemon.port}/ui/cubes/team")
+    browser.find_element(By.CSS_SELECTOR, "details summary").click()
+    form = browser.find_element(By.ID, "add")
+    form.find_element(By.NAME, "content").send_keys("The team lunch is on Fridays at noon")
+    form.find_element(By.NAME, "tags").send_keys("social")
+    form.find_element(By.CSS_SELECTOR, "button").click()
+    wait_for_text(browser, "Change it")
+    assert browser.find_element(By.ID, "content").text == "The team lunch is on Fridays at noon"
+    edit = browser.find_element(By.ID, "edit")
+    text = edit.find_element(By.NAME, "content")
+    text.clear()
+    text.send_keys("The team lunch is on Fridays at half past twelve")
+    edit.find_element(By.CSS_SELECTOR, "button").click()
+    wait_for_text(browser, "v2")
+    page = browser.page_source  # one snapshot: a live refresh may replace elements under a handle
+    assert re.findall(r"<del>([^<]*)</del>", page) == ["noon"]
+    assert re.findall(r"<ins>([^<]*)</ins>", page) == ["half past twelve"]
+    memory_url = browser.current_url
+    supersede = browser.find_element(By.ID, "supersede")
+    supersede.find_element(By.NAME, "content").send_keys("The team lunch moved to Thursdays at noon")
+    supersede.find_element(By.CSS_SELECTOR, "button").click()
+    wait_for_text(browser, "Replaces")
+    assert browser.find_element(By.ID, "content").text == "The team lunch moved to Thursdays at noon"
+    browser.get(memory_url)
+    assert "Replaced by" in browser.find_element(By.ID, "chain").text
+    shoot(browser, shots, "memory")
+
+
+def test_sharing_changes_another_agents_view_without_a_reload(
+    browser: WebDriver, daemon: RunningDaemon, seeded: dict[str, str]
+) -> None:
+    """Steps: bob's cubes page is open; alice shares her private cube with bob and bob's page shows it
+    without a reload; alice unshares it and it goes away; bob's open memory page follows an edit."""
+    alice = UiClient(daemon.port)
+    try:
+        alice.sign_in(seeded["alice"])
+        private = alice.add("@alice", "Alice keeps her spare office key in the blue drawer")
+        sign_in(browser, daemon.port, seeded["bob"])
+        assert "@alice" not in browser.find_element(By.ID, "cubes").text
+        browser.execute_script("window.notReloaded = true")
+        assert (
+            alice.post("/ui/cubes/@alice/share", {"grantee": "bob", "permission": "read"}).status_code == 303
+        )
+        wait_for_text(browser, "@alice")
+        browser.get(f"http://127.0.0.1:{daemon.port}/ui/memories/{private}")
+        wait_for_text(browser, "blue drawer")
+        browser.execute_script("window.notReloaded = true")
+        response = alice.post(
+            f"/ui/memories/{private}/edit",
+            {"content": "Alice keeps her spare office key in the red drawer"},
+            csrf_from=f"/ui/memories/{private}",
+        )
+        assert response.status_code == 303
+        wait_for_text(browser, "red drawer")
+        assert browser.execute_script("return window.notReloaded") is True
+        browser.get(f"http://127.0.0.1:{daemon.port}/ui/cubes")
+        browser.execute_script("window.notReloaded = true")
+        assert alice.post("/ui/cubes/@alice/unshare", {"grantee": "bob"}).status_code == 303
+        wait_for_text(browser, "@alice", present=False)
+        assert browser.execute_script("return window.notReloaded") is True
+        browser.get(f"http://127.0.0.1:{daemon.port}/ui/memories/{private}")
+        assert "red drawer" not in browser.page_source
+    finally:
+        alice.close()
+
+
+def test_an_agents_session_never_shows_another_agents_private_memory(
+    browser: WebDriver, daemon: RunningDaemon, seeded: dict[str, str]
+) -> None:
+    """Steps: carol writes a private memory; bob browses cubes, searches for its words and opens its URL;
+    nothing of it appears, and its URL reads like a missing memory's."""
+    carol = UiClient(daemon.port)
+    try:
+        carol.sign_in(seeded["carol"])
+        secret = carol.add("@carol", "Carol's locker combination is 31-07-44", kind="fact")
+    finally:
+        carol.close()
+    sign_in(browser, daemon.port, seeded["bob"])
+    pages = [
+        "/ui/cubes", "/ui/cubes/@carol", f"/ui/memories/{secret}", "/ui/search?q=Carol+locker+combination",
+        "/ui/search?q=locker&mode=lexical", "/ui/tasks", "/ui/audit", "/ui/health",
+    ]  # fmt: skip
+    for path in pages:
+        browser.get(f"http://127.0.0.1:{daemon.port}{path}")
+        assert "31-07-44" not in browser.page_source, path
+    browser.get(f"http://127.0.0.1:{daemon.port}/ui/memories/{secret}")
+    theirs = browser.find_element(By.CSS_SELECTOR, ".error").text
+    browser.get(f"http://127.0.0.1:{daemon.port}/ui/memories/mem_00000000deadbeef")
+    missing = browser.find_element(By.CSS_SELECTOR, ".error").text
+    assert theirs.replace(secret, "ID") == missing.replace("mem_00000000deadbeef", "ID")
+
+
+@pytest.mark.anyio
+async def test_tasks_show_the_context_pack_as_the_receiver_sees_it(
+    browser: WebDriver, daemon: RunningDaemon, seeded: dict[str, str], shots: Path
+) -> None:
+    """Steps: alice shares `team` with bob and hands him a task over MCP; bob's tasks page lists it; its page shows the pack built for
+    bob; alice's view of the same task says only bob sees the pack; health shows the model and queues."""
+    with UiClient(daemon.port) as alice:
+        alice.sign_in(seeded["alice"])
+        assert alice.post("/ui/cubes/team/share", {"grantee": "bob", "permission": "read"}).status_code == 303
+    async with mcp_client(daemon.url, seeded["alice"]) as client:
+        result = await client.call_tool(
+            "task_handoff",
+            {"to_agent": "bob", "title": "Prepare the Q3 roadmap review", "cubes": ["team"],
+             "notes": "Dana prefers written proposals; start from the planning notes."},
+        )  # fmt: skip
+        assert not result.is_error, result.content
+        task_id = result.structured_content["id"]  # type: ignore[index]
+    sign_in(browser, daemon.port, seeded["bob"])
+    browser.find_element(By.LINK_TEXT, "Tasks").click()
+    browser.find_element(By.LINK_TEXT, "Prepare the Q3 roadmap review").click()
+    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#pack table"))
+    pack = browser.find_element(By.ID, "pack").text
+    assert "As bob sees it" in pack and "roadmap" in pack
+    shoot(browser, shots, "task")
+    browser.get(f"http://127.0.0.1:{daemon.port}/ui/health")
+    WebDriverWait(browser, 60).until(lambda d: "ready" in d.find_element(By.TAG_NAME, "main").text)
+    assert "interactive" in browser.find_element(By.ID, "queues").text
+    shoot(browser, shots, "health")
+    sign_in(browser, daemon.port, seeded["alice"])
+    browser.get(f"http://127.0.0.1:{daemon.port}/ui/tasks/{task_id}")
+    assert "only bob sees it" in browser.find_element(By.ID, "pack").text
+
+
+def test_the_owner_opens_the_admin_view_with_the_memos_ui_link(
+    browser: WebDriver, daemon: RunningDaemon, seeded: dict[str, str], shots: Path
+) -> None:
+    """Steps: `memos ui` prints a link; the browser opens it and presses the button; the admin view lists
+    every cube with its members, every agent and the audit log."""
+    link = daemon.memos("ui").stdout.strip()
+    browser.delete_all_cookies()
+    browser.get(link)
+    browser.find_element(By.ID, "admin-sign-in").click()
+    WebDriverWait(browser, 10).until(lambda d: d.current_url.endswith("/ui/admin"))
+    cubes = browser.find_element(By.ID, "all-cubes").text
+    assert all(name in cubes for name in ("@alice", "@bob", "@carol", "team"))
+    assert {"alice", "bob", "carol"} <= set(browser.find_element(By.ID, "agents").text.split())
+    assert "cube_share" in browser.find_element(By.ID, "audit").text
+    shoot(browser, shots, "admin")
+
+
+def test_browser_screenshots_are_in_docs() -> None:
+    """The README shows one; all main pages are kept beside it (refresh with MEMOS_UI_SCREENSHOTS=docs)."""
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    for name in ("cubes", "cube", "memory", "search", "task", "health", "admin"):
+        assert (docs / f"ui-{name}.png").is_file(), name

@@ -1,0 +1,414 @@
+"""The dashboard over plain HTTP against memosd as a real process: sign-in, sessions, CSRF, Origin and Host,
+ids of other agents, edits through the service API (audited) and the live event stream."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from tests.conftest import RunningDaemon, free_port, start_daemon, stop_daemon, write_config
+from tests.ui_client import UiClient, csrf_of
+
+
+@pytest.fixture(scope="module")
+def ui_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
+    """memosd without a model (lexical search): the dashboard's rules do not depend on meaning."""
+    home = tmp_path_factory.mktemp("memosd-ui")
+    port = free_port()
+    running = start_daemon(write_config(home, port=port, model="none"), home, port)
+    try:
+        yield running
+    finally:
+        stop_daemon(running)
+
+
+@pytest.fixture
+def clients(ui_daemon: RunningDaemon) -> Iterator[Callable[[], UiClient]]:
+    """Makes dashboard clients and closes them after the test."""
+    made: list[UiClient] = []
+
+    def make() -> UiClient:
+        made.append(UiClient(ui_daemon.port))
+        return made[-1]
+
+    yield make
+    for client in made:
+        client.close()
+
+
+@pytest.fixture
+def signed_in(ui_daemon: RunningDaemon, request: pytest.FixtureRequest) -> Iterator[tuple[UiClient, str]]:
+    """A fresh agent (named after the test) signed in; yields the client and the agent's token."""
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[-40:].strip("-")
+    token = ui_daemon.add_agent(name)
+    client = UiClient(ui_daemon.port)
+    assert client.sign_in(token).status_code == 303
+    try:
+        yield client, token
+    finally:
+        client.close()
+
+
+def _agent(client: UiClient) -> str:
+    found = re.search(r'<span id="agent">([^<]+)</span>', client.get("/ui/cubes").text)
+    assert found
+    return found.group(1)
+
+
+def test_sign_in_sets_an_httponly_strict_cookie_that_holds_a_session_id_not_the_token(
+    ui_daemon: RunningDaemon, clients: Callable[[], UiClient]
+) -> None:
+    token = ui_daemon.add_agent("cookie-owner")
+    client = clients()
+    response = client.sign_in(token)
+    assert response.status_code == 303 and response.headers["location"] == "/ui/cubes"
+    cookie = next(c for c in response.headers.get_list("set-cookie") if c.startswith("memos_ui="))
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/ui" in cookie
+    assert token not in cookie and token.removeprefix("memos_") not in cookie
+    assert client.get("/ui/cubes").status_code == 200
+    assert "@cookie-owner" in client.get("/ui/cubes").text
+
+
+def test_a_wrong_token_is_refused_and_pages_need_a_session(clients: Callable[[], UiClient]) -> None:
+    client = clients()
+    response = client.sign_in("memos_not-a-real-token")
+    assert response.status_code == 401 and "not valid" in response.text
+    for path in ("/ui/cubes", "/ui/search?q=x", "/ui/tasks", "/ui/audit", "/ui/health", "/ui/memories/mem_0"):
+        response = client.get(path)
+        assert response.status_code == 303 and response.headers["location"] == "/ui/sign-in", path
+
+
+def test_sign_in_without_the_forms_own_token_is_refused(
+    ui_daemon: RunningDaemon, clients: Callable[[], UiClient]
+) -> None:
+    """Login CSRF: a cross-site page cannot sign the browser in as an agent of its choosing."""
+    token = ui_daemon.add_agent("login-csrf")
+    client = clients()
+    response = client.http.post("/ui/sign-in", data={"csrf": "guessed", "token": token})
+    assert response.status_code == 403
+    assert not any(c.startswith("memos_ui=") for c in response.headers.get_list("set-cookie"))
+
+
+def test_a_post_without_the_sessions_csrf_token_is_refused_and_changes_nothing(
+    signed_in: tuple[UiClient, str],
+) -> None:
+    client, _ = signed_in
+    cube = f"@{_agent(client)}"
+    memory = client.add(cube, "The deploy window is Thursday at 14:00")
+    for csrf in (None, "", "forged-token"):
+        data = {"content": "changed by a forged form"} | ({"csrf": csrf} if csrf is not None else {})
+        for path in (f"/ui/memories/{memory}/edit", f"/ui/memories/{memory}/delete"):
+            response = client.http.post(path, data=data)
+            assert response.status_code == 403, (path, csrf)
+        response = client.http.post(f"/ui/cubes/{cube}/memories", data=data)
+        assert response.status_code == 403
+    page = client.get(f"/ui/memories/{memory}").text
+    assert "Thursday at 14:00" in page and "forged" not in page and "pill ok" in page
+    assert "forged" not in client.get(f"/ui/cubes/{cube}").text
+
+
+def test_a_foreign_origin_or_host_is_refused_as_the_mcp_endpoint_refuses_it(
+    signed_in: tuple[UiClient, str], ui_daemon: RunningDaemon
+) -> None:
+    client, _ = signed_in
+    cube = f"@{_agent(client)}"
+    csrf = csrf_of(client.get("/ui/cubes").text)
+    evil = client.http.post(
+        f"/ui/cubes/{cube}/memories",
+        data={"csrf": csrf, "content": "from evil.example"},
+        headers={"Origin": "http://evil.example"},
+    )
+    assert evil.status_code == 403
+    assert client.http.get("/ui/cubes", headers={"Origin": "http://evil.example"}).status_code == 403
+    assert client.http.get("/ui/cubes", headers={"Host": "evil.example"}).status_code == 421
+    assert client.http.get("/ui/sign-in", headers={"Host": "evil.example:80"}).status_code == 421
+    # The MCP endpoint answers the same Host and Origin the same way.
+    mcp = httpx2.post(
+        f"http://127.0.0.1:{ui_daemon.port}/mcp", headers={"Host": "evil.example"}, json={}, timeout=10
+    )
+    assert mcp.status_code in (401, 421)
+    assert "from evil.example" not in client.get(f"/ui/cubes/{cube}").text
+
+
+def test_another_agents_ids_in_urls_are_404_like_missing_ones(
+    ui_daemon: RunningDaemon, signed_in: tuple[UiClient, str], clients: Callable[[], UiClient]
+) -> None:
+    """Steps: alice writes a private memory; the signed-in agent asks for it by id and for alice's cube,
+    reads and writes; every answer is the 404 a missing id gets, and alice's memory is unchanged."""
+    alice = clients()
+    alice.sign_in(ui_daemon.add_agent("url-alice"))
+    secret = alice.add("@url-alice", "url-alice's private PIN is 4821")
+    client, _ = signed_in
+    missing = client.get("/ui/memories/mem_00000000deadbeef")
+    assert missing.status_code == 404
+    theirs = client.get(f"/ui/memories/{secret}")
+    assert theirs.status_code == 404 and "4821" not in theirs.text
+    assert re.sub(r"mem_\w+", "ID", theirs.text) == re.sub(r"mem_\w+", "ID", missing.text)
+    for path in (
+        f"/ui/memories/{secret}/edit",
+        f"/ui/memories/{secret}/delete",
+        f"/ui/memories/{secret}/supersede",
+    ):
+        response = client.post(path, {"content": "overwritten"})
+        assert response.status_code == 404 and "4821" not in response.text, path
+    cube = client.get("/ui/cubes/@url-alice")
+    assert cube.status_code == 404 and "4821" not in cube.text
+    assert client.get("/ui/cubes/no-such-cube").status_code == 404
+    assert client.post("/ui/cubes/@url-alice/memories", {"content": "x"}).status_code == 404
+    assert (
+        client.post("/ui/cubes/@url-alice/share", {"grantee": "*", "permission": "read"}).status_code == 404
+    )
+    found = client.get("/ui/search", q="private PIN")
+    assert found.status_code == 200 and "private PIN is" not in found.text and "0 results" in found.text
+    page = alice.get(f"/ui/memories/{secret}").text
+    assert "private PIN is 4821" in page and "overwritten" not in page
+
+
+def test_a_rotated_token_or_a_disabled_agent_ends_the_dashboard_session(
+    ui_daemon: RunningDaemon, clients: Callable[[], UiClient]
+) -> None:
+    for change in (["rotate-token"], ["disable"]):
+        name = f"ended-{change[0]}"
+        client = clients()
+        client.sign_in(ui_daemon.add_agent(name))
+        assert client.get("/ui/cubes").status_code == 200
+        ui_daemon.memos("agent", *change, name)
+        response = client.get("/ui/cubes")
+        assert response.status_code == 303 and response.headers["location"] == "/ui/sign-in"
+        events = client.http.get("/ui/events", headers={"Accept": "text/event-stream"})
+        assert events.status_code == 401
+        # The old session id stays dead even after the agent is usable again.
+        if change == ["disable"]:
+            ui_daemon.memos("agent", "disable", "--enable", name)
+            assert client.get("/ui/cubes").status_code == 303
+
+
+def test_edits_go_through_the_service_api_and_are_audited(signed_in: tuple[UiClient, str]) -> None:
+    """Steps: add, correct, supersede, delete, restore a memory; share and unshare the cube; each change
+    shows on its page and in the audit log under the tools' action names."""
+    client, _ = signed_in
+    name = _agent(client)
+    cube = f"@{name}"
+    memory = client.add(cube, "Bob lives in Paris", kind="fact", tags="people, bob")
+    page = client.get(f"/ui/memories/{memory}").text
+    assert "Bob lives in Paris" in page and "people" in page
+    response = client.post(
+        f"/ui/memories/{memory}/edit",
+        {"content": "Bob lives in Paris, France", "kind": "fact", "tags": "people", "version": "1"},
+        csrf_from=f"/ui/memories/{memory}",
+    )
+    assert response.status_code == 303
+    page = client.get(f"/ui/memories/{memory}").text
+    assert "v2" in page and re.search(
+        r"<del>Paris</del><ins>Paris, France</ins>|<ins>[^<]*France</ins>", page
+    )
+    stale = client.post(
+        f"/ui/memories/{memory}/edit",
+        {"content": "stale edit", "version": "1"},
+        csrf_from=f"/ui/memories/{memory}",
+    )
+    assert stale.status_code == 409
+    successor = client.post(f"/ui/memories/{memory}/supersede", {"content": "Bob moved to Berlin"})
+    assert successor.status_code == 303
+    new_id = successor.headers["location"].rsplit("/", 1)[1]
+    new_page = client.get(f"/ui/memories/{new_id}").text
+    assert f'Replaces <a href="/ui/memories/{memory}">' in new_page
+    old_page = client.get(f"/ui/memories/{memory}").text
+    assert "superseded" in old_page and f"/ui/memories/{new_id}" in old_page
+    listing = client.get(f"/ui/cubes/{cube}").text
+    assert "Bob moved to Berlin" in listing and "Bob lives in Paris" not in listing
+    assert "Bob lives in Paris" in client.get(f"/ui/cubes/{cube}", show="superseded").text
+    assert client.post(f"/ui/memories/{new_id}/delete", {}).status_code == 303
+    assert "Bob moved to Berlin" not in client.get(f"/ui/cubes/{cube}").text
+    assert "Bob moved to Berlin" in client.get(f"/ui/cubes/{cube}", show="deleted").text
+    assert client.post(f"/ui/memories/{new_id}/restore", {}).status_code == 303
+    assert "Bob moved to Berlin" in client.get(f"/ui/cubes/{cube}").text
+    assert client.post(f"/ui/cubes/{cube}/share", {"grantee": "*", "permission": "read"}).status_code == 303
+    members = client.get(f"/ui/cubes/{cube}").text
+    assert f"cube_share by {name}" in members
+    bad = client.post(f"/ui/cubes/{cube}/share", {"grantee": "nobody-here", "permission": "read"})
+    assert bad.status_code == 400 and "no agent named" in bad.text
+    assert client.post(f"/ui/cubes/{cube}/unshare", {"grantee": "*"}).status_code == 303
+    assert f"cube_share by {name}" not in client.get(f"/ui/cubes/{cube}").text
+    audit = client.get("/ui/audit").text
+    for action in (
+        "memory_add",
+        "memory_update",
+        "memory_delete",
+        "memory_restore",
+        "cube_share",
+        "cube_unshare",
+    ):
+        assert f"<td>{action}</td>" in audit, action
+
+
+def test_pages_render_and_report_their_server_time(
+    signed_in: tuple[UiClient, str], ui_daemon: RunningDaemon
+) -> None:
+    client, _ = signed_in
+    cube = f"@{_agent(client)}"
+    memory = client.add(cube, "The standup moved to 9:45 last week", kind="event")
+    for path in (
+        "/ui/cubes", f"/ui/cubes/{cube}", f"/ui/memories/{memory}", "/ui/search?q=standup",
+        "/ui/tasks", "/ui/audit", "/ui/health",
+    ):  # fmt: skip
+        response = client.get(path)
+        assert response.status_code == 200, (path, response.text[:300])
+        assert re.fullmatch(r"app;dur=\d+(\.\d+)?", response.headers["server-timing"]), path
+        assert "Content-Security-Policy" in response.headers
+    found = client.get("/ui/search", q="standup").text
+    assert '<svg class="bars"' in found and "lexical" in found and "<mark>standup</mark>" in found
+    assert '<svg class="chart"' in client.get(f"/ui/cubes/{cube}").text
+    health = client.get("/ui/health").text  # an agent's view: no paths, no policy (the owner's admin view)
+    assert "MiB" in health and str(ui_daemon.home) not in health and "policies" not in health
+
+
+def test_the_event_stream_tells_a_page_only_of_changes_it_may_read(
+    ui_daemon: RunningDaemon, clients: Callable[[], UiClient]
+) -> None:
+    """Steps: alice shares her cube with bob; bob opens the stream; carol writes in her private cube, then
+    alice in the shared one; the first memory event bob hears is alice's."""
+    alice, bob, carol = (clients() for _ in range(3))
+    for client, name in ((alice, "live-alice"), (bob, "live-bob"), (carol, "live-carol")):
+        client.sign_in(ui_daemon.add_agent(name))
+    alice.post("/ui/cubes/@live-alice/share", {"grantee": "live-bob", "permission": "read"})
+    with bob.http.stream("GET", "/ui/events", headers={"Accept": "text/event-stream"}) as stream:
+        assert stream.status_code == 200
+        lines = stream.iter_lines()
+        assert next(lines).startswith("retry:")
+        carol.add("@live-carol", "live-carol's private note")
+        shared = alice.add("@live-alice", "live-alice's shared note")
+        events = []
+        for line in lines:
+            if line.startswith("data:") and events and events[-1] == "event: memory":
+                events.append(line)
+                break
+            if line.startswith("event:"):
+                events.append(line)
+        assert json.loads(events[-1].removeprefix("data:")) == {"cube": "@live-alice", "id": shared}
+
+
+def test_the_dashboard_can_be_turned_off(tmp_path: Path) -> None:
+    port = free_port()
+    running = start_daemon(
+        write_config(tmp_path, port=port, model="none", extra="[ui]\nenabled = false"), tmp_path, port
+    )
+    try:
+        assert httpx2.get(f"http://127.0.0.1:{port}/ui/sign-in", timeout=10).status_code == 404
+    finally:
+        stop_daemon(running)
+
+
+def test_memos_ui_prints_a_one_time_link_to_the_admin_view(
+    ui_daemon: RunningDaemon, signed_in: tuple[UiClient, str], clients: Callable[[], UiClient]
+) -> None:
+    """Steps: `memos ui` prints a link; opening it shows a button (fetching it uses nothing up); pressing it
+    opens the admin view with every cube, agent and grant; the link does not work twice; agents' pages are
+    not the admin's and the admin view is not an agent's; a rejected policy change shows there."""
+    agent, _ = signed_in
+    private = agent.add(f"@{_agent(agent)}", "an agent's private note")
+    link = ui_daemon.memos("ui").stdout.strip()
+    assert link.startswith(f"http://127.0.0.1:{ui_daemon.port}/ui/admin/sign-in?secret=")
+    owner = clients()
+    path = link.removeprefix(owner.base)
+    for _ in range(2):  # a link preview or prefetch fetches it; only the button spends it
+        form = owner.http.get(path)
+        assert form.status_code == 200 and "Sign in as the owner" in form.text
+    secret = path.split("secret=", 1)[1]
+    response = owner.http.post("/ui/admin/sign-in", data={"csrf": csrf_of(form.text), "secret": secret})
+    assert response.status_code == 303 and response.headers["location"] == "/ui/admin"
+    page = owner.get("/ui/admin").text
+    name = _agent(agent)
+    assert f"<td>@{name}</td>" in page and f"<td>{name}</td>" in page and "owner" in page
+    assert "an agent's private note" not in page  # the owner's view lists, it does not read memories
+    assert owner.get("/ui/cubes").headers["location"] == "/ui/admin"
+    assert owner.get(f"/ui/memories/{private}").headers["location"] == "/ui/admin"
+    assert agent.get("/ui/admin").status_code == 404
+    again = clients()
+    form = again.http.get(path)
+    reused = again.http.post("/ui/admin/sign-in", data={"csrf": csrf_of(form.text), "secret": secret})
+    assert reused.status_code == 401 and "works once" in reused.text
+    bad = ui_daemon.home / "policies" / "broken.toml"
+    bad.write_text("[[rule]\n", encoding="utf-8")
+    try:
+        deadline = time.monotonic() + 20
+        while "Rejected change" not in (page := owner.get("/ui/admin").text):
+            assert time.monotonic() < deadline, "the rejected policy change never showed"
+            time.sleep(0.2)
+        assert "broken.toml" in page
+    finally:
+        bad.unlink()
+    signed_out = owner.post("/ui/sign-out", {}, csrf_from="/ui/admin")
+    assert signed_out.status_code == 303 and owner.get("/ui/admin").headers["location"] == "/ui/sign-in"
+
+
+def test_bad_filters_and_queries_get_a_page_that_names_what_was_wrong(
+    signed_in: tuple[UiClient, str],
+) -> None:
+    client, _ = signed_in
+    cube = f"@{_agent(client)}"
+    for path, params, words in (
+        (f"/ui/cubes/{cube}", {"since": "last tuesday"}, "since"),
+        (f"/ui/cubes/{cube}", {"kind": "poem"}, "kind"),
+        (f"/ui/cubes/{cube}", {"cursor": "zzz"}, "cursor"),
+        ("/ui/search", {"q": "tea", "mode": "telepathy"}, "mode"),
+        ("/ui/tasks", {"status": "someday"}, "status"),
+    ):
+        response = client.get(path, **params)
+        assert response.status_code == 400, (path, params, response.text[:300])
+        assert words in response.text.split('role="alert">', 1)[1].split("</p>", 1)[0], (path, params)
+
+
+def test_an_open_event_stream_ends_when_the_token_is_rotated(
+    ui_daemon: RunningDaemon, clients: Callable[[], UiClient]
+) -> None:
+    """Steps: bob reads alice's shared cube and listens; bob's token is rotated; alice writes there; bob's
+    stream says signed-out instead of telling him of the write, and ends."""
+    alice, bob = clients(), clients()
+    alice.sign_in(ui_daemon.add_agent("rotated-alice"))
+    bob.sign_in(ui_daemon.add_agent("rotated-bob"))
+    alice.post("/ui/cubes/@rotated-alice/share", {"grantee": "rotated-bob", "permission": "read"})
+    with bob.http.stream("GET", "/ui/events", headers={"Accept": "text/event-stream"}) as stream:
+        lines = stream.iter_lines()
+        assert next(lines).startswith("retry:")
+        ui_daemon.memos("agent", "rotate-token", "rotated-bob")
+        alice.add("@rotated-alice", "written after bob's token was rotated")
+        rest = list(lines)  # the server ends the stream
+    events = [line for line in rest if line.startswith("event:")]
+    assert events == ["event: signed-out"]
+
+
+def test_a_reader_gets_the_tools_refusals_for_writes_and_they_are_audited(
+    ui_daemon: RunningDaemon, clients: Callable[[], UiClient]
+) -> None:
+    """Steps: alice lets bob read her cube; bob may read her memory but not correct, delete or supersede
+    it, add to the cube or share it: each is the tools' PermissionDenied (403), nothing changes, and alice's
+    audit page shows the refusals."""
+    alice, bob = clients(), clients()
+    alice.sign_in(ui_daemon.add_agent("reader-alice"))
+    bob.sign_in(ui_daemon.add_agent("reader-bob"))
+    alice.post("/ui/cubes/@reader-alice/share", {"grantee": "reader-bob", "permission": "read"})
+    memory = alice.add("@reader-alice", "The printer code is 1234")
+    assert "printer code is 1234" in bob.get(f"/ui/memories/{memory}").text
+    for path, data in (
+        (f"/ui/memories/{memory}/edit", {"content": "The printer code is 9999"}),
+        (f"/ui/memories/{memory}/delete", {}),
+        (f"/ui/memories/{memory}/supersede", {"content": "The printer code is 9999"}),
+        ("/ui/cubes/@reader-alice/memories", {"content": "The printer code is 9999"}),
+        ("/ui/cubes/@reader-alice/share", {"grantee": "*", "permission": "read"}),
+    ):
+        response = bob.post(path, data)
+        assert response.status_code == 403 and "may read" in response.text, (path, response.text[:300])
+    page = alice.get(f"/ui/memories/{memory}").text
+    assert "printer code is 1234" in page and "9999" not in page and "pill ok" in page
+    deadline = time.monotonic() + 10  # refusals reach the audit log in batches
+    while (audit := alice.get("/ui/audit").text).count("<td>denied</td>") < 5:
+        assert time.monotonic() < deadline, audit
+        time.sleep(0.2)
+    assert "<td>reader-bob</td>" in audit
