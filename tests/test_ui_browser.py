@@ -25,7 +25,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.conftest import RunningDaemon, mcp_client
-from tests.ui_client import UiClient
+from tests.ui_client import UiClient, staff_agent
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
@@ -51,7 +51,7 @@ SEED = [
 def seeded(daemon: RunningDaemon, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Agents alice, bob and carol; a shared cube `team` owned by alice with memories recorded over ten
     weeks (imported, so their times are kept), and alice's private memories."""
-    tokens = {name: daemon.add_agent(f"{name}") for name in ("alice", "bob", "carol")}
+    tokens = {name: staff_agent(daemon, name) for name in ("alice", "bob", "carol")}
     start = datetime(2026, 9, 1, 9, 0, tzinfo=timezone.utc)
     lines = []
     for i in range(60):

@@ -13,7 +13,7 @@ import httpx2
 import pytest
 
 from tests.conftest import RunningDaemon, free_port, start_daemon, stop_daemon, write_config
-from tests.ui_client import UiClient, csrf_of
+from tests.ui_client import UiClient, csrf_of, staff_agent
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def clients(ui_daemon: RunningDaemon) -> Iterator[Callable[[], UiClient]]:
 def signed_in(ui_daemon: RunningDaemon, request: pytest.FixtureRequest) -> Iterator[tuple[UiClient, str]]:
     """A fresh agent (named after the test) signed in; yields the client and the agent's token."""
     name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[-40:].strip("-")
-    token = ui_daemon.add_agent(name)
+    token = staff_agent(ui_daemon, name)
     client = UiClient(ui_daemon.port)
     assert client.sign_in(token).status_code == 303
     try:
@@ -64,7 +64,7 @@ def _agent(client: UiClient) -> str:
 def test_sign_in_sets_an_httponly_strict_cookie_that_holds_a_session_id_not_the_token(
     ui_daemon: RunningDaemon, clients: Callable[[], UiClient]
 ) -> None:
-    token = ui_daemon.add_agent("cookie-owner")
+    token = staff_agent(ui_daemon, "cookie-owner")
     client = clients()
     response = client.sign_in(token)
     assert response.status_code == 303 and response.headers["location"] == "/ui/cubes"
@@ -88,7 +88,7 @@ def test_sign_in_without_the_forms_own_token_is_refused(
     ui_daemon: RunningDaemon, clients: Callable[[], UiClient]
 ) -> None:
     """Login CSRF: a cross-site page cannot sign the browser in as an agent of its choosing."""
-    token = ui_daemon.add_agent("login-csrf")
+    token = staff_agent(ui_daemon, "login-csrf")
     client = clients()
     response = client.http.post("/ui/sign-in", data={"csrf": "guessed", "token": token})
     assert response.status_code == 403
@@ -142,7 +142,7 @@ def test_another_agents_ids_in_urls_are_404_like_missing_ones(
     """Steps: alice writes a private memory; the signed-in agent asks for it by id and for alice's cube,
     reads and writes; every answer is the 404 a missing id gets, and alice's memory is unchanged."""
     alice = clients()
-    alice.sign_in(ui_daemon.add_agent("url-alice"))
+    alice.sign_in(staff_agent(ui_daemon, "url-alice"))
     secret = alice.add("@url-alice", "url-alice's private PIN is 4821")
     client, _ = signed_in
     missing = client.get("/ui/memories/mem_00000000deadbeef")
@@ -176,7 +176,7 @@ def test_a_rotated_token_or_a_disabled_agent_ends_the_dashboard_session(
     for change in (["rotate-token"], ["disable"]):
         name = f"ended-{change[0]}"
         client = clients()
-        client.sign_in(ui_daemon.add_agent(name))
+        client.sign_in(staff_agent(ui_daemon, name))
         assert client.get("/ui/cubes").status_code == 200
         ui_daemon.memos("agent", *change, name)
         response = client.get("/ui/cubes")
@@ -233,7 +233,8 @@ def test_edits_go_through_the_service_api_and_are_audited(signed_in: tuple[UiCli
     members = client.get(f"/ui/cubes/{cube}").text
     assert f"cube_share by {name}" in members
     bad = client.post(f"/ui/cubes/{cube}/share", {"grantee": "nobody-here", "permission": "read"})
-    assert bad.status_code == 400 and "no agent named" in bad.text
+    # The tools' answer: an agent the caller cannot name reads exactly like one that does not exist.
+    assert bad.status_code == 404 and "no agent &#39;nobody-here&#39; you can share with" in bad.text
     assert client.post(f"/ui/cubes/{cube}/unshare", {"grantee": "*"}).status_code == 303
     assert f"cube_share by {name}" not in client.get(f"/ui/cubes/{cube}").text
     audit = client.get("/ui/audit").text
@@ -276,7 +277,7 @@ def test_the_event_stream_tells_a_page_only_of_changes_it_may_read(
     alice in the shared one; the first memory event bob hears is alice's."""
     alice, bob, carol = (clients() for _ in range(3))
     for client, name in ((alice, "live-alice"), (bob, "live-bob"), (carol, "live-carol")):
-        client.sign_in(ui_daemon.add_agent(name))
+        client.sign_in(staff_agent(ui_daemon, name))
     alice.post("/ui/cubes/@live-alice/share", {"grantee": "live-bob", "permission": "read"})
     with bob.http.stream("GET", "/ui/events", headers={"Accept": "text/event-stream"}) as stream:
         assert stream.status_code == 200
@@ -371,8 +372,8 @@ def test_an_open_event_stream_ends_when_the_token_is_rotated(
     """Steps: bob reads alice's shared cube and listens; bob's token is rotated; alice writes there; bob's
     stream says signed-out instead of telling him of the write, and ends."""
     alice, bob = clients(), clients()
-    alice.sign_in(ui_daemon.add_agent("rotated-alice"))
-    bob.sign_in(ui_daemon.add_agent("rotated-bob"))
+    alice.sign_in(staff_agent(ui_daemon, "rotated-alice"))
+    bob.sign_in(staff_agent(ui_daemon, "rotated-bob"))
     alice.post("/ui/cubes/@rotated-alice/share", {"grantee": "rotated-bob", "permission": "read"})
     with bob.http.stream("GET", "/ui/events", headers={"Accept": "text/event-stream"}) as stream:
         lines = stream.iter_lines()
@@ -391,8 +392,8 @@ def test_a_reader_gets_the_tools_refusals_for_writes_and_they_are_audited(
     it, add to the cube or share it: each is the tools' PermissionDenied (403), nothing changes, and alice's
     audit page shows the refusals."""
     alice, bob = clients(), clients()
-    alice.sign_in(ui_daemon.add_agent("reader-alice"))
-    bob.sign_in(ui_daemon.add_agent("reader-bob"))
+    alice.sign_in(staff_agent(ui_daemon, "reader-alice"))
+    bob.sign_in(staff_agent(ui_daemon, "reader-bob"))
     alice.post("/ui/cubes/@reader-alice/share", {"grantee": "reader-bob", "permission": "read"})
     memory = alice.add("@reader-alice", "The printer code is 1234")
     assert "printer code is 1234" in bob.get(f"/ui/memories/{memory}").text

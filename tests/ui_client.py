@@ -7,6 +7,8 @@ from typing import Any
 
 import httpx2
 
+from tests.conftest import RunningDaemon
+
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
@@ -46,3 +48,13 @@ def csrf_of(html: str) -> str:
     found = _CSRF.search(html)
     assert found, html[:500]
     return found.group(1)
+
+
+def staff_agent(daemon: RunningDaemon, name: str) -> str:
+    """An agent in the daemon's `staff` group, as a team's owner sets agents up so they can name one
+    another (share, hand off); returns its token."""
+    token = daemon.add_agent(name)
+    if "staff" not in daemon.memos("group", "list").stdout:
+        daemon.memos("group", "add", "staff")
+    daemon.memos("group", "add-member", "staff", name)
+    return token
