@@ -18,7 +18,6 @@ REPO = Path(__file__).resolve().parents[1]
 LEGACY_TUPLE_ROWS = {
     "search.py",
     "vectors.py",
-    "additions.py",
     "audit.py",
     "backup.py",
     "context_packs.py",
@@ -27,8 +26,6 @@ LEGACY_TUPLE_ROWS = {
     "idempotency.py",
     "identity.py",
     "integrity.py",
-    "links.py",
-    "memories.py",
     "migrations.py",
     "policy.py",
     "policy_watch.py",
