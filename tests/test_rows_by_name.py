@@ -19,12 +19,8 @@ LEGACY_TUPLE_ROWS = {
     "search.py",
     "vectors.py",
     "backup.py",
-    "context_packs.py",
-    "episodes.py",
     "integrity.py",
     "migrations.py",
-    "retention.py",
-    "tasks.py",
     "transfer.py",
     "transfer_records.py",
 }
