@@ -21,8 +21,6 @@ LEGACY_TUPLE_ROWS = {
     "backup.py",
     "integrity.py",
     "migrations.py",
-    "transfer.py",
-    "transfer_records.py",
 }
 # The store and the row type implement the reading.
 IMPLEMENTATION = {"store.py", "rows.py"}
