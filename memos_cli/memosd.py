@@ -12,10 +12,16 @@ import threading
 import anyio
 import anyio.abc
 
-from daemon import Config, Services, load_config, open_services, supervised
-from daemon.daemon_status import StatusReporter
-from daemon.instance_lock import InstanceLock
-from daemon.sd_notify import Notifier
+from daemon import (
+    Config,
+    InstanceLock,
+    Notifier,
+    Services,
+    StatusReporter,
+    load_config,
+    open_services,
+    supervised,
+)
 from mcp_server.app import build_app, build_mcp
 from mcp_server.connections import raise_open_files_limit
 from mcp_server.http import HttpServer
@@ -40,9 +46,7 @@ async def run_daemon(config: Config, notifier: Notifier) -> None:
             mcp, notifications = build_mcp(services, memos_version())
             http = HttpServer(mcp, build_app(mcp, services), config.server)
             url = f"http://{config.server.host}:{http.port}/mcp"
-            reporter = StatusReporter(
-                services.store, memos_version(), url, services.embedder, services.scheduler
-            )
+            reporter = services.status_reporter(memos_version(), url)
             try:
                 await _serve(services, http, reporter, notifier, url, notifications)
             finally:
