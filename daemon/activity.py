@@ -43,15 +43,16 @@ class Activity:
             ref = await self._access.require(conn, agent, cube, "read", "cube_timeline")
             upto, known = self._days.get(ref.id, (0, {}))
             index = "memories_by_cube_seq" if upto else "memories_by_cube"  # the first count: covering
-            rows = await conn.fetch_all(
-                f"SELECT substr(created_at, 1, 10) AS day, count(*), max(seq) FROM memories INDEXED BY {index}"
+            rows = await conn.rows(
+                f"SELECT substr(created_at, 1, 10) AS day, count(*) AS n, max(seq) AS highest"
+                f" FROM memories INDEXED BY {index}"
                 " WHERE cube_id = ? AND seq > ? GROUP BY day",
                 (ref.id, upto),
             )
         days, top = dict(known), upto
-        for day, count, highest in rows:
-            days[day] = days.get(day, 0) + count
-            top = max(top, highest)
+        for row in rows:
+            days[row["day"]] = days.get(row["day"], 0) + row["n"]
+            top = max(top, row["highest"])
         if top >= self._days.get(ref.id, (0, {}))[0]:
             self._days[ref.id] = (top, days)
         return [DayCount(day=day, count=count) for day, count in sorted(days.items())]

@@ -129,11 +129,11 @@ class Additions:
         async with self._store.write() as conn:
             ref = await self._access.require(conn, agent, name, "write", "memory_add")
             inserted = await self._insert(conn, agent, ref, checked, vectors, settings)
-            rows = await conn.fetch_all(
+            rows = await conn.rows(
                 f"SELECT seq, id FROM memories WHERE seq IN ({placeholders(len(inserted))})",
                 [s for s, _ in inserted],
             )
-            ids: dict[int, str] = dict(rows)
+            ids: dict[int, str] = {row["seq"]: row["id"] for row in rows}
             result = BatchAdded(
                 ids=[ids[seq] for seq, _ in inserted],
                 cube=ref.name,
@@ -166,14 +166,14 @@ class Additions:
             ]
             if not near:
                 return []
-            rows = await conn.fetch_all(
+            rows = await conn.rows(
                 f"SELECT seq, id, content FROM memories WHERE seq IN ({placeholders(len(near))})"
                 " AND deleted_at IS NULL AND superseded_by IS NULL",
                 [s for s, _ in near],
             )
-        found = {row[0]: row for row in rows}
+        found = {row["seq"]: row for row in rows}
         return [
-            Similar(id=found[s][1], cube=ref.name, content=found[s][2], score=round(score, 4))
+            Similar(id=found[s]["id"], cube=ref.name, content=found[s]["content"], score=round(score, 4))
             for s, score in near
             if s in found
         ]
@@ -195,13 +195,13 @@ class Additions:
             digest = content_hash(item.content)
             # A message is an event in a conversation: the same words said twice are two turns, not a duplicate.
             if settings.dedupe_exact and item.kind != "message":
-                existing = await conn.fetch_one(
+                existing = await conn.value(
                     "SELECT seq FROM memories WHERE cube_id = ? AND kind = ? AND content_hash = ?"
                     " AND deleted_at IS NULL AND superseded_by IS NULL",
                     (ref.id, item.kind, digest),
                 )
                 if existing is not None:
-                    out.append((int(existing[0]), True))
+                    out.append((int(existing), True))
                     continue
             seq = await conn.execute(
                 "INSERT INTO memories (id, cube_id, content, kind, tags, metadata, source_agent, task_id,"
@@ -221,8 +221,8 @@ class Additions:
         added = [seq for seq, dup in out if not dup]
         if added:
             more = f" (+{len(added) - 1} more)" if len(added) > 1 else ""
-            first = await conn.fetch_one("SELECT id FROM memories WHERE seq = ?", (added[0],))
-            await Audit.record(conn, agent.name, "memory_add", ref.name, (first[0] if first else "") + more)
+            first = await conn.value("SELECT id FROM memories WHERE seq = ?", (added[0],), default="")
+            await Audit.record(conn, agent.name, "memory_add", ref.name, first + more)
         return out
 
     async def _close(self, conn: Connection, agent: Agent, old_ids: list[str], new_seq: int) -> list[str]:
@@ -257,6 +257,6 @@ class Additions:
 
     @staticmethod
     async def _read(conn: Connection, seq: int):  # type: ignore[no-untyped-def]
-        row = await conn.fetch_one(f"SELECT {MEMORY_COLUMNS} FROM {MEMORY_FROM} WHERE m.seq = ?", (seq,))
+        row = await conn.row(f"SELECT {MEMORY_COLUMNS} FROM {MEMORY_FROM} WHERE m.seq = ?", (seq,))
         assert row is not None
         return memory_from_row(row)

@@ -109,12 +109,20 @@ class Audit:
             params.append(agent)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         async with self._store.read() as conn:
-            rows = await conn.fetch_all(
+            rows = await conn.rows(
                 f"SELECT at, agent, action, cube, target, outcome, detail FROM audit {where}"
                 " ORDER BY id DESC LIMIT ?",
                 [*params, limit],
             )
         return [
-            AuditEntry(at=r[0], agent=r[1], action=r[2], cube=r[3], target=r[4], outcome=r[5], detail=r[6])
+            AuditEntry(
+                at=r["at"],
+                agent=r["agent"],
+                action=r["action"],
+                cube=r["cube"],
+                target=r["target"],
+                outcome=r["outcome"],
+                detail=r["detail"],
+            )
             for r in rows
         ]

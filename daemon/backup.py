@@ -24,6 +24,7 @@ from daemon import sqlite_driver
 from daemon.errors import ConfigError, InvalidInput, StoreCorrupt
 from daemon.instance_lock import InstanceLock
 from daemon.private_files import private_dir, private_file
+from daemon.rows import read_rows
 from daemon.store_errors import translated
 from daemon.supervision import retrying
 
@@ -36,8 +37,8 @@ def _check(path: Path) -> None:
         # immutable: a read-only look that creates no -wal/-shm beside the file (a backup is one file)
         conn = module.connect(f"file:{quote(str(path))}?mode=ro&immutable=1", uri=True)
         try:
-            result = conn.execute("PRAGMA quick_check").fetchone()[0]
-            conn.execute("SELECT count(*) FROM schema_migrations").fetchone()
+            result = read_rows(conn, "PRAGMA quick_check")[0]["quick_check"]
+            read_rows(conn, "SELECT count(*) AS migrations FROM schema_migrations")  # is it a memos database?
         finally:
             conn.close()
     except module.Error as exc:

@@ -78,11 +78,11 @@ class ContextPacks:
         """The preloaded pack (or one built now at interactive priority), as the agent may read it now."""
         task = await self._tasks.get(agent, task_id)  # participants only
         async with self._store.read() as conn:
-            row = await conn.fetch_one(
+            row = await conn.row(
                 "SELECT pack FROM context_packs WHERE task_id = ? AND agent = ?", (task.id, agent.name)
             )
         if row is not None:
-            pack = _decode(row[0])
+            pack = _decode(row["pack"])
         else:
             pack = await self.request(task.id, agent.name, JobClass.INTERACTIVE).wait()
         return await self._as_readable(agent, task, pack)
@@ -93,13 +93,13 @@ class ContextPacks:
         allowed: set[str] = set()
         if ids:
             async with self._store.read() as conn:
-                rows = await conn.fetch_all(
+                rows = await conn.rows(
                     f"SELECT id, cube_id FROM memories WHERE id IN ({placeholders(len(ids))})"
                     " AND deleted_at IS NULL",
                     ids,
                 )
-                levels = await self._access.levels(conn, agent, sorted({row[1] for row in rows}))
-            allowed = {memory_id for memory_id, cube_id in rows if cube_id in levels}
+                levels = await self._access.levels(conn, agent, sorted({row["cube_id"] for row in rows}))
+            allowed = {row["id"] for row in rows if row["cube_id"] in levels}
         items = [item for item in pack.items if item.id in allowed]
         if len(items) == len(pack.items) and task == pack.task:
             return pack
@@ -240,21 +240,22 @@ class ContextPacks:
         regranted = {c.cube for c in changes if isinstance(c, CubesChanged)}  # None: any cube
         async with self._store.read() as conn:
             if changed_tasks:
-                for task_id, reader in await conn.fetch_all(
+                for row in await conn.rows(
                     f"SELECT id, to_agent FROM tasks WHERE id IN ({placeholders(len(changed_tasks))})"
                     " AND status IN ('pending', 'accepted')",
                     changed_tasks,
                 ):
-                    wanted[(task_id, reader)] = JobClass.PRELOAD
+                    wanted[(row["id"], row["to_agent"])] = JobClass.PRELOAD
             if not written and not regranted:
                 return wanted
             candidates = []
-            for task_id, reader, cubes in await conn.fetch_all(
+            for row in await conn.rows(
                 "SELECT id, to_agent, cubes FROM tasks WHERE status IN ('pending', 'accepted')"
             ):
+                task_id, reader = row["id"], row["to_agent"]
                 if (task_id, reader) in wanted:
                     continue
-                scope = set(_scope(cubes))
+                scope = set(_scope(row["cubes"]))
                 if None in regranted or (regranted & scope if scope else regranted):
                     wanted[(task_id, reader)] = JobClass.BACKGROUND
                 elif written & scope if scope else written:

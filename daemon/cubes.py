@@ -11,6 +11,7 @@ from daemon.idempotency import Recorder
 from daemon.models import Agent, Cube, CubeMembers, Member
 from daemon.policy import AccessPolicy, CubeRef
 from daemon.policy_rules import EVERYONE, LEVEL, cube_matches
+from daemon.rows import Row
 from daemon.store import Connection, Store, placeholders
 from daemon.timeutil import now_iso
 from daemon.validation import PRIVATE_CUBE_PREFIX, check_cube_ref, check_name
@@ -19,7 +20,7 @@ MAX_DESCRIPTION_CHARS = 2000
 
 _CUBE_COLUMNS = """
     c.name, c.owner, c.description, c.created_at,
-    (SELECT count(*) FROM memories m WHERE m.cube_id = c.id AND m.deleted_at IS NULL)
+    (SELECT count(*) FROM memories m WHERE m.cube_id = c.id AND m.deleted_at IS NULL) AS memory_count
 """
 
 
@@ -43,7 +44,7 @@ class Cubes:
             raise InvalidInput("description contains a NUL character")
         created = now_iso()
         async with self._store.write() as conn:
-            if await conn.fetch_one("SELECT 1 FROM cubes WHERE name = ?", (name,)):
+            if await conn.row("SELECT 1 FROM cubes WHERE name = ?", (name,)):
                 raise Conflict(  # the same words whether or not the caller may see it: names are unique
                     f"a cube named {name!r} already exists (cube names are unique on this machine, cubes you"
                     " cannot see included); choose another name"
@@ -64,22 +65,28 @@ class Cubes:
             refs = await self._access.readable_cubes(conn, agent)
             if not refs:
                 return []
-            rows = await conn.fetch_all(
+            rows = await conn.rows(
                 f"SELECT {_CUBE_COLUMNS} FROM cubes c WHERE c.id IN ({placeholders(len(refs))})",
                 [ref.id for ref in refs],
             )
-        by_name = {row[0]: row for row in rows}
+        by_name = {row["name"]: row for row in rows}
         return [_cube(by_name[ref.name]) for ref in refs]
 
     async def overview(self) -> builtins.list[tuple[Cube, CubeMembers]]:
         """Every cube with its members: the machine owner's view (the dashboard's admin page, `memos ui`);
         no agent asks for it, so no agent's permissions apply."""
         async with self._store.read() as conn:
-            rows = await conn.fetch_all(f"SELECT c.id, {_CUBE_COLUMNS} FROM cubes c ORDER BY c.name")
+            rows = await conn.rows(f"SELECT c.id, {_CUBE_COLUMNS} FROM cubes c ORDER BY c.name")
             return [
-                (_cube(row[1:]), await self._members_on(conn, CubeRef(id=row[0], name=row[1])))
+                (_cube(row), await self._members_on(conn, CubeRef(id=row["id"], name=row["name"])))
                 for row in rows
             ]
+
+    async def readable(self, agent: Agent) -> builtins.list[str]:
+        """Names of the cubes the agent may read now: its private cube first, then by name."""
+        async with self._store.read() as conn:
+            refs = await self._access.readable_cubes(conn, agent)
+        return [ref.name for ref in refs]
 
     async def administered(self, agent: Agent) -> builtins.list[str]:
         """Names of the cubes the agent administers (whose audit entries it may read)."""
@@ -91,7 +98,7 @@ class Cubes:
         check_cube_ref(name)
         async with self._store.read() as conn:
             ref = await self._access.require(conn, agent, name, "read", "cube_describe")
-            row = await conn.fetch_one(f"SELECT {_CUBE_COLUMNS} FROM cubes c WHERE c.id = ?", (ref.id,))
+            row = await conn.row(f"SELECT {_CUBE_COLUMNS} FROM cubes c WHERE c.id = ?", (ref.id,))
         assert row is not None
         return _cube(row)
 
@@ -100,13 +107,13 @@ class Cubes:
             return grantee
         if grantee.startswith("group:"):
             group = check_name(grantee[6:], "grantee group name")
-            if not await conn.fetch_one("SELECT 1 FROM groups WHERE name = ?", (group,)):
+            if not await conn.row("SELECT 1 FROM groups WHERE name = ?", (group,)):
                 raise InvalidInput(
                     f"grantee {grantee!r}: no group named {group!r}; `memos group add {group}` creates it"
                 )
             return grantee
         check_name(grantee, "grantee")
-        exists = await conn.fetch_one("SELECT 1 FROM agents WHERE name = ?", (grantee,))
+        exists = await conn.row("SELECT 1 FROM agents WHERE name = ?", (grantee,))
         if not exists or not await self._access.related(conn, agent, grantee):
             raise NotFound(
                 f"no agent {grantee!r} you can share with; you can name agents you share a group, a policy"
@@ -152,7 +159,7 @@ class Cubes:
             raise InvalidInput(f"permission {permission!r} is not one of: {', '.join(LEVEL)}")
         async with self._store.write() as conn:
             ref = await self._access.require(conn, agent, cube, "share", "cube_unshare")
-            rows = await conn.fetch_all(
+            rows = await conn.rows(
                 "SELECT permission FROM cube_grants WHERE cube_id = ? AND grantee = ?"
                 + (" AND permission = ?" if permission else ""),
                 [ref.id, grantee] + ([permission] if permission else []),
@@ -160,7 +167,7 @@ class Cubes:
             if not rows:
                 what = f"{permission} grant" if permission else "grant"
                 raise NotFound(f"{grantee!r} holds no stored {what} on {cube!r}; cube_members lists them")
-            highest = max(LEVEL[row[0]] for row in rows)
+            highest = max(LEVEL[row["permission"]] for row in rows)
             if highest > await self._access.level_of(conn, agent, ref.id):
                 raise PermissionDenied(f"only an admin of {cube!r} can remove an admin grant")
             await conn.execute(
@@ -187,13 +194,13 @@ class Cubes:
             return await self._members_on(conn, ref)
 
     async def _members_on(self, conn: Connection, ref: CubeRef) -> CubeMembers:
-        owner_row = await conn.fetch_one("SELECT owner FROM cubes WHERE id = ?", (ref.id,))
-        grants = await conn.fetch_all(
+        owner = await conn.value("SELECT owner FROM cubes WHERE id = ?", (ref.id,))
+        grants = await conn.rows(
             "SELECT grantee, permission, granted_by FROM cube_grants WHERE cube_id = ? ORDER BY grantee",
             (ref.id,),
         )
-        assert owner_row is not None
-        members = [Member(grantee=owner_row[0], permission="admin", effect="allow", source="owner")]
+        assert owner is not None
+        members = [Member(grantee=owner, permission="admin", effect="allow", source="owner")]
         for sourced in self._access.rules:
             rule = sourced.rule
             if any(cube_matches(pattern, ref.name) for pattern in rule.cubes):
@@ -206,17 +213,23 @@ class Cubes:
                             source=sourced.source,
                         )
                     )
-        for grantee, permission, granted_by in grants:
+        for grant in grants:
             members.append(
                 Member(
-                    grantee=grantee,
-                    permission=permission,
+                    grantee=grant["grantee"],
+                    permission=grant["permission"],
                     effect="allow",
-                    source=f"cube_share by {granted_by}",
+                    source=f"cube_share by {grant['granted_by']}",
                 )
             )
-        return CubeMembers(cube=ref.name, owner=owner_row[0], members=members)
+        return CubeMembers(cube=ref.name, owner=owner, members=members)
 
 
-def _cube(row: tuple) -> Cube:
-    return Cube(name=row[0], owner=row[1], description=row[2], created_at=row[3], memory_count=row[4])
+def _cube(row: Row) -> Cube:
+    return Cube(
+        name=row["name"],
+        owner=row["owner"],
+        description=row["description"],
+        created_at=row["created_at"],
+        memory_count=row["memory_count"],
+    )

@@ -13,6 +13,7 @@ import msgspec
 from anyio.abc import TaskStatus
 
 from daemon.errors import MemosError
+from daemon.policy import PolicyState
 from daemon.scheduler import Scheduler
 from daemon.store import Store
 from daemon.supervision import retrying
@@ -34,6 +35,38 @@ class DaemonStatus(msgspec.Struct, kw_only=True):
     last_errors: list[str] = msgspec.field(default_factory=list)
     # Scheduler metrics per class: queued, running, done, failed, cancelled, coalesced, mean wait/run ms.
     queue: dict[str, dict[str, float]] = msgspec.field(default_factory=dict)
+
+
+class StoredStatus(msgspec.Struct, kw_only=True):
+    """The database's own account: schema version, counts, and the last reports of the policy watcher and
+    of the daemon that served it (None where nothing was ever reported)."""
+
+    schema_version: int | None
+    agents: int
+    cubes: int
+    memories: int
+    policy: PolicyState | None
+    daemon: DaemonStatus | None
+
+
+async def stored_status(store: Store) -> StoredStatus:
+    async with store.read() as conn:
+        counts = await conn.row(
+            "SELECT (SELECT max(version) FROM schema_migrations) AS schema_version,"
+            " (SELECT count(*) FROM agents) AS agents, (SELECT count(*) FROM cubes) AS cubes,"
+            " (SELECT count(*) FROM memories WHERE deleted_at IS NULL) AS memories"
+        )
+        policy = await conn.value("SELECT value FROM meta WHERE key = 'policy_status'")
+        daemon = await conn.value("SELECT value FROM meta WHERE key = 'daemon_status'")
+    assert counts is not None
+    return StoredStatus(
+        schema_version=counts["schema_version"],
+        agents=counts["agents"],
+        cubes=counts["cubes"],
+        memories=counts["memories"],
+        policy=msgspec.json.decode(policy, type=PolicyState) if policy else None,
+        daemon=msgspec.json.decode(daemon, type=DaemonStatus) if daemon else None,
+    )
 
 
 class _ErrorMemory(logging.Handler):

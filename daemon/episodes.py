@@ -13,7 +13,8 @@ from typing import Any
 from daemon.store import Connection, placeholders
 
 MAX_EPISODE_ROWS = 5000  # turns fetched for one search; beyond it the rest of a huge thread is left out
-_TURN_ROLE = "CASE WHEN m.kind = 'message' THEN json_extract(m.metadata, '$.role') END"
+_TURN_ROLE = "CASE WHEN m.kind = 'message' THEN json_extract(m.metadata, '$.role') END AS role"
+_WHEN = "coalesce(m.occurred_at, m.created_at) AS happened_at"
 
 
 class Placement:
@@ -52,17 +53,18 @@ async def place(
     seqs = list(seqs)
     if not seqs:
         return found
-    rows = await conn.fetch_all(
-        f"SELECT m.seq, m.cube_id, m.episode, coalesce(m.occurred_at, m.created_at), {_TURN_ROLE},"
+    rows = await conn.rows(
+        f"SELECT m.seq, m.cube_id, m.episode, {_WHEN}, {_TURN_ROLE},"
         f" m.importance FROM memories m WHERE m.seq IN ({placeholders(len(seqs))})",
         seqs,
     )
     wanted: dict[int, set[str]] = defaultdict(set)
-    for seq, cube_id, episode, when, role, importance in rows:
-        found.importance[seq] = importance
+    for row in rows:
+        seq, cube_id, episode = row["seq"], row["cube_id"], row["episode"]
+        found.importance[seq] = row["importance"]
         found.episode[seq] = (cube_id, episode) if episode is not None else None
-        found.when[seq] = when
-        found.role[seq] = role
+        found.when[seq] = row["happened_at"]
+        found.role[seq] = row["role"]
         if episode is not None:
             wanted[cube_id].add(episode)
     if not whole_episodes:
@@ -70,20 +72,21 @@ async def place(
     budget = MAX_EPISODE_ROWS
     for cube_id, episodes in wanted.items():
         names = sorted(episodes)
-        rows = await conn.fetch_all(
-            f"SELECT m.seq, m.episode, coalesce(m.occurred_at, m.created_at), {_TURN_ROLE} FROM memories m"
+        rows = await conn.rows(
+            f"SELECT m.seq, m.episode, {_WHEN}, {_TURN_ROLE} FROM memories m"
             f" WHERE m.cube_id = ? AND m.episode IN ({placeholders(len(names))}) {predicate}"
             " ORDER BY m.episode, m.episode_position, coalesce(m.occurred_at, m.created_at), m.seq LIMIT ?",
             [cube_id, *names, *params, budget],
         )
         budget -= len(rows)
-        for seq, episode, when, role in rows:
-            found.role[seq] = role
+        for row in rows:
+            seq, episode = row["seq"], row["episode"]
+            found.role[seq] = row["role"]
             turns = found.turns.setdefault((cube_id, episode), [])
             found.index[seq] = len(turns)
             turns.append(seq)
             found.episode[seq] = (cube_id, episode)
-            found.when[seq] = when
+            found.when[seq] = row["happened_at"]
         if budget <= 0:
             break
     return found
@@ -96,15 +99,15 @@ async def around(
     before). Each episode is read once, however many of `seqs` it holds."""
     if not seqs:
         return {}
-    rows = await conn.fetch_all(
+    rows = await conn.rows(
         f"SELECT seq, cube_id, episode FROM memories WHERE seq IN ({placeholders(len(seqs))})", list(seqs)
     )
-    episode_of = {seq: (cube_id, episode) for seq, cube_id, episode in rows if episode is not None}
+    episode_of = {row["seq"]: (row["cube_id"], row["episode"]) for row in rows if row["episode"] is not None}
     index: dict[int, tuple[list[int], int]] = {}  # seq -> (its episode's turns, its place in them)
     for cube_id, episode in set(episode_of.values()):
         turns = [
-            r[0]
-            for r in await conn.fetch_all(
+            r["seq"]
+            for r in await conn.rows(
                 f"SELECT m.seq FROM memories m WHERE m.cube_id = ? AND m.episode = ? {predicate}"
                 " ORDER BY m.episode_position, coalesce(m.occurred_at, m.created_at), m.seq LIMIT ?",
                 [cube_id, episode, *params, MAX_EPISODE_ROWS],

@@ -16,6 +16,7 @@ import msgspec
 
 from daemon.errors import Conflict, InvalidInput
 from daemon.models import Agent
+from daemon.rows import Row
 from daemon.store import Connection, Store
 from daemon.timeutil import now_iso
 
@@ -44,20 +45,19 @@ class Recorder:
         )
 
 
-async def _stored(store: Store, agent: str, key: str) -> tuple[str, str, str] | None:
+async def _stored(store: Store, agent: str, key: str) -> Row | None:
     async with store.read() as conn:
-        row = await conn.fetch_one(
+        return await conn.row(
             "SELECT tool, fingerprint, result FROM idempotency WHERE agent = ? AND key = ?", (agent, key)
         )
-    return (row[0], row[1], row[2]) if row else None
 
 
-def _replay(stored: tuple[str, str, str], tool: str, fingerprint: str, key: str, result_type: type[T]) -> T:
-    if stored[0] != tool or stored[1] != fingerprint:
+def _replay(stored: Row, tool: str, fingerprint: str, key: str, result_type: type[T]) -> T:
+    if stored["tool"] != tool or stored["fingerprint"] != fingerprint:
         raise Conflict(
-            f"idempotency_key {key!r} was already used for a different call ({stored[0]}); use a new key"
+            f"idempotency_key {key!r} was already used for a different call ({stored['tool']}); use a new key"
         )
-    return msgspec.json.decode(stored[2], type=result_type)
+    return msgspec.json.decode(stored["result"], type=result_type)
 
 
 async def idempotent(

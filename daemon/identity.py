@@ -53,7 +53,7 @@ class Identities:
         check_name(name, "agent name")
         token, created = new_token(), now_iso()
         async with self._store.write() as conn:
-            if await conn.fetch_one("SELECT 1 FROM agents WHERE name = ?", (name,)):
+            if await conn.row("SELECT 1 FROM agents WHERE name = ?", (name,)):
                 raise Conflict(
                     f"agent {name!r} already exists; `memos agent rotate-token {name}` issues a new token"
                 )
@@ -70,14 +70,14 @@ class Identities:
     async def rotate_token(self, name: str) -> str:
         token = new_token()
         async with self._store.write() as conn:
-            if not await conn.fetch_one("SELECT 1 FROM agents WHERE name = ?", (name,)):
+            if not await conn.row("SELECT 1 FROM agents WHERE name = ?", (name,)):
                 raise NotFound(f"no agent named {name!r}")
             await conn.execute("UPDATE agents SET token_hash = ? WHERE name = ?", (token_hash(token), name))
         return token
 
     async def set_disabled(self, name: str, disabled: bool) -> None:
         async with self._store.write() as conn:
-            if not await conn.fetch_one("SELECT 1 FROM agents WHERE name = ?", (name,)):
+            if not await conn.row("SELECT 1 FROM agents WHERE name = ?", (name,)):
                 raise NotFound(f"no agent named {name!r}")
             await conn.execute(
                 "UPDATE agents SET disabled_at = ? WHERE name = ?", (now_iso() if disabled else None, name)
@@ -85,11 +85,17 @@ class Identities:
 
     async def list(self) -> list[AgentInfo]:
         async with self._store.read() as conn:
-            rows = await conn.fetch_all(
+            rows = await conn.rows(
                 "SELECT name, created_at, last_seen_at, disabled_at FROM agents ORDER BY name"
             )
         return [
-            AgentInfo(name=r[0], created_at=r[1], last_seen_at=r[2], disabled=r[3] is not None) for r in rows
+            AgentInfo(
+                name=r["name"],
+                created_at=r["created_at"],
+                last_seen_at=r["last_seen_at"],
+                disabled=r["disabled_at"] is not None,
+            )
+            for r in rows
         ]
 
     async def authenticate(self, token: str) -> Agent:
@@ -102,11 +108,11 @@ class Identities:
         """The agent whose current token has this hash: a dashboard session keeps only the hash and asks on
         every request, so a rotated token or a disabled agent ends the session at once."""
         async with self._store.read() as conn:
-            row = await conn.fetch_one("SELECT name, disabled_at FROM agents WHERE token_hash = ?", (hashed,))
+            row = await conn.row("SELECT name, disabled_at FROM agents WHERE token_hash = ?", (hashed,))
         if row is None:
             raise Unauthenticated("unknown token")
-        name, disabled_at = row
-        if disabled_at is not None:
+        name = row["name"]
+        if row["disabled_at"] is not None:
             raise Unauthenticated(f"agent {name!r} is disabled")
         await self._touch(name)
         return agent_named(name)
@@ -114,8 +120,8 @@ class Identities:
     async def _credentials(self) -> dict[str, str]:
         """Each enabled agent's token hash."""
         async with self._store.read() as conn:
-            rows = await conn.fetch_all("SELECT name, token_hash FROM agents WHERE disabled_at IS NULL")
-        return {name: hashed for name, hashed in rows}
+            rows = await conn.rows("SELECT name, token_hash FROM agents WHERE disabled_at IS NULL")
+        return {row["name"]: row["token_hash"] for row in rows}
 
     async def watch_revocations(
         self,
@@ -163,20 +169,20 @@ class Groups:
     async def add(self, name: str) -> None:
         check_name(name, "group name")
         async with self._store.write() as conn:
-            if await conn.fetch_one("SELECT 1 FROM groups WHERE name = ?", (name,)):
+            if await conn.row("SELECT 1 FROM groups WHERE name = ?", (name,)):
                 raise Conflict(f"group {name!r} already exists")
             await conn.execute("INSERT INTO groups (name, created_at) VALUES (?, ?)", (name, now_iso()))
 
     async def _group_id(self, conn: Connection, name: str) -> int:
-        row = await conn.fetch_one("SELECT id FROM groups WHERE name = ?", (name,))
-        if row is None:
+        group_id = await conn.value("SELECT id FROM groups WHERE name = ?", (name,))
+        if group_id is None:
             raise NotFound(f"no group named {name!r}; `memos group add {name}` creates it")
-        return int(row[0])
+        return int(group_id)
 
     async def add_member(self, group: str, agent: str) -> None:
         async with self._store.write() as conn:
             group_id = await self._group_id(conn, group)
-            if not await conn.fetch_one("SELECT 1 FROM agents WHERE name = ?", (agent,)):
+            if not await conn.row("SELECT 1 FROM agents WHERE name = ?", (agent,)):
                 raise NotFound(f"no agent named {agent!r}")
             await conn.execute(
                 "INSERT OR IGNORE INTO group_members (group_id, agent, added_at) VALUES (?, ?, ?)",
@@ -186,7 +192,7 @@ class Groups:
     async def remove_member(self, group: str, agent: str) -> None:
         async with self._store.write() as conn:
             group_id = await self._group_id(conn, group)
-            if not await conn.fetch_one(
+            if not await conn.row(
                 "SELECT 1 FROM group_members WHERE group_id = ? AND agent = ?", (group_id, agent)
             ):
                 raise NotFound(f"agent {agent!r} is not in group {group!r}")
@@ -197,13 +203,13 @@ class Groups:
     async def list(self) -> dict[str, list[str]]:
         """Group name -> its members, sorted."""
         async with self._store.read() as conn:
-            rows = await conn.fetch_all(
+            rows = await conn.rows(
                 "SELECT g.name, m.agent FROM groups g LEFT JOIN group_members m ON m.group_id = g.id"
                 " ORDER BY g.name, m.agent"
             )
         groups: dict[str, list[str]] = {}
-        for name, agent in rows:
-            groups.setdefault(name, [])
-            if agent is not None:
-                groups[name].append(agent)
+        for row in rows:
+            members = groups.setdefault(row["name"], [])
+            if row["agent"] is not None:
+                members.append(row["agent"])
         return groups

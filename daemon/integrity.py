@@ -24,6 +24,7 @@ import msgspec
 from daemon import sqlite_driver
 from daemon.errors import ConfigError, InvalidInput, StoreCorrupt
 from daemon.instance_lock import InstanceLock
+from daemon.rows import read_rows
 from daemon.store_errors import sqlite_errors, translated
 
 
@@ -70,9 +71,8 @@ def repair_database(path: Path) -> CheckReport:
 
 def _problems(conn: Any, path: Path) -> list[str]:
     with translated(path):
-        problems = [
-            f"integrity: {row[0]}" for row in conn.execute("PRAGMA integrity_check") if row[0] != "ok"
-        ]
+        checked = [row["integrity_check"] for row in read_rows(conn, "PRAGMA integrity_check")]
+        problems = [f"integrity: {problem}" for problem in checked if problem != "ok"]
     problems += _fts_problems(conn, path)
     problems += [f"vectors: {line}" for line in _vector_problems(conn, path)[0]]
     return problems
@@ -92,20 +92,21 @@ def _fts_problems(conn: Any, path: Path) -> list[str]:
 def _vector_problems(conn: Any, path: Path) -> tuple[list[str], set[int], set[int]]:
     """What is wrong with the vectors, the vector rowids to drop and the memories to embed again."""
     with translated(path):
-        has_table = conn.execute(
-            "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'memory_vectors'"
-        ).fetchone()
+        has_table = read_rows(
+            conn, "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'memory_vectors'"
+        )
         if not has_table:  # memosd has never had a model: nothing to be consistent with
             return [], set(), set()
-        memories = {seq: (cube_id, embedded) for seq, cube_id, embedded in conn.execute(
-            "SELECT seq, cube_id, embedded FROM memories"
-        )}  # fmt: skip
-        vectors = {int(seq): int(cube_id) for seq, cube_id in conn.execute(
-            "SELECT rowid, cube_id FROM memory_vectors"
-        )}  # fmt: skip
+        memories = {row["seq"]: row for row in read_rows(conn, "SELECT seq, cube_id, embedded FROM memories")}
+        vectors = {
+            int(row["rowid"]): int(row["cube_id"])
+            for row in read_rows(conn, "SELECT rowid, cube_id FROM memory_vectors")
+        }
     stray = {seq for seq in vectors if seq not in memories}
-    misfiled = {seq for seq, cube_id in vectors.items() if seq in memories and memories[seq][0] != cube_id}
-    missing = {seq for seq, (_, embedded) in memories.items() if embedded and seq not in vectors}
+    misfiled = {
+        seq for seq, cube_id in vectors.items() if seq in memories and memories[seq]["cube_id"] != cube_id
+    }
+    missing = {seq for seq, row in memories.items() if row["embedded"] and seq not in vectors}
     lines = []
     if stray:
         lines.append(f"{len(stray)} vectors belong to no memory")

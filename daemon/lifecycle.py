@@ -8,11 +8,12 @@ which hold the store's write lock, have finished).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any, TypeVar
 
 import anyio
 import msgspec
@@ -25,12 +26,15 @@ from daemon.backup import scheduled_backups
 from daemon.config import NO_MODEL, Config, model_cache_dir
 from daemon.context_packs import ContextPacks
 from daemon.cubes import Cubes
+from daemon.daemon_status import StatusReporter, StoredStatus, stored_status
 from daemon.embedder import Embedder
 from daemon.events import ChangeHub
 from daemon.fairness import FairGate
+from daemon.idempotency import Recorder, idempotent
 from daemon.identity import Groups, Identities
 from daemon.links import Links
 from daemon.memories import Memories
+from daemon.models import Agent
 from daemon.policy import AccessPolicy
 from daemon.policy_watch import PolicyWatcher
 from daemon.redaction import Redactor
@@ -43,10 +47,22 @@ from daemon.sign_in_links import SignInLinks
 from daemon.store import Store
 from daemon.supervision import supervised
 from daemon.tasks import Tasks
+from daemon.transfer import (
+    ImportDefaults,
+    ImportReport,
+    Located,
+    MemoryRecord,
+    Redaction,
+    export_all,
+    export_records,
+    import_lines,
+)
+from daemon.transfer_records import SetupRecord
 from daemon.vectors import VectorIndex
 from daemon.working_memory import WorkingMemory
 
 log = logging.getLogger(__name__)
+T = TypeVar("T", bound=msgspec.Struct)
 
 
 @dataclass(frozen=True)
@@ -77,6 +93,44 @@ class Services:
     search: Search
     activity: Activity
     sign_in_links: SignInLinks
+
+    async def idempotent(
+        self,
+        agent: Agent,
+        key: str | None,
+        tool: str,
+        arguments: Any,
+        result_type: type[T],
+        write: Callable[[Recorder | None], Awaitable[T]],
+    ) -> T:
+        """Run `write` once per (agent, key): a retry with the key returns the first result and writes
+        nothing (daemon/idempotency.py); `write` records its result through the recorder it is given."""
+        return await idempotent(self.store, agent, key, tool, arguments, result_type, write)
+
+    async def stored_status(self) -> StoredStatus:
+        """What the database says about itself and its daemon, for `memos status`."""
+        return await stored_status(self.store)
+
+    def status_reporter(self, version: str, url: str) -> StatusReporter:
+        """The reporter that keeps this daemon's status in the database for `memos status`."""
+        return StatusReporter(self.store, version, url, self.embedder, self.scheduler)
+
+    def export(
+        self, *, everything: bool = False, cubes: list[str] | None = None
+    ) -> AsyncIterator[MemoryRecord | SetupRecord]:
+        """The export lines: every memory (of `cubes`, if given), or with `everything` the cubes, agents,
+        groups, grants and tasks first (daemon/transfer.py)."""
+        return export_all(self.store) if everything else export_records(self.store, cubes)
+
+    async def import_lines(
+        self, lines: Iterable[str | Located], defaults: ImportDefaults, *, strict: bool = False
+    ) -> ImportReport:
+        """Import export lines (or located items of another source), redacting secrets where the cube's
+        settings say so (daemon/transfer.py)."""
+        redaction = Redaction(settings=self.settings, redactor=Redactor(self.config.redaction.patterns))
+        return await import_lines(
+            self.store, lines, defaults, self.config.limits, strict=strict, redaction=redaction
+        )
 
 
 @asynccontextmanager

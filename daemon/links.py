@@ -10,7 +10,7 @@ memory; a `to` the caller may not read is "not found", exactly like a missing on
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 
@@ -21,6 +21,7 @@ from daemon.idempotency import Recorder
 from daemon.memories import Memories, check_memory_id
 from daemon.models import Agent, Memory
 from daemon.policy import AccessPolicy
+from daemon.rows import Row
 from daemon.store import Connection, Store, placeholders
 from daemon.timeutil import now_iso
 
@@ -98,14 +99,16 @@ def check_relation(relation: str, *, field: str = "relation") -> str:
 # Both directions of both kinds of relation touching any of the given ids, with each end's cube; ends that
 # are deleted are left out. `?` stands for the id list, repeated for each branch.
 _EDGES = """
-SELECT l.from_id, f.cube_id, cf.name, l.relation, l.to_id, t.cube_id, ct.name
+SELECT l.from_id, f.cube_id AS from_cube_id, cf.name AS from_cube, l.relation, l.to_id,
+       t.cube_id AS to_cube_id, ct.name AS to_cube
 FROM memory_links l
 JOIN memories f ON f.id = l.from_id JOIN cubes cf ON cf.id = f.cube_id
 JOIN memories t ON t.id = l.to_id JOIN cubes ct ON ct.id = t.cube_id
 WHERE l.{side} IN ({ids}) AND f.deleted_at IS NULL AND t.deleted_at IS NULL
 """
 _SUCCESSIONS = """
-SELECT n.id, n.cube_id, cn.name, 'supersedes', o.id, o.cube_id, co.name
+SELECT n.id AS from_id, n.cube_id AS from_cube_id, cn.name AS from_cube, 'supersedes' AS relation,
+       o.id AS to_id, o.cube_id AS to_cube_id, co.name AS to_cube
 FROM memories o
 JOIN memories n ON n.id = o.superseded_by JOIN cubes cn ON cn.id = n.cube_id
 JOIN cubes co ON co.id = o.cube_id
@@ -129,9 +132,9 @@ class Links:
         async with self._store.write() as conn:
             source, target = await self._ends(conn, agent, from_id, to_id, "memory_link")
             for row in (source, target):
-                if row[15] is not None:
-                    raise Conflict(f"memory {row[1]} is deleted; memory_restore it before linking it")
-            exists = await conn.fetch_one(
+                if row["deleted_at"] is not None:
+                    raise Conflict(f"memory {row['id']} is deleted; memory_restore it before linking it")
+            exists = await conn.row(
                 "SELECT 1 FROM memory_links WHERE from_id = ? AND to_id = ? AND relation = ?",
                 (from_id, to_id, relation),
             )
@@ -141,9 +144,11 @@ class Links:
                     " VALUES (?, ?, ?, ?, ?)",
                     (from_id, to_id, relation, now_iso(), agent.name),
                 )
-                await Audit.record(conn, agent.name, "memory_link", source[2], from_id, f"{relation} {to_id}")
+                await Audit.record(
+                    conn, agent.name, "memory_link", source["cube"], from_id, f"{relation} {to_id}"
+                )
             result = LinkChange(
-                from_id=from_id, from_cube=source[2], to_id=to_id, to_cube=target[2],
+                from_id=from_id, from_cube=source["cube"], to_id=to_id, to_cube=target["cube"],
                 linked=[] if exists else [relation],
             )  # fmt: skip
             await self._finish(conn, result, recorder)
@@ -164,23 +169,27 @@ class Links:
             relation = check_relation(relation)
         async with self._store.write() as conn:
             source, target = await self._ends(conn, agent, from_id, to_id, "memory_unlink")
-            rows = await conn.fetch_all(
+            rows = await conn.rows(
                 "SELECT relation FROM memory_links WHERE from_id = ? AND to_id = ?"
                 + (" AND relation = ?" if relation else "")
                 + " ORDER BY relation",
                 (from_id, to_id, relation) if relation else (from_id, to_id),
             )
-            removed = [row[0] for row in rows]
+            removed = [row["relation"] for row in rows]
             if removed:
                 await conn.execute_many(
                     "DELETE FROM memory_links WHERE from_id = ? AND to_id = ? AND relation = ?",
                     [(from_id, to_id, r) for r in removed],
                 )
                 await Audit.record(
-                    conn, agent.name, "memory_unlink", source[2], from_id, f"{','.join(removed)} {to_id}"
+                    conn, agent.name, "memory_unlink", source["cube"], from_id, f"{','.join(removed)} {to_id}"
                 )
             result = LinkChange(
-                from_id=from_id, from_cube=source[2], to_id=to_id, to_cube=target[2], unlinked=removed
+                from_id=from_id,
+                from_cube=source["cube"],
+                to_id=to_id,
+                to_cube=target["cube"],
+                unlinked=removed,
             )
             await self._finish(conn, result, recorder)
         return result
@@ -215,7 +224,7 @@ class Links:
             centre = await self._memories.row(conn, agent, memory_id, "read", "memory_neighbourhood")
             reached, truncated = {memory_id: 0}, False
             edges: dict[tuple[str, str, str], Edge] = {}
-            frontier = [memory_id] if centre[15] is None else []
+            frontier = [memory_id] if centre["deleted_at"] is None else []
             for hop in range(1, depth + 1):
                 if not frontier:
                     break
@@ -232,18 +241,21 @@ class Links:
                         frontier.append(end)
                     if edge.from_id in reached and edge.to_id in reached:
                         edges[(edge.from_id, edge.relation, edge.to_id)] = edge
-            rows = await conn.fetch_all(
-                f"SELECT m.id, c.name, m.kind, m.content FROM memories m JOIN cubes c ON c.id = m.cube_id"
+            rows = await conn.rows(
+                f"SELECT m.id, c.name AS cube, m.kind, m.content FROM memories m JOIN cubes c ON c.id = m.cube_id"
                 f" WHERE m.id IN ({placeholders(len(reached))})",
                 list(reached),
             )
         nodes = sorted(
-            (Node(id=r[0], cube=r[1], kind=r[2], content=r[3], depth=reached[r[0]]) for r in rows),
+            (
+                Node(id=r["id"], cube=r["cube"], kind=r["kind"], content=r["content"], depth=reached[r["id"]])
+                for r in rows
+            ),
             key=lambda node: (node.depth, node.id),
         )
         return Neighbourhood(
             id=memory_id,
-            cube=centre[2],
+            cube=centre["cube"],
             depth=depth,
             nodes=nodes,
             links=sorted(edges.values(), key=lambda e: (e.from_id, e.relation, e.to_id)),
@@ -252,7 +264,7 @@ class Links:
 
     async def _ends(
         self, conn: Connection, agent: Agent, from_id: str, to_id: str, action: str
-    ) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    ) -> tuple[Row, Row]:
         source = await self._memories.row(conn, agent, from_id, "write", action)
         target = await self._memories.row(conn, agent, to_id, "read", action)
         return source, target
@@ -279,12 +291,19 @@ class Links:
             for template, sides in ((_EDGES, ("from_id", "to_id")), (_SUCCESSIONS, ("id", "superseded_by")))
             for side in sides
         )
-        rows = await conn.fetch_all(sql, list(ids) * 4)
-        levels = await self._access.levels(conn, agent, sorted({r[1] for r in rows} | {r[5] for r in rows}))
+        rows = await conn.rows(sql, list(ids) * 4)
+        cubes = {r["from_cube_id"] for r in rows} | {r["to_cube_id"] for r in rows}
+        levels = await self._access.levels(conn, agent, sorted(cubes))
         return [
-            Edge(from_id=r[0], from_cube=r[2], relation=r[3], to_id=r[4], to_cube=r[6])
+            Edge(
+                from_id=r["from_id"],
+                from_cube=r["from_cube"],
+                relation=r["relation"],
+                to_id=r["to_id"],
+                to_cube=r["to_cube"],
+            )
             for r in rows
-            if r[1] in levels and r[5] in levels
+            if r["from_cube_id"] in levels and r["to_cube_id"] in levels
         ]
 
 

@@ -23,6 +23,7 @@ from daemon.idempotency import Recorder
 from daemon.models import Agent, Memory, MemoryChanges, MemoryPage, MemoryVersion
 from daemon.policy import AccessPolicy, CubeRef, Permission
 from daemon.redaction import Redactor
+from daemon.rows import Row
 from daemon.settings_store import CubeSettingsStore
 from daemon.store import Connection, Store, placeholders
 from daemon.timeutil import now_iso
@@ -31,7 +32,7 @@ from daemon.vectors import VectorIndex
 from daemon.working_memory import WorkingMemory
 
 MEMORY_COLUMNS = (
-    "m.seq, m.id, c.name, m.content, m.kind, m.tags, m.metadata, m.source_agent, m.task_id, m.created_at,"
+    "m.seq, m.id, c.name AS cube, m.content, m.kind, m.tags, m.metadata, m.source_agent, m.task_id, m.created_at,"
     " m.updated_at, m.occurred_at, m.importance, m.expires_at, m.version, m.deleted_at, m.cube_id,"
     " m.valid_from, m.valid_to, m.superseded_by"
 )
@@ -47,26 +48,39 @@ def new_memory_id() -> str:
     return "mem_" + secrets.token_hex(8)
 
 
-def memory_from_row(row: Sequence[Any]) -> Memory:
+# The names MEMORY_COLUMNS gives its columns, in its order: only for `legacy_memory_row`.
+_MEMORY_NAMES = tuple(column.split(" AS ")[-1].split(".")[-1].strip() for column in MEMORY_COLUMNS.split(","))
+
+
+def legacy_memory_row(values: Sequence[Any]) -> Row:
+    """A tuple row that starts with MEMORY_COLUMNS, named. Only daemon/search.py still reads memories as
+    tuples (`fetch_all`); this goes when it reads them by name (issue 18)."""
+    return Row.from_columns(_MEMORY_NAMES, values[: len(_MEMORY_NAMES)])
+
+
+def memory_from_row(row: Row | Sequence[Any]) -> Memory:
+    """The Memory of a row selected with MEMORY_COLUMNS."""
+    if not isinstance(row, Row):
+        row = legacy_memory_row(row)
     return Memory(
-        id=row[1],
-        cube=row[2],
-        content=row[3],
-        kind=row[4],
-        tags=_tags.decode(row[5]),
-        metadata=_meta.decode(row[6]),
-        source_agent=row[7],
-        task_id=row[8],
-        created_at=row[9],
-        updated_at=row[10],
-        occurred_at=row[11],
-        importance=row[12],
-        expires_at=row[13],
-        version=row[14],
-        deleted_at=row[15],
-        valid_from=row[17],
-        valid_to=row[18],
-        superseded_by=row[19],
+        id=row["id"],
+        cube=row["cube"],
+        content=row["content"],
+        kind=row["kind"],
+        tags=_tags.decode(row["tags"]),
+        metadata=_meta.decode(row["metadata"]),
+        source_agent=row["source_agent"],
+        task_id=row["task_id"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        occurred_at=row["occurred_at"],
+        importance=row["importance"],
+        expires_at=row["expires_at"],
+        version=row["version"],
+        deleted_at=row["deleted_at"],
+        valid_from=row["valid_from"],
+        valid_to=row["valid_to"],
+        superseded_by=row["superseded_by"],
     )
 
 
@@ -102,12 +116,14 @@ class Memories:
 
     async def row(
         self, conn: Connection, agent: Agent, memory_id: str, permission: Permission, action: str
-    ) -> tuple[Any, ...]:
-        """The memory's row, if the agent holds `permission` on its cube (NotFound if it may not read it)."""
-        row = await conn.fetch_one(f"SELECT {MEMORY_COLUMNS} FROM {MEMORY_FROM} WHERE m.id = ?", (memory_id,))
+    ) -> Row:
+        """The memory's row (MEMORY_COLUMNS), if the agent holds `permission` on its cube (NotFound if it may not read it)."""
+        row = await conn.row(f"SELECT {MEMORY_COLUMNS} FROM {MEMORY_FROM} WHERE m.id = ?", (memory_id,))
         if row is None:
             raise NotFound(f"no memory with id {memory_id!r} that you can read; memory_search finds ids")
-        await self._access.check_memory(conn, agent, row[16], row[2], memory_id, permission, action)
+        await self._access.check_memory(
+            conn, agent, row["cube_id"], row["cube"], memory_id, permission, action
+        )
         return row
 
     async def get(self, agent: Agent, memory_id: str) -> Memory:
@@ -130,18 +146,18 @@ class Memories:
         changes = check_changes(changes, self._limits)
         async with self._store.read() as conn:
             current = await self.row(conn, agent, memory_id, "write", "memory_update")
-            settings = await self._settings.effective(CubeRef(current[16], current[2]), conn)
+            settings = await self._settings.effective(CubeRef(current["cube_id"], current["cube"]), conn)
         if settings.redact_secrets:  # before anything is embedded, indexed or stored
             changes = self._redactor.changes(changes)
         vectors = await self._vectors.embed([changes.content]) if changes.content is not None else None
         now = now_iso()
         async with self._store.write() as conn:
             old = await self.row(conn, agent, memory_id, "write", "memory_update")
-            if old[15] is not None:
+            if old["deleted_at"] is not None:
                 raise Conflict(f"memory {memory_id} is deleted; memory_restore it before updating")
-            if expected_version is not None and old[14] != expected_version:
+            if expected_version is not None and old["version"] != expected_version:
                 raise Conflict(
-                    f"memory {memory_id} is at version {old[14]}, not {expected_version}: it changed since you"
+                    f"memory {memory_id} is at version {old['version']}, not {expected_version}: it changed since you"
                     " read it; memory_get it and decide again"
                 )
             await conn.execute(
@@ -149,45 +165,47 @@ class Memories:
                 " occurred_at, expires_at, updated_at, replaced_at, replaced_by)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    old[0],
-                    old[14],
-                    old[3],
-                    old[4],
-                    old[5],
-                    old[6],
-                    old[12],
-                    old[11],
-                    old[13],
-                    old[10],
+                    old["seq"],
+                    old["version"],
+                    old["content"],
+                    old["kind"],
+                    old["tags"],
+                    old["metadata"],
+                    old["importance"],
+                    old["occurred_at"],
+                    old["expires_at"],
+                    old["updated_at"],
                     now,
                     agent.name,
                 ),
             )
             new = {
-                "content": changes.content if changes.content is not None else old[3],
-                "kind": changes.kind or old[4],
-                "tags": _json.encode(changes.tags).decode() if changes.tags is not None else old[5],
+                "content": changes.content if changes.content is not None else old["content"],
+                "kind": changes.kind or old["kind"],
+                "tags": _json.encode(changes.tags).decode() if changes.tags is not None else old["tags"],
                 "metadata": _json.encode(changes.metadata).decode()
                 if changes.metadata is not None
-                else old[6],
-                "occurred_at": changes.occurred_at or old[11],
-                "importance": changes.importance if changes.importance is not None else old[12],
-                "expires_at": changes.expires_at or old[13],
+                else old["metadata"],
+                "occurred_at": changes.occurred_at or old["occurred_at"],
+                "importance": changes.importance if changes.importance is not None else old["importance"],
+                "expires_at": changes.expires_at or old["expires_at"],
             }
             await conn.execute(
                 "UPDATE memories SET content = ?, kind = ?, tags = ?, metadata = ?, occurred_at = ?,"
                 " importance = ?, expires_at = ?, updated_at = ?, version = version + 1, content_hash = ?,"
                 " valid_from = CASE WHEN superseded_by IS NULL THEN coalesce(?, created_at) ELSE valid_from END"
                 " WHERE seq = ?",
-                (*new.values(), now, content_hash(str(new["content"])), new["occurred_at"], old[0]),
+                (*new.values(), now, content_hash(str(new["content"])), new["occurred_at"], old["seq"]),
             )
-            if changes.content is not None and changes.content != old[3]:
+            if changes.content is not None and changes.content != old["content"]:
                 if vectors is not None:
-                    await self._vectors.put(conn, [(old[0], old[16], vectors[0])])
+                    await self._vectors.put(conn, [(old["seq"], old["cube_id"], vectors[0])])
                 else:
-                    await conn.execute("UPDATE memories SET embedded = 0 WHERE seq = ?", (old[0],))
-            await Audit.record(conn, agent.name, "memory_update", old[2], memory_id, f"version {old[14] + 1}")
-            result = await self._reread(conn, old[0], recorder)
+                    await conn.execute("UPDATE memories SET embedded = 0 WHERE seq = ?", (old["seq"],))
+            await Audit.record(
+                conn, agent.name, "memory_update", old["cube"], memory_id, f"version {old['version'] + 1}"
+            )
+            result = await self._reread(conn, old["seq"], recorder)
         if changes.content is not None and vectors is None:
             self._vectors.wake()
         return result
@@ -195,7 +213,7 @@ class Memories:
     async def _reread(self, conn: Connection, seq: int, recorder: Recorder | None) -> Memory:
         """The memory as this transaction leaves it, recorded for idempotent retries if asked; listeners
         hear of the change once it commits."""
-        row = await conn.fetch_one(f"SELECT {MEMORY_COLUMNS} FROM {MEMORY_FROM} WHERE m.seq = ?", (seq,))
+        row = await conn.row(f"SELECT {MEMORY_COLUMNS} FROM {MEMORY_FROM} WHERE m.seq = ?", (seq,))
         assert row is not None
         memory = memory_from_row(row)
         if recorder is not None:
@@ -216,7 +234,7 @@ class Memories:
         async with self._store.write() as conn:
             old = await self.row(conn, agent, memory_id, "write", action)
             # Deleting a deleted memory, or restoring a live one, changes nothing.
-            if (old[15] is None) == deleted:
+            if (old["deleted_at"] is None) == deleted:
                 await conn.execute(
                     "UPDATE memories SET deleted_at = ?, deleted_reason = ?,"
                     " kept_at = CASE WHEN ? AND deleted_reason LIKE 'retention%' THEN ? ELSE kept_at END"
@@ -226,11 +244,11 @@ class Memories:
                         reason if deleted else None,
                         not deleted,
                         now_iso(),
-                        old[0],
+                        old["seq"],
                     ),
                 )
-                await Audit.record(conn, agent.name, action, old[2], memory_id)
-            return await self._reread(conn, old[0], recorder)
+                await Audit.record(conn, agent.name, action, old["cube"], memory_id)
+            return await self._reread(conn, old["seq"], recorder)
 
     async def delete(self, agent: Agent, memory_id: str, recorder: Recorder | None = None) -> Memory:
         """Soft delete: hidden from search and lists, restorable until compaction."""
@@ -244,25 +262,25 @@ class Memories:
         memory_id = check_memory_id(memory_id)
         async with self._store.read() as conn:
             row = await self.row(conn, agent, memory_id, "read", "memory_history")
-            old = await conn.fetch_all(
+            old = await conn.rows(
                 "SELECT version, content, kind, tags, metadata, importance, occurred_at, expires_at, updated_at,"
                 " replaced_at, replaced_by FROM memory_versions WHERE memory_seq = ? ORDER BY version",
-                (row[0],),
+                (row["seq"],),
             )
         versions = [
             MemoryVersion(
-                version=v[0],
-                content=v[1],
-                kind=v[2],
-                tags=_tags.decode(v[3]),
-                metadata=_meta.decode(v[4]),
-                importance=v[5],
-                occurred_at=v[6],
-                expires_at=v[7],
-                updated_at=v[8],
+                version=v["version"],
+                content=v["content"],
+                kind=v["kind"],
+                tags=_tags.decode(v["tags"]),
+                metadata=_meta.decode(v["metadata"]),
+                importance=v["importance"],
+                occurred_at=v["occurred_at"],
+                expires_at=v["expires_at"],
+                updated_at=v["updated_at"],
                 current=False,
-                replaced_at=v[9],
-                replaced_by=v[10],
+                replaced_at=v["replaced_at"],
+                replaced_by=v["replaced_by"],
             )
             for v in old
         ]
@@ -288,12 +306,12 @@ class Memories:
         memory_id = check_memory_id(memory_id)
         async with self._store.read() as conn:
             await self.row(conn, agent, memory_id, "read", "memory_history")
-            rows = await conn.fetch_all(
+            rows = await conn.rows(
                 "SELECT m.id, m.cube_id FROM memories m WHERE m.superseded_by = ? ORDER BY m.seq",
                 (memory_id,),
             )
-            levels = await self._access.levels(conn, agent, [row[1] for row in rows])
-        return [row[0] for row in rows if row[1] in levels]
+            levels = await self._access.levels(conn, agent, [row["cube_id"] for row in rows])
+        return [row["id"] for row in rows if row["cube_id"] in levels]
 
     async def scope(self, conn: Connection, agent: Agent, cubes: list[str] | None) -> list[CubeRef]:
         """The cubes a read covers: the named ones (each must be readable), else every readable cube."""
@@ -339,10 +357,10 @@ class Memories:
                 + " ORDER BY m.seq DESC LIMIT ?"
             )
             args = [ref.id for ref in refs] + params + ([before] if before is not None else [])
-            rows = await conn.fetch_all(sql, [*args, *([floor] if floor is not None else []), limit + 1])
+            rows = await conn.rows(sql, [*args, *([floor] if floor is not None else []), limit + 1])
         page = rows[:limit]
         if len(rows) > limit:
-            next_cursor: str | None = f"c{page[-1][0]}"
+            next_cursor: str | None = f"c{page[-1]['seq']}"
         elif floor is not None and older:  # the window ran out before the page filled
             next_cursor = f"c{floor}"
         else:
@@ -359,13 +377,13 @@ class Memories:
     ) -> tuple[int | None, bool]:
         """The seq of the `scan_limit`-th memory of the cube below `before` (None when fewer remain), and
         whether any memory is older than it."""
-        rows = await conn.fetch_all(
+        rows = await conn.rows(
             "SELECT seq FROM memories INDEXED BY memories_by_cube_seq WHERE cube_id = ?"
             + (" AND seq < ?" if before is not None else "")
             + " ORDER BY seq DESC LIMIT 2 OFFSET ?",
             [cube_id, *([before] if before is not None else []), scan_limit - 1],
         )
-        return (int(rows[0][0]) if rows else None), len(rows) == 2
+        return (int(rows[0]["seq"]) if rows else None), len(rows) == 2
 
 
 def _decode_cursor(cursor: str) -> int:

@@ -6,6 +6,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
+from daemon.rows import read_rows
 from daemon.timeutil import now_iso
 
 Migration = Callable[[Any], None]
@@ -122,7 +123,7 @@ def apply_migrations(conn: Any) -> list[int]:
         "CREATE TABLE IF NOT EXISTS schema_migrations"
         " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
     )
-    done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+    done = {row["version"] for row in read_rows(conn, "SELECT version FROM schema_migrations")}
     newest_known = MIGRATIONS[-1][0]
     if done and max(done) > newest_known:
         from daemon.errors import StoreError
@@ -224,9 +225,10 @@ def _validity(conn: Any) -> None:
         );
         """,
     )
-    rows = conn.execute("SELECT seq, content FROM memories").fetchall()
+    rows = read_rows(conn, "SELECT seq, content FROM memories")
     conn.executemany(
-        "UPDATE memories SET content_hash = ? WHERE seq = ?", [(content_hash(c), s) for s, c in rows]
+        "UPDATE memories SET content_hash = ? WHERE seq = ?",
+        [(content_hash(row["content"]), row["seq"]) for row in rows],
     )
     run_script(
         conn,

@@ -84,25 +84,25 @@ class AccessPolicy:
 
     @staticmethod
     async def groups_of(conn: Connection, agent: str) -> list[str]:
-        rows = await conn.fetch_all(
+        rows = await conn.rows(
             "SELECT g.name FROM group_members m JOIN groups g ON g.id = m.group_id WHERE m.agent = ?",
             (agent,),
         )
-        return [row[0] for row in rows]
+        return [row["name"] for row in rows]
 
     @staticmethod
     async def _grants(
         conn: Connection, cube_ids: Sequence[int], agent: str, groups: Sequence[str]
     ) -> dict[int, list[Grant]]:
         grantees = [agent, "*", *(f"group:{g}" for g in groups)]
-        rows = await conn.fetch_all(
+        rows = await conn.rows(
             f"SELECT cube_id, grantee, permission FROM cube_grants WHERE grantee IN ({placeholders(len(grantees))})"
             + (f" AND cube_id IN ({placeholders(len(cube_ids))})" if cube_ids else ""),
             [*grantees, *cube_ids],
         )
         grants: dict[int, list[Grant]] = {}
-        for cube_id, grantee, permission in rows:
-            grants.setdefault(cube_id, []).append(Grant(grantee, permission))
+        for row in rows:
+            grants.setdefault(row["cube_id"], []).append(Grant(row["grantee"], row["permission"]))
         return grants
 
     async def levels(
@@ -114,17 +114,17 @@ class AccessPolicy:
         sql = "SELECT id, name, owner FROM cubes"
         if cube_ids is not None:
             sql += f" WHERE id IN ({placeholders(len(cube_ids))})"
-        cubes = await conn.fetch_all(sql, list(cube_ids or []))
+        cubes = await conn.rows(sql, list(cube_ids or []))
         groups = await self.groups_of(conn, agent.name)
         grants = await self._grants(conn, list(cube_ids or []), agent.name, groups)
         result = {}
-        for cube_id, name, owner in cubes:
+        for cube in cubes:
             level = effective_level(
-                cube=name, owner=owner, agent=agent.name, groups=groups, rules=self._rules,
-                grants=grants.get(cube_id, ()),
+                cube=cube["name"], owner=cube["owner"], agent=agent.name, groups=groups, rules=self._rules,
+                grants=grants.get(cube["id"], ()),
             )  # fmt: skip
             if level:
-                result[cube_id] = (name, level)
+                result[cube["id"]] = (cube["name"], level)
         return result
 
     async def readers(
@@ -134,31 +134,31 @@ class AccessPolicy:
         names, who = sorted(set(cubes)), sorted(set(agents))
         if not names or not who:
             return {}
-        rows = await conn.fetch_all(
+        rows = await conn.rows(
             f"SELECT id, name, owner FROM cubes WHERE name IN ({placeholders(len(names))})", names
         )
         grants: dict[int, list[Grant]] = {}
-        for cube_id, grantee, permission in await conn.fetch_all(
+        for grant in await conn.rows(
             f"SELECT cube_id, grantee, permission FROM cube_grants WHERE cube_id IN ({placeholders(len(rows))})",
-            [row[0] for row in rows],
+            [row["id"] for row in rows],
         ):
-            grants.setdefault(cube_id, []).append(Grant(grantee, permission))
+            grants.setdefault(grant["cube_id"], []).append(Grant(grant["grantee"], grant["permission"]))
         groups: dict[str, list[str]] = {}
-        for agent, group in await conn.fetch_all(
-            "SELECT m.agent, g.name FROM group_members m JOIN groups g ON g.id = m.group_id"
+        for member in await conn.rows(
+            "SELECT m.agent, g.name AS group_name FROM group_members m JOIN groups g ON g.id = m.group_id"
             f" WHERE m.agent IN ({placeholders(len(who))})",
             who,
         ):
-            groups.setdefault(agent, []).append(group)
+            groups.setdefault(member["agent"], []).append(member["group_name"])
         may_read: dict[str, set[str]] = {}
         for agent in who:
-            for cube_id, name, owner in rows:
+            for cube in rows:
                 level = effective_level(
-                    cube=name, owner=owner, agent=agent, groups=groups.get(agent, []), rules=self._rules,
-                    grants=grants.get(cube_id, ()),
+                    cube=cube["name"], owner=cube["owner"], agent=agent, groups=groups.get(agent, []),
+                    rules=self._rules, grants=grants.get(cube["id"], ()),
                 )  # fmt: skip
                 if level:
-                    may_read.setdefault(agent, set()).add(name)
+                    may_read.setdefault(agent, set()).add(cube["name"])
         return may_read
 
     async def related(self, conn: Connection, agent: Agent, other: str) -> bool:
@@ -169,7 +169,7 @@ class AccessPolicy:
         other agents read like names of agents that do not exist, so probing reveals nothing."""
         if other == agent.name:
             return True
-        if await conn.fetch_one(
+        if await conn.row(
             "SELECT 1 FROM group_members a JOIN group_members b ON a.group_id = b.group_id"
             " WHERE a.agent = ? AND b.agent = ?"
             " UNION ALL SELECT 1 FROM tasks WHERE (from_agent = ? AND to_agent = ?) OR (from_agent = ? AND to_agent = ?)"
@@ -190,7 +190,7 @@ class AccessPolicy:
             naming = [r.rule for r in self._rules if named in r.rule.agents]  # shown by cube_members
             if any(rule_applies(rule, cube, named, ()) for rule in naming for cube, _ in readable.values()):
                 return True
-            if cube_ids and await conn.fetch_one(
+            if cube_ids and await conn.row(
                 f"SELECT 1 FROM cubes WHERE owner = ? AND id IN ({placeholders(len(cube_ids))})"
                 " UNION ALL SELECT 1 FROM cube_grants WHERE (grantee = ? OR granted_by = ?)"
                 f" AND cube_id IN ({placeholders(len(cube_ids))}) LIMIT 1",
@@ -212,11 +212,11 @@ class AccessPolicy:
         self, conn: Connection, agent: Agent, cube: str, permission: Permission, action: str = ""
     ) -> CubeRef:
         """The cube, if the agent holds `permission` on it. NotFound if it may not even read it."""
-        row = await conn.fetch_one("SELECT id, name FROM cubes WHERE name = ?", (cube,))
-        level = await self.level_of(conn, agent, row[0]) if row else 0
+        row = await conn.row("SELECT id, name FROM cubes WHERE name = ?", (cube,))
+        level = await self.level_of(conn, agent, row["id"]) if row else 0
         if level >= LEVEL[permission]:
             assert row is not None
-            return CubeRef(id=row[0], name=row[1])
+            return CubeRef(id=row["id"], name=row["name"])
         if row is None:  # a probe of a name: logged for the machine's owner, never for a later cube's admins
             self._audit.denied(agent.name, action or permission, None, cube, "no such cube")
         else:

@@ -116,8 +116,8 @@ class PolicyWatcher:
 
     async def _stored_last_good(self) -> dict[str, LastGood]:
         async with self._store.read() as conn:
-            row = await conn.fetch_one("SELECT value FROM meta WHERE key = 'policy_last_good'")
-        return _decode_last_good(row[0]) if row else {}
+            row = await conn.row("SELECT value FROM meta WHERE key = 'policy_last_good'")
+        return _decode_last_good(row["value"]) if row else {}
 
     async def _publish(self) -> None:
         state = msgspec.json.encode(self._access.state).decode()

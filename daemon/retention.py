@@ -15,6 +15,7 @@ from anyio.abc import TaskStatus
 from daemon.audit import Audit
 from daemon.idempotency import forget_old_keys
 from daemon.policy import CubeRef
+from daemon.rows import Row
 from daemon.scheduler import JobClass, Scheduler
 from daemon.settings_store import CubeSettingsStore
 from daemon.store import Connection, Store, placeholders
@@ -49,31 +50,34 @@ class Retention:
         live = "cube_id = ? AND deleted_at IS NULL AND kept_at IS NULL"
         chosen: dict[str, Planned] = {}
 
-        def take(rows: list[tuple], reason: str) -> None:
-            for memory_id, kind, created, content in rows:
+        def take(rows: list[Row], reason: str) -> None:
+            for row in rows:
                 chosen.setdefault(
-                    memory_id,
-                    Planned(id=memory_id, kind=kind, created_at=created, reason=reason, content=content[:80]),
-                )
+                    row["id"],
+                    Planned(
+                        id=row["id"], kind=row["kind"], created_at=row["created_at"], reason=reason,
+                        content=row["content"][:80],
+                    ),
+                )  # fmt: skip
 
         columns = "SELECT id, kind, created_at, content FROM memories WHERE"
         if rules.max_age_days:
             take(
-                await conn.fetch_all(
+                await conn.rows(
                     f"{columns} {live} AND created_at < ? ORDER BY seq", (ref.id, _before(rules.max_age_days))
                 ),
                 f"older than max_age_days {rules.max_age_days:g}",
             )
         for kind, days in sorted((rules.ttl_days or {}).items()):
             take(
-                await conn.fetch_all(
+                await conn.rows(
                     f"{columns} {live} AND kind = ? AND created_at < ? ORDER BY seq",
                     (ref.id, kind, _before(days)),
                 ),
                 f"{kind} older than its ttl_days {days:g}",
             )
         if rules.max_count:
-            rows = await conn.fetch_all(
+            rows = await conn.rows(
                 f"{columns} {live} ORDER BY created_at DESC, seq DESC LIMIT -1 OFFSET ?",
                 (ref.id, rules.max_count),
             )
@@ -102,7 +106,7 @@ class Retention:
 
     async def apply_all(self) -> int:
         async with self._store.read() as conn:
-            names = [row[0] for row in await conn.fetch_all("SELECT name FROM cubes ORDER BY name")]
+            names = [row["name"] for row in await conn.rows("SELECT name FROM cubes ORDER BY name")]
         archived = 0
         for name in names:
             archived += len(await self.apply(name))
@@ -132,7 +136,7 @@ class Retention:
 async def _ref(conn: Connection, cube: str) -> CubeRef:
     from daemon.errors import NotFound
 
-    row = await conn.fetch_one(f"SELECT id, name FROM cubes WHERE name IN ({placeholders(1)})", (cube,))
+    row = await conn.row(f"SELECT id, name FROM cubes WHERE name IN ({placeholders(1)})", (cube,))
     if row is None:
         raise NotFound(f"no cube named {cube!r}")
-    return CubeRef(id=row[0], name=row[1])
+    return CubeRef(id=row["id"], name=row["name"])

@@ -30,8 +30,8 @@ class CubeSettingsStore:
 
     @staticmethod
     async def stored(conn: Connection, cube_id: int) -> CubeSettings:
-        row = await conn.fetch_one("SELECT settings FROM cubes WHERE id = ?", (cube_id,))
-        return _decode(row[0]) if row else CubeSettings()
+        row = await conn.row("SELECT settings FROM cubes WHERE id = ?", (cube_id,))
+        return _decode(row["settings"]) if row else CubeSettings()
 
     async def effective(self, ref: CubeRef, conn: Connection | None = None) -> CubeSettings:
         if conn is None:
@@ -43,8 +43,8 @@ class CubeSettingsStore:
 
     async def effective_named(self, conn: Connection, cube: str) -> CubeSettings:
         """The settings of a cube by name, for one that may not exist yet (an import creates cubes)."""
-        row = await conn.fetch_one("SELECT settings FROM cubes WHERE name = ?", (cube,))
-        stored = _decode(row[0]) if row else CubeSettings()
+        row = await conn.row("SELECT settings FROM cubes WHERE name = ?", (cube,))
+        stored = _decode(row["settings"]) if row else CubeSettings()
         return effective(cube, self._access.cube_rules, stored, self._defaults)
 
     async def configure(

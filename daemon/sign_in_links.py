@@ -40,8 +40,8 @@ class SignInLinks:
         if not secret or len(secret) > 200:
             return False
         async with self._store.write() as conn:
-            row = await conn.fetch_one("SELECT value FROM meta WHERE key = ?", (_key(secret),))
-            if row is None:
+            expires = await conn.value("SELECT value FROM meta WHERE key = ?", (_key(secret),))
+            if expires is None:
                 return False
             await conn.execute("DELETE FROM meta WHERE key = ?", (_key(secret),))
-        return bool(row[0] > now_iso())
+        return bool(expires > now_iso())

@@ -22,11 +22,12 @@ from daemon import sqlite_driver
 from daemon.errors import StoreClosed, StoreCorrupt
 from daemon.migrations import apply_migrations
 from daemon.private_files import private_file
+from daemon.rows import Row, column_names, read_rows
 from daemon.store_errors import CHECK_ADVICE, sqlite_errors, translated
 
 log = logging.getLogger(__name__)
 
-Row = tuple[Any, ...]
+LegacyRow = tuple[Any, ...]
 
 
 def quote_identifier(name: str) -> str:
@@ -62,11 +63,42 @@ class Connection:
         with translated():
             await self._raw.executemany(sql, rows)
 
-    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+    async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Every row of a query, each read by column name."""
+        with translated():
+            cursor = await self._raw.execute(sql, params)
+            values = await cursor.fetchall()
+            names = column_names(cursor.description)
+            await cursor.close()
+        return [Row.from_columns(names, row) for row in values]
+
+    async def row(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        """The first row of a query (None if there is none), read by column name."""
+        with translated():
+            cursor = await self._raw.execute(sql, params)
+            values = await cursor.fetchone()
+            names = column_names(cursor.description)
+            await cursor.close()
+        return Row.from_columns(names, values) if values is not None else None
+
+    async def value(self, sql: str, params: Sequence[Any] = (), default: Any = None) -> Any:
+        """The single column of a one-column query's first row (`default` if there is no row)."""
+        with translated():
+            cursor = await self._raw.execute(sql, params)
+            values = await cursor.fetchone()
+            width = len(cursor.description or ())
+            await cursor.close()
+        if width != 1:
+            raise ValueError(f"value() needs a query of one column, not {width}: {sql}")
+        return values[0] if values is not None else default
+
+    # Legacy tuple rows, read by position: only for the modules not yet converted to rows by name
+    # (tests/test_rows_by_name.py lists them and keeps every other module off these two methods).
+    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[LegacyRow]:
         with translated():
             return [tuple(row) for row in await self._raw.execute_fetchall(sql, params)]
 
-    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> LegacyRow | None:
         with translated():
             cursor = await self._raw.execute(sql, params)
             row = await cursor.fetchone()
@@ -197,8 +229,8 @@ def _prepare(path: Path, check_integrity: bool) -> None:
         conn = sqlite_driver.connect(str(path))
     try:
         with translated(path):
-            problems = [row[0] for row in conn.execute("PRAGMA quick_check")] if check_integrity else []
-            problems = [problem for problem in problems if problem != "ok"]
+            checked = read_rows(conn, "PRAGMA quick_check") if check_integrity else []
+            problems = [row["quick_check"] for row in checked if row["quick_check"] != "ok"]
             if problems:
                 raise StoreCorrupt(f"the database {path} is damaged ({problems[0]}); {CHECK_ADVICE}")
             applied = apply_migrations(conn)

@@ -88,14 +88,14 @@ class Tasks:
         scope = list(dict.fromkeys(check_cube_ref(c) for c in cubes or []))
         task_id, now = "task_" + secrets.token_hex(8), now_iso()
         async with self._store.write() as conn:
-            receiver = await conn.fetch_one("SELECT disabled_at FROM agents WHERE name = ?", (to_agent,))
+            receiver = await conn.row("SELECT disabled_at FROM agents WHERE name = ?", (to_agent,))
             if receiver is None or not await self._access.related(conn, agent, to_agent):
                 raise NotFound(
                     f"no agent {to_agent!r} you can hand the task to; you can name agents you share a group, a"
                     " policy rule, a cube or a task with (the machine's owner relates agents with `memos group"
                     " add-member`)"
                 )
-            if receiver[0] is not None:
+            if receiver["disabled_at"] is not None:
                 raise InvalidInput(f"agent {to_agent!r} is disabled; hand the task to another agent")
             for cube in scope:  # you can only hand over what you can read
                 await self._access.require(conn, agent, cube, "read", "task_handoff")
@@ -128,20 +128,21 @@ class Tasks:
 
     @staticmethod
     async def _read(conn: Connection, task_id: str) -> Task:
-        row = await conn.fetch_one(
+        row = await conn.row(
             "SELECT id, from_agent, to_agent, title, description, status, priority, cubes, created_at, updated_at"
             " FROM tasks WHERE id = ?",
             (task_id,),
         )
         if row is None:
             raise NotFound(f"no task with id {task_id!r} for you; task_list shows yours")
-        notes = await conn.fetch_all(
+        notes = await conn.rows(
             "SELECT agent, at, text FROM task_notes WHERE task_id = ? ORDER BY id", (task_id,)
         )
         return Task(
-            id=row[0], from_agent=row[1], to_agent=row[2], title=row[3], description=row[4], status=row[5],
-            priority=row[6], cubes=_cubes(row[7]), created_at=row[8], updated_at=row[9],
-            notes=[TaskNote(agent=n[0], at=n[1], text=n[2]) for n in notes],
+            id=row["id"], from_agent=row["from_agent"], to_agent=row["to_agent"], title=row["title"],
+            description=row["description"], status=row["status"], priority=row["priority"],
+            cubes=_cubes(row["cubes"]), created_at=row["created_at"], updated_at=row["updated_at"],
+            notes=[TaskNote(agent=n["agent"], at=n["at"], text=n["text"]) for n in notes],
         )  # fmt: skip
 
     async def _visible(self, conn: Connection, agent: Agent, task_id: str) -> Task:
@@ -173,19 +174,17 @@ class Tasks:
             sql += " AND status = ?"
             params.append(status)
         async with self._store.read() as conn:
-            ids = [
-                row[0] for row in await conn.fetch_all(sql + " ORDER BY created_at DESC LIMIT 200", params)
-            ]
+            ids = [row["id"] for row in await conn.rows(sql + " ORDER BY created_at DESC LIMIT 200", params)]
             return TaskPage(tasks=[await self._read(conn, task_id) for task_id in ids])
 
     async def open_for(self, agent: str) -> builtins.list[Task]:
         """The agent's pending and accepted tasks (handed to it), newest first."""
         async with self._store.read() as conn:
-            rows = await conn.fetch_all(
+            rows = await conn.rows(
                 "SELECT id FROM tasks WHERE to_agent = ? AND status IN ('pending', 'accepted') ORDER BY created_at DESC",
                 (agent,),
             )
-            return [await self._read(conn, row[0]) for row in rows]
+            return [await self._read(conn, row["id"]) for row in rows]
 
     async def update(
         self,

@@ -211,7 +211,7 @@ def _prepare(line: str, defaults: ImportDefaults, limits: LimitsConfig) -> _Row 
 async def _cube_id(conn: Connection, row: _Row, cache: dict[str, int]) -> int:
     if row.cube in cache:
         return cache[row.cube]
-    found = await conn.fetch_one("SELECT id FROM cubes WHERE name = ?", (row.cube,))
+    found = await conn.value("SELECT id FROM cubes WHERE name = ?", (row.cube,))
     if found is None:
         owner = row.record.cube_owner or (row.cube[1:] if row.cube.startswith("@") else row.agent)
         cube_id = await conn.execute(
@@ -219,7 +219,7 @@ async def _cube_id(conn: Connection, row: _Row, cache: dict[str, int]) -> int:
             (row.cube, owner, row.record.cube_description or "", now_iso()),
         )
     else:
-        cube_id = int(found[0])
+        cube_id = int(found)
     cache[row.cube] = cube_id
     return cube_id
 
@@ -259,17 +259,17 @@ async def _redacted(conn: Connection, row: _Row, redaction: Redaction, decided: 
 async def _write_memory(conn: Connection, row: _Row, cubes: dict[str, int]) -> bool:
     """Insert the memory and its versions unless its id is there (True if added). Memories it `supersedes`
     that are here and current are closed at its valid_from, as memory_supersede would."""
-    if await conn.fetch_one("SELECT 1 FROM memories WHERE id = ?", (row.id,)):
+    if await conn.row("SELECT 1 FROM memories WHERE id = ?", (row.id,)):
         return False
     r, now = row.record, now_iso()
     created = r.created_at or now
     valid_from = r.valid_from or r.occurred_at or created
     predecessors = []
     for old_id in r.supersedes:
-        old = await conn.fetch_one("SELECT superseded_by FROM memories WHERE id = ?", (old_id,))
-        if old is not None and old[0] not in (None, row.id):
-            raise InvalidInput(f"supersedes {old_id}, which {old[0]} superseded already")
-        if old is not None and old[0] is None:
+        old = await conn.row("SELECT superseded_by FROM memories WHERE id = ?", (old_id,))
+        if old is not None and old["superseded_by"] not in (None, row.id):
+            raise InvalidInput(f"supersedes {old_id}, which {old['superseded_by']} superseded already")
+        if old is not None and old["superseded_by"] is None:
             predecessors.append(old_id)
     seq = await conn.execute(
         "INSERT INTO memories (id, cube_id, content, kind, tags, metadata, source_agent, task_id, created_at,"
@@ -414,8 +414,8 @@ async def export_records(store: Store, cubes: list[str] | None = None) -> AsyncI
     last = 0
     while True:
         async with store.read() as conn:
-            rows = await conn.fetch_all(
-                "SELECT m.seq, m.id, c.name, c.owner, c.description, m.content, m.kind, m.tags, m.metadata,"
+            rows = await conn.rows(
+                "SELECT m.seq, m.id, c.name AS cube, c.owner, c.description, m.content, m.kind, m.tags, m.metadata,"
                 " m.source_agent, m.task_id, m.created_at, m.updated_at, m.occurred_at, m.importance,"
                 " m.expires_at, m.version, m.deleted_at, m.deleted_reason, m.kept_at, m.valid_from, m.valid_to,"
                 " m.superseded_by"
@@ -426,47 +426,54 @@ async def export_records(store: Store, cubes: list[str] | None = None) -> AsyncI
             supersedes: dict[str, list[str]] = {}
             links: dict[str, list[LinkRecord]] = {}
             if rows:
-                ids = [r[1] for r in rows]
-                for link in await conn.fetch_all(
+                ids = [r["id"] for r in rows]
+                for link in await conn.rows(
                     "SELECT from_id, relation, to_id, created_at, created_by FROM memory_links"
                     f" WHERE from_id IN ({placeholders(len(ids))}) ORDER BY from_id, relation, to_id",
                     ids,
                 ):
-                    links.setdefault(link[0], []).append(
-                        LinkRecord(relation=link[1], to=link[2], created_at=link[3], created_by=link[4])
-                    )
-                for old in await conn.fetch_all(
+                    links.setdefault(link["from_id"], []).append(
+                        LinkRecord(
+                            relation=link["relation"], to=link["to_id"], created_at=link["created_at"],
+                            created_by=link["created_by"],
+                        )
+                    )  # fmt: skip
+                for old in await conn.rows(
                     f"SELECT superseded_by, id FROM memories WHERE superseded_by IN ({placeholders(len(ids))})"
                     " ORDER BY seq",
                     ids,
                 ):
-                    supersedes.setdefault(old[0], []).append(old[1])
-                for v in await conn.fetch_all(
+                    supersedes.setdefault(old["superseded_by"], []).append(old["id"])
+                for v in await conn.rows(
                     "SELECT memory_seq, version, content, kind, tags, metadata, importance, occurred_at,"
                     " expires_at, updated_at, replaced_at, replaced_by FROM memory_versions"
                     " WHERE memory_seq BETWEEN ? AND ? ORDER BY memory_seq, version",
-                    (rows[0][0], rows[-1][0]),
+                    (rows[0]["seq"], rows[-1]["seq"]),
                 ):
-                    versions.setdefault(v[0], []).append(
+                    versions.setdefault(v["memory_seq"], []).append(
                         Version(
-                            version=v[1], content=v[2], kind=v[3], tags=msgspec.json.decode(v[4]),
-                            metadata=msgspec.json.decode(v[5]), importance=v[6], occurred_at=v[7],
-                            expires_at=v[8], updated_at=v[9], replaced_at=v[10], replaced_by=v[11],
+                            version=v["version"], content=v["content"], kind=v["kind"],
+                            tags=msgspec.json.decode(v["tags"]), metadata=msgspec.json.decode(v["metadata"]),
+                            importance=v["importance"], occurred_at=v["occurred_at"], expires_at=v["expires_at"],
+                            updated_at=v["updated_at"], replaced_at=v["replaced_at"], replaced_by=v["replaced_by"],
                         )
                     )  # fmt: skip
         if not rows:
             return
         for r in rows:
-            last = r[0]
-            if cubes is not None and r[2] not in cubes:
+            last = r["seq"]
+            if cubes is not None and r["cube"] not in cubes:
                 continue
             yield MemoryRecord(
-                id=r[1], cube=r[2], cube_owner=r[3], cube_description=r[4], content=r[5], kind=r[6],
-                tags=msgspec.json.decode(r[7]), metadata=msgspec.json.decode(r[8]), source_agent=r[9],
-                task_id=r[10], created_at=r[11], updated_at=r[12], occurred_at=r[13], importance=r[14],
-                expires_at=r[15], version=r[16], deleted_at=r[17], deleted_reason=r[18], kept_at=r[19],
-                valid_from=r[20], valid_to=r[21], superseded_by=r[22], supersedes=supersedes.get(r[1], []),
-                history=versions.get(r[0], []), links=links.get(r[1], []),
+                id=r["id"], cube=r["cube"], cube_owner=r["owner"], cube_description=r["description"],
+                content=r["content"], kind=r["kind"], tags=msgspec.json.decode(r["tags"]),
+                metadata=msgspec.json.decode(r["metadata"]), source_agent=r["source_agent"],
+                task_id=r["task_id"], created_at=r["created_at"], updated_at=r["updated_at"],
+                occurred_at=r["occurred_at"], importance=r["importance"], expires_at=r["expires_at"],
+                version=r["version"], deleted_at=r["deleted_at"], deleted_reason=r["deleted_reason"],
+                kept_at=r["kept_at"], valid_from=r["valid_from"], valid_to=r["valid_to"],
+                superseded_by=r["superseded_by"], supersedes=supersedes.get(r["id"], []),
+                history=versions.get(r["seq"], []), links=links.get(r["id"], []),
             )  # fmt: skip
 
 

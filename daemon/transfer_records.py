@@ -150,7 +150,7 @@ def check_setup(record: SetupRecord) -> SetupRecord:
 
 
 async def _exists(conn: Connection, sql: str, *params: object) -> bool:
-    return await conn.fetch_one(sql, params) is not None
+    return await conn.row(sql, params) is not None
 
 
 async def write_setup(conn: Connection, record: SetupRecord) -> bool:
@@ -183,8 +183,8 @@ async def write_setup(conn: Connection, record: SetupRecord) -> bool:
                 raise InvalidInput(
                     f"member {member.agent!r} is no agent here; its agent line must come first"
                 )
-        found = await conn.fetch_one("SELECT id FROM groups WHERE name = ?", (record.name,))
-        group_id = found[0] if found else None
+        found = await conn.value("SELECT id FROM groups WHERE name = ?", (record.name,))
+        group_id = found
         if group_id is None:
             group_id = await conn.execute(
                 "INSERT INTO groups (name, created_at) VALUES (?, ?)", (record.name, record.created_at)
@@ -195,8 +195,8 @@ async def write_setup(conn: Connection, record: SetupRecord) -> bool:
         )
         return found is None
     if isinstance(record, GrantRecord):
-        cube = await conn.fetch_one("SELECT id FROM cubes WHERE name = ?", (record.cube,))
-        if cube is None:
+        cube_id = await conn.value("SELECT id FROM cubes WHERE name = ?", (record.cube,))
+        if cube_id is None:
             raise InvalidInput(f"no cube named {record.cube!r} here; its cube line must come first")
         if record.grantee.startswith("group:"):
             if not await _exists(conn, "SELECT 1 FROM groups WHERE name = ?", record.grantee[6:]):
@@ -207,7 +207,7 @@ async def write_setup(conn: Connection, record: SetupRecord) -> bool:
             conn, "SELECT 1 FROM agents WHERE name = ?", record.grantee
         ):
             raise InvalidInput(f"grantee {record.grantee!r} is no agent here; its agent line must come first")
-        key = (cube[0], record.grantee, record.permission)
+        key = (cube_id, record.grantee, record.permission)
         if await _exists(
             conn, "SELECT 1 FROM cube_grants WHERE cube_id = ? AND grantee = ? AND permission = ?", *key
         ):
@@ -239,39 +239,51 @@ async def export_setup(store: Store) -> AsyncIterator[SetupRecord]:
     settings = msgspec.json.Decoder(CubeSettings).decode
     cubes_of = msgspec.json.Decoder(list[str]).decode
     async with store.read() as conn:
-        for row in await conn.fetch_all(
+        for row in await conn.rows(
             "SELECT name, owner, description, created_at, settings FROM cubes ORDER BY id"
         ):
             yield CubeRecord(
-                name=row[0], owner=row[1], description=row[2], created_at=row[3], settings=settings(row[4])
-            )
-        for row in await conn.fetch_all(
+                name=row["name"], owner=row["owner"], description=row["description"],
+                created_at=row["created_at"], settings=settings(row["settings"]),
+            )  # fmt: skip
+        for row in await conn.rows(
             "SELECT name, created_at, last_seen_at, disabled_at FROM agents ORDER BY id"
         ):
-            yield AgentRecord(name=row[0], created_at=row[1], last_seen_at=row[2], disabled_at=row[3])
+            yield AgentRecord(
+                name=row["name"], created_at=row["created_at"], last_seen_at=row["last_seen_at"],
+                disabled_at=row["disabled_at"],
+            )  # fmt: skip
         members: dict[int, list[GroupMember]] = {}
-        for row in await conn.fetch_all(
+        for row in await conn.rows(
             "SELECT group_id, agent, added_at FROM group_members ORDER BY group_id, agent"
         ):
-            members.setdefault(row[0], []).append(GroupMember(agent=row[1], added_at=row[2]))
-        for row in await conn.fetch_all("SELECT id, name, created_at FROM groups ORDER BY id"):
-            yield GroupRecord(name=row[1], created_at=row[2], members=members.get(row[0], []))
-        for row in await conn.fetch_all(
-            "SELECT c.name, g.grantee, g.permission, g.granted_by, g.granted_at"
+            members.setdefault(row["group_id"], []).append(
+                GroupMember(agent=row["agent"], added_at=row["added_at"])
+            )
+        for row in await conn.rows("SELECT id, name, created_at FROM groups ORDER BY id"):
+            yield GroupRecord(
+                name=row["name"], created_at=row["created_at"], members=members.get(row["id"], [])
+            )
+        for row in await conn.rows(
+            "SELECT c.name AS cube, g.grantee, g.permission, g.granted_by, g.granted_at"
             " FROM cube_grants g JOIN cubes c ON c.id = g.cube_id ORDER BY c.id, g.grantee, g.permission"
         ):
             yield GrantRecord(
-                cube=row[0], grantee=row[1], permission=row[2], granted_by=row[3], granted_at=row[4]
-            )
+                cube=row["cube"], grantee=row["grantee"], permission=row["permission"],
+                granted_by=row["granted_by"], granted_at=row["granted_at"],
+            )  # fmt: skip
         notes: dict[str, list[TaskNote]] = {}
-        for row in await conn.fetch_all("SELECT task_id, agent, at, text FROM task_notes ORDER BY id"):
-            notes.setdefault(row[0], []).append(TaskNote(agent=row[1], at=row[2], text=row[3]))
-        for row in await conn.fetch_all(
+        for row in await conn.rows("SELECT task_id, agent, at, text FROM task_notes ORDER BY id"):
+            notes.setdefault(row["task_id"], []).append(
+                TaskNote(agent=row["agent"], at=row["at"], text=row["text"])
+            )
+        for row in await conn.rows(
             "SELECT id, from_agent, to_agent, title, description, status, priority, cubes, created_at,"
             " updated_at FROM tasks ORDER BY created_at, id"
         ):
             yield TaskRecord(
-                id=row[0], from_agent=row[1], to_agent=row[2], title=row[3], description=row[4], status=row[5],
-                priority=row[6], cubes=cubes_of(row[7]), created_at=row[8], updated_at=row[9],
-                notes=notes.get(row[0], []),
+                id=row["id"], from_agent=row["from_agent"], to_agent=row["to_agent"], title=row["title"],
+                description=row["description"], status=row["status"], priority=row["priority"],
+                cubes=cubes_of(row["cubes"]), created_at=row["created_at"], updated_at=row["updated_at"],
+                notes=notes.get(row["id"], []),
             )  # fmt: skip

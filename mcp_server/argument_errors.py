@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from daemon.errors import InvalidInput, shown
+from daemon import InvalidInput, shown
 
 _MAX_PROBLEMS = 3  # a message names the first few; fixing them shows the rest
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
 
-from daemon import Agent, Unauthenticated, agent_named
-from daemon.identity import Identities
+from daemon import Agent, Identities, Unauthenticated, agent_named
 
 
 class AgentTokenVerifier:

@@ -6,10 +6,7 @@ import msgspec
 from mcp.server.mcpserver.tools import Tool
 from pydantic import Field
 
-from daemon import Cube, CubeMembers, InvalidInput, Services
-from daemon.cube_settings import CubeSettings
-from daemon.idempotency import idempotent
-from daemon.settings_store import ConfiguredCube
+from daemon import ConfiguredCube, Cube, CubeMembers, CubeSettings, InvalidInput, Services
 from mcp_server.arguments import KeyArg, Permission
 from mcp_server.auth import current_agent
 from mcp_server.wire import ADDITIVE, ADDITIVE_IDEMPOTENT, DESTRUCTIVE_IDEMPOTENT, READ_ONLY, make_tool
@@ -35,8 +32,8 @@ def build_cube_tools(services: Services) -> list[Tool]:
     ) -> Cube:
         """Create a new memory cube that you own, for memories on one topic or to share with others later."""
         agent = current_agent()
-        return await idempotent(
-            services.store, agent, idempotency_key, "cube_create", [name, description], Cube,
+        return await services.idempotent(
+            agent, idempotency_key, "cube_create", [name, description], Cube,
             lambda rec: services.cubes.create(agent, name, description, recorder=rec),
         )  # fmt: skip
 
@@ -52,8 +49,8 @@ def build_cube_tools(services: Services) -> list[Tool]:
     ) -> CubeMembers:
         """Give another agent or group access to a cube, at once. Returns the cube's members after the change."""
         agent = current_agent()
-        return await idempotent(
-            services.store, agent, idempotency_key, "cube_share", [cube, grantee, permission], CubeMembers,
+        return await services.idempotent(
+            agent, idempotency_key, "cube_share", [cube, grantee, permission], CubeMembers,
             lambda rec: services.cubes.share(agent, cube, grantee, permission, recorder=rec),
         )  # fmt: skip
 
@@ -67,8 +64,8 @@ def build_cube_tools(services: Services) -> list[Tool]:
     ) -> CubeMembers:
         """Take back access granted with cube_share (policy-file rules are not changed by this)."""
         agent = current_agent()
-        return await idempotent(
-            services.store, agent, idempotency_key, "cube_unshare", [cube, grantee, permission], CubeMembers,
+        return await services.idempotent(
+            agent, idempotency_key, "cube_unshare", [cube, grantee, permission], CubeMembers,
             lambda rec: services.cubes.unshare(agent, cube, grantee, permission, recorder=rec),
         )  # fmt: skip
 
@@ -118,8 +115,8 @@ def build_cube_tools(services: Services) -> list[Tool]:
             )  # fmt: skip
         except msgspec.ValidationError as exc:
             raise InvalidInput(str(exc).replace("$.", "")) from None
-        return await idempotent(
-            services.store, agent, idempotency_key, "cube_configure", [cube, changes], ConfiguredCube,
+        return await services.idempotent(
+            agent, idempotency_key, "cube_configure", [cube, changes], ConfiguredCube,
             lambda rec: services.settings.configure(agent, cube, changes, recorder=rec),
         )  # fmt: skip
 

@@ -23,8 +23,7 @@ from mcp.server.mcpserver import MCPServer
 from starlette.applications import Starlette
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from daemon import ConfigError
-from daemon.config import ServerConfig
+from daemon import ConfigError, ServerConfig
 from mcp_server.connections import accept_backlog, bounded_protocol, connection_budget, open_files_limit
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,6 @@ from mcp.server.mcpserver.tools import Tool
 from pydantic import Field
 
 from daemon import RELATIONS, LinkChange, Services
-from daemon.idempotency import idempotent
 from mcp_server.arguments import KeyArg
 from mcp_server.auth import current_agent
 from mcp_server.wire import ADDITIVE_IDEMPOTENT, DESTRUCTIVE_IDEMPOTENT, make_tool
@@ -29,8 +28,8 @@ def build_link_tools(services: Services) -> list[Tool]:
         """Record how two memories relate: a note about a person, a step that follows another, a fact that
         contradicts one. Links show in memory_get and memory_history. Linking again does nothing."""
         agent = current_agent()
-        return await idempotent(
-            services.store, agent, idempotency_key, "memory_link", [from_id, to_id, relation], LinkChange,
+        return await services.idempotent(
+            agent, idempotency_key, "memory_link", [from_id, to_id, relation], LinkChange,
             lambda rec: services.links.link(agent, from_id, to_id, relation, recorder=rec),
         )  # fmt: skip
 
@@ -44,8 +43,8 @@ def build_link_tools(services: Services) -> list[Tool]:
     ) -> LinkChange:
         """Remove a link made with memory_link that is wrong or no longer holds. The memories stay."""
         agent = current_agent()
-        return await idempotent(
-            services.store, agent, idempotency_key, "memory_unlink", [from_id, to_id, relation], LinkChange,
+        return await services.idempotent(
+            agent, idempotency_key, "memory_unlink", [from_id, to_id, relation], LinkChange,
             lambda rec: services.links.unlink(agent, from_id, to_id, relation, recorder=rec),
         )  # fmt: skip
 

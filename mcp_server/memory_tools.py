@@ -20,7 +20,6 @@ from daemon import (
     SearchResults,
     Services,
 )
-from daemon.idempotency import idempotent
 from mcp_server.arguments import (
     AsOfArg,
     BatchItem,
@@ -102,8 +101,8 @@ def build_memory_tools(services: Services) -> list[Tool]:
             ),
         )
         item = new_memory(content, kind, tags, metadata, occurred_at, importance, expires_at, task_id)
-        return await idempotent(
-            services.store, agent, idempotency_key, "memory_add", arguments, AddedMemory,
+        return await services.idempotent(
+            agent, idempotency_key, "memory_add", arguments, AddedMemory,
             lambda rec: services.additions.add(agent, cube, item, supersedes=supersedes, recorder=rec),
         )  # fmt: skip
 
@@ -135,8 +134,8 @@ def build_memory_tools(services: Services) -> list[Tool]:
             )  # fmt: skip
             return await services.additions.add(agent, old.cube, item, supersedes=[id], recorder=rec)
 
-        return await idempotent(
-            services.store, agent, idempotency_key, "memory_supersede", arguments, AddedMemory, write
+        return await services.idempotent(
+            agent, idempotency_key, "memory_supersede", arguments, AddedMemory, write
         )
 
     async def memory_add_batch(
@@ -153,8 +152,8 @@ def build_memory_tools(services: Services) -> list[Tool]:
             )
             for i in items
         ]
-        return await idempotent(
-            services.store, agent, idempotency_key, "memory_add_batch", arguments, BatchAdded,
+        return await services.idempotent(
+            agent, idempotency_key, "memory_add_batch", arguments, BatchAdded,
             lambda rec: services.additions.add_batch(agent, cube, news, recorder=rec),
         )  # fmt: skip
 
@@ -259,8 +258,8 @@ def build_memory_tools(services: Services) -> list[Tool]:
             content=content, kind=kind, tags=tags, metadata=metadata, occurred_at=occurred_at,  # type: ignore[arg-type]
             importance=importance, expires_at=expires_at,
         )  # fmt: skip
-        return await idempotent(
-            services.store, agent, idempotency_key, "memory_update", arguments, Memory,
+        return await services.idempotent(
+            agent, idempotency_key, "memory_update", arguments, Memory,
             lambda rec: services.memories.update(agent, id, changes, expected_version, recorder=rec),
         )  # fmt: skip
 
@@ -268,16 +267,16 @@ def build_memory_tools(services: Services) -> list[Tool]:
         """Delete a memory that is wrong or no longer wanted. It disappears from search and lists but can be
         brought back with memory_restore."""
         agent = current_agent()
-        return await idempotent(
-            services.store, agent, idempotency_key, "memory_delete", [id], Memory,
+        return await services.idempotent(
+            agent, idempotency_key, "memory_delete", [id], Memory,
             lambda rec: services.memories.delete(agent, id, recorder=rec),
         )  # fmt: skip
 
     async def memory_restore(id: IdArg, idempotency_key: KeyArg = None) -> Memory:
         """Bring back a deleted or archived memory."""
         agent = current_agent()
-        return await idempotent(
-            services.store, agent, idempotency_key, "memory_restore", [id], Memory,
+        return await services.idempotent(
+            agent, idempotency_key, "memory_restore", [id], Memory,
             lambda rec: services.memories.restore(agent, id, recorder=rec),
         )  # fmt: skip
 

@@ -28,8 +28,19 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.subscriptions import ListenHandler, ResourcesListChanged, ResourceUpdated, ServerEvent
 from mcp.shared.exceptions import MCPError
 
-from daemon import MemosError, Services, Unauthenticated, agent_named, retrying
-from daemon.events import AgentRevoked, Change, CubesChanged, MemoryChanged, PackReady, TaskChanged
+from daemon import (
+    AgentRevoked,
+    Change,
+    CubesChanged,
+    MemoryChanged,
+    MemosError,
+    PackReady,
+    Services,
+    TaskChanged,
+    Unauthenticated,
+    agent_named,
+    retrying,
+)
 from mcp_server.auth import current_agent
 from mcp_server.session_quota import SdkSessions
 
@@ -189,9 +200,7 @@ class Notifications:
         return {w.agent for w in self._sessions.values()} | {a for a, ls in self._listeners.items() if ls}
 
     async def _readable_now(self, agent: str) -> frozenset[str]:
-        async with self._services.store.read() as conn:
-            refs = await self._services.access.readable_cubes(conn, agent_named(agent))
-        return frozenset(ref.name for ref in refs)
+        return frozenset(await self._services.cubes.readable(agent_named(agent)))
 
     async def _deliver(self, change: Change) -> None:
         if isinstance(change, AgentRevoked):  # disabled or token rotated: nothing more reaches it

@@ -6,7 +6,6 @@ from mcp.server.mcpserver.tools import Tool
 from pydantic import Field
 
 from daemon import ContextPack, Services, Task, TaskPage
-from daemon.idempotency import idempotent
 from mcp_server.arguments import KeyArg
 from mcp_server.auth import current_agent
 from mcp_server.wire import ADDITIVE, ADDITIVE_IDEMPOTENT, READ_ONLY, make_tool
@@ -39,8 +38,8 @@ def build_task_tools(services: Services) -> list[Tool]:
         preferences, your notes), so it can start without searching. Returns the task with its id."""
         agent = current_agent()
         arguments = [to_agent, title, description, cubes, notes, priority]
-        return await idempotent(
-            services.store, agent, idempotency_key, "task_handoff", arguments, Task,
+        return await services.idempotent(
+            agent, idempotency_key, "task_handoff", arguments, Task,
             lambda rec: services.tasks.handoff(agent, to_agent, title, description, cubes, notes, priority, recorder=rec),
         )  # fmt: skip
 
@@ -58,8 +57,8 @@ def build_task_tools(services: Services) -> list[Tool]:
     async def task_accept(task_id: TaskIdArg, idempotency_key: KeyArg = None) -> Task:
         """Accept a task handed to you (it becomes your current task), then read its context with context_get."""
         agent = current_agent()
-        return await idempotent(
-            services.store, agent, idempotency_key, "task_accept", [task_id], Task,
+        return await services.idempotent(
+            agent, idempotency_key, "task_accept", [task_id], Task,
             lambda rec: services.tasks.accept(agent, task_id, recorder=rec),
         )  # fmt: skip
 
@@ -76,8 +75,8 @@ def build_task_tools(services: Services) -> list[Tool]:
     ) -> Task:
         """Report on a task: add a note, mark it done, or cancel it."""
         agent = current_agent()
-        return await idempotent(
-            services.store, agent, idempotency_key, "task_update", [task_id, status, notes], Task,
+        return await services.idempotent(
+            agent, idempotency_key, "task_update", [task_id, status, notes], Task,
             lambda rec: services.tasks.update(agent, task_id, status, notes, recorder=rec),
         )  # fmt: skip
 

@@ -12,19 +12,19 @@ from typing import IO
 
 import anyio
 
-from daemon import Config, InvalidInput, open_store_services
-from daemon.backup import backup_database, restore_database
-from daemon.import_sources import DEFAULT_KIND, FORMATS, Source
-from daemon.private_files import private_dir
-from daemon.redaction import Redactor
-from daemon.transfer import (
+from daemon import (
+    DEFAULT_KIND,
+    FORMATS,
+    Config,
     ImportDefaults,
+    InvalidInput,
     Located,
-    Redaction,
+    Source,
+    backup_database,
     encode_record,
-    export_all,
-    export_records,
-    import_lines,
+    open_store_services,
+    private_dir,
+    restore_database,
 )
 from memos_cli.progress import Progress
 
@@ -45,10 +45,7 @@ def cmd_export(config: Config, args: argparse.Namespace) -> int:
 
     async def run() -> None:
         async with open_store_services(config) as services:
-            records = (
-                export_all(services.store) if args.all else export_records(services.store, args.cube or None)
-            )
-            async for record in records:
+            async for record in services.export(everything=args.all, cubes=args.cube or None):
                 out.write(encode_record(record) + "\n")
                 progress.advance()
 
@@ -92,17 +89,7 @@ def cmd_import(config: Config, args: argparse.Namespace) -> int:
                         f" once `memos agent add {args.agent}` creates it",
                         file=sys.stderr,
                     )
-                redaction = Redaction(
-                    settings=services.settings, redactor=Redactor(config.redaction.patterns)
-                )
-                return await import_lines(
-                    services.store,
-                    counted(),
-                    defaults,
-                    config.limits,
-                    strict=args.strict,
-                    redaction=redaction,
-                )
+                return await services.import_lines(counted(), defaults, strict=args.strict)
 
         report = anyio.run(run)
     progress.finish()

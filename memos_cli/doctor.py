@@ -14,9 +14,17 @@ from pathlib import Path
 
 import anyio
 
-from daemon import Config, MemosError, Services, Unauthenticated, load_config, open_store_services
-from daemon.config import NO_MODEL, model_cache_dir
-from daemon.embedder import load_model
+from daemon import (
+    NO_MODEL,
+    Config,
+    MemosError,
+    Services,
+    Unauthenticated,
+    load_config,
+    load_model,
+    model_cache_dir,
+    open_store_services,
+)
 from memos_cli.memory_commands import quiet_fastembed
 from memos_cli.status import daemon_state, read_status, serving_daemon
 

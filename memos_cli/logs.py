@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from daemon.redaction import LOG_PATTERNS, Redactor
+from daemon import LOG_PATTERNS, Redactor
 
 _OWN_LOGGERS = ("daemon", "mcp_server", "memos_cli", "memosd", "memos")
 _MASK = Redactor(builtin=LOG_PATTERNS)

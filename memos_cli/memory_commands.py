@@ -16,8 +16,15 @@ from typing import Any
 import anyio
 import msgspec
 
-from daemon import Config, InvalidInput, NewMemory, SearchQuery, agent_named, open_store_services
-from daemon.cube_settings import CubeSettings
+from daemon import (
+    Config,
+    CubeSettings,
+    InvalidInput,
+    NewMemory,
+    SearchQuery,
+    agent_named,
+    open_store_services,
+)
 
 
 def _print_json(value: Any) -> None:

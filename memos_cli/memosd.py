@@ -12,10 +12,16 @@ import threading
 import anyio
 import anyio.abc
 
-from daemon import Config, Services, load_config, open_services, supervised
-from daemon.daemon_status import StatusReporter
-from daemon.instance_lock import InstanceLock
-from daemon.sd_notify import Notifier
+from daemon import (
+    Config,
+    InstanceLock,
+    Notifier,
+    Services,
+    StatusReporter,
+    load_config,
+    open_services,
+    supervised,
+)
 from mcp_server.app import build_app, build_mcp
 from mcp_server.connections import raise_open_files_limit
 from mcp_server.http import HttpServer
@@ -45,9 +51,7 @@ async def run_daemon(config: Config, notifier: Notifier) -> None:
             if dashboard is not None:
                 http.on_stop.append(dashboard.live.stop)
                 log.info("dashboard at http://%s:%d%s", config.server.host, http.port, PREFIX)
-            reporter = StatusReporter(
-                services.store, memos_version(), url, services.embedder, services.scheduler
-            )
+            reporter = services.status_reporter(memos_version(), url)
             try:
                 await _serve(services, http, reporter, notifier, url, notifications)
             finally:

@@ -10,10 +10,7 @@ from __future__ import annotations
 import httpx2
 import msgspec
 
-from daemon import Config, Services
-from daemon.daemon_status import DaemonStatus
-from daemon.instance_lock import InstanceLock
-from daemon.policy import PolicyState
+from daemon import Config, DaemonStatus, InstanceLock, PolicyState, Services
 
 
 class Status(msgspec.Struct, kw_only=True):
@@ -75,24 +72,16 @@ def absent(daemon: str) -> Status:
 
 
 async def read_status(services: Services, held: bool) -> Status:
-    async with services.store.read() as conn:
-        counts = await conn.fetch_one(
-            "SELECT (SELECT max(version) FROM schema_migrations), (SELECT count(*) FROM agents),"
-            " (SELECT count(*) FROM cubes), (SELECT count(*) FROM memories WHERE deleted_at IS NULL)"
-        )
-        policy_row = await conn.fetch_one("SELECT value FROM meta WHERE key = 'policy_status'")
-        daemon_row = await conn.fetch_one("SELECT value FROM meta WHERE key = 'daemon_status'")
-    assert counts is not None
-    reported = msgspec.json.decode(daemon_row[0], type=DaemonStatus) if daemon_row else None
-    daemon, running = await daemon_state(services.config, held, reported)
+    stored = await services.stored_status()
+    daemon, running = await daemon_state(services.config, held, stored.daemon)
     return Status(
         daemon=daemon,
         running=running,
-        daemon_status=reported,
+        daemon_status=stored.daemon,
         database_exists=True,
-        schema_version=counts[0],
-        agents=counts[1],
-        cubes=counts[2],
-        memories=counts[3],
-        policy=msgspec.json.decode(policy_row[0], type=PolicyState) if policy_row else None,
+        schema_version=stored.schema_version,
+        agents=stored.agents,
+        cubes=stored.cubes,
+        memories=stored.memories,
+        policy=stored.policy,
     )

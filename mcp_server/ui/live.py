@@ -18,8 +18,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from daemon import Services
-from daemon.events import Change, CubesChanged, MemoryChanged, PackReady, TaskChanged
+from daemon import Change, CubesChanged, MemoryChanged, PackReady, Services, TaskChanged
 from mcp_server.ui.sessions import COOKIE, UiSession, UiSessions
 
 log = logging.getLogger(__name__)
@@ -88,9 +87,7 @@ class UiLive:
         """The event for this page, if the agent may know of the change now."""
         agent = session.acting
         if isinstance(change, MemoryChanged):
-            async with self._services.store.read() as conn:
-                readable = await self._services.access.readable_cubes(conn, agent)
-            if change.cube not in {ref.name for ref in readable}:
+            if change.cube not in await self._services.cubes.readable(agent):
                 return None
             return _event("memory", {"cube": change.cube, "id": change.memory_id})
         if isinstance(change, TaskChanged) and agent.name in change.agents:

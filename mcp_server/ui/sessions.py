@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from daemon import Agent, Unauthenticated
-from daemon.identity import Identities, token_hash
+from daemon import Agent, Identities, Unauthenticated, token_hash
 
 COOKIE = "memos_ui"
 MAX_SESSIONS = 10_000  # the oldest idle ones go first when more are opened
