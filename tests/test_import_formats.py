@@ -133,6 +133,7 @@ def test_bad_items_of_foreign_exports_are_reported_where_they_are_and_strict_wri
     tmp_path: Path,
 ) -> None:
     config = write_config(tmp_path, port=free_port(), model="none")
+    memos(config, "agent", "add", "ann")  # so stderr holds only the bad items
     conversations = json.loads((DATA / "chatgpt-conversations.json").read_text())
     broken = {"title": "Broken", "create_time": 1746180000.0, "current_node": "x", "id": "c-3"}
     conversations.append(broken)
