@@ -123,8 +123,11 @@ class BlendWeights(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     episode: Weight = 0.0  # the mean similarity of the best 3 turns of the turn's session or thread
     time: Weight = 5.95  # 1 inside the time the query names ("last week", "in May")
     # 0 for a conversation turn by the other speaker than the question asks about (metadata role: "you
-    # recommended" asks for the assistant's words, anything else for the user's), else 1.
+    # recommended" asks for the assistant's words, anything else for the user's; metadata speaker: the one
+    # person the question names), else 1.
     speaker: Weight = 5.71
+    entity: Weight = 0.0  # the share of the query's entities (names, numbers, dates) it mentions, by rarity
+    graph: Weight = 0.0  # reached from the best first-stage hits through a rare shared entity or a link
 
 
 class RankWeights(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):

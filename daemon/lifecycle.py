@@ -1,6 +1,6 @@
 """The daemon's core lifespan: open the store, start the background services, yield the service API.
 
-`open_services` is the one place that owns background work: the embedder and the vector backfill run in the
+`open_services` is the one place that owns background work: the embedder, the vector and entity backfills run in the
 task group it opens, and leaving the block cancels them and then closes the store (after in-flight writes,
 which hold the store's write lock, have finished).
 """
@@ -25,6 +25,7 @@ from daemon.config import NO_MODEL, Config, model_cache_dir
 from daemon.context_packs import ContextPacks
 from daemon.cubes import Cubes
 from daemon.embedder import Embedder
+from daemon.entities import EntityIndex
 from daemon.events import ChangeHub
 from daemon.identity import Groups, Identities
 from daemon.links import Links
@@ -53,6 +54,7 @@ class Services:
     embedder: Embedder
     reranker: Reranker
     vectors: VectorIndex
+    entities: EntityIndex
     audit: Audit
     access: AccessPolicy
     policy_watcher: PolicyWatcher
@@ -127,6 +129,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
             await tg.start(services.embedder.run)
             await tg.start(services.reranker.run)
             await tg.start(services.vectors.backfill)
+            await tg.start(services.entities.backfill)
             await tg.start(services.retention.run)
             if config.backup.interval_hours > 0:
                 await tg.start(
@@ -160,6 +163,7 @@ def _services(config: Config, store: Store, embedder: Embedder) -> Services:
         embedder=embedder,
         reranker=reranker,
         vectors=vectors,
+        entities=EntityIndex(store),
         audit=audit,
         access=access,
         policy_watcher=PolicyWatcher(
