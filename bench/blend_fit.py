@@ -46,5 +46,8 @@ def fit(examples: Sequence[Example], l2: float) -> np.ndarray:
         slope = 0.5 * (1.0 - np.tanh(margin / 2))  # 1 / (1 + e^margin), without overflow
         gradient = -(pairs * (share * slope)[:, None]).sum(axis=0) + l2 * weights
         curvature = (pairs * (share * slope * (1.0 - slope))[:, None]).T @ pairs + l2 * np.eye(len(weights))
-        weights -= np.linalg.solve(curvature, gradient)
+        step = np.linalg.solve(curvature, gradient)
+        weights -= step
+        if np.abs(step).max() < 1e-7:  # converged
+            break
     return np.maximum(weights / spread, 0.0)

@@ -18,9 +18,51 @@ from typing import Any
 import numpy as np
 
 from bench.blend_fit import Example, fit
-from bench.retrieval import Candidates
+from bench.retrieval import CANDIDATE_SIGNALS, DEPTH, Candidates
+from daemon.search import SIGNALS
 
 Metrics = dict[str, float]
+HARDEST = 100  # the other candidates per question the fit compares the gold turns with
+
+
+@dataclass
+class Matrix:
+    """One question's candidates as arrays: every signal's value, which signals brought each, which are gold."""
+
+    turns: list[str]
+    values: np.ndarray  # candidates × SIGNALS
+    brought: np.ndarray  # candidates × CANDIDATE_SIGNALS, bool
+    gold: np.ndarray
+
+    @classmethod
+    def of(cls, found: Candidates, question: Any) -> Matrix:
+        seqs = sorted(found.signals)
+        lists = found.gathered.lists
+        values = np.array([[found.signals[seq].get(name, 0.0) for name in SIGNALS] for seq in seqs])
+        brought = np.array(
+            [[any(seq in ranks for ranks in lists[name]) for name in CANDIDATE_SIGNALS] for seq in seqs]
+        )
+        turns = [found.turn_of[seq] for seq in seqs]
+        gold = np.array([turn in question.gold_turns for turn in turns])
+        return cls(turns, values.reshape(len(seqs), len(SIGNALS)), brought.reshape(len(seqs), -1), gold)
+
+    def example(self, names: Sequence[str], hardest: int | None = None) -> tuple[np.ndarray, Example]:
+        """The rows the named signals bring, and those signals' columns; with `hardest`, only the gold rows
+        and that many others, the best by lexical + vector (those that compete for the top ranks)."""
+        wanted = [CANDIDATE_SIGNALS.index(name) for name in names if name in CANDIDATE_SIGNALS]
+        rows = np.flatnonzero(self.brought[:, wanted].any(axis=1))
+        if hardest is not None:
+            text = self.values[rows, SIGNALS.index("lexical")] + self.values[rows, SIGNALS.index("vector")]
+            others = rows[~self.gold[rows]][np.argsort(-text[~self.gold[rows]], kind="stable")[:hardest]]
+            rows = np.sort(np.concatenate([rows[self.gold[rows]], others]))
+        columns = [SIGNALS.index(name) for name in names]
+        return rows, Example(self.values[np.ix_(rows, columns)], self.gold[rows])
+
+    def ranked(self, names: Sequence[str], weights: np.ndarray) -> list[str]:
+        rows, example = self.example(names)
+        scores = example.signals @ weights
+        order = np.lexsort((rows, -scores))[:DEPTH]
+        return [self.turns[rows[i]] for i in order]
 
 
 @dataclass
@@ -33,6 +75,12 @@ class Corpus:
     folds: list[list[str]]
     metrics: Callable[[Any, list[str]], Metrics]  # a question's metrics from its ranked turns
     objective: Sequence[str]  # the metrics averaged into the objective
+    matrices: dict[str, Matrix] | None = None
+
+    def matrix(self, qid: str) -> Matrix:
+        if self.matrices is None:
+            self.matrices = {q: Matrix.of(self.candidates[q], self.questions[q]) for q in self.questions}
+        return self.matrices[qid]
 
 
 @dataclass
@@ -52,7 +100,7 @@ def examples(corpus: Corpus, ids: Sequence[str], names: Sequence[str]) -> list[E
     """The questions' examples, weighted so that the corpus counts 1 in all."""
     found = []
     for qid in ids:
-        _, example = corpus.candidates[qid].example(corpus.questions[qid], names)
+        _, example = corpus.matrix(qid).example(names, HARDEST)
         example.weight = 1.0 / len(ids)
         found.append(example)
     return found
@@ -69,10 +117,7 @@ def evaluate(
     corpus: Corpus, ids: Sequence[str], names: Sequence[str], weights: np.ndarray
 ) -> dict[str, Metrics]:
     return {
-        qid: corpus.metrics(
-            corpus.questions[qid], corpus.candidates[qid].blended(corpus.questions[qid], names, weights)
-        )
-        for qid in ids
+        qid: corpus.metrics(corpus.questions[qid], corpus.matrix(qid).ranked(names, weights)) for qid in ids
     }
 
 
@@ -129,6 +174,18 @@ def cross_validate(
         for corpus in corpora:
             held[corpus.name].update(evaluate(corpus, corpus.folds[out], choice.names, choice.weights))
     return choices, held
+
+
+def held_out(corpora: list[Corpus], names: Sequence[str], l2: float) -> dict[str, dict[str, Metrics]]:
+    """One signal set and L2, fitted on all folds but one and measured on that one, for every fold."""
+    count = len(corpora[0].folds)
+    held: dict[str, dict[str, Metrics]] = {corpus.name: {} for corpus in corpora}
+    for out in range(count):
+        training = {c.name: [q for f in range(count) if f != out for q in c.folds[f]] for c in corpora}
+        weights = fit_on(training, corpora, names, l2)
+        for corpus in corpora:
+            held[corpus.name].update(evaluate(corpus, corpus.folds[out], names, weights))
+    return held
 
 
 def fixed(corpora: list[Corpus], names: Sequence[str], weights: np.ndarray) -> dict[str, dict[str, Metrics]]:

@@ -17,7 +17,8 @@ Each signal scores candidate memories from 0 to 1; `[search.blend]` gives each a
 - entity and graph (daemon/entity_signals.py): the query's entities a memory mentions, and memories reached
   from the best first-stage hits through rare shared entities or links.
 Candidates are the lexical, exact, vector (context, entity and graph) signals' best `candidates` each. Several phrasings (`queries`)
-each add their candidates, and their scores are averaged. Recency and importance then weigh in. Every
+each add their candidates, and their scores are averaged; each phrasing's own best match keeps a place in the
+top k. Recency and importance then weigh in. Every
 signal is restricted to readable cubes and the filters inside SQL.
 """
 
@@ -36,6 +37,7 @@ from daemon.filters import MemoryFilter
 from daemon.lexical import exact_query, fts_query, matched_terms, query_words
 from daemon.memories import MEMORY_COLUMNS, MEMORY_FROM, Memories, memory_from_row
 from daemon.models import Agent, ContextTurn, MatchInfo, SearchHit, SearchMode, SearchQuery, SearchResults
+from daemon.phrasings import guarantee, leaders
 from daemon.reranker import Reranker
 from daemon.speaker import Speaker, asked_about, named_speaker, speaker_signal
 from daemon.store import Connection, Store, placeholders
@@ -108,6 +110,8 @@ class Search:
             fused = fuse(found, self._ranking)
             if fused and (self._ranking.recency_weight or self._ranking.importance_weight):
                 fused = await self._weigh_time_and_importance(conn, fused, plan.where.as_of, found.placement)
+            if len(plan.texts) > 1 and fused:
+                fused = self._each_phrasing_kept(fused, found, query.k)
             if fused and rerank:
                 top = await self._contents(
                     conn, [seq for seq, _ in fused[: self._reranker.config.candidates]]
@@ -130,6 +134,14 @@ class Search:
             note="; ".join(note for note in notes if note) or None,
             time_window=plan.window,
         )
+
+    def _each_phrasing_kept(self, fused: list[Fused], found: Gathered, k: int) -> list[Fused]:
+        """Each phrasing's best match kept in the top k (daemon/phrasings.py)."""
+        weights = {"lexical": self._ranking.weight("lexical"), "vector": self._ranking.weight("vector")}
+        if self._ranking.fusion == "rrf":
+            weights = {"lexical": 1.0, "vector": 1.0}
+        best = leaders(found.bm25["lexical"], found.similarity, weights, {seq for seq, _ in fused})
+        return guarantee(fused, best, k)
 
     @staticmethod
     async def _contents(conn: Connection, seqs: list[int]) -> dict[int, str]:

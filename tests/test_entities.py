@@ -15,6 +15,7 @@ import pytest
 from daemon import MemoryChanges, NewMemory, SearchQuery, Services, agent_named, open_services
 from daemon.entities import extract
 from daemon.entity_signals import entity_scores, graph_scores, rarity
+from daemon.phrasings import guarantee, leaders
 from daemon.speaker import named_speaker, speaker_signal
 from tests.conftest import make_config
 
@@ -125,3 +126,26 @@ async def test_the_graph_brings_a_memory_that_shares_a_rare_entity_with_the_best
     )
     moved = next(hit for hit in result.results if "Lisbon" in hit.content)
     assert moved.match.signals["graph"] > 0
+
+
+def test_each_phrasings_best_match_keeps_a_place_in_the_top_k() -> None:
+    fused = [(1, 0.9), (2, 0.8), (3, 0.7), (4, 0.3), (5, 0.2)]
+    assert guarantee(fused, [5], 3) == [(1, 0.9), (2, 0.8), (5, 0.2), (3, 0.7), (4, 0.3)]
+    assert guarantee(fused, [2], 3) == fused  # already there
+    lexical = [{1: 1.0, 2: 0.9}, {5: 1.0}]
+    assert leaders(lexical, [{}, {}], {"lexical": 1.0, "vector": 1.0}, {1, 2, 5}) == [1, 5]
+
+
+async def test_a_second_phrasing_finds_its_own_answer_among_the_results(services: Services) -> None:
+    """A model splits "where did the person Bob met in Paris move to?" in two; the answer to the second part
+    shares no word with the first, and the first part matches many memories better."""
+    await services.identities.add("ada")
+    ada = agent_named("ada")
+    notes = [
+        *(f"Bob met a baker in Paris on trip number {n}" for n in range(8)),
+        "Zoe Harrington moved to Lisbon last spring.",
+    ]
+    await services.additions.add_batch(ada, None, [NewMemory(content=text) for text in notes])
+    query = SearchQuery(query="the person Bob met in Paris", queries=["where did Zoe move to"], k=3)
+    result = await services.search.search(ada, query)
+    assert any("Lisbon" in hit.content for hit in result.results)
