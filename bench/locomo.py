@@ -90,11 +90,19 @@ def conversation_cube(sample: dict[str, Any]) -> str:
     return "locomo-" + re.sub(r"[^A-Za-z0-9._-]", "-", sample["sample_id"])
 
 
-def haystack(sample: dict[str, Any]) -> Haystack:
-    """A conversation as a user's import would store it: its turns as `message` memories."""
+def content(turn: dict[str, Any], captions: bool) -> str:
+    """A turn's text; with `captions`, a photo it shares as LoCoMo describes it (BLIP), after the text."""
+    if captions and turn.get("blip_caption"):
+        return f"{turn['text']} [shares a photo: {turn['blip_caption']}]"
+    return str(turn["text"])
+
+
+def haystack(sample: dict[str, Any], captions: bool = False) -> Haystack:
+    """A conversation as a user's import would store it: its turns as `message` memories (a chat export has
+    the photos, not LoCoMo's captions of them: `captions` adds those)."""
     items = [
         {
-            "content": turn["text"],
+            "content": content(turn, captions),
             "kind": "message",
             "occurred_at": date,
             "metadata": {
@@ -309,9 +317,10 @@ async def cross_validation(use_lme: bool, workdir: Path = WORKDIR) -> str:
 async def run(args: argparse.Namespace) -> str:
     questions = load_questions()
     samples = json.loads(DATASET.read_text())
-    memos = Memos(args.model, args.fresh, WORKDIR, DATASET)
+    workdir = WORKDIR.with_name("locomo-captions") if args.captions else WORKDIR
+    memos = Memos(args.model, args.fresh, workdir, DATASET)
     if not memos.loaded():
-        await memos.load([haystack(sample) for sample in samples])
+        await memos.load([haystack(sample, args.captions) for sample in samples])
     audited = sum(q.audited for q in questions)
     out = [
         f"Machine: {machine()}",
@@ -323,7 +332,10 @@ async def run(args: argparse.Namespace) -> str:
         rows = await over_mcp(memos, args.configurations, questions)
         out += [f"Turn recall@{K} through `memory_search`:", "", markdown(HEADER, rows), ""]
     if args.cv:
-        out += [await cross_validation(args.lme), ""]
+        use_lme = (
+            args.lme and Memos(args.model, False).loaded()
+        )  # LongMemEval, if bench/retrieval.py loaded it
+        out += [await cross_validation(use_lme, workdir), ""]
     return "\n".join(out) + "\n"
 
 
@@ -333,6 +345,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--configurations", nargs="*", default=[DEFAULT], choices=list(CONFIGURATIONS), metavar="NAME"
+    )
+    parser.add_argument(
+        "--captions",
+        action="store_true",
+        help="append LoCoMo's photo captions to the turns that share a photo",
     )
     parser.add_argument("--no-cv", dest="cv", action="store_false", help="skip the cross-validation")
     parser.add_argument(
@@ -347,7 +364,7 @@ def main() -> None:
     out = anyio.run(run, args)
     print(out)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "locomo.md").write_text(out, encoding="utf-8")
+    (RESULTS / ("locomo-captions.md" if args.captions else "locomo.md")).write_text(out, encoding="utf-8")
 
 
 if __name__ == "__main__":

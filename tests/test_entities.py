@@ -4,6 +4,7 @@ entity and graph signals."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from daemon.entities import extract
 from daemon.entity_signals import entity_scores, graph_scores, rarity
 from daemon.phrasings import guarantee, leaders
 from daemon.speaker import named_speaker, speaker_signal
+from daemon.transfer import ImportDefaults, import_lines
 from tests.conftest import make_config
 
 pytestmark = pytest.mark.anyio
@@ -149,3 +151,17 @@ async def test_a_second_phrasing_finds_its_own_answer_among_the_results(services
     query = SearchQuery(query="the person Bob met in Paris", queries=["where did Zoe move to"], k=3)
     result = await services.search.search(ada, query)
     assert any("Lisbon" in hit.content for hit in result.results)
+
+
+async def test_an_imported_memory_is_indexed_by_the_import(lexical_services: Services) -> None:
+    s = lexical_services
+    await s.identities.add("ada")
+    line = json.dumps({"content": "Lunch with Priya Raman in Madrid"})
+    report = await import_lines(
+        s.store, [line], ImportDefaults(agent="ada", cube="@ada", kind="note"), s.config.limits
+    )
+    assert not report.errors
+    async with s.store.read() as conn:
+        rows = await conn.fetch_all("SELECT entity FROM memory_entities ORDER BY entity")
+        pending = await conn.fetch_all("SELECT seq FROM entity_pending")
+    assert [row[0] for row in rows] == ["madrid", "priya raman"] and not pending
