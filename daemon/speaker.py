@@ -78,8 +78,12 @@ def named_speaker(texts: list[str], speakers: Iterable[object]) -> str | None:
 def speaker_signal(
     role: object, wanted: Speaker | None, speaker: object = None, named: str | None = None
 ) -> float:
-    """0: a turn by another speaker than the one asked about (the named person, else the role); else 1."""
+    """0: a turn by another speaker than the one asked about, else 1. The role rule comes first where both
+    the question and the turn have one ("what did I tell Claude?" is after the user's words, though it names
+    the assistant); else the one person the question names."""
+    said_by = _ROLES.get(role.strip().lower()) if isinstance(role, str) else None
+    if wanted is not None and said_by is not None:
+        return 0.0 if said_by != wanted else 1.0
     if named is not None and isinstance(speaker, str) and speaker.strip():
         return 1.0 if speaker.strip().casefold() == named else 0.0
-    said_by = _ROLES.get(role.strip().lower()) if isinstance(role, str) else None
-    return 0.0 if wanted is not None and said_by is not None and said_by != wanted else 1.0
+    return 1.0

@@ -53,6 +53,10 @@ def test_a_question_naming_one_speaker_favours_that_persons_turns() -> None:
     assert speaker_signal(None, None, None, "caroline") == 1.0  # a memory with no speaker is never held back
     # Without a named speaker, a turn of a named person with no role is held back by no one.
     assert speaker_signal(None, "user", "Melanie", None) == 1.0
+    # "What did I tell Claude?": the role rule first, where the question and the turn have roles.
+    assert named_speaker(["What did I tell Claude?"], ["Ada", "Claude"]) == "claude"
+    assert speaker_signal("user", "user", "Ada", "claude") == 1.0
+    assert speaker_signal("assistant", "user", "Claude", "claude") == 0.0
 
 
 def test_the_entity_signal_weighs_rare_entities_more_and_the_graph_follows_seeds() -> None:
