@@ -329,7 +329,7 @@ class EntityIndex:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self.idle = anyio.Event()  # set whenever nothing is pending (tests and benchmarks wait on it)
+        self.idle = anyio.Event()  # set once a pass has found nothing pending (tests and benchmarks wait)
 
     async def backfill(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Index pending memories in batches, then look again now and then; runs until cancelled."""
