@@ -16,10 +16,10 @@ Each signal scores candidate memories from 0 to 1; `[search.blend]` gives each a
   assistant's words, anything else for the user's own; metadata speaker: the one person the question names);
 - entity and graph (daemon/entity_signals.py): the query's entities a memory mentions, and memories reached
   from the best first-stage hits through rare shared entities or links.
-Candidates are the lexical, exact, vector (context, entity and graph) signals' best `candidates` each. Several phrasings (`queries`)
-each add their candidates, and their scores are averaged; each phrasing's own best match keeps a place in the
-top k. Recency and importance then weigh in. Every
-signal is restricted to readable cubes and the filters inside SQL.
+Candidates are the lexical, exact, vector (context, entity and graph) signals' best `candidates` each.
+Several phrasings (`queries`) each add their candidates, and their scores are averaged; each phrasing's own
+best match keeps a place in the top k. Recency and importance then weigh in. Every signal is restricted to
+readable cubes and the filters inside SQL.
 """
 
 from __future__ import annotations
@@ -458,13 +458,11 @@ class Search:
 Fused = tuple[int, float]  # seq, score
 TURN_SIGNALS = ("lexical", "exact", "vector", "context")
 SIGNALS = ("lexical", "exact", "vector", "context", "episode", "time", "speaker", "entity", "graph")
+TEXT_MATCH = ("lexical", "vector")
 
 
 def _best(scores: dict[int, float], count: int) -> list[int]:
     return [seq for seq, _ in sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:count]]
-
-
-TEXT_MATCH = ("lexical", "vector")
 
 
 @dataclass

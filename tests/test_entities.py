@@ -19,7 +19,8 @@ from daemon.entity_signals import entity_scores, graph_scores, rarity
 from daemon.phrasings import guarantee, leaders
 from daemon.speaker import named_speaker, speaker_signal
 from daemon.transfer import ImportDefaults, import_lines
-from tests.conftest import make_config
+from tests.conftest import RunningDaemon, make_config, mcp_client
+from tests.test_mcp_http import call
 
 pytestmark = pytest.mark.anyio
 
@@ -169,3 +170,11 @@ async def test_an_imported_memory_is_indexed_by_the_import(lexical_services: Ser
         rows = await conn.fetch_all("SELECT entity FROM memory_entities ORDER BY entity")
         pending = await conn.fetch_all("SELECT seq FROM entity_pending")
     assert [row[0] for row in rows] == ["madrid", "priya raman"] and not pending
+
+
+async def test_memory_get_over_mcp_lists_the_memorys_entities(daemon: RunningDaemon) -> None:
+    token = daemon.add_agent("eve")
+    async with mcp_client(daemon.url, token) as client:
+        added = await call(client, "memory_add", content="Eve flew to Tokyo with Ravi Shah in 2024")
+        got = await call(client, "memory_get", id=added["id"])
+    assert got["entities"] == ["2024", "ravi shah", "tokyo"]
