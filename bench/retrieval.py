@@ -296,7 +296,10 @@ class Memos:
 
 # The blend's signal sets tried: the base (lexical, vector, time, speaker) and each further stage added.
 BASE_SIGNALS = ("lexical", "vector", "time", "speaker")
-SIGNAL_SETS = [BASE_SIGNALS, *((*BASE_SIGNALS, extra) for extra in ("exact", "context", "episode"))]
+SIGNAL_SETS = [
+    BASE_SIGNALS,
+    *((*BASE_SIGNALS, extra) for extra in ("exact", "context", "episode", "entity", "graph")),
+]
 CANDIDATE_SIGNALS = (
     "lexical",
     "vector",
@@ -746,6 +749,8 @@ CONFIGURATIONS: dict[str, tuple[str, Settings]] = {
     "default + exact names/numbers": ("hybrid", blend(exact=EXTRA_WEIGHT)),
     "default + context vectors": ("hybrid", blend(context=EXTRA_WEIGHT)),
     "default + episodes": ("hybrid", blend(episode=EXTRA_WEIGHT)),
+    "default + entities": ("hybrid", blend(entity=EXTRA_WEIGHT)),
+    "default + entity graph": ("hybrid", blend(graph=EXTRA_WEIGHT)),
     "default - lexical": ("hybrid", blend(lexical=0.0)),
     "default - vector": ("hybrid", blend(vector=0.0)),
     "default - time": ("hybrid", blend(time=0.0)),
