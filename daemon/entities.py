@@ -345,6 +345,9 @@ class EntityIndex:
 
     async def backfill_batch(self) -> bool:
         """Index up to one batch of pending memories; False when none were pending."""
+        async with self._store.read() as conn:  # most looks find nothing: no write lock for those
+            if await conn.fetch_one("SELECT 1 FROM entity_pending LIMIT 1") is None:
+                return False
         async with self._store.write() as conn:
             seqs = [
                 row[0]
