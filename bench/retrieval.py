@@ -115,6 +115,26 @@ def load_questions(path: Path = DATASET) -> list[Question]:
     return questions
 
 
+def haystack(question: Question) -> Haystack:
+    """A question's turns as memories: one `message` per turn (5 turns are empty and left out)."""
+    items = [
+        {
+            "content": turn.content,
+            "kind": "message",
+            "occurred_at": iso(turn.date),
+            "metadata": {
+                "session": turn.session,
+                "turn": int(turn.id.rsplit("#", 1)[1]),
+                "role": turn.role,
+                "date": turn.date,
+            },
+        }
+        for turn in question.turns
+        if turn.content.strip()
+    ]
+    return Haystack(question.cube, question.id, items)
+
+
 # -- LongMemEval's metrics ------------------------------------------------------------------------------------
 
 
@@ -163,15 +183,25 @@ def dataset_fingerprint(path: Path) -> str:
     return hashlib.sha256(path.read_bytes() + LOADER_VERSION.encode()).hexdigest()[:16]
 
 
-class Memos:
-    """One memosd over a kept database that holds every question's cube; restartable with other settings."""
+@dataclass
+class Haystack:
+    """One cube's worth of memories to load: a question's haystack or a conversation."""
 
-    def __init__(self, model: str, fresh: bool) -> None:
+    cube: str
+    description: str
+    items: list[dict[str, Any]]  # memory_add_batch items
+
+
+class Memos:
+    """One memosd over a kept database that holds every haystack's cube; restartable with other settings."""
+
+    def __init__(self, model: str, fresh: bool, workdir: Path = WORKDIR, dataset: Path = DATASET) -> None:
         self.model = model
-        self.manifest = WORKDIR / "manifest.json"
-        if fresh and WORKDIR.exists():
-            shutil.rmtree(WORKDIR)
-        WORKDIR.mkdir(parents=True, exist_ok=True)
+        self.workdir, self.dataset = workdir, dataset
+        self.manifest = workdir / "manifest.json"
+        if fresh and workdir.exists():
+            shutil.rmtree(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
         self.daemon: RunningDaemon | None = None
         self.token = ""
 
@@ -179,13 +209,13 @@ class Memos:
         if not self.manifest.exists():
             return False
         kept = json.loads(self.manifest.read_text())
-        return bool(kept["fingerprint"] == dataset_fingerprint(DATASET) and kept.get("complete"))
+        return bool(kept["fingerprint"] == dataset_fingerprint(self.dataset) and kept.get("complete"))
 
     def start(self, search_settings: str = "") -> RunningDaemon:
         self.stop()
         port = free_port()
-        config = write_config(WORKDIR, port=port, model=self.model, extra=search_settings)
-        self.daemon = start_daemon(config, WORKDIR, port)
+        config = write_config(self.workdir, port=port, model=self.model, extra=search_settings)
+        self.daemon = start_daemon(config, self.workdir, port)
         if not self.token:
             self.token = self._bench_token(self.daemon)
         return self.daemon
@@ -201,56 +231,50 @@ class Memos:
             stop_daemon(self.daemon)
             self.daemon = None
 
-    async def load(self, questions: list[Question]) -> None:
-        """Load every question's haystack, one cube per question, as a user's agent would. Resumes an
-        interrupted load: a cube already holding all its turns is kept, a partial one is filled up."""
-        fingerprint = dataset_fingerprint(DATASET)
+    async def load(self, haystacks: list[Haystack]) -> None:
+        """Load every haystack into its own cube, as a user's agent would. Resumes an interrupted load: a
+        cube already holding all its memories is kept, a partial one is filled up."""
+        fingerprint = dataset_fingerprint(self.dataset)
         if self.manifest.exists() and json.loads(self.manifest.read_text())["fingerprint"] != fingerprint:
-            shutil.rmtree(WORKDIR / "data", ignore_errors=True)
+            shutil.rmtree(self.workdir / "data", ignore_errors=True)
         self.manifest.write_text(json.dumps({"fingerprint": fingerprint, "complete": False}))
         try:
-            await self._load(questions)
+            await self._load(haystacks)
         finally:
             self.stop()
         self.manifest.write_text(json.dumps({"fingerprint": fingerprint, "complete": True}))
 
-    async def _load(self, questions: list[Question]) -> None:
+    async def _load(self, haystacks: list[Haystack]) -> None:
         daemon = self.start()
         started, count = time.perf_counter(), 0
         async with mcp_client(daemon.url, self.token) as client:
             await wait_for_model(client)
             held = {c["name"]: c["memory_count"] for c in (await call(client, "cube_list", {}))["cubes"]}
-            for number, question in enumerate(questions, start=1):
-                turns = [turn for turn in question.turns if turn.content.strip()]  # 5 turns are empty
-                if question.cube not in held:
-                    await call(client, "cube_create", {"name": question.cube, "description": question.id})
-                for start in range(held.get(question.cube, 0), len(turns), 500):
-                    items = [
-                        {
-                            "content": turn.content,
-                            "kind": "message",
-                            "occurred_at": iso(turn.date),
-                            "metadata": {
-                                "session": turn.session,
-                                "turn": int(turn.id.rsplit("#", 1)[1]),
-                                "role": turn.role,
-                                "date": turn.date,
-                            },
-                        }
-                        for turn in turns[start : start + 500]
-                    ]
-                    await call(client, "memory_add_batch", {"items": items, "cube": question.cube})
+            for number, haystack in enumerate(haystacks, start=1):
+                if haystack.cube not in held:
+                    await call(
+                        client, "cube_create", {"name": haystack.cube, "description": haystack.description}
+                    )
+                for start in range(held.get(haystack.cube, 0), len(haystack.items), 500):
+                    items = haystack.items[start : start + 500]
+                    await call(client, "memory_add_batch", {"items": items, "cube": haystack.cube})
                     count += len(items)
                 rate = count / (time.perf_counter() - started)
                 print(
-                    f"  loaded {number}/{len(questions)} ({count} turns now, {rate:.0f}/s)", file=sys.stderr
+                    f"  loaded {number}/{len(haystacks)} ({count} memories now, {rate:.0f}/s)",
+                    file=sys.stderr,
                 )
 
-    async def ranker(self, arguments: dict[str, Any]) -> Callable[[Question], Awaitable[list[str]]]:
+    async def ranker(
+        self, arguments: dict[str, Any], key: Callable[[dict[str, Any]], str] | None = None
+    ) -> Callable[[Any], Awaitable[list[str]]]:
+        """Rank a question's cube through `memory_search`; each hit named by `key` of its metadata (by
+        default LongMemEval's `session#turn`)."""
         assert self.daemon is not None
         url, token = self.daemon.url, self.token
+        name = key or (lambda metadata: f"{metadata['session']}#{metadata['turn']}")
 
-        async def rank(question: Question) -> list[str]:
+        async def rank(question: Any) -> list[str]:
             async with mcp_client(url, token) as client:
                 result = await call(
                     client,
@@ -263,7 +287,7 @@ class Memos:
                         **arguments,
                     },
                 )
-            return [f"{hit['metadata']['session']}#{hit['metadata']['turn']}" for hit in result["results"]]
+            return [name(hit["metadata"]) for hit in result["results"]]
 
         return rank
 
@@ -272,8 +296,18 @@ class Memos:
 
 # The blend's signal sets tried: the base (lexical, vector, time, speaker) and each further stage added.
 BASE_SIGNALS = ("lexical", "vector", "time", "speaker")
-SIGNAL_SETS = [BASE_SIGNALS, *((*BASE_SIGNALS, extra) for extra in ("exact", "context", "episode"))]
-CANDIDATE_SIGNALS = ("lexical", "vector", "exact", "context")  # the signals that bring candidates
+SIGNAL_SETS = [
+    BASE_SIGNALS,
+    *((*BASE_SIGNALS, extra) for extra in ("exact", "context", "episode", "entity", "graph")),
+]
+CANDIDATE_SIGNALS = (
+    "lexical",
+    "vector",
+    "exact",
+    "context",
+    "entity",
+    "graph",
+)  # signals that bring candidates
 L2_GRID = (1e-2, 1e-3, 1e-4)  # the blend fit's regularisation, chosen with the signal set
 RRF_GRID: dict[str, tuple[float, ...]] = {
     "k": (15.0, 30.0, 60.0),
@@ -317,10 +351,16 @@ class Candidates:
         return [self.turn_of[seqs[i]] for i in order[:DEPTH]]
 
 
-async def gather_candidates(questions: list[Question]) -> dict[str, Candidates]:
+LME_TURN = "json_extract(m.metadata, '$.session') || '#' || json_extract(m.metadata, '$.turn')"
+
+
+async def gather_candidates(
+    questions: Sequence[Any], workdir: Path = WORKDIR, turn_sql: str = LME_TURN
+) -> dict[str, Candidates]:
     """Every question's candidates with each signal's ranks and scores (all signals on), in-process on the
-    kept database, so that any weighting can be fused again without searching again."""
-    config = load_config(WORKDIR / "memos.toml", environ={"HOME": str(WORKDIR)})
+    kept database, so that any weighting can be fused again without searching again. A question has `id`,
+    `text`, `cube` and `date`; `turn_sql` names a memory as the questions' gold turns do."""
+    config = load_config(workdir / "memos.toml", environ={"HOME": str(workdir)})
     everything_on = msgspec.structs.replace(
         config.search,
         fusion="blend",
@@ -330,6 +370,7 @@ async def gather_candidates(questions: list[Question]) -> dict[str, Candidates]:
     found = {}
     async with open_services(config) as core:
         await core.vectors.attached.wait()
+        await core.entities.idle.wait()  # a database loaded before the entity index: indexed at start
         agent = agent_named("bench")
         for question in questions:
             query = SearchQuery(
@@ -338,11 +379,10 @@ async def gather_candidates(questions: list[Question]) -> dict[str, Candidates]:
             gathered = await core.search.candidates(agent, query)
             async with core.store.read() as conn:
                 rows = await conn.fetch_all(
-                    "SELECT m.seq, json_extract(m.metadata, '$.session'), json_extract(m.metadata, '$.turn')"
-                    " FROM memories m JOIN cubes c ON c.id = m.cube_id WHERE c.name = ?",
+                    f"SELECT m.seq, {turn_sql} FROM memories m JOIN cubes c ON c.id = m.cube_id WHERE c.name = ?",
                     [question.cube],
                 )
-            turn_of = {seq: f"{session}#{turn}" for seq, session, turn in rows}
+            turn_of = {seq: turn for seq, turn in rows}
             found[question.id] = Candidates(gathered, signals(gathered), turn_of)
     return found
 
@@ -709,6 +749,8 @@ CONFIGURATIONS: dict[str, tuple[str, Settings]] = {
     "default + exact names/numbers": ("hybrid", blend(exact=EXTRA_WEIGHT)),
     "default + context vectors": ("hybrid", blend(context=EXTRA_WEIGHT)),
     "default + episodes": ("hybrid", blend(episode=EXTRA_WEIGHT)),
+    "default + entities": ("hybrid", blend(entity=EXTRA_WEIGHT)),
+    "default + entity graph": ("hybrid", blend(graph=EXTRA_WEIGHT)),
     "default - lexical": ("hybrid", blend(lexical=0.0)),
     "default - vector": ("hybrid", blend(vector=0.0)),
     "default - time": ("hybrid", blend(time=0.0)),
@@ -732,7 +774,7 @@ async def run(args: argparse.Namespace) -> str:
     questions = load_questions()
     memos = Memos(args.model, args.fresh)
     if not memos.loaded():
-        await memos.load(questions)
+        await memos.load([haystack(q) for q in questions])
     out = [
         f"Machine: {machine()}",
         f"Dataset: {DATASET.name}: {len(questions)} questions (abstention skipped), "

@@ -16,6 +16,7 @@ from daemon.audit import Audit
 from daemon.config import LimitsConfig
 from daemon.content_hash import content_hash
 from daemon.cube_settings import CubeSettings
+from daemon.entities import index as index_entities
 from daemon.errors import Conflict, InvalidInput
 from daemon.events import ChangeHub, MemoryChanged
 from daemon.idempotency import Recorder
@@ -219,6 +220,7 @@ class Additions:
         if fresh:
             await self._vectors.put(conn, fresh)
         added = [seq for seq, dup in out if not dup]
+        await index_entities(conn, added)
         if added:
             more = f" (+{len(added) - 1} more)" if len(added) > 1 else ""
             first = await conn.value("SELECT id FROM memories WHERE seq = ?", (added[0],), default="")

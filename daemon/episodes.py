@@ -14,6 +14,7 @@ from daemon.store import Connection, placeholders
 
 MAX_EPISODE_ROWS = 5000  # turns fetched for one search; beyond it the rest of a huge thread is left out
 _TURN_ROLE = "CASE WHEN m.kind = 'message' THEN json_extract(m.metadata, '$.role') END AS role"
+_TURN_SPEAKER = "CASE WHEN m.kind = 'message' THEN json_extract(m.metadata, '$.speaker') END AS speaker"
 _WHEN = "coalesce(m.occurred_at, m.created_at) AS happened_at"
 
 
@@ -26,6 +27,7 @@ class Placement:
         self.turns: dict[tuple[int, str], list[int]] = {}  # episode -> its seqs in order
         self.index: dict[int, int] = {}  # seq -> its place in `turns` of its episode
         self.role: dict[int, object] = {}  # seq -> metadata `role` of a conversation turn (who said it)
+        self.speaker: dict[int, object] = {}  # seq -> metadata `speaker` of a conversation turn (their name)
         self.importance: dict[int, float] = {}  # seq -> importance, for the candidates
 
     def key(self, seq: int) -> tuple[int, str] | tuple[int, int]:
@@ -47,7 +49,7 @@ class Placement:
 async def place(
     conn: Connection, seqs: Iterable[int], predicate: str, params: Sequence[Any], *, whole_episodes: bool
 ) -> Placement:
-    """Episode, time, role, importance and (with `whole_episodes`) every turn of each episode the candidates belong to,
+    """Episode, time, role, speaker, importance and (with `whole_episodes`) every turn of each episode the candidates belong to,
     under the same filters as the search."""
     found = Placement()
     seqs = list(seqs)
@@ -55,13 +57,14 @@ async def place(
         return found
     rows = await conn.rows(
         f"SELECT m.seq, m.cube_id, m.episode, {_WHEN}, {_TURN_ROLE},"
-        f" m.importance FROM memories m WHERE m.seq IN ({placeholders(len(seqs))})",
+        f" m.importance, {_TURN_SPEAKER} FROM memories m WHERE m.seq IN ({placeholders(len(seqs))})",
         seqs,
     )
     wanted: dict[int, set[str]] = defaultdict(set)
     for row in rows:
         seq, cube_id, episode = row["seq"], row["cube_id"], row["episode"]
         found.importance[seq] = row["importance"]
+        found.speaker[seq] = row["speaker"]
         found.episode[seq] = (cube_id, episode) if episode is not None else None
         found.when[seq] = row["happened_at"]
         found.role[seq] = row["role"]

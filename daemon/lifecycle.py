@@ -1,6 +1,6 @@
 """The daemon's core lifespan: open the store, start the background services, yield the service API.
 
-`open_services` is the one place that owns background work: the embedder and the vector backfill run in the
+`open_services` is the one place that owns background work: the embedder, the vector and entity backfills run in the
 task group it opens, and leaving the block cancels them and then closes the store (after in-flight writes,
 which hold the store's write lock, have finished).
 """
@@ -28,6 +28,7 @@ from daemon.context_packs import ContextPacks
 from daemon.cubes import Cubes
 from daemon.daemon_status import StatusReporter, StoredStatus, stored_status
 from daemon.embedder import Embedder
+from daemon.entities import EntityIndex
 from daemon.events import ChangeHub
 from daemon.fairness import FairGate
 from daemon.idempotency import Recorder, idempotent
@@ -74,6 +75,7 @@ class Services:
     embedder: Embedder
     reranker: Reranker
     vectors: VectorIndex
+    entities: EntityIndex
     audit: Audit
     access: AccessPolicy
     policy_watcher: PolicyWatcher
@@ -192,6 +194,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
             await tg.start(supervised, "embedder", services.embedder.run)
             await tg.start(supervised, "re-ranker", services.reranker.run)
             await tg.start(supervised, "vector backfill", services.vectors.backfill)
+            await tg.start(supervised, "entity backfill", services.entities.backfill)
             await tg.start(supervised, "retention", services.retention.run)
             if config.backup.interval_hours > 0:
                 backups = partial(
@@ -228,6 +231,7 @@ def _services(config: Config, store: Store, embedder: Embedder) -> Services:
         embedder=embedder,
         reranker=reranker,
         vectors=vectors,
+        entities=EntityIndex(store),
         audit=audit,
         access=access,
         policy_watcher=PolicyWatcher(

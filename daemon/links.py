@@ -15,6 +15,7 @@ from typing import Literal
 import msgspec
 
 from daemon.audit import Audit
+from daemon.entities import entities_of_memory
 from daemon.errors import Conflict, InvalidInput, shown
 from daemon.events import ChangeHub, MemoryChanged
 from daemon.idempotency import Recorder
@@ -48,6 +49,7 @@ class LinkedMemory(Memory, kw_only=True):
     """A memory with its links (only those whose other end the reader may read)."""
 
     links: list[MemoryLink] = msgspec.field(default_factory=list)
+    entities: list[str] = msgspec.field(default_factory=list)  # names, numbers, dates, titles it mentions
 
 
 class LinkChange(_Wire):
@@ -198,7 +200,9 @@ class Links:
         """The memory, as `Memories.get` reads it, with its links."""
         memory = await self._memories.get(agent, memory_id)
         links = await self.links_of(agent, memory.id)
-        return LinkedMemory(**msgspec.structs.asdict(memory), links=links)
+        async with self._store.read() as conn:
+            entities = await entities_of_memory(conn, memory.id)
+        return LinkedMemory(**msgspec.structs.asdict(memory), links=links, entities=entities)
 
     async def links_of(self, agent: Agent, memory_id: str) -> list[MemoryLink]:
         """The memory's links (and supersessions) whose other end the agent may read: outgoing first."""

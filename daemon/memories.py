@@ -16,6 +16,7 @@ import msgspec
 from daemon.audit import Audit
 from daemon.config import LimitsConfig
 from daemon.content_hash import content_hash
+from daemon.entities import index as index_entities
 from daemon.errors import Conflict, InvalidInput, NotFound, shown
 from daemon.events import ChangeHub, MemoryChanged
 from daemon.filters import MemoryFilter
@@ -197,6 +198,7 @@ class Memories:
                 " WHERE seq = ?",
                 (*new.values(), now, content_hash(str(new["content"])), new["occurred_at"], old["seq"]),
             )
+            await index_entities(conn, [old["seq"]])
             if changes.content is not None and changes.content != old["content"]:
                 if vectors is not None:
                     await self._vectors.put(conn, [(old["seq"], old["cube_id"], vectors[0])])

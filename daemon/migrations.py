@@ -332,3 +332,32 @@ def _cube_pages(conn: Any) -> None:
         CREATE INDEX memories_live_by_cube ON memories (cube_id) WHERE deleted_at IS NULL;
         """,
     )
+
+
+@migration(8, "the entity index: names, numbers, dates and titles each memory mentions")
+def _entities(conn: Any) -> None:
+    # Triggers mark every inserted or changed memory pending, whoever writes it; writers index their own rows
+    # in the same transaction, the daemon's background task the rest (every row from before this migration).
+    run_script(
+        conn,
+        """
+        CREATE TABLE memory_entities (
+            cube_id INTEGER NOT NULL,
+            entity TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            PRIMARY KEY (cube_id, entity, seq)
+        ) WITHOUT ROWID;
+        CREATE INDEX memory_entities_by_memory ON memory_entities (seq);
+        CREATE TABLE entity_pending (seq INTEGER PRIMARY KEY);
+        INSERT INTO entity_pending (seq) SELECT seq FROM memories;
+        CREATE TRIGGER memories_entities_added AFTER INSERT ON memories
+        BEGIN INSERT OR IGNORE INTO entity_pending (seq) VALUES (new.seq); END;
+        CREATE TRIGGER memories_entities_changed AFTER UPDATE OF content, metadata, cube_id ON memories
+        BEGIN INSERT OR IGNORE INTO entity_pending (seq) VALUES (new.seq); END;
+        CREATE TRIGGER memories_entities_removed AFTER DELETE ON memories
+        BEGIN
+            DELETE FROM memory_entities WHERE seq = old.seq;
+            DELETE FROM entity_pending WHERE seq = old.seq;
+        END;
+        """,
+    )

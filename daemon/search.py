@@ -13,10 +13,13 @@ Each signal scores candidate memories from 0 to 1; `[search.blend]` gives each a
 - time: inside the window a time expression in the query names ("last week"), counted from the query's
   reference_time;
 - speaker: said by the one the question asks about (metadata role: "you recommended" asks for the
-  assistant's words, anything else for the user's own).
-Candidates are the lexical, exact, vector (and context) signals' best `candidates` each. Several phrasings (`queries`)
-each add their candidates, and their scores are averaged. Recency and importance then weigh in. Every
-signal is restricted to readable cubes and the filters inside SQL.
+  assistant's words, anything else for the user's own; metadata speaker: the one person the question names);
+- entity and graph (daemon/entity_signals.py): the query's entities a memory mentions, and memories reached
+  from the best first-stage hits through rare shared entities or links.
+Candidates are the lexical, exact, vector (context, entity and graph) signals' best `candidates` each.
+Several phrasings (`queries`) each add their candidates, and their scores are averaged; each phrasing's own
+best match keeps a place in the top k. Recency and importance then weigh in. Every signal is restricted to
+readable cubes and the filters inside SQL.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from daemon.config import BlendWeights, LimitsConfig, RankWeights, SearchConfig
+from daemon.entities import entities_of, extract, frequencies, holders, linked
+from daemon.entity_signals import entity_scores, graph_scores, seed_scores
 from daemon.episodes import Placement, around, place
 from daemon.errors import InvalidInput, Unavailable
 from daemon.fairness import FairGate
@@ -33,8 +38,9 @@ from daemon.filters import MemoryFilter
 from daemon.lexical import exact_query, fts_query, matched_terms, query_words
 from daemon.memories import MEMORY_COLUMNS, MEMORY_FROM, Memories, memory_from_row
 from daemon.models import Agent, ContextTurn, MatchInfo, SearchHit, SearchMode, SearchQuery, SearchResults
+from daemon.phrasings import guarantee, leaders
 from daemon.reranker import Reranker
-from daemon.speaker import Speaker, asked_about, speaker_signal
+from daemon.speaker import Speaker, asked_about, named_speaker, speaker_signal
 from daemon.store import Connection, Store, placeholders
 from daemon.temporal import TimeWindow, resolve
 from daemon.timeutil import now_iso, parse_moment, stored_moment
@@ -44,6 +50,9 @@ __all__ = ["SIGNALS", "Search", "fuse", "signals"]
 
 MAX_PHRASINGS = 5
 MAX_CONTEXT_WINDOW = 5
+GRAPH_SEEDS = 5  # the best first-stage hits the graph signal starts from, per phrasing
+MAX_HOLDERS = 50  # an entity more memories hold is too common to follow or to bring candidates
+MAX_REACHED = 2000  # (memory, entity) pairs read when following entities
 EPISODE_TOP_TURNS = 3  # an episode scores by its best turns
 
 Ranks = dict[int, int]  # seq -> rank (1 = best)
@@ -109,6 +118,8 @@ class Search:
             fused = fuse(found, self._ranking)
             if fused and (self._ranking.recency_weight or self._ranking.importance_weight):
                 fused = await self._weigh_time_and_importance(conn, fused, plan.where.as_of, found.placement)
+            if len(plan.texts) > 1 and fused:
+                fused = self._each_phrasing_kept(fused, found, query.k)
             if fused and rerank:
                 top = await self._contents(
                     conn, [seq for seq, _ in fused[: self._reranker.config.candidates]]
@@ -131,6 +142,14 @@ class Search:
             note="; ".join(note for note in notes if note) or None,
             time_window=plan.window,
         )
+
+    def _each_phrasing_kept(self, fused: list[Fused], found: Gathered, k: int) -> list[Fused]:
+        """Each phrasing's best match kept in the top k (daemon/phrasings.py)."""
+        weights = {"lexical": self._ranking.weight("lexical"), "vector": self._ranking.weight("vector")}
+        if self._ranking.fusion == "rrf":
+            weights = {"lexical": 1.0, "vector": 1.0}
+        best = leaders(found.bm25["lexical"], found.similarity, weights, {seq for seq, _ in fused})
+        return guarantee(fused, best, k)
 
     @staticmethod
     async def _contents(conn: Connection, seqs: list[int]) -> dict[int, str]:
@@ -212,6 +231,8 @@ class Search:
                 nearest = await self._nearest(conn, plan.vectors[index], cube_ids, predicate, params, depth)
                 found.add("vector", [seq for seq, _ in nearest])
                 found.similarity[index].update(nearest)
+        if config.fusion == "blend" and (config.weight("entity") or config.weight("graph")):
+            await self._entities_and_graph(conn, found, plan, cube_ids, predicate, params)
         pool = found.pool()
         if not pool:
             return found
@@ -237,6 +258,47 @@ class Search:
             for index in range(len(plan.texts)):
                 found.episode_score.append(self._episode_scores(found, index))
         return found
+
+    async def _entities_and_graph(
+        self,
+        conn: Connection,
+        found: Gathered,
+        plan: _Plan,
+        cube_ids: list[int],
+        predicate: str,
+        params: list,
+    ) -> None:
+        """The entity and graph signals (each when on), and the candidates they bring."""
+        config, depth = self._ranking, plan.depth
+        seeds: dict[int, float] = {}
+        if config.weight("graph"):
+            for index in range(len(plan.texts)):
+                lexical = found.bm25["lexical"][index] if index < len(found.bm25["lexical"]) else {}
+                for seq, score in seed_scores(lexical, found.similarity[index], GRAPH_SEEDS).items():
+                    seeds[seq] = max(seeds.get(seq, 0.0), score)
+        seed_pairs = [(seq, e) for seq, held in (await entities_of(conn, seeds)).items() for e in held]
+        wanted = set().union(*(extract(text) for text in plan.texts)) if config.weight("entity") else set()
+        frequency = await frequencies(conn, cube_ids, wanted | {entity for _, entity in seed_pairs})
+        if wanted:
+            rare = {entity for entity in wanted if frequency.get(entity, 0) <= MAX_HOLDERS}
+            matches = await holders(conn, cube_ids, rare, predicate, params, MAX_REACHED)
+            pool = found.pool()
+            matches += [
+                (seq, entity)
+                for seq, held in (await entities_of(conn, pool)).items()
+                for entity in held
+                if entity in wanted and entity not in rare
+            ]
+            found.entity_score = entity_scores(wanted, matches, frequency)
+            found.add("entity", _best(found.entity_score, depth))
+        if seeds:
+            rare = {entity for _, entity in seed_pairs if frequency.get(entity, 0) <= MAX_HOLDERS}
+            reached = await holders(conn, cube_ids, rare, predicate, params, MAX_REACHED)
+            links = await linked(conn, list(seeds), cube_ids, predicate, params)
+            found.graph_score = graph_scores(seeds, seed_pairs, reached, frequency, links)
+            found.add("graph", _best(found.graph_score, depth))
+        elif config.weight("graph"):
+            found.graph_score = {}
 
     async def _bm25(
         self, conn: Connection, expression: str, cube_ids: list[int], predicate: str, params: list, depth: int
@@ -403,8 +465,12 @@ class Search:
 
 Fused = tuple[int, float]  # seq, score
 TURN_SIGNALS = ("lexical", "exact", "vector", "context")
-SIGNALS = ("lexical", "exact", "vector", "context", "episode", "time", "speaker")
+SIGNALS = ("lexical", "exact", "vector", "context", "episode", "time", "speaker", "entity", "graph")
 TEXT_MATCH = ("lexical", "vector")
+
+
+def _best(scores: dict[int, float], count: int) -> list[int]:
+    return [seq for seq, _ in sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:count]]
 
 
 @dataclass
@@ -425,19 +491,30 @@ class Gathered:
     phrasings: int
     window: TimeWindow | None
     speaker: Speaker | None  # whose words the question is after (None: it does not say)
-    lists: dict[str, list[Ranks]] = field(default_factory=lambda: {name: [] for name in TURN_SIGNALS})
+    texts: list[str] = field(default_factory=list)  # the phrasings, for the speakers they name
+    lists: dict[str, list[Ranks]] = field(
+        default_factory=lambda: {name: [] for name in (*TURN_SIGNALS, "entity", "graph")}
+    )
     # Per phrasing, seq -> BM25 relative to that phrasing's best match (1 = the best).
     bm25: dict[str, list[dict[int, float]]] = field(default_factory=lambda: {"lexical": [], "exact": []})
     similarity: list[dict[int, float]] = field(default_factory=list)
     context: list[dict[int, float]] = field(default_factory=list)
     episode_score: list[dict[int, float]] = field(default_factory=list)
     placement: Placement = field(default_factory=Placement)
+    entity_score: dict[int, float] | None = None  # None: the signal is off
+    graph_score: dict[int, float] | None = None
     episode_rank: Ranks = field(default_factory=dict)  # filled by reciprocal rank fusion, for the explanation
     signal_values: dict[int, dict[str, float]] | None = None  # `signals` once computed: fusion, then `match`
 
     @classmethod
     def empty(cls, plan: _Plan) -> Gathered:
-        return cls(len(plan.texts), plan.window, asked_about(plan.texts), similarity=[{} for _ in plan.texts])
+        return cls(
+            len(plan.texts),
+            plan.window,
+            asked_about(plan.texts),
+            texts=list(plan.texts),
+            similarity=[{} for _ in plan.texts],
+        )
 
     def add(self, name: str, seqs: list[int]) -> None:
         self.lists[name].append(ranked(seqs))
@@ -486,13 +563,20 @@ def signals(found: Gathered) -> dict[int, dict[str, float]]:
     }
     present = {name: lists for name, lists in present.items() if lists}
     placed = bool(found.placement.when)
+    named = named_speaker(found.texts, found.placement.speaker.values()) if placed else None
     result = {}
     for seq in found.pool():
         values = {name: mean(lists, seq) for name, lists in present.items()}
         if found.window is not None and placed:
             values["time"] = 1.0 if found.in_window(seq) else 0.0
         if placed:
-            values["speaker"] = speaker_signal(found.placement.role.get(seq), found.speaker)
+            placement = found.placement
+            values["speaker"] = speaker_signal(
+                placement.role.get(seq), found.speaker, placement.speaker.get(seq), named
+            )
+        for name, scores in (("entity", found.entity_score), ("graph", found.graph_score)):
+            if scores is not None:
+                values[name] = scores.get(seq, 0.0)
         result[seq] = values
     found.signal_values = result
     return result

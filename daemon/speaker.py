@@ -11,6 +11,7 @@ are not.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Literal
 
 Speaker = Literal["user", "assistant"]
@@ -62,7 +63,27 @@ def asked_about(texts: list[str]) -> Speaker | None:
     return found.pop() if len(found) == 1 else None
 
 
-def speaker_signal(role: object, wanted: Speaker | None) -> float:
-    """0: a turn by the other speaker than the one asked about; else 1."""
-    speaker = _ROLES.get(role.strip().lower()) if isinstance(role, str) else None
-    return 0.0 if wanted is not None and speaker is not None and speaker != wanted else 1.0
+def named_speaker(texts: list[str], speakers: Iterable[object]) -> str | None:
+    """The one of `speakers` (metadata `speaker` names) the question names, casefolded; None when it names
+    none of them or several."""
+    named = set()
+    for speaker in {s.strip() for s in speakers if isinstance(s, str) and len(s.strip()) > 1}:
+        forms = {speaker, speaker.split()[0]}
+        pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, forms)) + r")\b")
+        if any(pattern.search(text) for text in texts):
+            named.add(speaker.casefold())
+    return named.pop() if len(named) == 1 else None
+
+
+def speaker_signal(
+    role: object, wanted: Speaker | None, speaker: object = None, named: str | None = None
+) -> float:
+    """0: a turn by another speaker than the one asked about, else 1. The role rule comes first where both
+    the question and the turn have one ("what did I tell Claude?" is after the user's words, though it names
+    the assistant); else the one person the question names."""
+    said_by = _ROLES.get(role.strip().lower()) if isinstance(role, str) else None
+    if wanted is not None and said_by is not None:
+        return 0.0 if said_by != wanted else 1.0
+    if named is not None and isinstance(speaker, str) and speaker.strip():
+        return 1.0 if speaker.strip().casefold() == named else 0.0
+    return 1.0

@@ -18,6 +18,7 @@ import msgspec
 
 from daemon.config import LimitsConfig
 from daemon.content_hash import content_hash
+from daemon.entities import index as index_entities
 from daemon.errors import InvalidInput, MemosError
 from daemon.links import check_relation
 from daemon.models import MEMORY_KINDS, NewMemory
@@ -296,6 +297,7 @@ async def _write_memory(conn: Connection, row: _Row, cubes: dict[str, int]) -> b
             for v in r.history
         ],
     )  # fmt: skip
+    await index_entities(conn, [seq])
     await conn.execute_many(
         "UPDATE memories SET superseded_by = ?, valid_to = ? WHERE id = ?",
         [(row.id, valid_from, old_id) for old_id in predecessors],

@@ -227,7 +227,7 @@ def build_memory_tools(services: Services) -> list[Tool]:
 
     async def memory_get(id: IdArg) -> LinkedMemory:
         """Read one memory by id, with all its fields (a deleted one shows deleted_at, a replaced one
-        superseded_by)."""
+        superseded_by), its links and its entities (the names, numbers, dates and titles it mentions)."""
         return await services.links.get(current_agent(), id)
 
     async def memory_update(
