@@ -23,8 +23,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import anyio
 import numpy as np
 
+from daemon.bm25 import best_matches
 from daemon.config import BlendWeights, LimitsConfig, RankWeights, SearchConfig
 from daemon.episodes import Placement, around, place
 from daemon.errors import InvalidInput, Unavailable
@@ -190,18 +192,13 @@ class Search:
         config, depth = self._ranking, plan.depth
         predicate, params = plan.where.sql()
         found = Gathered.empty(plan)
-        for index, text in enumerate(plan.texts):
-            if plan.mode in ("hybrid", "lexical"):
-                for name, build in (("lexical", fts_query), ("exact", exact_query)):
-                    expression = build(text) if config.weight(name) else None
-                    if expression:
-                        found.add_scored(
-                            name,
-                            index,
-                            await self._bm25(conn, expression, cube_ids, predicate, params, depth),
-                        )
+        scored, nearest_of = await self._candidate_lists(conn, plan, cube_ids, predicate, params)
+        for index in range(len(plan.texts)):
+            for name in ("lexical", "exact"):
+                if (name, index) in scored:
+                    found.add_scored(name, index, scored[name, index])
             if plan.vectors is not None:
-                nearest = await self._nearest(conn, plan.vectors[index], cube_ids, predicate, params, depth)
+                nearest = nearest_of[index]
                 found.add("vector", [seq for seq, _ in nearest])
                 found.similarity[index].update(nearest)
         pool = found.pool()
@@ -230,17 +227,47 @@ class Search:
                 found.episode_score.append(self._episode_scores(found, index))
         return found
 
+    async def _candidate_lists(
+        self, conn: Connection, plan: _Plan, cube_ids: list[int], predicate: str, params: list
+    ) -> tuple[dict[tuple[str, int], list[tuple[int, float]]], dict[int, list[tuple[int, float]]]]:
+        """Each phrasing's lexical and exact (seq, BM25) lists and its nearest (seq, similarity) list, found
+        at once: SQLite works on the reader's thread while numpy's KNN works on another, both without
+        the GIL, so a search uses both cores."""
+        config, depth = self._ranking, plan.depth
+        scored: dict[tuple[str, int], list[tuple[int, float]]] = {}
+        nearest_of: dict[int, list[tuple[int, float]]] = {}
+
+        async def lexical(name: str, index: int, expression: str) -> None:
+            scored[name, index] = await self._bm25(conn, expression, cube_ids, plan.where, depth)
+
+        async def vector(index: int, query: np.ndarray) -> None:
+            nearest_of[index] = await self._nearest(conn, query, cube_ids, predicate, params, depth)
+
+        async with anyio.create_task_group() as tg:
+            for index, text in enumerate(plan.texts):
+                if plan.vectors is not None:
+                    tg.start_soon(vector, index, plan.vectors[index])
+                if plan.mode in ("hybrid", "lexical"):
+                    for name, build in (("lexical", fts_query), ("exact", exact_query)):
+                        expression = build(text) if config.weight(name) else None
+                        if expression:
+                            tg.start_soon(lexical, name, index, expression)
+        return scored, nearest_of
+
     async def _bm25(
-        self, conn: Connection, expression: str, cube_ids: list[int], predicate: str, params: list, depth: int
+        self,
+        conn: Connection,
+        expression: str,
+        cube_ids: list[int],
+        where: MemoryFilter,
+        depth: int,
     ) -> list[tuple[int, float]]:
         """(seq, BM25) best first; FTS5's BM25 is negative, the more so the better the match."""
-        rows = await conn.fetch_all(
-            f"SELECT m.seq, bm25(memories_fts) FROM memories_fts JOIN memories m ON m.seq = memories_fts.rowid"
-            f" WHERE memories_fts MATCH ? AND m.cube_id IN ({placeholders(len(cube_ids))}) {predicate}"
-            " ORDER BY bm25(memories_fts) LIMIT ?",
-            [expression, *cube_ids, *params, depth],
-        )
-        return [(row[0], row[1]) for row in rows]
+        predicate, params = where.sql()
+        # Filters that may leave out most memories make FTS5's own best few too few to keep.
+        narrow = bool(where.kinds or where.tags or where.since or where.until or where.source_agent)
+        narrow = narrow or bool(where.as_of or where.task_id)
+        return await best_matches(conn, expression, cube_ids, predicate, params, depth, try_top=not narrow)
 
     async def _nearest(
         self,
