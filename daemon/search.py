@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import anyio
 import numpy as np
+from anyio.abc import TaskGroup
 
 from daemon.bm25 import best_matches
 from daemon.config import BlendWeights, LimitsConfig, RankWeights, SearchConfig
@@ -181,11 +182,9 @@ class Search:
         if wanted in ("hybrid", "vector") and not use_vectors:
             note = self._vectors.unavailable_reason()
         mode = wanted if use_vectors else "lexical"
-        vectors = (await self._vectors.embed(texts)) if use_vectors else None
-        if use_vectors and vectors is None:
-            mode, note = "lexical", self._vectors.unavailable_reason()
         depth = max(query.k * 4, self._ranking.candidates)
-        return _Plan(texts, where, window, mode, note, vectors, depth)  # type: ignore[arg-type]
+        # The query vectors are made beside the lexical queries (`_candidate_lists`).
+        return _Plan(texts, where, window, mode, note, None, depth, embed=use_vectors)  # type: ignore[arg-type]
 
     async def _gather(self, conn: Connection, plan: _Plan, cube_ids: list[int]) -> Gathered:
         """Run every signal that is on and place the candidates in their episodes."""
@@ -231,8 +230,8 @@ class Search:
         self, conn: Connection, plan: _Plan, cube_ids: list[int], predicate: str, params: list
     ) -> tuple[dict[tuple[str, int], list[tuple[int, float]]], dict[int, list[tuple[int, float]]]]:
         """Each phrasing's lexical and exact (seq, BM25) lists and its nearest (seq, similarity) list, found
-        at once: SQLite works on the reader's thread while numpy's KNN works on another, both without
-        the GIL, so a search uses both cores."""
+        at once: SQLite works on the reader's thread while the model embeds the query and numpy's KNN
+        works on others, all without the GIL, so a search uses both cores."""
         config, depth = self._ranking, plan.depth
         scored: dict[tuple[str, int], list[tuple[int, float]]] = {}
         nearest_of: dict[int, list[tuple[int, float]]] = {}
@@ -240,18 +239,29 @@ class Search:
         async def lexical(name: str, index: int, expression: str) -> None:
             scored[name, index] = await self._bm25(conn, expression, cube_ids, plan.where, depth)
 
-        async def vector(index: int, query: np.ndarray) -> None:
-            nearest_of[index] = await self._nearest(conn, query, cube_ids, predicate, params, depth)
+        def start_lexical(tg: TaskGroup) -> None:
+            for index, text in enumerate(plan.texts):
+                for name, build in (("lexical", fts_query), ("exact", exact_query)):
+                    expression = build(text) if config.weight(name) else None
+                    if expression:
+                        tg.start_soon(lexical, name, index, expression)
+
+        async def vector(tg: TaskGroup) -> None:
+            if plan.embed:
+                plan.vectors, plan.embed = await self._vectors.embed(plan.texts), False
+                if plan.vectors is None:
+                    if plan.mode == "vector":  # its lexical queries were not started
+                        start_lexical(tg)
+                    plan.mode, plan.note = "lexical", self._vectors.unavailable_reason()
+                    return
+            if plan.vectors is not None:
+                for index, query in enumerate(plan.vectors):
+                    nearest_of[index] = await self._nearest(conn, query, cube_ids, predicate, params, depth)
 
         async with anyio.create_task_group() as tg:
-            for index, text in enumerate(plan.texts):
-                if plan.vectors is not None:
-                    tg.start_soon(vector, index, plan.vectors[index])
-                if plan.mode in ("hybrid", "lexical"):
-                    for name, build in (("lexical", fts_query), ("exact", exact_query)):
-                        expression = build(text) if config.weight(name) else None
-                        if expression:
-                            tg.start_soon(lexical, name, index, expression)
+            tg.start_soon(vector, tg)
+            if plan.mode in ("hybrid", "lexical"):
+                start_lexical(tg)
         return scored, nearest_of
 
     async def _bm25(
@@ -435,6 +445,7 @@ class _Plan:
     note: str | None
     vectors: np.ndarray | None
     depth: int
+    embed: bool = False  # the vectors are still to be made
 
 
 @dataclass
