@@ -213,7 +213,9 @@ class Embedder:
             # A copy that cuts as the model's does but does not pad (padding makes every length the longest's).
             self._measure = Tokenizer.from_str(tokenizer.to_str())
             self._measure.no_padding()
-        return [len(encoding.ids) for encoding in self._measure.encode_batch(texts)]
+        # One by one: encode_batch would wake the tokenizer's thread pool, which spins a while after each
+        # call (CPU taken from searches for one query's few tokens).
+        return [len(self._measure.encode(text).ids) for text in texts]
 
     def count_tokens(self, text: str) -> int:
         """Tokens in `text` by the model's own tokenizer; about four characters a token without a model."""
