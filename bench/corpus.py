@@ -159,3 +159,64 @@ def queries(count: int, seed: int = 11) -> list[str]:
         )
         for _ in range(count)
     ]
+
+
+# A second corpus whose questions share many words with many memories: short notes about people and the
+# systems they work on, and questions such as "What did Lena decide about the billing service?". Every
+# question's words ("decide", "billing", "service", a name) each match thousands of notes at 100k, so the
+# lexical side ranks a large share of the collection, as in a heavy user's memory.
+NOTE_PEOPLE = [*PEOPLE, "Lena", "Marek", "Ines", "Jonas", "Sofia", "Pavel", "Amara", "Chen"]
+NOTE_TEMPLATES = [
+    "{p} decided to move the {s} to {t}.",
+    "{p} said the {s} needs a review before {d}.",
+    "{p} and {q} discussed the {s} and decided to wait until {m}.",
+    "{p} thinks the {s} is too slow; {q} disagrees.",
+    "{p} asked {q} about the {s} deadline.",
+    "{p} will own the {s} from {m}.",
+    "The {s} broke again on {d}; {p} decided to roll back.",
+    "{p} wants the {s} documented before the {j} launch.",
+    "{q} reviewed {p}'s change to the {s}.",
+    "{p} decided against {t} for the {s}.",
+]
+NOTE_QUESTIONS = [
+    "What did {p} decide about the {s}?",
+    "Who owns the {s} now?",
+    "What does {p} think about the {s}?",
+    "When did the {s} break and what did {p} do?",
+    "What did {p} ask {q} about the {s}?",
+    "Which database did {p} decide on for the {s}?",
+]
+
+
+def notes(count: int, seed: int = 13) -> list[str]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(count):
+        p, q = rng.sample(NOTE_PEOPLE, 2)
+        text = rng.choice(NOTE_TEMPLATES).format(
+            p=p,
+            q=q,
+            s=rng.choice(SYSTEMS),
+            t=rng.choice(TECH),
+            j=rng.choice(PROJECTS),
+            d=rng.choice(DAYS),
+            m=rng.choice(MONTHS),
+        )
+        out.append(f"{text} (#{i})")
+    return out
+
+
+def note_queries(count: int, seed: int = 17) -> list[str]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        p, q = rng.sample(NOTE_PEOPLE, 2)
+        out.append(rng.choice(NOTE_QUESTIONS).format(p=p, q=q, s=rng.choice(SYSTEMS)))
+    return out
+
+
+# name -> (memories, questions, what it is): the corpora bench/load.py runs.
+CORPORA = {
+    "varied": (memories, queries, "varied sentences about people, projects and decisions"),
+    "many-matches": (notes, note_queries, "short notes whose questions share many words with many memories"),
+}

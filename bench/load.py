@@ -1,17 +1,22 @@
 """Load N memories into a real memosd over MCP and measure add throughput, search/get latency and memory;
 then the same workload against the official MCP memory server (bench/peer_load.py), side by side.
 
-    python bench/load.py                       # N = 10k then 100k (about 13 minutes on 2 cores, peer at 10k)
+    python bench/load.py                       # N = 10k then 100k, both corpora (~30 minutes on 2 cores)
     python bench/load.py --sizes 1000 --searches 50 --no-peer
+    python bench/load.py --keep bench/results/load-db   # keep the loaded databases; the next run reuses them
 
-Prints markdown tables for memos, the official server and their ratios (also written to
-bench/results/load.md, with a plot in bench/results/load.png). Each size is reached by loading more into the
-same daemon, so the 100k row includes the first 10k.
+Runs each corpus (`--corpus`, default all of bench/corpus.py's CORPORA): memos beside the floor measured in
+the same run (the same model embedding each question alone, and an exact numpy KNN over the same vectors),
+then the official server. Prints markdown tables for memos, the official server and their ratios (also
+written to bench/results/load.md, with a plot in bench/results/load.png). Each size is its own database and
+daemon. With `--keep`, a database already loaded is not loaded again: batch add is then measured on 1,000
+more memories (which stay), and the peak RSS is that of the run, not of the first load.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -19,18 +24,21 @@ import time
 from pathlib import Path
 
 import anyio
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.client import DEFAULT_MODEL, timed, wait_for_model
-from bench.corpus import memories, queries
+from bench.corpus import CORPORA
 from bench.peer import PeerUnavailable
 from bench.peer_load import PeerRun, estimate_note, run_peer
 from bench.plot import Panel, bar_panels
 from bench.report import RESULTS, Ratio, Row, load_average, machine, percentile, ratio_rows, rss_mib, table
+from daemon import sqlite_driver
 from tests.conftest import free_port, mcp_client, start_daemon, stop_daemon, write_config
 
 BATCH = 500
+REUSED_BATCH = 1000  # memories added to measure batch add on a reused database
 
 
 async def search_latencies(url: str, token: str, texts: list[str], concurrency: int) -> list[float]:
@@ -47,78 +55,154 @@ async def search_latencies(url: str, token: str, texts: list[str], concurrency: 
     return latencies
 
 
-async def run(sizes: list[int], searches: int, model: str, concurrency: list[int]) -> list[Row]:
-    rows: list[Row] = []
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Floor:
+    """What any system must pay for one search, measured in the bench's own process: the same model
+    embedding the question alone, and an exact KNN (one float32 matrix product) over the same vectors."""
+
+    def __init__(self, model: str) -> None:
+        from fastembed import TextEmbedding
+
+        self._model = TextEmbedding("sentence-transformers/all-MiniLM-L6-v2", specific_model_path=model)
+
+    def embedding_ms(self, texts: list[str]) -> float:
+        latencies = []
+        for text in texts:
+            start = time.perf_counter()
+            list(self._model.embed([text]))
+            latencies.append(time.perf_counter() - start)
+        return percentile(latencies, 50) * 1000
+
+    def knn_ms(self, db: Path, texts: list[str], k: int) -> float:
+        conn = sqlite_driver.connect(str(db), read_only=True)
+        try:
+            blobs = [row[0] for row in conn.execute("SELECT embedding FROM memory_vectors")]
+        finally:
+            conn.close()
+        matrix = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), -1)
+        del blobs
+        latencies = []
+        for vector in self._model.embed(texts):
+            query = np.asarray(vector, dtype=np.float32)
+            start = time.perf_counter()
+            similarity = matrix @ query
+            top = np.argpartition(-similarity, k)[:k]
+            top[np.argsort(-similarity[top])]
+            latencies.append(time.perf_counter() - start)
+        return percentile(latencies, 50) * 1000
+
+
+async def run(
+    corpus_name: str,
+    size: int,
+    searches: int,
+    model: str,
+    concurrency: list[int],
+    keep: Path | None,
+    floor: Floor | None,
+) -> Row:
+    make_memories, make_queries, _ = CORPORA[corpus_name]
     with tempfile.TemporaryDirectory(prefix="memos-bench-") as tmp:
-        home = Path(tmp)
+        home = keep / f"{corpus_name}-{size}" if keep else Path(tmp)
+        home.mkdir(parents=True, exist_ok=True)
         port = free_port()
         config = write_config(home, port=port, model=model)
         started = time.perf_counter()
         daemon = start_daemon(config, home, port)
         ready_s = time.perf_counter() - started
+        loaded_file, token_file = home / "loaded", home / "token"
         try:
-            token = daemon.add_agent("bench")
-            corpus = memories(max(sizes))
-            loaded = 0
+            if token_file.exists():
+                token = token_file.read_text().strip()
+            else:
+                token = daemon.add_agent("bench")
+                token_file.write_text(token)
+            corpus = make_memories(size + REUSED_BATCH)
+            loaded = int(loaded_file.read_text()) if loaded_file.exists() else 0
+            runs = len(list(home.glob("run-*")))
+            (home / f"run-{runs}").touch()
             async with mcp_client(daemon.url, token) as client:
                 await wait_for_model(client)  # so the load measures embedding too
-                for size in sizes:
-                    batch_start = time.perf_counter()
-                    to_load = corpus[loaded:size]
-                    for start in range(0, len(to_load), BATCH):
-                        items = [{"content": text, "kind": "fact"} for text in to_load[start : start + BATCH]]
-                        await timed(client, "memory_add_batch", {"items": items})
-                    batch_rate = len(to_load) / (time.perf_counter() - batch_start)
-                    loaded = size
-                    singles = [
-                        (
-                            await timed(
-                                client, "memory_add", {"content": f"single add {size}-{i}: {corpus[i]}"}
-                            )
-                        )[0]
-                        for i in range(100)
-                    ]
-                    await timed(client, "cube_configure", {"cube": "@bench", "report_similar": False})
-                    unchecked = [
-                        (
-                            await timed(
-                                client, "memory_add", {"content": f"plain add {size}-{i}: {corpus[i]}"}
-                            )
-                        )[0]
-                        for i in range(100)
-                    ]
-                    await timed(client, "cube_configure", {"cube": "@bench", "report_similar": True})
-                    ids = [
-                        hit["id"]
-                        for hit in (await timed(client, "memory_search", {"query": "deploy"}))[1]["results"]
-                    ]
-                    gets = [
-                        (await timed(client, "memory_get", {"id": ids[i % len(ids)]}))[0] for i in range(200)
-                    ]
-                    row: Row = {
-                        "memories": size,
-                        "batch add/s": batch_rate,
-                        "single add p50 ms": statistics.median(singles) * 1000,
-                        "add p50 ms, no similarity check": statistics.median(unchecked) * 1000,
-                        "single add/s": 1 / statistics.mean(singles),
-                        "get p50 ms": statistics.median(gets) * 1000,
-                    }
-                    texts = queries(searches)
-                    for agents in concurrency:
-                        lat = await search_latencies(daemon.url, token, texts, agents)
-                        row[f"search p50 ms ({agents} agents)"] = percentile(lat, 50) * 1000
-                        row[f"search p99 ms ({agents} agents)"] = percentile(lat, 99) * 1000
-                    rss, peak = rss_mib(daemon.process.pid)
-                    row["RSS MiB"] = rss
-                    row["peak RSS MiB"] = peak
-                    db = home / "data" / "memos.db"
-                    row["db MiB"] = sum(p.stat().st_size for p in db.parent.glob("memos.db*")) / 2**20
-                    row["startup-to-ready s"] = ready_s
-                    rows.append(row)
-                    print(f"  measured {size}: {row}", file=sys.stderr, flush=True)
+                batch_start = time.perf_counter()
+                to_load = corpus[loaded:size]
+                if not to_load:  # reused: measure on more memories
+                    to_load = [f"{text} (run {runs})" for text in corpus[size : size + REUSED_BATCH]]
+                for start in range(0, len(to_load), BATCH):
+                    items = [{"content": text, "kind": "fact"} for text in to_load[start : start + BATCH]]
+                    await timed(client, "memory_add_batch", {"items": items})
+                batch_rate = len(to_load) / (time.perf_counter() - batch_start)
+                loaded = max(loaded, size)
+                loaded_file.write_text(str(loaded))
+                singles = [
+                    (
+                        await timed(
+                            client,
+                            "memory_add",
+                            {"content": f"single add {size}-{runs}-{i}: {corpus[i]}"},
+                        )
+                    )[0]
+                    for i in range(100)
+                ]
+                await timed(client, "cube_configure", {"cube": "@bench", "report_similar": False})
+                unchecked = [
+                    (
+                        await timed(
+                            client,
+                            "memory_add",
+                            {"content": f"plain add {size}-{runs}-{i}: {corpus[i]}"},
+                        )
+                    )[0]
+                    for i in range(100)
+                ]
+                await timed(client, "cube_configure", {"cube": "@bench", "report_similar": True})
+                ids = [
+                    hit["id"]
+                    for hit in (await timed(client, "memory_search", {"query": "deploy"}))[1]["results"]
+                ]
+                gets = [(await timed(client, "memory_get", {"id": ids[i % len(ids)]}))[0] for i in range(200)]
+                row: Row = {
+                    "memories": size,
+                    "batch add/s": batch_rate,
+                    "single add p50 ms": statistics.median(singles) * 1000,
+                    "add p50 ms, no similarity check": statistics.median(unchecked) * 1000,
+                    "single add/s": 1 / statistics.mean(singles),
+                    "get p50 ms": statistics.median(gets) * 1000,
+                }
+                texts = make_queries(searches)
+                for agents in concurrency:
+                    cpu = cpu_seconds(daemon.process.pid)
+                    lat = await search_latencies(daemon.url, token, texts, agents)
+                    if agents == concurrency[0]:  # CPU is what the machine's load does not inflate much
+                        row["daemon CPU ms/search"] = (
+                            (cpu_seconds(daemon.process.pid) - cpu) / len(lat) * 1000
+                        )
+                    row[f"search p50 ms ({agents} agents)"] = percentile(lat, 50) * 1000
+                    row[f"search p99 ms ({agents} agents)"] = percentile(lat, 99) * 1000
+                    if agents > 1:
+                        row[f"searches/s ({agents} agents)"] = len(lat) / sum(lat) * agents
+                db = home / "data" / "memos.db"
+                if floor is not None:
+                    embedding = floor.embedding_ms(texts[:100])
+                    knn = floor.knn_ms(db, texts[:100], 80)
+                    row["floor: query embedding p50 ms"] = embedding
+                    row["floor: exact KNN p50 ms"] = knn
+                    row["search p50 ÷ floor"] = row[f"search p50 ms ({concurrency[0]} agents)"] / (
+                        embedding + knn
+                    )
+                rss, peak = rss_mib(daemon.process.pid)
+                row["RSS MiB"] = rss
+                row["peak RSS MiB"] = peak
+                row["db MiB"] = sum(p.stat().st_size for p in db.parent.glob("memos.db*")) / 2**20
+                row["startup-to-ready s"] = ready_s
+                print(f"  measured {corpus_name} {size}: {row}", file=sys.stderr, flush=True)
         finally:
             stop_daemon(daemon)
-    return rows
+    return row
 
 
 def ratios(concurrency: list[int]) -> list[Ratio]:
@@ -165,18 +249,17 @@ def plot(path: Path, ours: list[Row], peer: PeerRun | None, concurrency: list[in
 
 
 def report(
-    ours: list[Row], peer: PeerRun | None, skipped: list[str], concurrency: list[int], loads: str
+    ours: dict[str, list[Row]], peer: PeerRun | None, skipped: list[str], concurrency: list[int], loads: str
 ) -> str:
-    parts = [
-        f"Machine: {machine()}",
-        f"Load average (1, 5, 15 min) before each part: {loads}",
-        "",
-        table(ours),
-    ]
+    parts = [f"Machine: {machine()}", f"Load average (1, 5, 15 min) before each part: {loads}"]
+    for name, rows in ours.items():
+        parts += ["", f"memos, corpus {name} ({CORPORA[name][2]}):", "", table(rows)]
+    first = next(iter(ours.values()))
     if peer:
         parts += [
             "",
-            f"Official MCP memory server: @modelcontextprotocol/server-memory@{peer.version}, node {peer.node}",
+            f"Official MCP memory server: @modelcontextprotocol/server-memory@{peer.version}, node {peer.node}"
+            f" (corpus {next(iter(ours))})",
             "",
             table(peer.rows),
             "",
@@ -185,7 +268,7 @@ def report(
             "Ratios: official server ÷ memos for latency, memory, size and startup; memos ÷ official server for "
             "throughput. Above 1 means memos is faster or smaller.",
             "",
-            table(ratio_rows(ours, peer.rows, ratios(concurrency))),
+            table(ratio_rows(first, peer.rows, ratios(concurrency))),
         ]
     elif skipped:
         parts += ["", *(f"- {note}" for note in skipped)]
@@ -200,6 +283,13 @@ def main() -> None:
     parser.add_argument("--searches", type=int, default=200)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="local model dir, or none")
+    parser.add_argument("--corpus", nargs="+", choices=sorted(CORPORA), default=list(CORPORA))
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="keep each corpus' loaded database in DIR/CORPUS and reuse it on the next run",
+    )
+    parser.add_argument("--no-floor", action="store_true", help="skip measuring the floor")
     parser.add_argument("--no-peer", action="store_true", help="skip the official MCP memory server")
     parser.add_argument(
         "--peer-max-size",
@@ -209,14 +299,22 @@ def main() -> None:
     )
     args = parser.parse_args()
     sizes = sorted(args.sizes)
-    loads = [load_average()]
-    rows = anyio.run(run, sizes, args.searches, args.model, args.concurrency)
+    floor = None if args.no_floor or args.model == "none" else Floor(args.model)
+    loads = []
+    rows: dict[str, list[Row]] = {}
+    for name in args.corpus:
+        loads.append(f"{name} {load_average()}")
+        keep = args.keep.resolve() if args.keep else None
+        rows[name] = [
+            anyio.run(run, name, size, args.searches, args.model, args.concurrency, keep, floor)
+            for size in sizes
+        ]
     peer: PeerRun | None = None
     skipped: list[str] = []
     if not args.no_peer:
         peer_sizes = [size for size in sizes if size <= args.peer_max_size]
         if peer_sizes:
-            loads.append(load_average())
+            loads.append(f"official server {load_average()}")
             started = time.perf_counter()
             try:
                 peer = anyio.run(run_peer, peer_sizes, args.searches, args.concurrency)
@@ -230,7 +328,7 @@ def main() -> None:
     results = RESULTS
     results.mkdir(exist_ok=True)
     (results / "load.md").write_text(out, encoding="utf-8")
-    plot(results / "load.png", rows, peer, args.concurrency)
+    plot(results / "load.png", next(iter(rows.values())), peer, args.concurrency)
 
 
 if __name__ == "__main__":

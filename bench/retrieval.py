@@ -50,7 +50,7 @@ from bench.blend_fit import Example, fit
 from bench.client import DEFAULT_MODEL, call, wait_for_model
 from bench.corpus import memories, queries
 from bench.peer import OfficialMemoryServer
-from bench.report import RESULTS, machine, percentile, table
+from bench.report import RESULTS, machine, percentile, rss_mib, table
 from bench.turns import Turn
 from daemon import SearchQuery, agent_named, open_services
 from daemon.config import BlendWeights, RankWeights, SearchConfig, load_config
@@ -260,8 +260,10 @@ class Memos:
                     await call(client, "memory_add_batch", {"items": items, "cube": haystack.cube})
                     count += len(items)
                 rate = count / (time.perf_counter() - started)
+                rss, peak = rss_mib(daemon.process.pid)
                 print(
-                    f"  loaded {number}/{len(haystacks)} ({count} memories now, {rate:.0f}/s)",
+                    f"  loaded {number}/{len(haystacks)} ({count} memories now, {rate:.0f}/s;"
+                    f" memosd RSS {rss:.0f} MiB, peak {peak:.0f} MiB)",
                     file=sys.stderr,
                 )
 

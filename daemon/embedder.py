@@ -7,7 +7,9 @@ being computed are gathered into the next one, so many concurrent writers cost a
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import sys
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +26,9 @@ log = logging.getLogger(__name__)
 
 State = Literal["disabled", "loading", "ready", "failed"]
 _QUEUE_LIMIT = 256  # pending embed requests before callers wait
+_TRIM_AFTER_TOKENS = 2048  # a model call this large leaves freed memory worth handing back
+# glibc keeps memory freed by onnxruntime's threads in per-thread heaps; malloc_trim hands it back.
+_malloc_trim = getattr(ctypes.CDLL(None), "malloc_trim", None) if sys.platform == "linux" else None
 
 
 class _Request:
@@ -40,7 +45,13 @@ def load_model(config: EmbedderConfig, cache_dir: Path, *, local_only: bool = Fa
     """Load the fastembed model (blocking: call on a worker thread); `local_only` never downloads it."""
     from fastembed import TextEmbedding  # imported here: it is slow to import and unused without a model
 
-    kwargs: dict[str, Any] = {"cache_dir": str(cache_dir), "threads": config.threads}
+    # No memory arena: onnxruntime's keeps the largest batch's working memory for good (gigabytes after a
+    # batch of long texts); without it the memory is returned after each call, at no measured cost.
+    kwargs: dict[str, Any] = {
+        "cache_dir": str(cache_dir),
+        "threads": config.threads,
+        "enable_cpu_mem_arena": False,
+    }
     if local_only:
         kwargs["local_files_only"] = True
     if config.model_path:
@@ -75,6 +86,7 @@ class Embedder:
             self.settled.set()
         self._send: MemoryObjectSendStream[_Request] | None = None
         self._counter: Any = None  # a tokenizer for counting, made on first use
+        self._measure: Any = None  # a tokenizer for batching by length, made on first use
 
     @property
     def model_name(self) -> str:
@@ -169,17 +181,41 @@ class Embedder:
             request.done.set()
 
     def _compute(self, texts: list[str]) -> np.ndarray:
-        # The model pads each batch to its longest text: batching texts of like length (longest first, by
-        # characters) saves most of that work for a mix of short and long texts.
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        embedded = np.asarray(
-            list(self._model.embed([texts[i] for i in order], batch_size=self.config.batch_size)),
-            dtype=np.float32,
-        )
+        # The model pads each batch to its longest text: batching texts of like length (longest first)
+        # saves most of that work for a mix of short and long texts. A batch holds at most `batch_size`
+        # texts and `batch_tokens` tokens (padding included), which bounds the model's working memory.
+        lengths = self._token_lengths(texts)
+        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+        parts, start, largest = [], 0, 0
+        while start < len(order):
+            longest = max(lengths[order[start]], 1)
+            size = max(1, min(self.config.batch_size, self.config.batch_tokens // longest))
+            batch = [texts[i] for i in order[start : start + size]]
+            parts.append(np.asarray(list(self._model.embed(batch, batch_size=len(batch))), dtype=np.float32))
+            largest = max(largest, longest * len(batch))
+            start += size
+        if largest >= _TRIM_AFTER_TOKENS and _malloc_trim is not None:
+            _malloc_trim(0)
+        embedded = np.concatenate(parts)
         vectors = np.empty_like(embedded)
         vectors[order] = embedded
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.maximum(norms, 1e-12)
+
+    def _token_lengths(self, texts: list[str]) -> list[int]:
+        """Tokens the model will read of each text (after the cut at `max_tokens`, special tokens included)."""
+        if self._measure is None:
+            tokenizer = getattr(getattr(self._model, "model", None), "tokenizer", None)
+            if tokenizer is None:
+                return [min(len(text) // 4 + 2, self.config.max_tokens) for text in texts]
+            from tokenizers import Tokenizer
+
+            # A copy that cuts as the model's does but does not pad (padding makes every length the longest's).
+            self._measure = Tokenizer.from_str(tokenizer.to_str())
+            self._measure.no_padding()
+        # One by one: encode_batch would wake the tokenizer's thread pool, which spins a while after each
+        # call (CPU taken from searches for one query's few tokens).
+        return [len(self._measure.encode(text).ids) for text in texts]
 
     def count_tokens(self, text: str) -> int:
         """Tokens in `text` by the model's own tokenizer; about four characters a token without a model."""

@@ -26,8 +26,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import anyio
 import numpy as np
+from anyio.abc import TaskGroup
 
+from daemon.bm25 import best_matches
 from daemon.config import BlendWeights, LimitsConfig, RankWeights, SearchConfig
 from daemon.entities import entities_of, extract, frequencies, holders, linked
 from daemon.entity_signals import entity_scores, graph_scores, seed_scores
@@ -206,29 +209,22 @@ class Search:
         if wanted in ("hybrid", "vector") and not use_vectors:
             note = self._vectors.unavailable_reason()
         mode = wanted if use_vectors else "lexical"
-        vectors = (await self._vectors.embed(texts)) if use_vectors else None
-        if use_vectors and vectors is None:
-            mode, note = "lexical", self._vectors.unavailable_reason()
         depth = max(query.k * 4, self._ranking.candidates)
-        return _Plan(texts, where, window, mode, note, vectors, depth)  # type: ignore[arg-type]
+        # The query vectors are made beside the lexical queries (`_candidate_lists`).
+        return _Plan(texts, where, window, mode, note, None, depth, embed=use_vectors)  # type: ignore[arg-type]
 
     async def _gather(self, conn: Connection, plan: _Plan, cube_ids: list[int]) -> Gathered:
         """Run every signal that is on and place the candidates in their episodes."""
         config, depth = self._ranking, plan.depth
         predicate, params = plan.where.sql()
         found = Gathered.empty(plan)
-        for index, text in enumerate(plan.texts):
-            if plan.mode in ("hybrid", "lexical"):
-                for name, build in (("lexical", fts_query), ("exact", exact_query)):
-                    expression = build(text) if config.weight(name) else None
-                    if expression:
-                        found.add_scored(
-                            name,
-                            index,
-                            await self._bm25(conn, expression, cube_ids, predicate, params, depth),
-                        )
+        scored, nearest_of = await self._candidate_lists(conn, plan, cube_ids, predicate, params)
+        for index in range(len(plan.texts)):
+            for name in ("lexical", "exact"):
+                if (name, index) in scored:
+                    found.add_scored(name, index, scored[name, index])
             if plan.vectors is not None:
-                nearest = await self._nearest(conn, plan.vectors[index], cube_ids, predicate, params, depth)
+                nearest = nearest_of[index]
                 found.add("vector", [seq for seq, _ in nearest])
                 found.similarity[index].update(nearest)
         if config.fusion == "blend" and (config.weight("entity") or config.weight("graph")):
@@ -258,6 +254,44 @@ class Search:
             for index in range(len(plan.texts)):
                 found.episode_score.append(self._episode_scores(found, index))
         return found
+
+    async def _candidate_lists(
+        self, conn: Connection, plan: _Plan, cube_ids: list[int], predicate: str, params: list
+    ) -> tuple[dict[tuple[str, int], list[tuple[int, float]]], dict[int, list[tuple[int, float]]]]:
+        """Each phrasing's lexical and exact (seq, BM25) lists and its nearest (seq, similarity) list, found
+        at once: SQLite works on the reader's thread while the model embeds the query and numpy's KNN
+        works on others, all without the GIL, so a search uses both cores."""
+        config, depth = self._ranking, plan.depth
+        scored: dict[tuple[str, int], list[tuple[int, float]]] = {}
+        nearest_of: dict[int, list[tuple[int, float]]] = {}
+
+        async def lexical(name: str, index: int, expression: str) -> None:
+            scored[name, index] = await self._bm25(conn, expression, cube_ids, plan.where, depth)
+
+        def start_lexical(tg: TaskGroup) -> None:
+            for index, text in enumerate(plan.texts):
+                for name, build in (("lexical", fts_query), ("exact", exact_query)):
+                    expression = build(text) if config.weight(name) else None
+                    if expression:
+                        tg.start_soon(lexical, name, index, expression)
+
+        async def vector(tg: TaskGroup) -> None:
+            if plan.embed:
+                plan.vectors, plan.embed = await self._vectors.embed(plan.texts), False
+                if plan.vectors is None:
+                    if plan.mode == "vector":  # its lexical queries were not started
+                        start_lexical(tg)
+                    plan.mode, plan.note = "lexical", self._vectors.unavailable_reason()
+                    return
+            if plan.vectors is not None:
+                for index, query in enumerate(plan.vectors):
+                    nearest_of[index] = await self._nearest(conn, query, cube_ids, predicate, params, depth)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(vector, tg)
+            if plan.mode in ("hybrid", "lexical"):
+                start_lexical(tg)
+        return scored, nearest_of
 
     async def _entities_and_graph(
         self,
@@ -301,16 +335,19 @@ class Search:
             found.graph_score = {}
 
     async def _bm25(
-        self, conn: Connection, expression: str, cube_ids: list[int], predicate: str, params: list, depth: int
+        self,
+        conn: Connection,
+        expression: str,
+        cube_ids: list[int],
+        where: MemoryFilter,
+        depth: int,
     ) -> list[tuple[int, float]]:
         """(seq, BM25) best first; FTS5's BM25 is negative, the more so the better the match."""
-        rows = await conn.fetch_all(
-            f"SELECT m.seq, bm25(memories_fts) FROM memories_fts JOIN memories m ON m.seq = memories_fts.rowid"
-            f" WHERE memories_fts MATCH ? AND m.cube_id IN ({placeholders(len(cube_ids))}) {predicate}"
-            " ORDER BY bm25(memories_fts) LIMIT ?",
-            [expression, *cube_ids, *params, depth],
-        )
-        return [(row[0], row[1]) for row in rows]
+        predicate, params = where.sql()
+        # Filters that may leave out most memories make FTS5's own best few too few to keep.
+        narrow = bool(where.kinds or where.tags or where.since or where.until or where.source_agent)
+        narrow = narrow or bool(where.as_of or where.task_id)
+        return await best_matches(conn, expression, cube_ids, predicate, params, depth, try_top=not narrow)
 
     async def _nearest(
         self,
@@ -482,6 +519,7 @@ class _Plan:
     note: str | None
     vectors: np.ndarray | None
     depth: int
+    embed: bool = False  # the vectors are still to be made
 
 
 @dataclass

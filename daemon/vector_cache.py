@@ -11,6 +11,7 @@ place, and a search reads one consistent snapshot tuple.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -27,9 +28,17 @@ class VectorCache:
         )  # fmt: skip
         self._row_of: dict[int, int] = {}
         self._retired = 0
+        self._cube_rows: Counter[int] = Counter()  # live rows per cube
+        self._live_cubes: frozenset[int] = frozenset()  # replaced, never changed: searches read it on threads
 
     def __len__(self) -> int:
         return len(self._row_of)
+
+    def reserve(self, rows: int) -> None:
+        """Make room for `rows` in all before filling the cache, so it is not copied as it grows."""
+        vectors, seqs, cubes, used = self._snapshot
+        if rows > len(seqs):
+            self._snapshot = (_grown(vectors, rows), _grown(seqs, rows), _grown(cubes, rows), used)
 
     def upsert(self, rows: Iterable[tuple[int, int, np.ndarray]]) -> None:
         """Add (seq, cube id, unit vector) rows; a seq seen before gets its new vector."""
@@ -41,12 +50,15 @@ class VectorCache:
         for seq, cube_id, vector in rows:
             old = self._row_of.get(seq)
             if old is not None:
+                self._cube_rows[int(cubes[old])] -= 1
                 cubes[old] = _RETIRED
                 self._retired += 1
             vectors[used], seqs[used], cubes[used] = vector, seq, cube_id
+            self._cube_rows[cube_id] += 1
             self._row_of[seq] = used
             used += 1
         self._snapshot = (vectors, seqs, cubes, used)
+        self._live_cubes = frozenset(cube for cube, n in self._cube_rows.items() if n)
         if self._retired > 1024 and self._retired > used // 4:
             self._compact()
 
@@ -55,8 +67,10 @@ class VectorCache:
         for seq in seqs:
             row = self._row_of.pop(seq, None)
             if row is not None:
+                self._cube_rows[int(cubes[row])] -= 1
                 cubes[row] = _RETIRED
                 self._retired += 1
+        self._live_cubes = frozenset(cube for cube, n in self._cube_rows.items() if n)
 
     def _compact(self) -> None:
         vectors, seqs, cubes, used = self._snapshot
@@ -64,6 +78,7 @@ class VectorCache:
         self._snapshot = (vectors[keep].copy(), seqs[keep].copy(), cubes[keep].copy(), len(keep))
         self._row_of = {int(seq): row for row, seq in enumerate(self._snapshot[1][: len(keep)])}
         self._retired = 0
+        self._cube_rows = Counter({cube: n for cube, n in self._cube_rows.items() if n})
 
     def nearest(self, query: np.ndarray, cube_ids: Sequence[int], k: int) -> list[tuple[int, float]]:
         """(seq, cosine similarity) of the k most similar vectors in the given cubes, best first.
@@ -72,11 +87,17 @@ class VectorCache:
         if used == 0 or k <= 0:
             return []
         similarity = vectors[:used] @ query.astype(np.float32)
-        allowed = np.isin(cubes[:used], np.asarray(cube_ids, dtype=np.int64))
-        candidates = np.flatnonzero(allowed)
-        if len(candidates) > k:
-            top = np.argpartition(-similarity[candidates], k - 1)[:k]
-            candidates = candidates[top]
+        if self._live_cubes <= set(cube_ids):
+            # Every live row is readable (one user's cubes, the usual case): no mask over every row's cube.
+            if self._retired:
+                similarity[cubes[:used] == _RETIRED] = -np.inf
+            candidates = np.argpartition(-similarity, k - 1)[:k] if used > k else np.arange(used)
+            candidates = candidates[similarity[candidates] > -np.inf]
+        else:
+            candidates = np.flatnonzero(np.isin(cubes[:used], np.asarray(cube_ids, dtype=np.int64)))
+            if len(candidates) > k:
+                top = np.argpartition(-similarity[candidates], k - 1)[:k]
+                candidates = candidates[top]
         order = candidates[np.argsort(-similarity[candidates], kind="stable")]
         return [(int(seqs[row]), float(similarity[row])) for row in order]
 

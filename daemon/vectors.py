@@ -73,8 +73,7 @@ class VectorIndex:
                 )
         if self._use_cache:
             self._cache = VectorCache(dims)
-            stored = await anyio.to_thread.run_sync(_read_vectors, self._store.path)
-            self._cache.upsert(stored)
+            await anyio.to_thread.run_sync(_fill, self._cache, self._store.path)
             log.info("vector cache holds %d vectors", len(self._cache))
         self.ready = True
         self.attached.set()
@@ -199,14 +198,22 @@ class VectorIndex:
         return self._embedder.unavailable_reason()
 
 
-def _read_vectors(path: Path) -> list[tuple[int, int, np.ndarray]]:
-    """Every stored vector, for the cache (blocking: a worker thread, on its own connection)."""
+_FILL_CHUNK = 4096
+
+
+def _fill(cache: VectorCache, path: Path) -> None:
+    """Load every stored vector into the cache (blocking: a worker thread, on its own connection, before
+    searches use the cache). A chunk at a time: 100k rows read at once would hold their blobs beside the
+    cache, twice its size, and leave the heap that large."""
     with translated(path):
         conn = sqlite_driver.connect(str(path), read_only=True)
         try:
-            return [
-                (int(seq), int(cube_id), np.frombuffer(blob, dtype=np.float32))
-                for seq, cube_id, blob in conn.execute("SELECT rowid, cube_id, embedding FROM memory_vectors")
-            ]
+            cache.reserve(conn.execute("SELECT count(*) FROM memory_vectors").fetchone()[0])
+            cursor = conn.execute("SELECT rowid, cube_id, embedding FROM memory_vectors")
+            while chunk := cursor.fetchmany(_FILL_CHUNK):
+                cache.upsert(
+                    (int(seq), int(cube_id), np.frombuffer(blob, dtype=np.float32))
+                    for seq, cube_id, blob in chunk
+                )
         finally:
             conn.close()

@@ -79,3 +79,39 @@ async def test_search_gives_the_same_results_with_and_without_the_cache(
             results.append([(hit.content, hit.match.similarity) for hit in found.results])
     assert [c for c, _ in results[0]] == [c for c, _ in results[1]]
     assert np.allclose([s for _, s in results[0]], [s for _, s in results[1]], atol=1e-3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 300),
+    st.integers(1, 20),
+    st.integers(0, 10_000),
+    st.lists(st.integers(0, 299), max_size=40),
+    st.lists(st.integers(0, 299), max_size=40),
+    st.booleans(),
+)
+def test_nearest_matches_brute_force_after_replacements_and_discards(
+    n: int, k: int, seed: int, replaced: list[int], discarded: list[int], every_cube: bool
+) -> None:
+    """Searching every cube that holds vectors skips the cube mask; replaced and discarded rows must still
+    never be returned, and the answer is the brute-force one either way."""
+    rng = np.random.default_rng(seed)
+    vectors, cubes = unit(rng, n), rng.integers(0, 3, n)
+    cache = VectorCache(8)
+    cache.upsert((seq, int(cubes[seq]), vectors[seq]) for seq in range(n))
+    replaced = [seq for seq in replaced if seq < n]
+    fresh = unit(rng, len(replaced))
+    cache.upsert((seq, int(cubes[seq]), fresh[i]) for i, seq in enumerate(replaced))
+    for i, seq in enumerate(replaced):
+        vectors[seq] = fresh[i]
+    gone = {seq for seq in discarded if seq < n}
+    cache.discard(gone)
+    wanted = [0, 1, 2] if every_cube else [1]
+    query = unit(rng, 1)[0]
+    got = cache.nearest(query, wanted, k)
+    pool = [seq for seq in range(n) if cubes[seq] in wanted and seq not in gone]
+    expected = sorted(pool, key=lambda seq: (-float(vectors[seq] @ query), seq))[:k]
+    assert len(got) == len(expected)
+    assert not {seq for seq, _ in got} & gone
+    assert np.allclose([sim for _, sim in got], [float(vectors[seq] @ query) for seq in expected], atol=1e-6)
+    assert all(np.isclose(sim, float(vectors[seq] @ query), atol=1e-6) for seq, sim in got)

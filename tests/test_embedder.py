@@ -1,0 +1,50 @@
+"""The embedder's batching bounds its working memory without changing any vector."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import msgspec
+import numpy as np
+import pytest
+
+from daemon.config import EmbedderConfig
+from daemon.embedder import Embedder
+
+pytestmark = pytest.mark.anyio
+
+
+async def vectors(model_dir: Path, cache: Path, texts: list[str], **config: int) -> np.ndarray:
+    embedder = Embedder(EmbedderConfig(model_path=str(model_dir), **config), cache)
+    async with anyio.create_task_group() as tg:
+        await tg.start(embedder.run)
+        with anyio.fail_after(120):
+            await embedder.ready.wait()
+            result = await embedder.embed(texts)
+        tg.cancel_scope.cancel()
+    return result
+
+
+async def test_vectors_are_the_same_however_many_tokens_a_model_call_may_hold(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """Long and short texts mixed: with 256 tokens per call (one long text a call) and with the default,
+    every vector equals the text's vector embedded alone, in the order given."""
+    texts = [
+        "short note about the billing service",
+        " ".join(f"word{i} of a long conversation turn" for i in range(200)),  # cut at 256 tokens
+        "Rosa prefers green tea",
+        "a medium text " * 20,
+        " ".join(f"another long turn {i}" for i in range(150)),
+    ]
+    alone = np.concatenate([await vectors(model_dir, tmp_path, [text]) for text in texts])
+    for config in ({"batch_tokens": 256}, {}):
+        together = await vectors(model_dir, tmp_path, texts, **config)
+        assert np.allclose(together, alone, atol=1e-5)
+
+
+def test_batch_tokens_is_a_checked_setting() -> None:
+    assert EmbedderConfig().batch_tokens == 4096
+    with pytest.raises(msgspec.ValidationError, match=r"Expected `int` >= 256 - at `\$.batch_tokens`"):
+        msgspec.convert({"batch_tokens": 100}, EmbedderConfig)
