@@ -38,7 +38,7 @@ async def best_matches(
     `try_top`: try FTS5's best few first (False when the predicate may leave out most memories)."""
     where = f"m.cube_id IN ({placeholders(len(cube_ids))}) {predicate}"
     if try_top and await _reads_every_cube(conn, cube_ids):
-        rows = await conn.fetch_all(
+        rows = await conn.rows(
             "SELECT m.seq, best.score FROM ("
             " SELECT rowid, bm25(memories_fts) AS score FROM memories_fts WHERE memories_fts MATCH ?"
             " ORDER BY score LIMIT ?"
@@ -46,18 +46,18 @@ async def best_matches(
             [expression, _fetched(limit), *cube_ids, *params, limit],
         )
         if len(rows) == limit:  # enough of FTS5's best passed: no row below them can come first
-            return [(row[0], row[1]) for row in rows]
-    rows = await conn.fetch_all(
-        "SELECT m.seq, bm25(memories_fts) FROM memories_fts JOIN memories m ON m.seq = memories_fts.rowid"
+            return [(row["seq"], row["score"]) for row in rows]
+    rows = await conn.rows(
+        "SELECT m.seq, bm25(memories_fts) AS score FROM memories_fts JOIN memories m ON m.seq = memories_fts.rowid"
         f" WHERE memories_fts MATCH ? AND {where} ORDER BY bm25(memories_fts) LIMIT ?",
         [expression, *cube_ids, *params, limit],
     )
-    return [(row[0], row[1]) for row in rows]
+    return [(row["seq"], row["score"]) for row in rows]
 
 
 async def _reads_every_cube(conn: Connection, cube_ids: list[int]) -> bool:
     """True when no cube outside `cube_ids` holds a memory (one index probe per other cube)."""
-    other = await conn.fetch_one(
+    other = await conn.value(
         f"SELECT 1 FROM cubes c WHERE c.id NOT IN ({placeholders(len(cube_ids))})"
         " AND EXISTS (SELECT 1 FROM memories m WHERE m.cube_id = c.id) LIMIT 1",
         cube_ids,
