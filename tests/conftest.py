@@ -165,6 +165,19 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterato
         stop_daemon(running)
 
 
+@pytest.fixture(scope="module")
+def lexical_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
+    """memosd as a real subprocess without a model (lexical search), for one test module: for behaviour that
+    does not depend on meaning (errors, access, sessions, the dashboard)."""
+    home = tmp_path_factory.mktemp("memosd-lexical")
+    port = free_port()
+    running = start_daemon(write_config(home, port=port, model="none"), home, port)
+    try:
+        yield running
+    finally:
+        stop_daemon(running)
+
+
 @asynccontextmanager
 async def mcp_client(url: str, token: str | None, mode: str = "auto") -> AsyncIterator[Client]:
     """The SDK's own client over streamable HTTP; mode "legacy" is the handshake era, "auto" the modern."""

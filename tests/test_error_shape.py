@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from typing import Any
 
 import httpx2
@@ -24,13 +23,9 @@ from mcp_server.errors import describe
 from tests.conftest import (
     REPO,
     RunningDaemon,
-    free_port,
     isolated_env,
     mcp_client,
     memos_command,
-    start_daemon,
-    stop_daemon,
-    write_config,
 )
 
 pytestmark = pytest.mark.anyio
@@ -43,17 +38,6 @@ ENVELOPE = {
     "io.modelcontextprotocol/protocolVersion": "2026-07-28",
     "io.modelcontextprotocol/clientCapabilities": {},
 }
-
-
-@pytest.fixture(scope="module")
-def lexical_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
-    home = tmp_path_factory.mktemp("errors")
-    port = free_port()
-    running = start_daemon(write_config(home, port=port, model="none"), home, port)
-    try:
-        yield running
-    finally:
-        stop_daemon(running)
 
 
 @pytest.fixture(scope="module")

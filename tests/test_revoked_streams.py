@@ -4,7 +4,7 @@ protocol eras; other agents' streams go on. Against memosd as a real process, wi
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,22 +13,11 @@ import anyio
 import httpx2
 import pytest
 
-from tests.conftest import RunningDaemon, free_port, mcp_client, start_daemon, stop_daemon, write_config
+from tests.conftest import RunningDaemon, mcp_client
 from tests.raw_mcp import listen_stream, messages, session_request, session_stream
 
 pytestmark = pytest.mark.anyio
 UPDATED = "notifications/resources/updated"
-
-
-@pytest.fixture(scope="module")
-def lexical_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
-    home = tmp_path_factory.mktemp("revoked")
-    port = free_port()
-    running = start_daemon(write_config(home, port=port, model="none"), home, port)
-    try:
-        yield running
-    finally:
-        stop_daemon(running)
 
 
 @dataclass

@@ -16,25 +16,13 @@ from tests.conftest import RunningDaemon, free_port, start_daemon, stop_daemon, 
 from tests.ui_client import UiClient, csrf_of, staff_agent
 
 
-@pytest.fixture(scope="module")
-def ui_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
-    """memosd without a model (lexical search): the dashboard's rules do not depend on meaning."""
-    home = tmp_path_factory.mktemp("memosd-ui")
-    port = free_port()
-    running = start_daemon(write_config(home, port=port, model="none"), home, port)
-    try:
-        yield running
-    finally:
-        stop_daemon(running)
-
-
 @pytest.fixture
-def clients(ui_daemon: RunningDaemon) -> Iterator[Callable[[], UiClient]]:
+def clients(lexical_daemon: RunningDaemon) -> Iterator[Callable[[], UiClient]]:
     """Makes dashboard clients and closes them after the test."""
     made: list[UiClient] = []
 
     def make() -> UiClient:
-        made.append(UiClient(ui_daemon.port))
+        made.append(UiClient(lexical_daemon.port))
         return made[-1]
 
     yield make
@@ -43,11 +31,13 @@ def clients(ui_daemon: RunningDaemon) -> Iterator[Callable[[], UiClient]]:
 
 
 @pytest.fixture
-def signed_in(ui_daemon: RunningDaemon, request: pytest.FixtureRequest) -> Iterator[tuple[UiClient, str]]:
+def signed_in(
+    lexical_daemon: RunningDaemon, request: pytest.FixtureRequest
+) -> Iterator[tuple[UiClient, str]]:
     """A fresh agent (named after the test) signed in; yields the client and the agent's token."""
     name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[-40:].strip("-")
-    token = staff_agent(ui_daemon, name)
-    client = UiClient(ui_daemon.port)
+    token = staff_agent(lexical_daemon, name)
+    client = UiClient(lexical_daemon.port)
     assert client.sign_in(token).status_code == 303
     try:
         yield client, token
@@ -62,9 +52,9 @@ def _agent(client: UiClient) -> str:
 
 
 def test_sign_in_sets_an_httponly_strict_cookie_that_holds_a_session_id_not_the_token(
-    ui_daemon: RunningDaemon, clients: Callable[[], UiClient]
+    lexical_daemon: RunningDaemon, clients: Callable[[], UiClient]
 ) -> None:
-    token = staff_agent(ui_daemon, "cookie-owner")
+    token = staff_agent(lexical_daemon, "cookie-owner")
     client = clients()
     response = client.sign_in(token)
     assert response.status_code == 303 and response.headers["location"] == "/ui/cubes"
@@ -85,10 +75,10 @@ def test_a_wrong_token_is_refused_and_pages_need_a_session(clients: Callable[[],
 
 
 def test_sign_in_without_the_forms_own_token_is_refused(
-    ui_daemon: RunningDaemon, clients: Callable[[], UiClient]
+    lexical_daemon: RunningDaemon, clients: Callable[[], UiClient]
 ) -> None:
     """Login CSRF: a cross-site page cannot sign the browser in as an agent of its choosing."""
-    token = staff_agent(ui_daemon, "login-csrf")
+    token = staff_agent(lexical_daemon, "login-csrf")
     client = clients()
     response = client.http.post("/ui/sign-in", data={"csrf": "guessed", "token": token})
     assert response.status_code == 403
@@ -114,7 +104,7 @@ def test_a_post_without_the_sessions_csrf_token_is_refused_and_changes_nothing(
 
 
 def test_a_foreign_origin_or_host_is_refused_as_the_mcp_endpoint_refuses_it(
-    signed_in: tuple[UiClient, str], ui_daemon: RunningDaemon
+    signed_in: tuple[UiClient, str], lexical_daemon: RunningDaemon
 ) -> None:
     client, _ = signed_in
     cube = f"@{_agent(client)}"
@@ -130,19 +120,19 @@ def test_a_foreign_origin_or_host_is_refused_as_the_mcp_endpoint_refuses_it(
     assert client.http.get("/ui/sign-in", headers={"Host": "evil.example:80"}).status_code == 421
     # The MCP endpoint answers the same Host and Origin the same way.
     mcp = httpx2.post(
-        f"http://127.0.0.1:{ui_daemon.port}/mcp", headers={"Host": "evil.example"}, json={}, timeout=10
+        f"http://127.0.0.1:{lexical_daemon.port}/mcp", headers={"Host": "evil.example"}, json={}, timeout=10
     )
     assert mcp.status_code in (401, 421)
     assert "from evil.example" not in client.get(f"/ui/cubes/{cube}").text
 
 
 def test_another_agents_ids_in_urls_are_404_like_missing_ones(
-    ui_daemon: RunningDaemon, signed_in: tuple[UiClient, str], clients: Callable[[], UiClient]
+    lexical_daemon: RunningDaemon, signed_in: tuple[UiClient, str], clients: Callable[[], UiClient]
 ) -> None:
     """Steps: alice writes a private memory; the signed-in agent asks for it by id and for alice's cube,
     reads and writes; every answer is the 404 a missing id gets, and alice's memory is unchanged."""
     alice = clients()
-    alice.sign_in(staff_agent(ui_daemon, "url-alice"))
+    alice.sign_in(staff_agent(lexical_daemon, "url-alice"))
     secret = alice.add("@url-alice", "url-alice's private PIN is 4821")
     client, _ = signed_in
     missing = client.get("/ui/memories/mem_00000000deadbeef")
@@ -171,21 +161,21 @@ def test_another_agents_ids_in_urls_are_404_like_missing_ones(
 
 
 def test_a_rotated_token_or_a_disabled_agent_ends_the_dashboard_session(
-    ui_daemon: RunningDaemon, clients: Callable[[], UiClient]
+    lexical_daemon: RunningDaemon, clients: Callable[[], UiClient]
 ) -> None:
     for change in (["rotate-token"], ["disable"]):
         name = f"ended-{change[0]}"
         client = clients()
-        client.sign_in(staff_agent(ui_daemon, name))
+        client.sign_in(staff_agent(lexical_daemon, name))
         assert client.get("/ui/cubes").status_code == 200
-        ui_daemon.memos("agent", *change, name)
+        lexical_daemon.memos("agent", *change, name)
         response = client.get("/ui/cubes")
         assert response.status_code == 303 and response.headers["location"] == "/ui/sign-in"
         events = client.http.get("/ui/events", headers={"Accept": "text/event-stream"})
         assert events.status_code == 401
         # The old session id stays dead even after the agent is usable again.
         if change == ["disable"]:
-            ui_daemon.memos("agent", "disable", "--enable", name)
+            lexical_daemon.memos("agent", "disable", "--enable", name)
             assert client.get("/ui/cubes").status_code == 303
 
 
@@ -250,7 +240,7 @@ def test_edits_go_through_the_service_api_and_are_audited(signed_in: tuple[UiCli
 
 
 def test_pages_render_and_report_their_server_time(
-    signed_in: tuple[UiClient, str], ui_daemon: RunningDaemon
+    signed_in: tuple[UiClient, str], lexical_daemon: RunningDaemon
 ) -> None:
     client, _ = signed_in
     cube = f"@{_agent(client)}"
@@ -267,17 +257,17 @@ def test_pages_render_and_report_their_server_time(
     assert '<svg class="bars"' in found and "lexical" in found and "<mark>standup</mark>" in found
     assert '<svg class="chart"' in client.get(f"/ui/cubes/{cube}").text
     health = client.get("/ui/health").text  # an agent's view: no paths, no policy (the owner's admin view)
-    assert "MiB" in health and str(ui_daemon.home) not in health and "policies" not in health
+    assert "MiB" in health and str(lexical_daemon.home) not in health and "policies" not in health
 
 
 def test_the_event_stream_tells_a_page_only_of_changes_it_may_read(
-    ui_daemon: RunningDaemon, clients: Callable[[], UiClient]
+    lexical_daemon: RunningDaemon, clients: Callable[[], UiClient]
 ) -> None:
     """Steps: alice shares her cube with bob; bob opens the stream; carol writes in her private cube, then
     alice in the shared one; the first memory event bob hears is alice's."""
     alice, bob, carol = (clients() for _ in range(3))
     for client, name in ((alice, "live-alice"), (bob, "live-bob"), (carol, "live-carol")):
-        client.sign_in(staff_agent(ui_daemon, name))
+        client.sign_in(staff_agent(lexical_daemon, name))
     alice.post("/ui/cubes/@live-alice/share", {"grantee": "live-bob", "permission": "read"})
     with bob.http.stream("GET", "/ui/events", headers={"Accept": "text/event-stream"}) as stream:
         assert stream.status_code == 200
@@ -307,15 +297,15 @@ def test_the_dashboard_can_be_turned_off(tmp_path: Path) -> None:
 
 
 def test_memos_ui_prints_a_one_time_link_to_the_admin_view(
-    ui_daemon: RunningDaemon, signed_in: tuple[UiClient, str], clients: Callable[[], UiClient]
+    lexical_daemon: RunningDaemon, signed_in: tuple[UiClient, str], clients: Callable[[], UiClient]
 ) -> None:
     """Steps: `memos ui` prints a link; opening it shows a button (fetching it uses nothing up); pressing it
     opens the admin view with every cube, agent and grant; the link does not work twice; agents' pages are
     not the admin's and the admin view is not an agent's; a rejected policy change shows there."""
     agent, _ = signed_in
     private = agent.add(f"@{_agent(agent)}", "an agent's private note")
-    link = ui_daemon.memos("ui").stdout.strip()
-    assert link.startswith(f"http://127.0.0.1:{ui_daemon.port}/ui/admin/sign-in?secret=")
+    link = lexical_daemon.memos("ui").stdout.strip()
+    assert link.startswith(f"http://127.0.0.1:{lexical_daemon.port}/ui/admin/sign-in?secret=")
     owner = clients()
     path = link.removeprefix(owner.base)
     for _ in range(2):  # a link preview or prefetch fetches it; only the button spends it
@@ -335,7 +325,7 @@ def test_memos_ui_prints_a_one_time_link_to_the_admin_view(
     form = again.http.get(path)
     reused = again.http.post("/ui/admin/sign-in", data={"csrf": csrf_of(form.text), "secret": secret})
     assert reused.status_code == 401 and "works once" in reused.text
-    bad = ui_daemon.home / "policies" / "broken.toml"
+    bad = lexical_daemon.home / "policies" / "broken.toml"
     bad.write_text("[[rule]\n", encoding="utf-8")
     try:
         deadline = time.monotonic() + 20
@@ -367,18 +357,18 @@ def test_bad_filters_and_queries_get_a_page_that_names_what_was_wrong(
 
 
 def test_an_open_event_stream_ends_when_the_token_is_rotated(
-    ui_daemon: RunningDaemon, clients: Callable[[], UiClient]
+    lexical_daemon: RunningDaemon, clients: Callable[[], UiClient]
 ) -> None:
     """Steps: bob reads alice's shared cube and listens; bob's token is rotated; alice writes there; bob's
     stream says signed-out instead of telling him of the write, and ends."""
     alice, bob = clients(), clients()
-    alice.sign_in(staff_agent(ui_daemon, "rotated-alice"))
-    bob.sign_in(staff_agent(ui_daemon, "rotated-bob"))
+    alice.sign_in(staff_agent(lexical_daemon, "rotated-alice"))
+    bob.sign_in(staff_agent(lexical_daemon, "rotated-bob"))
     alice.post("/ui/cubes/@rotated-alice/share", {"grantee": "rotated-bob", "permission": "read"})
     with bob.http.stream("GET", "/ui/events", headers={"Accept": "text/event-stream"}) as stream:
         lines = stream.iter_lines()
         assert next(lines).startswith("retry:")
-        ui_daemon.memos("agent", "rotate-token", "rotated-bob")
+        lexical_daemon.memos("agent", "rotate-token", "rotated-bob")
         alice.add("@rotated-alice", "written after bob's token was rotated")
         rest = list(lines)  # the server ends the stream
     events = [line for line in rest if line.startswith("event:")]
@@ -386,14 +376,14 @@ def test_an_open_event_stream_ends_when_the_token_is_rotated(
 
 
 def test_a_reader_gets_the_tools_refusals_for_writes_and_they_are_audited(
-    ui_daemon: RunningDaemon, clients: Callable[[], UiClient]
+    lexical_daemon: RunningDaemon, clients: Callable[[], UiClient]
 ) -> None:
     """Steps: alice lets bob read her cube; bob may read her memory but not correct, delete or supersede
     it, add to the cube or share it: each is the tools' PermissionDenied (403), nothing changes, and alice's
     audit page shows the refusals."""
     alice, bob = clients(), clients()
-    alice.sign_in(staff_agent(ui_daemon, "reader-alice"))
-    bob.sign_in(staff_agent(ui_daemon, "reader-bob"))
+    alice.sign_in(staff_agent(lexical_daemon, "reader-alice"))
+    bob.sign_in(staff_agent(lexical_daemon, "reader-bob"))
     alice.post("/ui/cubes/@reader-alice/share", {"grantee": "reader-bob", "permission": "read"})
     memory = alice.add("@reader-alice", "The printer code is 1234")
     assert "printer code is 1234" in bob.get(f"/ui/memories/{memory}").text
