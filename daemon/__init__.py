@@ -34,6 +34,7 @@ from daemon.instance_lock import InstanceLock
 from daemon.integrity import CheckReport, check_database, repair_database
 from daemon.lifecycle import Services, open_services, open_store_services
 from daemon.links import RELATIONS, LinkChange, LinkedMemory, MemoryLink, Neighbourhood
+from daemon.metrics_history import MinuteStats
 from daemon.models import (
     MEMORY_KINDS,
     AddedMemory,
@@ -115,6 +116,7 @@ __all__ = [
     "MemoryRecord",
     "MemoryVersion",
     "MemosError",
+    "MinuteStats",
     "Neighbourhood",
     "NewMemory",
     "NotFound",

@@ -9,7 +9,7 @@ call of each agent already waiting, however many calls those agents have queued.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import anyio
@@ -21,10 +21,13 @@ class _Waiter:
 
 
 class FairGate:
-    def __init__(self, slots: int) -> None:
+    def __init__(self, slots: int, observe: Callable[[float], None] | None = None) -> None:
+        """`observe`, if given, hears how long each call that completed spent here, waiting included, in
+        seconds (daemon/metrics_history.py charts it for searches)."""
         if slots < 1:
             raise ValueError(f"a gate needs at least one slot, got {slots}")
         self.slots = slots
+        self._observe = observe
         self._busy = 0
         self._waiting: OrderedDict[str, deque[_Waiter]] = OrderedDict()  # the rotation, head first
 
@@ -41,6 +44,7 @@ class FairGate:
     @asynccontextmanager
     async def slot(self, agent: str) -> AsyncIterator[None]:
         """Hold one slot for the block, waiting for the agent's turn if all are busy."""
+        asked = anyio.current_time()
         if self._busy < self.slots and not self._waiting:
             self._busy += 1
         else:
@@ -58,6 +62,8 @@ class FairGate:
             yield
         finally:
             self._release()
+        if self._observe is not None:  # only a call that completed: a failed one's time says nothing
+            self._observe(anyio.current_time() - asked)
 
     def _withdraw(self, agent: str, waiter: _Waiter) -> None:
         queue = self._waiting[agent]

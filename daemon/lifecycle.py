@@ -35,6 +35,7 @@ from daemon.idempotency import Recorder, idempotent
 from daemon.identity import Groups, Identities
 from daemon.links import Links
 from daemon.memories import Memories
+from daemon.metrics_history import MetricsHistory, queue_depths
 from daemon.models import Agent
 from daemon.policy import AccessPolicy
 from daemon.policy_watch import PolicyWatcher
@@ -95,6 +96,7 @@ class Services:
     search: Search
     activity: Activity
     sign_in_links: SignInLinks
+    metrics: MetricsHistory  # search latency and queue depth per minute, for the dashboard's charts
 
     async def idempotent(
         self,
@@ -196,6 +198,8 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
             await tg.start(supervised, "vector backfill", services.vectors.backfill)
             await tg.start(supervised, "entity backfill", services.entities.backfill)
             await tg.start(supervised, "retention", services.retention.run)
+            depths = queue_depths(services.scheduler.snapshot, services.search.gate.waiting)
+            await tg.start(supervised, "metrics history", partial(services.metrics.run, depths))
             if config.backup.interval_hours > 0:
                 backups = partial(
                     scheduled_backups, config.database_path, config.backup_dir,
@@ -222,7 +226,9 @@ def _services(config: Config, store: Store, embedder: Embedder) -> Services:
         store, access, vectors, config.limits, hub, working, settings=settings, redactor=redactor
     )
     reranker = Reranker(config.reranker, model_cache_dir())
-    gate = FairGate(slots=config.storage.read_connections)  # searches beyond this wait, agents taking turns
+    metrics = MetricsHistory()
+    # Searches beyond the slots wait, agents taking turns; each search's time goes to the history.
+    gate = FairGate(slots=config.storage.read_connections, observe=metrics.search_took)
     search = Search(store, memories, vectors, config.limits, config.search, reranker, gate)
     tasks = Tasks(store, access, hub, working, redactor=redactor if config.redaction.enabled else None)
     return Services(
@@ -254,6 +260,7 @@ def _services(config: Config, store: Store, embedder: Embedder) -> Services:
         search=search,
         activity=Activity(store, access),
         sign_in_links=SignInLinks(store),
+        metrics=metrics,
         hub=hub,
         working=working,
         scheduler=scheduler,

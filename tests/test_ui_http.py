@@ -258,6 +258,11 @@ def test_pages_render_and_report_their_server_time(
     assert '<svg class="chart"' in client.get(f"/ui/cubes/{cube}").text
     health = client.get("/ui/health").text  # an agent's view: no paths, no policy (the owner's admin view)
     assert "MiB" in health and str(lexical_daemon.home) not in health and "policies" not in health
+    # The searches above are in this minute's latency, and the queues are sampled: both charts are drawn.
+    latency = health.split('id="latency"', 1)[1].split("</section>", 1)[0]
+    assert "<title>search latency per minute</title>" in latency and re.search(r"p50 [\d.]+ ms", latency)
+    depth = health.split('id="depth"', 1)[1].split("</section>", 1)[0]
+    assert "<title>queue depth per minute</title>" in depth and "searches waiting 0 jobs" in depth
 
 
 def test_the_event_stream_tells_a_page_only_of_changes_it_may_read(
@@ -371,7 +376,7 @@ def test_an_open_event_stream_ends_when_the_token_is_rotated(
         lexical_daemon.memos("agent", "rotate-token", "rotated-bob")
         alice.add("@rotated-alice", "written after bob's token was rotated")
         rest = list(lines)  # the server ends the stream
-    events = [line for line in rest if line.startswith("event:")]
+    events = [line for line in rest if line.startswith("event:") and line != "event: tick"]
     assert events == ["event: signed-out"]
 
 

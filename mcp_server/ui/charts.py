@@ -7,7 +7,7 @@ from datetime import date, timedelta
 
 from markupsafe import Markup, escape
 
-from daemon import DayCount
+from daemon import DayCount, MinuteStats
 
 _SIGNAL_ORDER = ("lexical", "exact", "vector", "context", "episode", "time", "speaker")
 
@@ -82,3 +82,82 @@ def day_chart(days: Sequence[DayCount]) -> Markup:
     parts.append(f'<text x="{pad}" y="12" class="lbl">max {top}/week · total {totals[-1]}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))
+
+
+def _segments(values: Sequence[float | None]) -> list[list[tuple[int, float]]]:
+    """Runs of consecutive known values (a minute without data breaks the line)."""
+    runs: list[list[tuple[int, float]]] = [[]]
+    for i, value in enumerate(values):
+        if value is None:
+            if runs[-1]:
+                runs.append([])
+        else:
+            runs[-1].append((i, value))
+    return [run for run in runs if run]
+
+
+def minute_chart(
+    minutes: Sequence[str], series: Sequence[tuple[str, Sequence[float | None]]], *, unit: str, title: str
+) -> Markup:
+    """Lines over the minutes (oldest left), one per named series, on one scale from 0; a minute without
+    data leaves a gap. `minutes` are ISO minutes ("2026-12-02T01:45Z")."""
+    known = [v for _, values in series for v in values if v is not None]
+    if not minutes or not known:
+        return Markup(f'<p class="muted">No {escape(title)} yet.</p>')
+    w, h, pad, top_pad = 640, 150, 36, 22
+    top = max(known) or 1.0
+    step = (w - 2 * pad) / max(len(minutes) - 1, 1)
+
+    def x(i: int) -> float:
+        return pad + i * step
+
+    def y(value: float) -> float:
+        return h - (h - top_pad) * value / top
+
+    parts = [
+        f'<svg class="chart minutes" role="img" viewBox="0 0 {w} {h + 24}" preserveAspectRatio="xMidYMid meet">'
+        f"<title>{escape(title)}</title>"
+        f'<line x1="{pad}" y1="{h}" x2="{w - pad}" y2="{h}" class="axis"/>'
+        f'<line x1="{pad}" y1="{y(top):.1f}" x2="{w - pad}" y2="{y(top):.1f}" class="grid"/>'
+    ]
+    legend_x = pad
+    for n, (name, values) in enumerate(series):
+        cls = f"s{n}"
+        for run in _segments(values):
+            if len(run) == 1:
+                i, value = run[0]
+                parts.append(f'<circle cx="{x(i):.1f}" cy="{y(value):.1f}" r="2.5" class="dot {cls}"/>')
+            else:
+                points = " ".join(f"{x(i):.1f},{y(value):.1f}" for i, value in run)
+                parts.append(f'<polyline points="{points}" class="line {cls}"/>')
+        last = next((v for v in reversed(values) if v is not None), None)
+        label = f"{name} {last:g} {unit}" if last is not None else f"{name} —"
+        parts.append(
+            f'<rect x="{legend_x}" y="5" width="10" height="3" class="key {cls}"/>'
+            f'<text x="{legend_x + 14}" y="10" class="lbl">{escape(label)}</text>'
+        )
+        legend_x += 14 + 7 * len(label) + 16
+    parts.append(f'<text x="{w - pad}" y="{y(top) - 3:.1f}" class="lbl end">{top:g} {escape(unit)}</text>')
+    parts.append(f'<text x="{pad}" y="{h + 18}" class="lbl">{escape(minutes[0][11:16])} UTC</text>')
+    parts.append(f'<text x="{w - pad}" y="{h + 18}" class="lbl end">{escape(minutes[-1][11:16])}</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def latency_chart(history: Sequence[MinuteStats]) -> Markup:
+    """Search latency per minute: p50 and p99, in milliseconds."""
+    return minute_chart(
+        [m.minute for m in history],
+        [("p50", [m.p50_ms for m in history]), ("p99", [m.p99_ms for m in history])],
+        unit="ms", title="search latency per minute",
+    )  # fmt: skip
+
+
+def queue_chart(history: Sequence[MinuteStats]) -> Markup:
+    """The deepest each queue was in each minute."""
+    names = sorted({name for m in history for name in m.queued})
+    return minute_chart(
+        [m.minute for m in history],
+        [(name, [float(m.queued.get(name, 0)) for m in history]) for name in names],
+        unit="jobs", title="queue depth per minute",
+    )  # fmt: skip

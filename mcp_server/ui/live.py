@@ -22,7 +22,9 @@ from daemon import Change, CubesChanged, MemoryChanged, PackReady, Services, Tas
 from mcp_server.ui.sessions import COOKIE, UiSession, UiSessions
 
 log = logging.getLogger(__name__)
-KEEPALIVE_S = 15.0
+TICK_S = (
+    5.0  # a quiet stream sends a tick this often: it keeps the connection open and the health page current
+)
 _BUFFER = 256  # events a slow page may fall behind by; beyond that it misses some (it refreshes anyway)
 
 
@@ -58,7 +60,7 @@ class UiLive:
                 yield "retry: 3000\n\n"
                 while True:
                     change: Change | None = None
-                    with anyio.move_on_after(KEEPALIVE_S):
+                    with anyio.move_on_after(TICK_S):
                         try:
                             change = await receive.receive()
                         except anyio.EndOfStream:
@@ -68,7 +70,7 @@ class UiLive:
                         yield "event: signed-out\ndata: {}\n\n"
                         return
                     if change is None:
-                        yield ": keep-alive\n\n"
+                        yield "event: tick\ndata: {}\n\n"
                         continue
                     message = await self._message(current, change)
                     if message is not None:

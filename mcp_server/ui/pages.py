@@ -163,6 +163,7 @@ class Pages:
             embedder=services.embedder.state, embedder_problem=getattr(services.embedder, "problem", None),
             model=config.embedder.model, storage=storage_facts(config.database_path, config.backup_dir),
             backup_every=config.backup.interval_hours, queues=services.scheduler.snapshot(),
+            history=services.metrics.history(), live="health",
         )  # fmt: skip
 
     async def admin(self, request: Request, session: UiSession) -> Response:

@@ -57,7 +57,10 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.globals.update(prefix=PREFIX, signal_bars=charts.signal_bars, day_chart=charts.day_chart)
+    env.globals.update(
+        prefix=PREFIX, signal_bars=charts.signal_bars, day_chart=charts.day_chart,
+        latency_chart=charts.latency_chart, queue_chart=charts.queue_chart,
+    )  # fmt: skip
     env.filters["when"] = lambda iso: (iso or "")[:19].replace("T", " ")
     return env
 

@@ -36,5 +36,6 @@
     if (live === "cubes" || live.indexOf("cube:") === 0) refresh();
   });
   events.addEventListener("task", function () { if (live === "tasks") refresh(); });
+  events.addEventListener("tick", function () { if (live === "health") refresh(); });
   events.addEventListener("signed-out", function () { events.close(); location.href = prefix + "/sign-in"; });
 })();
