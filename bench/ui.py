@@ -9,25 +9,38 @@ database served by memosd without a model (the pages do not depend on it; search
 asked once (the first time: cold) and then `--repeats` times; the table shows the first, the median and
 the slowest, in milliseconds of server time (the handler from the request arriving to the response being ready). The target is 200 ms.
 Written to bench/results/ui.md.
+
+    python bench/ui.py --home COPY [--model DIR|none]
+
+measures instead a database filled by `bench/seed.py` (e.g. a `cp -a` of
+/work/bench-cache/load-db/many-matches-100000: bench/ui.py copies it once more and never changes the one it
+is given): the agent `bench` and its cube `@bench`, searched with that corpus's questions, with the model by
+default (hybrid search, as people use it). Each row also gives memosd's CPU time per request (user + system,
+all threads, from /proc), which a busy machine inflates far less than the wall clock, and for search the
+part of the page's time that `memory_search` itself took (the page's `Server-Timing: search;dur=`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
+import shutil
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote_plus
 
 import httpx2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.corpus import memories
+from bench.client import DEFAULT_MODEL
+from bench.corpus import memories, note_queries
 from bench.report import RESULTS, Row, load_average, machine, table
 from tests.conftest import free_port, memos_at, start_daemon, stop_daemon, write_config
 
@@ -57,20 +70,43 @@ def seed(path: Path, start: int, count: int) -> None:
             out.write(json.dumps(record) + "\n")
 
 
+def timings(response: httpx2.Response) -> dict[str, float]:
+    """The parts of the response's `Server-Timing` header: app (the whole page), search (its search)."""
+    assert response.status_code == 200, (response.status_code, response.text[:300])
+    found = dict(re.findall(r"(\w+);dur=([\d.]+)", response.headers.get("server-timing", "")))
+    assert "app" in found, response.headers
+    return {name: float(value) for name, value in found.items()}
+
+
 def server_ms(response: httpx2.Response) -> float:
-    found = re.fullmatch(r"app;dur=([\d.]+)", response.headers.get("server-timing", ""))
-    assert response.status_code == 200 and found, (response.status_code, response.text[:300])
-    return float(found.group(1))
+    return timings(response)["app"]
 
 
-def measure(http: httpx2.Client, pages: dict[str, str], repeats: int) -> list[Row]:
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(http: httpx2.Client, pages: dict[str, str], repeats: int, pid: int | None = None) -> list[Row]:
     rows = []
     for name, path in pages.items():
         first = server_ms(http.get(path))  # cold: the chart's first count of the cube, caches, templates
-        times = [server_ms(http.get(path)) for _ in range(repeats)]
-        rows.append(
-            {"page": name, "first ms": first, "median ms": statistics.median(times), "max ms": max(times)}
-        )
+        before = cpu_s(pid) if pid else 0.0
+        measured = [timings(http.get(path)) for _ in range(repeats)]
+        cpu = (cpu_s(pid) - before) * 1000 / repeats if pid else None
+        times = [t["app"] for t in measured]
+        row: Row = {
+            "page": name,
+            "first ms": first,
+            "median ms": statistics.median(times),
+            "max ms": max(times),
+        }
+        if pid:
+            row["memosd CPU ms"] = cpu
+            searched = [t["search"] for t in measured if "search" in t]
+            row["of which search, median ms"] = statistics.median(searched) if searched else None
+        rows.append(row)
     return rows
 
 
@@ -81,11 +117,78 @@ def sign_in(http: httpx2.Client, token: str) -> None:
     assert http.post("/ui/sign-in", data={"csrf": csrf.group(1), "token": token}).status_code == 303
 
 
+def seeded_home(given: Path, model: str, repeats: int) -> list[str]:
+    """Measure a `bench/seed.py` database (a copy of it): its size, its cube `@bench`, its corpus's questions."""
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        shutil.copytree(given, home, symlinks=True)
+        (home / "data" / "memos.db.lock").unlink(missing_ok=True)
+        port = free_port()
+        config = write_config(home, port=port, model=model)
+        token = (home / "token").read_text(encoding="utf-8").strip()
+        size = int((home / "loaded").read_text().strip()) if (home / "loaded").exists() else 0
+        daemon = start_daemon(config, home, port)
+        try:
+            with httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+                sign_in(http, token)
+                deadline = time.monotonic() + 120
+                while model != "none" and "pill ok" not in http.get("/ui/health").text:
+                    assert time.monotonic() < deadline, "the model never became ready"
+                    time.sleep(0.5)
+                cold = http.get("/ui/cubes/@bench")
+                cursor = re.search(r"cursor=(c\d+)", cold.text)
+                memory = re.search(r"/ui/memories/(mem_\w+)", cold.text)
+                assert memory, cold.text[:500]
+                asked = note_queries(2)
+                mode = "lexical" if model == "none" else "hybrid"
+                pages = {
+                    "cubes": "/ui/cubes",
+                    "cube (first page, chart, members)": "/ui/cubes/@bench",
+                    "cube, next page": f"/ui/cubes/@bench?cursor={cursor.group(1) if cursor else ''}",
+                    "cube, kind = procedure (none: 5,000 looked at)": "/ui/cubes/@bench?kind=procedure",
+                    "cube, with deleted and superseded": "/ui/cubes/@bench?show=deleted&show=superseded",
+                    "memory (history, links)": f"/ui/memories/{memory.group(1)}",
+                    f"search ({mode}): {asked[0]}": f"/ui/search?q={quote_plus(asked[0])}",
+                    f"search ({mode}): {asked[1]}": f"/ui/search?q={quote_plus(asked[1])}",
+                    "search (lexical): decided review service": "/ui/search?q=decided+review+service&mode=lexical",
+                    "tasks": "/ui/tasks",
+                    "audit": "/ui/audit",
+                    "health (with the charts)": "/ui/health",
+                }
+                rows = measure(http, pages, repeats, daemon.process.pid)
+                rows.insert(
+                    0,
+                    {"page": "cube, first view after start", "first ms": server_ms(cold), "median ms": None,
+                     "max ms": None, "memosd CPU ms": None, "of which search, median ms": None},
+                )  # fmt: skip
+        finally:
+            stop_daemon(daemon)
+    worst = max(row["median ms"] or 0.0 for row in rows)
+    return [
+        f"## {size:,} memories (`bench/seed.py`, {given.name}), model: {'none' if model == 'none' else 'MiniLM'}",
+        "",
+        table(rows),
+        "",
+        f"Slowest median: {worst:.1f} ms (target {TARGET_MS:.0f} ms); load average {load_average()}.",
+        "",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--home", type=Path, help="a bench/seed.py home to measure (copied, never changed)")
+    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="with --home: a model dir, or none")
     args = parser.parse_args()
+    if args.home:
+        report = [f"Machine: {machine()}", "", *seeded_home(args.home, args.model, args.repeats)]
+        print("\n".join(report))
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "ui-seeded.md").write_text(
+            "# Dashboard server time\n\n" + "\n".join(report), encoding="utf-8"
+        )
+        return
     report = [f"Machine: {machine()}", ""]
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)

@@ -373,6 +373,22 @@ class Memories:
             next_cursor=next_cursor,
         )
 
+    async def deletion_reasons(self, agent: Agent, memory_ids: list[str]) -> dict[str, str]:
+        """Why each of these deleted memories was deleted ("retention: …" when retention archived it), for
+        those the agent may read; ids it may not read, and memories not deleted, are left out."""
+        if not memory_ids:
+            return {}
+        async with self._store.read() as conn:
+            refs = await self._access.readable_cubes(conn, agent)
+            if not refs:
+                return {}
+            rows = await conn.rows(
+                f"SELECT id, deleted_reason FROM memories WHERE id IN ({placeholders(len(memory_ids))})"
+                f" AND cube_id IN ({placeholders(len(refs))}) AND deleted_at IS NOT NULL",
+                [*memory_ids, *(ref.id for ref in refs)],
+            )
+        return {row["id"]: row["deleted_reason"] or "deleted" for row in rows}
+
     @staticmethod
     async def _scan_floor(
         conn: Connection, cube_id: int, before: int | None, scan_limit: int

@@ -251,7 +251,10 @@ def test_pages_render_and_report_their_server_time(
     ):  # fmt: skip
         response = client.get(path)
         assert response.status_code == 200, (path, response.text[:300])
-        assert re.fullmatch(r"app;dur=\d+(\.\d+)?", response.headers["server-timing"]), path
+        assert re.fullmatch(
+            r"app;dur=\d+(\.\d+)?(, search;dur=\d+(\.\d+)?)?", response.headers["server-timing"]
+        ), path
+        assert ("search;dur=" in response.headers["server-timing"]) == path.startswith("/ui/search"), path
         assert "Content-Security-Policy" in response.headers
     found = client.get("/ui/search", q="standup").text
     assert '<svg class="bars"' in found and "lexical" in found and "<mark>standup</mark>" in found
@@ -408,3 +411,30 @@ def test_a_reader_gets_the_tools_refusals_for_writes_and_they_are_audited(
         assert time.monotonic() < deadline, audit
         time.sleep(0.2)
     assert "<td>reader-bob</td>" in audit
+
+
+def test_archived_memories_are_told_apart_from_deleted_ones_and_can_be_restored(
+    lexical_daemon: RunningDaemon, signed_in: tuple[UiClient, str]
+) -> None:
+    """Steps: the agent keeps only its newest memory (max_count 1) and writes three; it deletes one;
+    `memos cube retention` archives the oldest; the cube page's deleted-and-archived view tells the two
+    apart, the archived memory's page says why, and restoring it brings it back as current."""
+    client, _ = signed_in
+    name = _agent(client)
+    cube = f"@{name}"
+    lexical_daemon.memos("cube", "configure", cube, "--agent", name, "--max-count", "1")
+    oldest = client.add(cube, "The first office was in Leeds")
+    deleted = client.add(cube, "The second office was in York")
+    client.add(cube, "The office is in Manchester now")
+    assert client.post(f"/ui/memories/{deleted}/delete", {}).status_code == 303
+    lexical_daemon.memos("cube", "retention", cube)
+    listing = client.get(f"/ui/cubes/{cube}", show="deleted").text
+    rows = {m: listing.split(f"/ui/memories/{m}", 1)[1].split("</tr>", 1)[0] for m in (oldest, deleted)}
+    assert ">archived</span>" in rows[oldest] and "beyond the newest max_count 1" in rows[oldest]
+    assert "deleted" in rows[deleted] and "archived" not in rows[deleted]
+    page = client.get(f"/ui/memories/{oldest}").text
+    assert 'id="archived"' in page and "beyond the newest max_count 1" in page
+    assert 'id="archived"' not in client.get(f"/ui/memories/{deleted}").text
+    assert client.post(f"/ui/memories/{oldest}/restore", {}).status_code == 303
+    assert "pill ok" in client.get(f"/ui/memories/{oldest}").text
+    assert "The first office was in Leeds" in client.get(f"/ui/cubes/{cube}").text

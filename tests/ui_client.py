@@ -32,7 +32,8 @@ class UiClient:
         return self.http.post("/ui/sign-in", data={"csrf": csrf_of(form.text), "token": token})
 
     def get(self, path: str, **params: Any) -> httpx2.Response:
-        return self.http.get(path, params=params)
+        # Without params, keep the path's own query string (httpx would replace it with an empty one).
+        return self.http.get(path, params=params or None)
 
     def post(self, path: str, data: dict[str, str], *, csrf_from: str = "/ui/cubes") -> httpx2.Response:
         """POST a form with the CSRF token of the session (read from a page, as a browser's form carries)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import time
 from typing import Any
 
 from markupsafe import Markup, escape
@@ -91,12 +92,14 @@ class Pages:
             cursor=_arg(request, "cursor"),
             scan_limit=SCAN_LIMIT,
         )
+        gone = [m.id for m in page.memories if m.deleted_at]
+        reasons = await self.services.memories.deletion_reasons(agent, gone) if gone else {}
         timeline = await self.services.activity.timeline(agent, name)
         pairs = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor" and v]
         return self.ui.render(
             request, "cube.html", session, cube=about, members=members, page=page, timeline=timeline,
             kinds=MEMORY_KINDS, filters=dict(pairs), pairs=pairs, show=show, page_size=PAGE_SIZE,
-            scan_limit=SCAN_LIMIT, live=f"cube:{name}",
+            scan_limit=SCAN_LIMIT, reasons=reasons, live=f"cube:{name}",
         )  # fmt: skip
 
     async def memory(self, request: Request, session: UiSession) -> Response:
@@ -105,9 +108,13 @@ class Pages:
         versions = await self.services.memories.history(agent, memory_id)
         supersedes = await self.services.memories.predecessors(agent, memory_id)
         around = await self.services.links.neighbourhood(agent, memory_id)
+        reasons = (
+            await self.services.memories.deletion_reasons(agent, [memory.id]) if memory.deleted_at else {}
+        )
         return self.ui.render(
             request, "memory.html", session, memory=memory, versions=_diffs(versions),
-            supersedes=supersedes, around=around, kinds=MEMORY_KINDS, live=f"memory:{memory.id}",
+            supersedes=supersedes, around=around, kinds=MEMORY_KINDS, reason=reasons.get(memory.id),
+            live=f"memory:{memory.id}",
         )  # fmt: skip
 
     async def search(self, request: Request, session: UiSession) -> Response:
@@ -115,8 +122,10 @@ class Pages:
         cube, mode = _arg(request, "cube"), _arg(request, "mode")
         if mode not in (None, "hybrid", "lexical", "vector"):  # the tool's argument model checks this
             raise InvalidInput(f"mode {mode!r} is not one of: hybrid, lexical, vector")
-        cubes = await self.services.cubes.list(session.acting)
+        cubes = await self.services.cubes.readable(session.acting)  # names only: counts cost a scan each
+        searched_s = 0.0
         if query:
+            started = time.perf_counter()
             results = await self.services.search.search(
                 session.acting,
                 SearchQuery(
@@ -127,10 +136,14 @@ class Pages:
                     include_superseded=bool(_arg(request, "superseded")),
                 ),
             )
-        return self.ui.render(
+            searched_s = time.perf_counter() - started
+        response = self.ui.render(
             request, "search.html", session, query=query or "", cube=cube, cubes=cubes, results=results,
             mode=mode or "hybrid",
         )  # fmt: skip
+        if query:  # what of the page's server time is memory_search's own (bench/ui.py reports both)
+            response.headers["Server-Timing"] = f"search;dur={searched_s * 1000:.1f}"
+        return response
 
     async def tasks(self, request: Request, session: UiSession) -> Response:
         page = await self.services.tasks.list(session.acting, _arg(request, "status"))

@@ -90,7 +90,10 @@ class UiContext:
         async def endpoint(request: Request) -> Response:
             started = time.perf_counter()
             response = await self._checked(request, handler, signed_in, admin)
-            response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
+            parts = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
+            if "Server-Timing" in response.headers:  # a page's own parts (search: the service call's time)
+                parts += ", " + response.headers["Server-Timing"]
+            response.headers["Server-Timing"] = parts
             response.headers["Cache-Control"] = "no-store"
             response.headers["X-Frame-Options"] = "DENY"
             response.headers["Content-Security-Policy"] = (
