@@ -373,7 +373,7 @@ class Memories:
             next_cursor=next_cursor,
         )
 
-    async def deletion_reasons(self, agent: Agent, memory_ids: list[str]) -> dict[str, str]:
+    async def deletion_reasons(self, agent: Agent, memory_ids: builtins.list[str]) -> dict[str, str]:
         """Why each of these deleted memories was deleted ("retention: …" when retention archived it), for
         those the agent may read; ids it may not read, and memories not deleted, are left out."""
         if not memory_ids:
