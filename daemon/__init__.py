@@ -33,7 +33,7 @@ from daemon.import_sources import DEFAULT_KIND, FORMATS, Source
 from daemon.instance_lock import InstanceLock
 from daemon.integrity import CheckReport, check_database, repair_database
 from daemon.lifecycle import Services, open_services, open_store_services
-from daemon.links import RELATIONS, LinkChange, LinkedMemory, MemoryLink, Neighbourhood
+from daemon.links import RELATIONS, LinkChange, LinkedMemory, MemoryLink, Neighbourhood, SharedEntity
 from daemon.metrics_history import MinuteStats
 from daemon.models import (
     MEMORY_KINDS,
@@ -134,6 +134,7 @@ __all__ = [
     "ServerConfig",
     "Services",
     "SetupRecord",
+    "SharedEntity",
     "Similar",
     "Source",
     "StatusReporter",

@@ -15,7 +15,7 @@ from typing import Literal
 import msgspec
 
 from daemon.audit import Audit
-from daemon.entities import entities_of_memory
+from daemon.entities import entities_of_memory, frequencies
 from daemon.errors import Conflict, InvalidInput, shown
 from daemon.events import ChangeHub, MemoryChanged
 from daemon.idempotency import Recorder
@@ -30,6 +30,7 @@ RELATIONS: tuple[str, ...] = ("about", "derived_from", "part_of", "follows", "co
 SUPERSEDES = "supersedes"  # shown beside the links, read from memories.superseded_by
 MAX_DEPTH = 2
 MAX_NODES = 200  # a neighbourhood stops growing here (a hub at depth 1 would otherwise bring thousands)
+SHARED_LISTED = 200  # an entity held by more memories than this is shown with its count only
 
 
 class _Wire(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -89,6 +90,14 @@ class Neighbourhood(_Wire):
     nodes: list[Node]
     links: list[Edge]
     truncated: bool = False  # more memories are within reach than MAX_NODES
+
+
+class SharedEntity(_Wire):
+    """An entity a memory mentions and other memories the reader may read mention too."""
+
+    entity: str
+    holders: int  # memories of the reader's cubes that mention it, this one included
+    memories: list[Node]  # the newest few of the others (none listed when holders > SHARED_LISTED)
 
 
 def check_relation(relation: str, *, field: str = "relation") -> str:
@@ -203,6 +212,38 @@ class Links:
         async with self._store.read() as conn:
             entities = await entities_of_memory(conn, memory.id)
         return LinkedMemory(**msgspec.structs.asdict(memory), links=links, entities=entities)
+
+    async def shared_entities(self, agent: Agent, memory_id: str, per_entity: int = 5) -> list[SharedEntity]:
+        """The other side of a memory's neighbourhood: memories that mention the same names, numbers, dates
+        or titles (daemon/entities.py), in cubes the agent may read; rarest entity first, live memories only."""
+        memory_id = check_memory_id(memory_id)
+        async with self._store.read() as conn:
+            await self._memories.row(conn, agent, memory_id, "read", "memory_neighbourhood")
+            entities = await entities_of_memory(conn, memory_id)
+            cube_ids = [ref.id for ref in await self._access.readable_cubes(conn, agent)]
+            counts = await frequencies(conn, cube_ids, entities)
+            shared = []
+            for entity in sorted(entities, key=lambda e: (counts.get(e, 0), e)):
+                holders = counts.get(entity, 0)
+                if holders < 2:
+                    continue
+                rows = (
+                    await conn.rows(
+                        "SELECT m.id, c.name AS cube, m.kind, m.content FROM memory_entities e"
+                        " JOIN memories m ON m.seq = e.seq JOIN cubes c ON c.id = m.cube_id"
+                        f" WHERE e.cube_id IN ({placeholders(len(cube_ids))}) AND e.entity = ? AND m.id != ?"
+                        " AND m.deleted_at IS NULL ORDER BY e.seq DESC LIMIT ?",
+                        [*cube_ids, entity, memory_id, per_entity],
+                    )
+                    if holders <= SHARED_LISTED
+                    else []
+                )
+                nodes = [
+                    Node(id=r["id"], cube=r["cube"], kind=r["kind"], content=r["content"], depth=1)
+                    for r in rows
+                ]
+                shared.append(SharedEntity(entity=entity, holders=holders, memories=nodes))
+        return shared
 
     async def links_of(self, agent: Agent, memory_id: str) -> list[MemoryLink]:
         """The memory's links (and supersessions) whose other end the agent may read: outgoing first."""

@@ -438,3 +438,25 @@ def test_archived_memories_are_told_apart_from_deleted_ones_and_can_be_restored(
     assert client.post(f"/ui/memories/{oldest}/restore", {}).status_code == 303
     assert "pill ok" in client.get(f"/ui/memories/{oldest}").text
     assert "The first office was in Leeds" in client.get(f"/ui/cubes/{cube}").text
+
+
+def test_a_memorys_neighbourhood_shows_memories_that_mention_the_same_names_it_may_read(
+    lexical_daemon: RunningDaemon, signed_in: tuple[UiClient, str], clients: Callable[[], UiClient]
+) -> None:
+    """Steps: the agent writes three memories naming Priya Raman or the Osprey budget; another agent writes
+    one naming both in its private cube; the first memory's page lists the agent's own two under each
+    shared name, and nothing of the other agent's."""
+    client, _ = signed_in
+    cube = f"@{_agent(client)}"
+    other = clients()
+    other.sign_in(staff_agent(lexical_daemon, "entity-neighbour"))
+    other.add("@entity-neighbour", "Secretly Priya Raman doubled the Osprey budget to 9100")
+    centre = client.add(cube, "Yesterday Priya Raman approved the Osprey budget of 4500")
+    client.add(cube, "On Monday Priya Raman asked for the design review notes")
+    client.add(cube, "Finance moved the Osprey budget review to Thursday")
+    shared = client.get(f"/ui/memories/{centre}").text.split('id="shared"', 1)[1].split("</section>", 1)[0]
+    people = shared.split('<span class="tag">priya raman</span>', 1)[1].split("</li></ul>", 1)[0]
+    assert "design review notes" in people and "in 2 memories" in people
+    project = shared.split('<span class="tag">osprey</span>', 1)[1].split("</li></ul>", 1)[0]
+    assert "moved the Osprey budget review" in project
+    assert "Secretly" not in shared and "9100" not in shared

@@ -108,12 +108,13 @@ class Pages:
         versions = await self.services.memories.history(agent, memory_id)
         supersedes = await self.services.memories.predecessors(agent, memory_id)
         around = await self.services.links.neighbourhood(agent, memory_id)
+        shared = await self.services.links.shared_entities(agent, memory_id)
         reasons = (
             await self.services.memories.deletion_reasons(agent, [memory.id]) if memory.deleted_at else {}
         )
         return self.ui.render(
             request, "memory.html", session, memory=memory, versions=_diffs(versions),
-            supersedes=supersedes, around=around, kinds=MEMORY_KINDS, reason=reasons.get(memory.id),
+            supersedes=supersedes, around=around, shared=shared, kinds=MEMORY_KINDS, reason=reasons.get(memory.id),
             live=f"memory:{memory.id}",
         )  # fmt: skip
 
