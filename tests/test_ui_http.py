@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from tests.conftest import RunningDaemon, free_port, start_daemon, stop_daemon, write_config
+from tests.conftest import RunningDaemon, free_port, mcp_client, start_daemon, stop_daemon, write_config
 from tests.ui_client import UiClient, csrf_of, staff_agent
 
 
@@ -93,14 +93,18 @@ def test_a_post_without_the_sessions_csrf_token_is_refused_and_changes_nothing(
     memory = client.add(cube, "The deploy window is Thursday at 14:00")
     for csrf in (None, "", "forged-token"):
         data = {"content": "changed by a forged form"} | ({"csrf": csrf} if csrf is not None else {})
-        for path in (f"/ui/memories/{memory}/edit", f"/ui/memories/{memory}/delete"):
-            response = client.http.post(path, data=data)
+        for path in (
+            f"/ui/memories/{memory}/edit", f"/ui/memories/{memory}/delete", f"/ui/memories/{memory}/restore",
+            f"/ui/memories/{memory}/supersede", f"/ui/cubes/{cube}/memories", f"/ui/cubes/{cube}/share",
+            f"/ui/cubes/{cube}/unshare", "/ui/sign-out",
+        ):  # fmt: skip
+            response = client.http.post(path, data={**data, "grantee": "*", "permission": "read"})
             assert response.status_code == 403, (path, csrf)
-        response = client.http.post(f"/ui/cubes/{cube}/memories", data=data)
-        assert response.status_code == 403
     page = client.get(f"/ui/memories/{memory}").text
     assert "Thursday at 14:00" in page and "forged" not in page and "pill ok" in page
-    assert "forged" not in client.get(f"/ui/cubes/{cube}").text
+    listing = client.get(f"/ui/cubes/{cube}")
+    assert listing.status_code == 200 and "forged" not in listing.text  # still signed in
+    assert "cube_share by" not in listing.text  # the forged share changed nothing
 
 
 def test_a_foreign_origin_or_host_is_refused_as_the_mcp_endpoint_refuses_it(
@@ -167,10 +171,19 @@ def test_a_rotated_token_or_a_disabled_agent_ends_the_dashboard_session(
         name = f"ended-{change[0]}"
         client = clients()
         client.sign_in(staff_agent(lexical_daemon, name))
-        assert client.get("/ui/cubes").status_code == 200
-        lexical_daemon.memos("agent", *change, name)
+        memory = client.add(f"@{name}", "The spare key is in the blue box")
+        csrf = csrf_of(client.get(f"/ui/memories/{memory}").text)
+        changed = lexical_daemon.memos("agent", *change, name).stdout
         response = client.get("/ui/cubes")
         assert response.status_code == 303 and response.headers["location"] == "/ui/sign-in"
+        # The old cookie with its form's CSRF token changes nothing either.
+        for path in (f"/ui/memories/{memory}/edit", f"/ui/memories/{memory}/delete"):
+            posted = client.http.post(path, data={"csrf": csrf, "content": "The key is gone"})
+            assert posted.status_code == 303 and posted.headers["location"] == "/ui/sign-in", path
+        if change == ["rotate-token"]:  # the new token sees the memory as it was
+            fresh = clients()
+            assert fresh.sign_in(changed.strip().splitlines()[-1]).status_code == 303
+            assert "pill ok" in (page := fresh.get(f"/ui/memories/{memory}").text) and "blue box" in page
         events = client.http.get("/ui/events", headers={"Accept": "text/event-stream"})
         assert events.status_code == 401
         # The old session id stays dead even after the agent is usable again.
@@ -460,3 +473,26 @@ def test_a_memorys_neighbourhood_shows_memories_that_mention_the_same_names_it_m
     project = shared.split('<span class="tag">osprey</span>', 1)[1].split("</li></ul>", 1)[0]
     assert "moved the Osprey budget review" in project
     assert "Secretly" not in shared and "9100" not in shared
+
+
+@pytest.mark.anyio
+async def test_another_agents_task_in_a_url_is_404_like_a_missing_one(
+    lexical_daemon: RunningDaemon, clients: Callable[[], UiClient]
+) -> None:
+    """Steps: task-alice hands task-bob a task over MCP; bob sees it on his tasks page; task-carol asks for its
+    page by id and gets the page a made-up id gets, and her tasks page does not list it."""
+    tokens = {name: staff_agent(lexical_daemon, name) for name in ("task-alice", "task-bob", "task-carol")}
+    async with mcp_client(lexical_daemon.url, tokens["task-alice"]) as mcp:
+        result = await mcp.call_tool(
+            "task_handoff", {"to_agent": "task-bob", "title": "Renew the TLS certificate for billing"}
+        )
+        assert not result.is_error, result.content
+        task_id = result.structured_content["id"]  # type: ignore[index]
+    bob, carol = clients(), clients()
+    bob.sign_in(tokens["task-bob"])
+    carol.sign_in(tokens["task-carol"])
+    assert "Renew the TLS certificate" in bob.get(f"/ui/tasks/{task_id}").text
+    theirs, missing = carol.get(f"/ui/tasks/{task_id}"), carol.get("/ui/tasks/task_00000000deadbeef")
+    assert theirs.status_code == missing.status_code == 404
+    assert "TLS" not in theirs.text and "TLS" not in carol.get("/ui/tasks").text
+    assert re.sub(r"task_\w+", "ID", theirs.text) == re.sub(r"task_\w+", "ID", missing.text)
