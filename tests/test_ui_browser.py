@@ -12,7 +12,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from selenium.common.exceptions import StaleElementReferenceException, TimeoutEx
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.conftest import RunningDaemon, mcp_client
 from tests.ui_client import UiClient, staff_agent
@@ -116,6 +116,28 @@ def sign_in(driver: WebDriver, port: int, token: str) -> None:
     WebDriverWait(driver, 10).until(lambda d: d.current_url.endswith("/ui/cubes"))
 
 
+def wait_until(driver: WebDriver, check: Callable[[], bool], timeout: float = 30) -> None:
+    WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda _: check()
+    )
+
+
+def task_row(driver: WebDriver, title: str) -> str:
+    return next((r.text for r in driver.find_elements(By.CSS_SELECTOR, "#tasks tr") if title in r.text), "")
+
+
+def searches_charted(driver: WebDriver) -> int:
+    found = re.search(r"(\d+) searches", driver.find_element(By.ID, "latency").text)
+    return int(found.group(1)) if found else 0
+
+
+def column(driver: WebDriver, n: int) -> set[str]:
+    """The texts of the n-th column (1-based) of the cube page's memories."""
+    cells = driver.find_elements(By.CSS_SELECTOR, f"#memories tbody tr td:nth-child({n})")
+    assert cells, "no memories listed"
+    return {cell.text for cell in cells}
+
+
 def wait_for_text(driver: WebDriver, text: str, present: bool = True, timeout: float = 20) -> None:
     try:
         WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(
@@ -142,9 +164,18 @@ def test_sign_in_browse_and_search_shows_why_each_result_matched(
     browser.find_element(By.ID, "next").click()
     wait_for_text(browser, "Older")
     assert "cursor=" in browser.current_url
-    browser.get(f"http://127.0.0.1:{daemon.port}/ui/cubes/team?kind=procedure")
-    kinds = {e.text for e in browser.find_elements(By.CSS_SELECTOR, "#memories .kind")}
-    assert kinds == {"procedure"}
+    filters = browser.find_element(By.ID, "filters")  # the filter form, as a person uses it
+    Select(filters.find_element(By.NAME, "kind")).select_by_visible_text("procedure")
+    filters.find_element(By.CSS_SELECTOR, "button").click()
+    WebDriverWait(browser, 10).until(lambda d: "kind=procedure" in d.current_url)
+    assert column(browser, 2) == {"procedure"}
+    browser.get(f"http://127.0.0.1:{daemon.port}/ui/cubes/team?tag=incident")
+    assert {"incident"} == {t for row in column(browser, 3) for t in row.split()}
+    browser.get(f"http://127.0.0.1:{daemon.port}/ui/cubes/team?agent=bob")
+    assert column(browser, 4) == {"bob"}
+    browser.get(f"http://127.0.0.1:{daemon.port}/ui/cubes/team?since=2026-10-01&until=2026-10-15")
+    days = {when[:10] for when in column(browser, 5)}
+    assert days and all("2026-10-01" <= day < "2026-10-15" for day in days), days
     browser.get(f"http://127.0.0.1:{daemon.port}/ui/cubes/team")
     shoot(browser, shots, "cube")
 
@@ -162,24 +193,29 @@ def test_sign_in_browse_and_search_shows_why_each_result_matched(
     shoot(browser, shots, "search")
 
 
-def test_editing_a_memory_shows_the_change_in_its_history(
+@pytest.mark.anyio
+async def test_editing_a_memory_shows_the_change_in_its_history(
     browser: WebDriver, daemon: RunningDaemon, seeded: dict[str, str], shots: Path
 ) -> None:
     """Steps: alice adds a memory with the form, corrects it, supersedes it; the history shows the word diff
-    and the chain links both ways."""
+    and the chain links both ways; she deletes the new one (gone from the list, shown with deleted ones) and
+    restores it; a link made over MCP appears on the open page without a reload, with the memory two links
+    away in its neighbourhood and the memories naming the same place; her audit page lists every edit."""
     sign_in(browser, daemon.port, seeded["alice"])
     browser.get(f"http://127.0.0.1:{daemon.port}/ui/cubes/team")
     browser.find_element(By.CSS_SELECTOR, "details summary").click()
     form = browser.find_element(By.ID, "add")
-    form.find_element(By.NAME, "content").send_keys("The team lunch is on Fridays at noon")
+    form.find_element(By.NAME, "content").send_keys("The team lunch is on Fridays at noon in Lisbon Hall")
     form.find_element(By.NAME, "tags").send_keys("social")
     form.find_element(By.CSS_SELECTOR, "button").click()
     wait_for_text(browser, "Change it")
-    assert browser.find_element(By.ID, "content").text == "The team lunch is on Fridays at noon"
+    assert (
+        browser.find_element(By.ID, "content").text == "The team lunch is on Fridays at noon in Lisbon Hall"
+    )
     edit = browser.find_element(By.ID, "edit")
     text = edit.find_element(By.NAME, "content")
     text.clear()
-    text.send_keys("The team lunch is on Fridays at half past twelve")
+    text.send_keys("The team lunch is on Fridays at half past twelve in Lisbon Hall")
     edit.find_element(By.CSS_SELECTOR, "button").click()
     wait_for_text(browser, "v2")
     page = browser.page_source  # one snapshot: a live refresh may replace elements under a handle
@@ -187,13 +223,55 @@ def test_editing_a_memory_shows_the_change_in_its_history(
     assert re.findall(r"<ins>([^<]*)</ins>", page) == ["half past twelve"]
     memory_url = browser.current_url
     supersede = browser.find_element(By.ID, "supersede")
-    supersede.find_element(By.NAME, "content").send_keys("The team lunch moved to Thursdays at noon")
+    supersede.find_element(By.NAME, "content").send_keys(
+        "The team lunch moved to Thursdays at noon in Lisbon Hall"
+    )
     supersede.find_element(By.CSS_SELECTOR, "button").click()
     wait_for_text(browser, "Replaces")
-    assert browser.find_element(By.ID, "content").text == "The team lunch moved to Thursdays at noon"
+    assert (
+        browser.find_element(By.ID, "content").text
+        == "The team lunch moved to Thursdays at noon in Lisbon Hall"
+    )
+    successor = browser.current_url.rsplit("/", 1)[1]
     browser.get(memory_url)
     assert "Replaced by" in browser.find_element(By.ID, "chain").text
+
+    browser.get(f"http://127.0.0.1:{daemon.port}/ui/memories/{successor}")
+    browser.find_element(By.CSS_SELECTOR, "#delete button").click()
+    wait_for_text(browser, "Restore")
+    assert "deleted" in browser.find_element(By.CSS_SELECTOR, ".state").text
+    browser.get(f"http://127.0.0.1:{daemon.port}/ui/cubes/team")
+    assert "moved to Thursdays" not in browser.find_element(By.ID, "memories").text
+    browser.get(f"http://127.0.0.1:{daemon.port}/ui/cubes/team?show=deleted")
+    row = next(r for r in browser.find_elements(By.CSS_SELECTOR, "#memories tr") if "Thursdays" in r.text)
+    assert "deleted" in row.text
+    browser.get(f"http://127.0.0.1:{daemon.port}/ui/memories/{successor}")
+    browser.find_element(By.CSS_SELECTOR, "#restore button").click()
+    wait_for_text(browser, "Delete")
+    assert "current" in browser.find_element(By.CSS_SELECTOR, ".state").text
+
+    with UiClient(daemon.port) as alice:
+        alice.sign_in(seeded["alice"])
+        venue = alice.add("team", "Lisbon Hall seats forty people and has a projector")
+        booking = alice.add("team", "Dana books the rooms for the team every Monday")
+    browser.execute_script("window.notReloaded = true")
+    async with mcp_client(daemon.url, seeded["alice"]) as client:
+        for source, target in ((successor, venue), (venue, booking)):
+            result = await client.call_tool(
+                "memory_link", {"from_id": source, "to_id": target, "relation": "relates_to"}
+            )
+            assert not result.is_error, result.content
+    wait_for_text(browser, "relates_to →")
+    assert browser.execute_script("return window.notReloaded") is True
+    around = browser.find_element(By.TAG_NAME, "main").text
+    assert "2 away Dana books the rooms" in around and "1 away Lisbon Hall seats forty" in around
+    assert "lisbon hall" in browser.find_element(By.ID, "shared").text  # the venue is named in both
     shoot(browser, shots, "memory")
+
+    browser.find_element(By.LINK_TEXT, "Audit").click()
+    audit = browser.find_element(By.ID, "audit").text
+    for action in ("memory_add", "memory_update", "memory_delete", "memory_restore", "memory_link"):
+        assert action in audit, action
 
 
 def test_sharing_changes_another_agents_view_without_a_reload(
@@ -264,8 +342,10 @@ def test_an_agents_session_never_shows_another_agents_private_memory(
 async def test_tasks_show_the_context_pack_as_the_receiver_sees_it(
     browser: WebDriver, daemon: RunningDaemon, seeded: dict[str, str], shots: Path
 ) -> None:
-    """Steps: alice shares `team` with bob and hands him a task over MCP; bob's tasks page lists it; its page shows the pack built for
-    bob; alice's view of the same task says only bob sees the pack; health shows the model and queues."""
+    """Steps: alice shares `team` with bob and hands him a task over MCP; bob's open tasks page follows it from
+    pending to accepted to done without a reload, and filters by status; its page shows the pack built for
+    bob; alice's view of the same task says only bob sees the pack; health shows the model, the queues and
+    the search latency and queue depth charts, which take in new searches without a reload."""
     with UiClient(daemon.port) as alice:
         alice.sign_in(seeded["alice"])
         assert alice.post("/ui/cubes/team/share", {"grantee": "bob", "permission": "read"}).status_code == 303
@@ -279,14 +359,37 @@ async def test_tasks_show_the_context_pack_as_the_receiver_sees_it(
         task_id = result.structured_content["id"]  # type: ignore[index]
     sign_in(browser, daemon.port, seeded["bob"])
     browser.find_element(By.LINK_TEXT, "Tasks").click()
+    assert "pending" in task_row(browser, "Prepare the Q3 roadmap review")
+    browser.execute_script("window.notReloaded = true")
+    async with mcp_client(daemon.url, seeded["bob"]) as client:  # bob's own agent accepts, then finishes it
+        assert not (await client.call_tool("task_accept", {"task_id": task_id})).is_error
+        wait_until(browser, lambda: "accepted" in task_row(browser, "Prepare the Q3 roadmap review"))
+        done = await client.call_tool("task_update", {"task_id": task_id, "status": "done"})
+        assert not done.is_error
+        wait_until(browser, lambda: "done" in task_row(browser, "Prepare the Q3 roadmap review"))
+    assert browser.execute_script("return window.notReloaded") is True
+    browser.find_element(By.LINK_TEXT, "pending").click()
+    assert "Prepare the Q3 roadmap review" not in browser.find_element(By.ID, "tasks").text
+    browser.find_element(By.LINK_TEXT, "done").click()
     browser.find_element(By.LINK_TEXT, "Prepare the Q3 roadmap review").click()
     WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#pack table"))
     pack = browser.find_element(By.ID, "pack").text
     assert "As bob sees it" in pack and "roadmap" in pack
     shoot(browser, shots, "task")
+
     browser.get(f"http://127.0.0.1:{daemon.port}/ui/health")
     WebDriverWait(browser, 60).until(lambda d: "ready" in d.find_element(By.TAG_NAME, "main").text)
     assert "interactive" in browser.find_element(By.ID, "queues").text
+    assert browser.find_elements(By.CSS_SELECTOR, "#depth svg.chart")
+    before = searches_charted(browser)  # the searches so far are drawn; more appear without a reload
+    assert before > 0 and browser.find_elements(By.CSS_SELECTOR, "#latency svg.chart .s0")
+    browser.execute_script("window.notReloaded = true")
+    with UiClient(daemon.port) as bob:
+        bob.sign_in(seeded["bob"])
+        for query in ("roadmap review", "database backups", "green tea"):
+            assert bob.get("/ui/search", q=query).status_code == 200
+    wait_until(browser, lambda: searches_charted(browser) >= before + 3)
+    assert browser.execute_script("return window.notReloaded") is True
     shoot(browser, shots, "health")
     sign_in(browser, daemon.port, seeded["alice"])
     browser.get(f"http://127.0.0.1:{daemon.port}/ui/tasks/{task_id}")
@@ -297,7 +400,8 @@ def test_the_owner_opens_the_admin_view_with_the_memos_ui_link(
     browser: WebDriver, daemon: RunningDaemon, seeded: dict[str, str], shots: Path
 ) -> None:
     """Steps: `memos ui` prints a link; the browser opens it and presses the button; the admin view lists
-    every cube with its members, every agent and the audit log."""
+    every cube with its members, every agent, the audit log and the policy in force; a broken policy file
+    shows there as a rejected change."""
     link = daemon.memos("ui").stdout.strip()
     browser.delete_all_cookies()
     browser.get(link)
@@ -307,7 +411,20 @@ def test_the_owner_opens_the_admin_view_with_the_memos_ui_link(
     assert all(name in cubes for name in ("@alice", "@bob", "@carol", "team"))
     assert {"alice", "bob", "carol"} <= set(browser.find_element(By.ID, "agents").text.split())
     assert "cube_share" in browser.find_element(By.ID, "audit").text
+    assert "No rejected change" in browser.find_element(By.ID, "policy").text
     shoot(browser, shots, "admin")
+    broken = daemon.home / "policies" / "broken.toml"
+    broken.write_text("[[rule]\n", encoding="utf-8")
+    try:
+
+        def rejected() -> bool:
+            browser.refresh()
+            return "Rejected change" in browser.find_element(By.ID, "policy").text
+
+        wait_until(browser, rejected)
+        assert "broken.toml" in browser.find_element(By.ID, "policy-error").text
+    finally:
+        broken.unlink()
 
 
 def test_browser_screenshots_are_in_docs() -> None:
