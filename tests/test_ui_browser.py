@@ -261,10 +261,10 @@ async def test_editing_a_memory_shows_the_change_in_its_history(
                 "memory_link", {"from_id": source, "to_id": target, "relation": "relates_to"}
             )
             assert not result.is_error, result.content
-    wait_for_text(browser, "relates_to →")
+    wait_for_text(browser, "2 away Dana books the rooms")  # after both links' events
     assert browser.execute_script("return window.notReloaded") is True
     around = browser.find_element(By.TAG_NAME, "main").text
-    assert "2 away Dana books the rooms" in around and "1 away Lisbon Hall seats forty" in around
+    assert "relates_to →" in around and "1 away Lisbon Hall seats forty" in around
     assert "lisbon hall" in browser.find_element(By.ID, "shared").text  # the venue is named in both
     shoot(browser, shots, "memory")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from datetime import date, timedelta
 
@@ -96,51 +97,81 @@ def _segments(values: Sequence[float | None]) -> list[list[tuple[int, float]]]:
     return [run for run in runs if run]
 
 
+def _nice_ceiling(value: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 × 10^n at or above `value` (a round top for an axis)."""
+    if value <= 0:
+        return 1.0
+    magnitude = 10 ** math.floor(math.log10(value))
+    return next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= value)
+
+
+MIN_MINUTES_SHOWN = 15  # a young daemon's few minutes sit at the right of a quarter-hour axis
+
+
 def minute_chart(
-    minutes: Sequence[str], series: Sequence[tuple[str, Sequence[float | None]]], *, unit: str, title: str
+    minutes: Sequence[str],
+    series: Sequence[tuple[str, Sequence[float | None]]],
+    *,
+    unit: str,
+    title: str,
+    whole: bool = False,
 ) -> Markup:
-    """Lines over the minutes (oldest left), one per named series, on one scale from 0; a minute without
-    data leaves a gap. `minutes` are ISO minutes ("2026-12-02T01:45Z")."""
+    """Lines over the minutes (oldest left, at least half an hour of axis), one per named series, on one
+    scale from 0; a minute without data leaves a gap. `minutes` are ISO minutes ("2026-12-02T01:45Z")."""
     known = [v for _, values in series for v in values if v is not None]
     if not minutes or not known:
         return Markup(f'<p class="muted">No {escape(title)} yet.</p>')
-    w, h, pad, top_pad = 640, 150, 36, 22
-    top = max(known) or 1.0
-    step = (w - 2 * pad) / max(len(minutes) - 1, 1)
+    w, h, left, right, top_pad = 640, 150, 52, 12, 10
+    slots = max(len(minutes), MIN_MINUTES_SHOWN)
+    offset = slots - len(minutes)  # empty axis before the first kept minute
+    top = _nice_ceiling(max(known))
+    step = (w - left - right) / max(slots - 1, 1)
 
     def x(i: int) -> float:
-        return pad + i * step
+        return left + (offset + i) * step
 
     def y(value: float) -> float:
         return h - (h - top_pad) * value / top
 
     parts = [
-        f'<svg class="chart minutes" role="img" viewBox="0 0 {w} {h + 24}" preserveAspectRatio="xMidYMid meet">'
+        f'<svg class="chart minutes" role="img" viewBox="0 0 {w} {h + 22}" preserveAspectRatio="xMidYMid meet">'
         f"<title>{escape(title)}</title>"
-        f'<line x1="{pad}" y1="{h}" x2="{w - pad}" y2="{h}" class="axis"/>'
-        f'<line x1="{pad}" y1="{y(top):.1f}" x2="{w - pad}" y2="{y(top):.1f}" class="grid"/>'
     ]
-    legend_x = pad
+    for share in (0.5, 1.0):
+        if whole and (top * share) % 1:  # counts: no half a job on the axis
+            continue
+        parts.append(
+            f'<line x1="{left}" y1="{y(top * share):.1f}" x2="{w - right}" y2="{y(top * share):.1f}" class="grid"/>'
+            f'<text x="{left - 6}" y="{y(top * share) + 4:.1f}" class="lbl end">{top * share:g} {escape(unit)}</text>'
+        )
+    parts.append(f'<line x1="{left}" y1="{h}" x2="{w - right}" y2="{h}" class="axis"/>')
+    parts.append(f'<text x="{left - 6}" y="{h + 4}" class="lbl end">0</text>')
+    legend = []
     for n, (name, values) in enumerate(series):
         cls = f"s{n}"
         for run in _segments(values):
             if len(run) == 1:
                 i, value = run[0]
-                parts.append(f'<circle cx="{x(i):.1f}" cy="{y(value):.1f}" r="2.5" class="dot {cls}"/>')
+                parts.append(f'<circle cx="{x(i):.1f}" cy="{y(value):.1f}" r="3" class="dot {cls}"/>')
             else:
                 points = " ".join(f"{x(i):.1f},{y(value):.1f}" for i, value in run)
                 parts.append(f'<polyline points="{points}" class="line {cls}"/>')
         last = next((v for v in reversed(values) if v is not None), None)
-        label = f"{name} {last:g} {unit}" if last is not None else f"{name} —"
-        parts.append(
-            f'<rect x="{legend_x}" y="5" width="10" height="3" class="key {cls}"/>'
-            f'<text x="{legend_x + 14}" y="10" class="lbl">{escape(label)}</text>'
+        now = f"{last:g} {unit}" if last is not None else "—"
+        legend.append(
+            f'<span class="key {cls}"></span>{escape(name)} <span class="muted">{escape(now)}</span>'
         )
-        legend_x += 14 + 7 * len(label) + 16
-    parts.append(f'<text x="{w - pad}" y="{y(top) - 3:.1f}" class="lbl end">{top:g} {escape(unit)}</text>')
-    parts.append(f'<text x="{pad}" y="{h + 18}" class="lbl">{escape(minutes[0][11:16])} UTC</text>')
-    parts.append(f'<text x="{w - pad}" y="{h + 18}" class="lbl end">{escape(minutes[-1][11:16])}</text>')
+    first_label = minutes[0] if offset == 0 else None
+    parts.append(
+        f'<text x="{left}" y="{h + 17}" class="lbl">'
+        + (f"{escape(first_label[11:16])} UTC" if first_label else f"{slots} minutes ago")
+        + "</text>"
+    )
+    parts.append(
+        f'<text x="{w - right}" y="{h + 17}" class="lbl end">{escape(minutes[-1][11:16])} UTC</text>'
+    )
     parts.append("</svg>")
+    parts.append(f'<p class="legend small">{" ".join(legend)}</p>')
     return Markup("".join(parts))
 
 
@@ -159,5 +190,5 @@ def queue_chart(history: Sequence[MinuteStats]) -> Markup:
     return minute_chart(
         [m.minute for m in history],
         [(name, [float(m.queued.get(name, 0)) for m in history]) for name in names],
-        unit="jobs", title="queue depth per minute",
+        unit="jobs", title="queue depth per minute", whole=True,
     )  # fmt: skip

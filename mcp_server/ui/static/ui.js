@@ -7,7 +7,7 @@
   var prefix = "/ui";
   var pending = null;
 
-  function refresh() {
+  function refresh(quiet) {
     if (pending) return;
     pending = setTimeout(function () {
       pending = null;
@@ -20,6 +20,7 @@
           document.querySelectorAll("[data-live-region]").forEach(function (old, i) {
             if (fresh[i] && old.innerHTML !== fresh[i].innerHTML) {
               old.innerHTML = fresh[i].innerHTML;
+              if (quiet) return;  // the health page's periodic refresh: no flash every few seconds
               old.classList.remove("live-flash"); void old.offsetWidth; old.classList.add("live-flash");
             }
           });
@@ -30,12 +31,14 @@
   var events = new EventSource(prefix + "/events");
   events.addEventListener("memory", function (e) {
     var d = JSON.parse(e.data);
-    if (live === "cubes" || live === "cube:" + d.cube || live === "memory:" + d.id) refresh();
+    // A memory's page shows its neighbourhood and the memories naming the same things, which any readable
+    // write may change (a link two steps away, a new mention): it follows every memory event.
+    if (live === "cubes" || live === "cube:" + d.cube || live.indexOf("memory:") === 0) refresh();
   });
   events.addEventListener("cubes", function () {
     if (live === "cubes" || live.indexOf("cube:") === 0) refresh();
   });
   events.addEventListener("task", function () { if (live === "tasks") refresh(); });
-  events.addEventListener("tick", function () { if (live === "health") refresh(); });
+  events.addEventListener("tick", function () { if (live === "health") refresh(true); });
   events.addEventListener("signed-out", function () { events.close(); location.href = prefix + "/sign-in"; });
 })();
