@@ -31,6 +31,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from urllib.parse import quote_plus
@@ -117,7 +118,59 @@ def sign_in(http: httpx2.Client, token: str) -> None:
     assert http.post("/ui/sign-in", data={"csrf": csrf.group(1), "token": token}).status_code == 303
 
 
-def seeded_home(given: Path, model: str, repeats: int) -> list[str]:
+def burst(port: int, token: str, questions: list[str], clients: int, seconds: float) -> Row:
+    """`clients` people searching at once through the search page for `seconds`: its server time then."""
+    times: list[float] = []
+    searched: list[float] = []
+    stop = time.monotonic() + seconds
+
+    def person(offset: int) -> None:
+        with httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            sign_in(http, token)
+            i = offset
+            while time.monotonic() < stop:
+                parts = timings(http.get("/ui/search", params={"q": questions[i % len(questions)]}))
+                times.append(parts["app"])
+                searched.append(parts["search"])
+                i += clients
+
+    threads = [threading.Thread(target=person, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {
+        "page": f"search, {clients} people at once for {seconds:.0f} s ({len(times)} searches)",
+        "first ms": None, "median ms": statistics.median(times), "max ms": max(times),
+        "memosd CPU ms": None, "of which search, median ms": statistics.median(searched),
+    }  # fmt: skip
+
+
+def shoot_health(port: int, token: str, path: Path) -> None:
+    """A screenshot of the health page after the run (Debian's chromium, as tests/test_ui_browser.py)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,1000",
+                     "--hide-scrollbars", "--force-device-scale-factor=1"):  # fmt: skip
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=options)
+    try:
+        driver.get(f"http://127.0.0.1:{port}/ui/sign-in")
+        driver.find_element(By.ID, "token").send_keys(token)
+        driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        driver.get(f"http://127.0.0.1:{port}/ui/health")
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(1280, min(max(int(height), 700), 1400))
+        assert driver.save_screenshot(str(path))
+    finally:
+        driver.quit()
+
+
+def seeded_home(given: Path, model: str, repeats: int, screenshot: Path | None = None) -> list[str]:
     """Measure a `bench/seed.py` database (a copy of it): its size, its cube `@bench`, its corpus's questions."""
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
@@ -156,6 +209,9 @@ def seeded_home(given: Path, model: str, repeats: int) -> list[str]:
                     "health (with the charts)": "/ui/health",
                 }
                 rows = measure(http, pages, repeats, daemon.process.pid)
+                rows.append(burst(port, token, note_queries(200, seed=3), clients=8, seconds=60))
+                if screenshot is not None:
+                    shoot_health(port, token, screenshot)
                 rows.insert(
                     0,
                     {"page": "cube, first view after start", "first ms": server_ms(cold), "median ms": None,
@@ -180,9 +236,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--home", type=Path, help="a bench/seed.py home to measure (copied, never changed)")
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="with --home: a model dir, or none")
+    parser.add_argument("--screenshot", type=Path, help="with --home: save the health page here at the end")
     args = parser.parse_args()
     if args.home:
-        report = [f"Machine: {machine()}", "", *seeded_home(args.home, args.model, args.repeats)]
+        report = [
+            f"Machine: {machine()}", "", *seeded_home(args.home, args.model, args.repeats, args.screenshot)
+        ]  # fmt: skip
         print("\n".join(report))
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "ui-seeded.md").write_text(

@@ -123,7 +123,6 @@ class Pages:
         cube, mode = _arg(request, "cube"), _arg(request, "mode")
         if mode not in (None, "hybrid", "lexical", "vector"):  # the tool's argument model checks this
             raise InvalidInput(f"mode {mode!r} is not one of: hybrid, lexical, vector")
-        cubes = await self.services.cubes.readable(session.acting)  # names only: counts cost a scan each
         searched_s = 0.0
         if query:
             started = time.perf_counter()
@@ -138,6 +137,13 @@ class Pages:
                 ),
             )
             searched_s = time.perf_counter() - started
+        # The cube menu: a search over every readable cube has just named them (no second read, which
+        # under load would wait for a reader behind the searches); otherwise ask (names only, no counts).
+        cubes = (
+            results.cubes
+            if results is not None and cube is None
+            else await self.services.cubes.readable(session.acting)
+        )
         response = self.ui.render(
             request, "search.html", session, query=query or "", cube=cube, cubes=cubes, results=results,
             mode=mode or "hybrid",
