@@ -170,7 +170,9 @@ def shoot_health(port: int, token: str, path: Path) -> None:
         driver.quit()
 
 
-def seeded_home(given: Path, model: str, repeats: int, screenshot: Path | None = None) -> list[str]:
+def seeded_home(
+    given: Path, model: str, repeats: int, people: list[int], screenshot: Path | None = None
+) -> list[str]:
     """Measure a `bench/seed.py` database (a copy of it): its size, its cube `@bench`, its corpus's questions."""
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
@@ -209,7 +211,8 @@ def seeded_home(given: Path, model: str, repeats: int, screenshot: Path | None =
                     "health (with the charts)": "/ui/health",
                 }
                 rows = measure(http, pages, repeats, daemon.process.pid)
-                rows.append(burst(port, token, note_queries(200, seed=3), clients=8, seconds=60))
+                for clients in people:
+                    rows.append(burst(port, token, note_queries(200, seed=3), clients=clients, seconds=60))
                 if screenshot is not None:
                     shoot_health(port, token, screenshot)
                 rows.insert(
@@ -237,10 +240,17 @@ def main() -> None:
     parser.add_argument("--home", type=Path, help="a bench/seed.py home to measure (copied, never changed)")
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="with --home: a model dir, or none")
     parser.add_argument("--screenshot", type=Path, help="with --home: save the health page here at the end")
+    parser.add_argument(
+        "--people",
+        type=int,
+        nargs="*",
+        default=[2, 8],
+        help="with --home: a minute of searching at once for each",
+    )
     args = parser.parse_args()
     if args.home:
         report = [
-            f"Machine: {machine()}", "", *seeded_home(args.home, args.model, args.repeats, args.screenshot)
+            f"Machine: {machine()}", "", *seeded_home(args.home, args.model, args.repeats, args.people, args.screenshot)
         ]  # fmt: skip
         print("\n".join(report))
         RESULTS.mkdir(exist_ok=True)

@@ -49,8 +49,8 @@ SEED = [
 
 @pytest.fixture(scope="module")
 def seeded(daemon: RunningDaemon, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Agents alice, bob and carol; a shared cube `team` owned by alice with memories recorded over ten
-    weeks (imported, so their times are kept), and alice's private memories."""
+    """Agents alice, bob and carol (group staff); a cube `team` owned by alice, shared with bob (write) and
+    staff (read), with memories recorded over ten weeks (imported, so their times are kept)."""
     tokens = {name: staff_agent(daemon, name) for name in ("alice", "bob", "carol")}
     start = datetime(2026, 9, 1, 9, 0, tzinfo=timezone.utc)
     lines = []
@@ -67,6 +67,9 @@ def seeded(daemon: RunningDaemon, tmp_path_factory: pytest.TempPathFactory) -> d
     daemon.memos("import", str(source))
     with UiClient(daemon.port) as alice:  # imported memories are embedded by the daemon's backfill
         alice.sign_in(tokens["alice"])
+        for grantee, permission in (("bob", "write"), ("group:staff", "read")):
+            shared = alice.post("/ui/cubes/team/share", {"grantee": grantee, "permission": permission})
+            assert shared.status_code == 303, shared.text
         deadline = time.monotonic() + 60
         while "sig-vector" not in alice.get("/ui/search", q="database backups", cube="team").text:
             assert time.monotonic() < deadline, "the imported memories were never embedded"
@@ -159,7 +162,8 @@ def test_sign_in_browse_and_search_shows_why_each_result_matched(
     browser.find_element(By.LINK_TEXT, "team").click()
     wait_for_text(browser, "Who holds what")
     assert browser.find_elements(By.CSS_SELECTOR, "svg.chart rect.col")
-    assert "owner" in browser.find_element(By.ID, "members").text
+    members = browser.find_element(By.ID, "members").text
+    assert "owner" in members and "cube_share by alice" in members and "group:staff" in members
     assert len(browser.find_elements(By.CSS_SELECTOR, "#memories tbody tr")) == 25
     browser.find_element(By.ID, "next").click()
     wait_for_text(browser, "Older")
@@ -278,7 +282,8 @@ def test_sharing_changes_another_agents_view_without_a_reload(
     browser: WebDriver, daemon: RunningDaemon, seeded: dict[str, str]
 ) -> None:
     """Steps: bob's cubes page is open; alice shares her private cube with bob and bob's page shows it
-    without a reload; alice unshares it and it goes away; bob's open memory page follows an edit."""
+    without a reload; alice unshares it and it goes away; bob's open memory page follows an edit; then alice
+    shares and unshares with the cube page's forms in the browser, and bob's reads follow."""
     alice = UiClient(daemon.port)
     try:
         alice.sign_in(seeded["alice"])
@@ -308,6 +313,20 @@ def test_sharing_changes_another_agents_view_without_a_reload(
         assert browser.execute_script("return window.notReloaded") is True
         browser.get(f"http://127.0.0.1:{daemon.port}/ui/memories/{private}")
         assert "red drawer" not in browser.page_source
+        with UiClient(daemon.port) as bob:  # now alice shares and unshares with the page's own forms
+            bob.sign_in(seeded["bob"])
+            sign_in(browser, daemon.port, seeded["alice"])
+            browser.get(f"http://127.0.0.1:{daemon.port}/ui/cubes/@alice")
+            form = browser.find_element(By.ID, "share")
+            form.find_element(By.NAME, "grantee").send_keys("bob")
+            Select(form.find_element(By.NAME, "permission")).select_by_visible_text("read")
+            form.find_element(By.CSS_SELECTOR, "button").click()
+            wait_for_text(browser, "cube_share by alice")
+            assert "red drawer" in bob.get(f"/ui/memories/{private}").text
+            row = next(r for r in browser.find_elements(By.CSS_SELECTOR, "#members tr") if "bob" in r.text)
+            row.find_element(By.CSS_SELECTOR, "button").click()
+            wait_for_text(browser, "cube_share by alice", present=False)
+            assert bob.get(f"/ui/memories/{private}").status_code == 404
     finally:
         alice.close()
 
@@ -380,6 +399,8 @@ async def test_tasks_show_the_context_pack_as_the_receiver_sees_it(
     browser.get(f"http://127.0.0.1:{daemon.port}/ui/health")
     WebDriverWait(browser, 60).until(lambda d: "ready" in d.find_element(By.TAG_NAME, "main").text)
     assert "interactive" in browser.find_element(By.ID, "queues").text
+    main = browser.find_element(By.TAG_NAME, "main").text
+    assert "MiB" in main and "Last backup" in main and "all-MiniLM-L6-v2" in main
     assert browser.find_elements(By.CSS_SELECTOR, "#depth svg.chart")
     before = searches_charted(browser)  # the searches so far are drawn; more appear without a reload
     assert before > 0 and browser.find_elements(By.CSS_SELECTOR, "#latency svg.chart .s0")

@@ -279,7 +279,9 @@ def test_pages_render_and_report_their_server_time(
     assert "<title>search latency per minute</title>" in latency
     assert re.search(r'p50 <span class="muted">[\d.]+ ms</span>', latency)
     depth = health.split('id="depth"', 1)[1].split("</section>", 1)[0]
-    assert "<title>queue depth per minute</title>" in depth and re.search(r'searches waiting <span class="muted">\d+ jobs', depth)
+    assert "<title>queue depth per minute</title>" in depth and re.search(
+        r'searches waiting <span class="muted">\d+ jobs', depth
+    )
 
 
 def test_the_event_stream_tells_a_page_only_of_changes_it_may_read(
