@@ -140,7 +140,8 @@ def burst(port: int, token: str, questions: list[str], clients: int, seconds: fl
     for thread in threads:
         thread.join()
     return {
-        "page": f"search, {clients} people at once for {seconds:.0f} s ({len(times)} searches)",
+        "page": f"search, {clients} {'person' if clients == 1 else 'people'} at once for {seconds:.0f} s"
+        f" ({len(times)} searches)",
         "first ms": None, "median ms": statistics.median(times), "max ms": max(times),
         "memosd CPU ms": None, "of which search, median ms": statistics.median(searched),
     }  # fmt: skip
