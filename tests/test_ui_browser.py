@@ -357,6 +357,30 @@ def test_an_agents_session_never_shows_another_agents_private_memory(
     assert theirs.replace(secret, "ID") == missing.replace("mem_00000000deadbeef", "ID")
 
 
+def test_archived_memories_show_with_the_rule_that_archived_them(
+    browser: WebDriver, daemon: RunningDaemon, seeded: dict[str, str]
+) -> None:
+    """Steps: bob keeps only his newest memory (max_count 1) and writes two; `memos cube retention` archives
+    the older; his cube page lists it only with deleted and archived ones shown, marked archived, and its
+    page names the rule."""
+    with UiClient(daemon.port) as bob:
+        bob.sign_in(seeded["bob"])
+        older = bob.add("@bob", "Bob's first desk was by the window")
+        bob.add("@bob", "Bob's desk is next to the printer now")
+    daemon.memos("cube", "configure", "@bob", "--agent", "bob", "--max-count", "1")
+    daemon.memos("cube", "retention", "@bob")
+    sign_in(browser, daemon.port, seeded["bob"])
+    browser.get(f"http://127.0.0.1:{daemon.port}/ui/cubes/@bob")
+    assert "first desk" not in browser.find_element(By.ID, "memories").text
+    browser.find_element(By.CSS_SELECTOR, "#filters input[value=deleted]").click()
+    browser.find_element(By.CSS_SELECTOR, "#filters button").click()
+    WebDriverWait(browser, 10).until(lambda d: "show=deleted" in d.current_url)
+    row = next(r for r in browser.find_elements(By.CSS_SELECTOR, "#memories tr") if "first desk" in r.text)
+    assert "archived" in row.text
+    browser.get(f"http://127.0.0.1:{daemon.port}/ui/memories/{older}")
+    assert "beyond the newest max_count 1" in browser.find_element(By.ID, "archived").text
+
+
 @pytest.mark.anyio
 async def test_tasks_show_the_context_pack_as_the_receiver_sees_it(
     browser: WebDriver, daemon: RunningDaemon, seeded: dict[str, str], shots: Path
