@@ -158,6 +158,8 @@ def test_sign_in_browse_and_search_shows_why_each_result_matched(
     sign_in(browser, daemon.port, seeded["alice"])
     cubes = browser.find_element(By.ID, "cubes").text
     assert "@alice" in cubes and "team" in cubes and "60" in cubes
+    team = next(r.text for r in browser.find_elements(By.CSS_SELECTOR, "#cubes tbody tr") if "team" in r.text)
+    assert "alice admin (owner)" in team and "bob write (cube_share by alice)" in team
     shoot(browser, shots, "cubes")
     browser.find_element(By.LINK_TEXT, "team").click()
     wait_for_text(browser, "Who holds what")

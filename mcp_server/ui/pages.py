@@ -16,6 +16,7 @@ from mcp_server.ui.sessions import UiSession
 from mcp_server.ui.web import UiContext
 
 PAGE_SIZE = 25
+MEMBERS_LISTED = 50  # cubes whose members the cubes page lists
 SCAN_LIMIT = 5000  # memories one page of a cube looks through at most (a rare filter pages on)
 _WORDS = re.compile(r"\s+|[^\s]+")
 
@@ -64,9 +65,15 @@ class Pages:
     async def cubes(self, request: Request, session: UiSession) -> Response:
         cubes = await self.services.cubes.list(session.acting)
         administered = set(await self.services.cubes.administered(session.acting))
+        # Who holds what on each, as cube_members says (the first MEMBERS_LISTED cubes; the rest on their page).
+        members = {
+            cube.name: (await self.services.cubes.members(session.acting, cube.name)).members
+            for cube in cubes[:MEMBERS_LISTED]
+        }
         return self.ui.render(
-            request, "cubes.html", session, cubes=cubes, administered=administered, live="cubes"
-        )
+            request, "cubes.html", session, cubes=cubes, administered=administered, members=members,
+            live="cubes",
+        )  # fmt: skip
 
     async def cube(self, request: Request, session: UiSession) -> Response:
         agent, name = session.acting, request.path_params["cube"]
