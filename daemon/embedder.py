@@ -7,9 +7,7 @@ being computed are gathered into the next one, so many concurrent writers cost a
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import sys
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -21,14 +19,13 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from daemon.config import NO_MODEL, EmbedderConfig
 from daemon.errors import Unavailable
+from daemon.heap import release_freed_memory
 
 log = logging.getLogger(__name__)
 
 State = Literal["disabled", "loading", "ready", "failed"]
 _QUEUE_LIMIT = 256  # pending embed requests before callers wait
 _TRIM_AFTER_TOKENS = 2048  # a model call this large leaves freed memory worth handing back
-# glibc keeps memory freed by onnxruntime's threads in per-thread heaps; malloc_trim hands it back.
-_malloc_trim = getattr(ctypes.CDLL(None), "malloc_trim", None) if sys.platform == "linux" else None
 
 
 class _Request:
@@ -84,8 +81,7 @@ def without_spinning(model: Any) -> None:
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     owner.model = onnxruntime.InferenceSession(path, sess_options=options, providers=session.get_providers())
     del session
-    if _malloc_trim is not None:  # hand back the first session's memory (50 MiB kept otherwise)
-        _malloc_trim(0)
+    release_freed_memory()  # the first session's memory (50 MiB kept otherwise)
 
 
 def read_at_most(model: Any, max_tokens: int) -> None:
@@ -219,8 +215,8 @@ class Embedder:
             parts.append(np.asarray(list(self._model.embed(batch, batch_size=len(batch))), dtype=np.float32))
             largest = max(largest, longest * len(batch))
             start += size
-        if largest >= _TRIM_AFTER_TOKENS and _malloc_trim is not None:
-            _malloc_trim(0)
+        if largest >= _TRIM_AFTER_TOKENS:
+            release_freed_memory()
         embedded = np.concatenate(parts)
         vectors = np.empty_like(embedded)
         vectors[order] = embedded

@@ -18,6 +18,7 @@ from anyio.abc import TaskStatus
 from daemon import sqlite_driver
 from daemon.embedder import Embedder
 from daemon.errors import Unavailable
+from daemon.heap import release_freed_memory
 from daemon.rows import read_row_pages, read_rows
 from daemon.scheduler import JobClass, Scheduler
 from daemon.store import Connection, Store, placeholders
@@ -222,3 +223,4 @@ def _fill(cache: VectorCache, path: Path) -> None:
                 )
         finally:
             conn.close()
+    release_freed_memory()  # the pages of rows read on this thread
