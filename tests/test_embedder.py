@@ -39,13 +39,13 @@ async def test_vectors_are_the_same_however_many_tokens_a_model_call_may_hold(
         " ".join(f"another long turn {i}" for i in range(150)),
     ]
     alone = np.concatenate([await vectors(model_dir, tmp_path, [text]) for text in texts])
-    for config in ({"batch_tokens": 256}, {}):
+    for config in ({"batch_tokens": 256}, {"batch_tokens": 4096}, {}):
         together = await vectors(model_dir, tmp_path, texts, **config)
         assert np.allclose(together, alone, atol=1e-5)
 
 
 def test_batch_tokens_is_a_checked_setting() -> None:
-    assert EmbedderConfig().batch_tokens == 4096
+    assert EmbedderConfig().batch_tokens == 512
     with pytest.raises(msgspec.ValidationError, match=r"Expected `int` >= 256 - at `\$.batch_tokens`"):
         msgspec.convert({"batch_tokens": 100}, EmbedderConfig)
 
