@@ -76,12 +76,13 @@ def without_spinning(model: Any) -> None:
         return
     import onnxruntime
 
-    options = session.get_session_options()
+    options, providers = session.get_session_options(), session.get_providers()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    owner.model = onnxruntime.InferenceSession(path, sess_options=options, providers=session.get_providers())
-    del session
-    release_freed_memory()  # the first session's memory (50 MiB kept otherwise)
+    owner.model = session = None  # the first session gone before the second is made: no peak of two
+    release_freed_memory()
+    owner.model = onnxruntime.InferenceSession(path, sess_options=options, providers=providers)
+    release_freed_memory()  # what loading it needed only for a moment
 
 
 def read_at_most(model: Any, max_tokens: int) -> None:
