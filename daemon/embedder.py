@@ -25,7 +25,9 @@ log = logging.getLogger(__name__)
 
 State = Literal["disabled", "loading", "ready", "failed"]
 _QUEUE_LIMIT = 256  # pending embed requests before callers wait
-_TRIM_AFTER_TOKENS = 2048  # a model call this large leaves freed memory worth handing back
+_TRIM_AFTER_TOKENS = (
+    2048  # a request this large (a batch, not a question) leaves freed memory worth handing back
+)
 
 
 class _Request:
@@ -208,15 +210,15 @@ class Embedder:
         # texts and `batch_tokens` tokens (padding included), which bounds the model's working memory.
         lengths = self._token_lengths(texts)
         order = sorted(range(len(texts)), key=lambda i: -lengths[i])
-        parts, start, largest = [], 0, 0
+        parts, start, tokens = [], 0, 0
         while start < len(order):
             longest = max(lengths[order[start]], 1)
             size = max(1, min(self.config.batch_size, self.config.batch_tokens // longest))
             batch = [texts[i] for i in order[start : start + size]]
             parts.append(np.asarray(list(self._model.embed(batch, batch_size=len(batch))), dtype=np.float32))
-            largest = max(largest, longest * len(batch))
+            tokens += longest * len(batch)
             start += size
-        if largest >= _TRIM_AFTER_TOKENS:
+        if tokens >= _TRIM_AFTER_TOKENS:
             release_freed_memory()
         embedded = np.concatenate(parts)
         vectors = np.empty_like(embedded)
