@@ -148,3 +148,28 @@ def test_adding_past_a_full_cache_never_copies_its_vectors() -> None:
         tracemalloc.stop()
     assert peak < held / 2, f"adding one row allocated {peak} bytes with {held} held"
     assert cache.nearest(vectors[rows], [1], 1)[0][0] == rows
+
+
+@pytest.mark.anyio
+async def test_vectors_stored_before_a_restart_are_in_the_cache_after_it(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    """Steps: add memories, close, open again (the cache is filled from the table, page by page); a vector
+    search gives the same hits and similarities as before the restart."""
+    config = make_config(tmp_path, str(model_dir))
+    query = SearchQuery(query="topic three", mode="vector", k=10)
+    alice = agent_named("alice")
+    answers = []
+    for first in (True, False):
+        async with open_services(config) as services:
+            await services.vectors.attached.wait()
+            if first:
+                await services.identities.add("alice")
+                await services.additions.add_batch(
+                    alice,
+                    None,
+                    [NewMemory(content=f"Memory number {i} about topic {i % 7}") for i in range(40)],
+                )
+            found = await services.search.search(alice, query)
+            answers.append([(hit.content, hit.match.similarity) for hit in found.results])
+    assert len(answers[0]) == 10 and answers[0] == answers[1]
