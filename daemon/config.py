@@ -77,7 +77,7 @@ class EmbedderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     # for long texts and costs four times the attention work.
     max_tokens: Annotated[int, msgspec.Meta(ge=8, le=8192)] = 256
     # Tokens per model call (texts × the longest one's tokens): what bounds the model's working memory.
-    batch_tokens: Annotated[int, msgspec.Meta(ge=256, le=1_048_576)] = 4096
+    batch_tokens: Annotated[int, msgspec.Meta(ge=256, le=1_048_576)] = 512
     threads: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 

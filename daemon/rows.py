@@ -85,3 +85,15 @@ def read_rows(conn: Any, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return [Row.from_columns(names, values) for values in cursor.fetchall()]
     finally:
         cursor.close()
+
+
+def read_row_pages(conn: Any, sql: str, params: Sequence[Any] = (), *, page: int) -> Iterator[list[Row]]:
+    """The rows of `sql` on a plain DB-API connection, by name, `page` at a time from one cursor: a large
+    result (every stored vector, read at start) is never all in memory at once."""
+    cursor = conn.execute(sql, params)
+    try:
+        names = column_names(cursor.description)
+        while values := cursor.fetchmany(page):
+            yield [Row.from_columns(names, row) for row in values]
+    finally:
+        cursor.close()

@@ -18,6 +18,8 @@ from anyio.abc import TaskStatus
 from daemon import sqlite_driver
 from daemon.embedder import Embedder
 from daemon.errors import Unavailable
+from daemon.heap import release_freed_memory
+from daemon.rows import read_row_pages, read_rows
 from daemon.scheduler import JobClass, Scheduler
 from daemon.store import Connection, Store, placeholders
 from daemon.store_errors import translated
@@ -48,15 +50,11 @@ class VectorIndex:
         assert dims is not None
         if read_only:
             async with self._store.read() as conn:
-                meta: dict[str, str] = dict(
-                    await conn.fetch_all("SELECT key, value FROM meta WHERE key LIKE 'embedding_%'")
-                )
+                meta = await _embedding_meta(conn)
             self.ready = meta.get("embedding_model") == model and meta.get("embedding_dims") == str(dims)
             return
         async with self._store.write() as conn:
-            rows: dict[str, str] = dict(
-                await conn.fetch_all("SELECT key, value FROM meta WHERE key LIKE 'embedding_%'")
-            )
+            rows = await _embedding_meta(conn)
             if rows.get("embedding_model") != model or rows.get("embedding_dims") != str(dims):
                 if rows:
                     log.warning("embedding model changed to %s: re-embedding every memory", model)
@@ -124,12 +122,12 @@ class VectorIndex:
         way, from the in-memory cache (BLAS) or from sqlite-vec's KNN."""
         if self._cache is not None:
             return await anyio.to_thread.run_sync(self._cache.nearest, vector, cube_ids, k)
-        rows = await conn.fetch_all(
-            "SELECT rowid, distance FROM memory_vectors WHERE embedding MATCH ? AND k = ?"
+        rows = await conn.rows(
+            "SELECT rowid AS seq, distance FROM memory_vectors WHERE embedding MATCH ? AND k = ?"
             f" AND cube_id IN ({placeholders(len(cube_ids))}) ORDER BY distance",
             [vector.astype(np.float32).tobytes(), k, *cube_ids],
         )
-        return [(int(seq), 1.0 - float(distance)) for seq, distance in rows]
+        return [(int(row["seq"]), 1.0 - float(row["distance"])) for row in rows]
 
     async def similarities(
         self, conn: Connection, vector: np.ndarray, seqs: Sequence[int]
@@ -139,15 +137,15 @@ class VectorIndex:
             return {}
         if self._cache is not None:
             return self._cache.similarities(vector, seqs)
-        rows = await conn.fetch_all(
-            f"SELECT rowid, embedding FROM memory_vectors WHERE rowid IN ({placeholders(len(seqs))})",
+        rows = await conn.rows(
+            f"SELECT rowid AS seq, embedding FROM memory_vectors WHERE rowid IN ({placeholders(len(seqs))})",
             list(seqs),
         )
         if not rows:
             return {}
-        matrix = np.stack([np.frombuffer(blob, dtype=np.float32) for _, blob in rows])
+        matrix = np.stack([np.frombuffer(row["embedding"], dtype=np.float32) for row in rows])
         values = matrix @ vector.astype(np.float32)
-        return {int(seq): float(value) for (seq, _), value in zip(rows, values, strict=True)}
+        return {int(row["seq"]): float(value) for row, value in zip(rows, values, strict=True)}
 
     async def backfill(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Embed memories that have no vector yet, whenever woken; runs until cancelled."""
@@ -167,25 +165,26 @@ class VectorIndex:
 
     async def _backfill_batch(self) -> bool:
         async with self._store.read() as conn:
-            rows = await conn.fetch_all(
+            rows = await conn.rows(
                 "SELECT seq, cube_id, content FROM memories WHERE embedded = 0 ORDER BY seq LIMIT ?",
                 (_BACKFILL_BATCH,),
             )
         if not rows:
             return False
-        vectors = await self._embedder.embed([row[2] for row in rows])
+        vectors = await self._embedder.embed([row["content"] for row in rows])
         async with self._store.write() as conn:
             # Skip rows changed since they were read: their new text gets its own vector.
-            current = set(
-                await conn.fetch_all(
+            current = {
+                (row["seq"], row["content"])
+                for row in await conn.rows(
                     f"SELECT seq, content FROM memories WHERE embedded = 0 AND seq IN ({placeholders(len(rows))})",
-                    [row[0] for row in rows],
+                    [row["seq"] for row in rows],
                 )
-            )
+            }
             todo = [
-                (row[0], row[1], vec)
+                (row["seq"], row["cube_id"], vec)
                 for row, vec in zip(rows, vectors, strict=True)
-                if (row[0], row[2]) in current
+                if (row["seq"], row["content"]) in current
             ]
             if todo:
                 await self.put(conn, todo)
@@ -198,6 +197,12 @@ class VectorIndex:
         return self._embedder.unavailable_reason()
 
 
+async def _embedding_meta(conn: Connection) -> dict[str, str]:
+    """The model and dimension the stored vectors belong to (empty before the first model)."""
+    rows = await conn.rows("SELECT key, value FROM meta WHERE key LIKE 'embedding_%'")
+    return {row["key"]: row["value"] for row in rows}
+
+
 _FILL_CHUNK = 4096
 
 
@@ -208,12 +213,14 @@ def _fill(cache: VectorCache, path: Path) -> None:
     with translated(path):
         conn = sqlite_driver.connect(str(path), read_only=True)
         try:
-            cache.reserve(conn.execute("SELECT count(*) FROM memory_vectors").fetchone()[0])
-            cursor = conn.execute("SELECT rowid, cube_id, embedding FROM memory_vectors")
-            while chunk := cursor.fetchmany(_FILL_CHUNK):
+            cache.reserve(read_rows(conn, "SELECT count(*) AS n FROM memory_vectors")[0]["n"])
+            for chunk in read_row_pages(
+                conn, "SELECT rowid AS seq, cube_id, embedding FROM memory_vectors", page=_FILL_CHUNK
+            ):
                 cache.upsert(
-                    (int(seq), int(cube_id), np.frombuffer(blob, dtype=np.float32))
-                    for seq, cube_id, blob in chunk
+                    (int(row["seq"]), int(row["cube_id"]), np.frombuffer(row["embedding"], dtype=np.float32))
+                    for row in chunk
                 )
         finally:
             conn.close()
+    release_freed_memory()  # the pages of rows read on this thread

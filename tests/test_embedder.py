@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from daemon.config import EmbedderConfig
-from daemon.embedder import Embedder
+from daemon.embedder import Embedder, load_model
 
 pytestmark = pytest.mark.anyio
 
@@ -39,12 +39,30 @@ async def test_vectors_are_the_same_however_many_tokens_a_model_call_may_hold(
         " ".join(f"another long turn {i}" for i in range(150)),
     ]
     alone = np.concatenate([await vectors(model_dir, tmp_path, [text]) for text in texts])
-    for config in ({"batch_tokens": 256}, {}):
+    for config in ({"batch_tokens": 256}, {"batch_tokens": 4096}, {}):
         together = await vectors(model_dir, tmp_path, texts, **config)
         assert np.allclose(together, alone, atol=1e-5)
 
 
 def test_batch_tokens_is_a_checked_setting() -> None:
-    assert EmbedderConfig().batch_tokens == 4096
+    assert EmbedderConfig().batch_tokens == 512
     with pytest.raises(msgspec.ValidationError, match=r"Expected `int` >= 256 - at `\$.batch_tokens`"):
         msgspec.convert({"batch_tokens": 100}, EmbedderConfig)
+
+
+def test_the_model_threads_sleep_between_calls_and_vectors_do_not_change(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """onnxruntime's pool threads spin after each call by default, burning a core that a search's SQLite and
+    KNN work needs: the loaded model's session has spinning off, keeps the arena off, and embeds as before."""
+    from fastembed import TextEmbedding
+
+    config = EmbedderConfig(model_path=str(model_dir))
+    model = load_model(config, tmp_path)
+    options = model.model.model.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.get_session_config_entry("session.inter_op.allow_spinning") == "0"
+    assert options.enable_cpu_mem_arena is False
+    plain = TextEmbedding(config.model, specific_model_path=str(model_dir), cache_dir=str(tmp_path))
+    texts = ["What did Lena decide about the billing service?", "Rosa prefers green tea"]
+    assert np.array_equal(np.array(list(model.embed(texts))), np.array(list(plain.embed(texts))))

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import ast
+import sqlite3
 from pathlib import Path
 
 import anyio
 import pytest
 
-from daemon.rows import Row
+from daemon.rows import Row, read_row_pages
 from daemon.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 
 # Modules that still read tuple rows through Connection.fetch_all/fetch_one or a raw cursor (issue 18): they
 # were being changed by other engineers when the rest was converted. Shrink this set; never grow it.
-LEGACY_TUPLE_ROWS = {"search.py", "vectors.py"}
+LEGACY_TUPLE_ROWS = {"search.py"}
 # The store and the row type implement the reading.
 IMPLEMENTATION = {"store.py", "rows.py"}
 TUPLE_READS = {"fetch_all", "fetch_one", "fetchone", "fetchall", "fetchmany", "execute_fetchall"}
@@ -98,3 +99,19 @@ def test_the_core_reads_no_row_by_position() -> None:
     assert offenders == []
     still_legacy = {name for name in LEGACY_TUPLE_ROWS if _tuple_reads(REPO / "daemon" / name)}
     assert still_legacy == LEGACY_TUPLE_ROWS, "a legacy module was converted: take it off LEGACY_TUPLE_ROWS"
+
+
+def test_row_pages_hand_out_every_row_by_name_a_page_at_a_time() -> None:
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute("CREATE TABLE t (seq INTEGER PRIMARY KEY, content TEXT)")
+        conn.executemany("INSERT INTO t VALUES (?, ?)", [(i, f"text {i}") for i in range(5)])
+        pages = list(
+            read_row_pages(conn, "SELECT seq, content FROM t WHERE seq >= ? ORDER BY seq", (1,), page=2)
+        )
+        assert [len(page) for page in pages] == [2, 2]
+        assert [row["content"] for page in pages for row in page] == ["text 1", "text 2", "text 3", "text 4"]
+        with pytest.raises(TypeError):
+            pages[0][0][0]  # type: ignore[index]
+    finally:
+        conn.close()

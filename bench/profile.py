@@ -1,0 +1,156 @@
+"""Where one search and one single add spend memosd's CPU, on a database already loaded (issue 17).
+
+    python bench/profile.py DIR                      # DIR: a `load.py --keep`/`seed.py` database (copy it first)
+    python bench/profile.py DIR --searches 200 --adds 60 --py-spy .venv/bin/py-spy
+
+Starts memosd on DIR's database with the real model, runs `--searches` questions of the corpus (one agent,
+back to back), then `--adds` single `memory_add`s (similarity check on), and prints the daemon's CPU per
+operation from /proc (what a loaded machine inflates least) and each phase's p50. With `--py-spy`, samples
+memosd at 200 Hz during each phase and prints the share of samples per part (SQLite, KNN, embedding, MCP
+and HTTP, fusion...), by the frames each sample holds. The adds stay in the database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import anyio
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.client import DEFAULT_MODEL, timed, wait_for_model
+from bench.corpus import CORPORA
+from bench.load import cpu_seconds
+from bench.report import load_average, percentile, rss_mib
+from tests.conftest import free_port, mcp_client, start_daemon, stop_daemon, write_config
+
+# Leaf frames of a thread that waits (py-spy on a loaded machine still samples some of them): not work.
+IDLE = (
+    "_connection_worker_thread (aiosqlite/core.py:59)",  # an aiosqlite thread waiting for a statement
+    "Condition.wait (threading.py",
+    "EpollSelector.select (selectors.py",
+    "SimpleQueue.get",
+    "Queue.get (queue.py",
+)
+# A sample belongs to the first part whose marker one of its frames holds (markers checked in this order).
+PARTS: list[tuple[str, tuple[str, ...]]] = [
+    ("KNN (vector cache)", ("vector_cache.py", "knn.py")),
+    ("query embedding (onnxruntime)", ("onnxruntime", "fastembed", "tokenizers", "embedder.py")),
+    ("SQLite statements (aiosqlite threads)", ("_connection_worker_thread (aiosqlite/core.py:63)",)),
+    ("worker thread in C, no Python frame", ("WorkerThread.run (anyio",)),
+    ("signals and fusion", ("fusion.py", "fuse (", "signals (", "episodes.py", "phrasings.py")),
+    ("row fetch (rows by name) and hits", ("_hits (", "memory_from_row", "memories.py", "rows.py")),
+    ("search's own Python", ("search.py", "bm25.py", "lexical.py", "additions.py", "vectors.py")),
+    (
+        "MCP/HTTP, validation, JSON",
+        ("mcp/", "starlette", "uvicorn", "pydantic", "msgspec", "mcp_server", "h11"),
+    ),
+    ("event-loop hand-offs (asyncio, anyio, aiosqlite)", ("asyncio", "anyio", "aiosqlite")),
+]
+
+
+def parts(raw: Path) -> Counter[str]:
+    """Samples per part from py-spy's raw (collapsed) output: `frame;frame;... count` per line."""
+    counts: Counter[str] = Counter()
+    for line in raw.read_text(encoding="utf-8", errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit() or any(stack.rsplit(";", 1)[-1].startswith(leaf) for leaf in IDLE):
+            continue
+        part = next((name for name, markers in PARTS if any(m in stack for m in markers)), "other")
+        counts[part] += int(count)
+    return counts
+
+
+def sample(py_spy: Path, pid: int, raw: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling `pid` at 200 Hz into `raw` until it gets SIGINT."""
+    return subprocess.Popen(
+        [str(py_spy), "record", "-r", "200", "-p", str(pid), "--format", "raw", "-o", str(raw)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def phase(
+    name: str, pid: int, py_spy: Path | None, out: Path, work: Callable[[], Awaitable[list[float]]]
+) -> None:
+    spy = None
+    if py_spy is not None:
+        spy = sample(py_spy, pid, out / f"{name}.txt")
+        await anyio.sleep(1)
+    cpu = cpu_seconds(pid)
+    latencies = await work()
+    spent = cpu_seconds(pid) - cpu
+    print(
+        f"{name}: {len(latencies)} ops, daemon CPU {spent / len(latencies) * 1000:.1f} ms/op,"
+        f" p50 {percentile(latencies, 50) * 1000:.1f} ms, p99 {percentile(latencies, 99) * 1000:.1f} ms,"
+        f" load average {load_average()}"
+    )
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(timeout=60)
+        counts = parts(out / f"{name}.txt")
+        total = sum(counts.values()) or 1
+        for part, count in counts.most_common():
+            print(
+                f"  {part}: {count / total:.0%} ({spent / len(latencies) * 1000 * count / total:.1f} ms/op)"
+            )
+
+
+async def main(args: argparse.Namespace) -> None:
+    home: Path = args.dir.resolve()
+    token = (home / "token").read_text().strip()
+    port = free_port()
+    config = write_config(home, port=port, model=str(args.model))
+    daemon = start_daemon(config, home, port)
+    out: Path = args.out
+    make_memories, make_queries, _ = CORPORA[args.corpus]
+    try:
+        async with mcp_client(daemon.url, token) as client:
+            await wait_for_model(client)
+            print(f"ready: RSS / peak MiB {rss_mib(daemon.process.pid)}")
+            texts = make_queries(args.searches)
+            for text in texts[:10]:  # warm the caches
+                await timed(client, "memory_search", {"query": text, "k": 10})
+
+            async def searches() -> list[float]:
+                return [(await timed(client, "memory_search", {"query": t, "k": 10}))[0] for t in texts]
+
+            contents = make_memories(args.adds)
+            stamp = int(time.time())
+
+            async def adds() -> list[float]:
+                return [
+                    (await timed(client, "memory_add", {"content": f"profile add {stamp}-{i}: {text}"}))[0]
+                    for i, text in enumerate(contents)
+                ]
+
+            await phase("search", daemon.process.pid, args.py_spy, out, searches)
+            await phase("add", daemon.process.pid, args.py_spy, out, adds)
+            print(f"end: RSS / peak MiB {rss_mib(daemon.process.pid)}")
+    finally:
+        stop_daemon(daemon)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("dir", type=Path, help="a loaded database directory (memos.toml, token, data/)")
+    parser.add_argument("--corpus", default="many-matches", choices=sorted(CORPORA))
+    parser.add_argument("--searches", type=int, default=200)
+    parser.add_argument("--adds", type=int, default=60)
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--py-spy", type=Path, default=None, help="py-spy to sample memosd with")
+    parser.add_argument("--out", default=os.path.join("bench", "results", "profile"))
+    arguments = parser.parse_args()
+    arguments.out = Path(arguments.out).resolve()
+    arguments.out.mkdir(parents=True, exist_ok=True)
+    anyio.run(main, arguments)
