@@ -63,6 +63,9 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
 class StorageConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     # None: `$XDG_DATA_HOME/memos/memos.db`.
     path: str | None = None
+    # A PostgreSQL database (with pgvector) instead of the file: "postgresql://user:password@host/db". Several
+    # memosd may serve one database (the team server); `path` then only places the daemon's local files.
+    url: Annotated[str, msgspec.Meta(pattern=r"^postgres(ql)?://")] | None = None
     read_connections: Annotated[int, msgspec.Meta(ge=1, le=16)] = 2
 
 

@@ -14,8 +14,10 @@ from daemon import (
     Services,
     agent_named,
 )
+from tests.conftest import BOTH
 
 pytestmark = pytest.mark.anyio
+BACKENDS = BOTH
 
 
 async def _agent(services: Services, name: str = "alice"):  # type: ignore[no-untyped-def]
