@@ -34,6 +34,7 @@ CLASSES: dict[str, tuple[type[MemosError], str]] = {
     "03": (StoreError, _BUG),  # SQL statement not yet complete
     "08": (StoreBusy, _GONE),  # connection exception: retrying may reach a restarted server
     "09": (StoreError, _BUG),  # triggered action exception
+    "10": (StoreError, _BUG),  # XQuery error
     "0A": (StoreError, _BUG),  # feature not supported
     "0B": (StoreError, _BUG),  # invalid transaction initiation
     "0F": (StoreError, _BUG),  # locator exception

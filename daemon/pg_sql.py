@@ -4,6 +4,7 @@ The core writes its statements in the SQLite dialect with `?` placeholders. Post
 them as they are; `postgres_sql()` rewrites the rest, each rule for one construct and nothing else:
 
 * SQLite's planner hint `INDEXED BY name` is dropped (PostgreSQL's planner has no such hint);
+* SQLite's `LIMIT -1` (no limit, before an OFFSET) becomes `LIMIT ALL`;
 * `?` placeholders become psycopg's `%s` (and a literal `%` becomes `%%`), outside string literals;
 * `INSERT OR IGNORE` becomes `INSERT … ON CONFLICT DO NOTHING`;
 * `INSERT OR REPLACE` becomes an upsert on the table's primary key (`REPLACE_KEYS`);
@@ -39,6 +40,7 @@ REPLACE_KEYS = {
 }
 
 _INDEXED_BY = re.compile(r"\s+INDEXED\s+BY\s+\w+", re.IGNORECASE)
+_NO_LIMIT = re.compile(r"\bLIMIT\s+-1\b", re.IGNORECASE)
 _INSERT = re.compile(r"^\s*INSERT\s+(?:OR\s+(IGNORE|REPLACE)\s+)?INTO\s+(\w+)\s*\(([^)]*)\)", re.IGNORECASE)
 
 
@@ -62,7 +64,7 @@ def _placeholders(sql: str) -> str:
 def postgres_sql(sql: str, *, returning: bool = False) -> str:
     """The PostgreSQL form of one of the store's statements. `returning`: a single-row INSERT whose
     assigned key the caller wants back."""
-    sql = _INDEXED_BY.sub("", sql)
+    sql = _NO_LIMIT.sub("LIMIT ALL", _INDEXED_BY.sub("", sql))
     match = _INSERT.match(sql)
     if match is not None:
         how, table, columns = match.group(1), match.group(2).lower(), match.group(3)

@@ -144,7 +144,7 @@ class PgStore(Store):
         self.url = url
         self.path = Path(redacted(url))  # named in messages and logs, never opened as a file
         self._pg_writer = writer
-        self._pg_readers = readers
+        self._pg_all = [writer, *readers]  # every open connection, for close()
         self._write_lock = anyio.Lock()  # protects the writer connection's transaction
         self._pg_send, self._pg_receive = anyio.create_memory_object_stream[psycopg.AsyncConnection[Any]](
             len(readers)
@@ -175,7 +175,10 @@ class PgStore(Store):
         if not conn.closed and not conn.broken:
             return conn
         log.warning("reconnecting to the database (the old connection was dropped)")
-        return await connect(self.url)
+        await conn.close()
+        fresh = await connect(self.url)
+        self._pg_all = [fresh if known is conn else known for known in self._pg_all]
+        return fresh
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Connection]:
@@ -184,10 +187,7 @@ class PgStore(Store):
         with anyio.CancelScope(shield=True):
             async with self._write_lock:
                 self._check_open()
-                self._pg_writer = await self._usable(self._pg_writer)
-                writer = self._pg_writer
-                with translated():
-                    await writer.execute("BEGIN")
+                writer = await self._begin()
                 conn = PgConnection(writer)
                 try:
                     with translated():
@@ -200,6 +200,20 @@ class PgStore(Store):
                     raise
                 for callback in conn.committed:
                     callback()
+
+    async def _begin(self) -> psycopg.AsyncConnection[Any]:
+        """BEGIN on the writer; a connection the server dropped since its last use (nothing of this write
+        sent yet) is replaced and the BEGIN tried once more on the new one."""
+        self._pg_writer = await self._usable(self._pg_writer)
+        try:
+            await self._pg_writer.execute("BEGIN")
+        except psycopg.OperationalError:
+            if not self._pg_writer.broken:
+                raise
+            self._pg_writer = await self._usable(self._pg_writer)
+            with translated():
+                await self._pg_writer.execute("BEGIN")
+        return self._pg_writer
 
     async def _pg_rollback(self, writer: psycopg.AsyncConnection[Any]) -> None:
         """Undo the failed transaction; the error that failed the write is the one the caller needs, so a
@@ -237,8 +251,7 @@ class PgStore(Store):
         with anyio.CancelScope(shield=True):
             async with self._write_lock:
                 self._closed = True
-                await self._pg_writer.close()
-            for reader in self._pg_readers:
-                await reader.close()
+            for conn in self._pg_all:
+                await conn.close()
             self._pg_send.close()
             self._pg_receive.close()

@@ -24,6 +24,7 @@ from memos_cli.data_commands import add_parsers as add_data_parsers
 from memos_cli.doctor import add_parsers as add_doctor_parsers
 from memos_cli.errors import exit_code, one_line_errors
 from memos_cli.memory_commands import add_parsers as add_memory_parsers
+from memos_cli.migrate_command import add_parsers as add_migrate_parsers
 from memos_cli.service_commands import add_parsers as add_service_parsers
 from memos_cli.status import absent, daemon_state, read_status, serving_daemon
 from memos_cli.version import memos_version
@@ -261,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_memory_parsers(commands)
     add_data_parsers(commands)
     add_check_parsers(commands)
+    add_migrate_parsers(commands)
     add_service_parsers(commands)
     add_connect_parsers(commands)
     add_doctor_parsers(commands)
