@@ -6,9 +6,12 @@ imported only when a `[storage] url` asks for PostgreSQL, so the embedded defaul
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from daemon.config import Config
 from daemon.embedder import Embedder
 from daemon.errors import ConfigError
+from daemon.events import ChangeHub
 from daemon.store import Store
 from daemon.vectors import VectorIndex
 
@@ -34,3 +37,16 @@ def vector_index(store: Store, embedder: Embedder, *, use_cache: bool) -> Vector
 
         return PgVectorIndex(store, embedder, use_cache=use_cache)
     return VectorIndex(store, embedder, use_cache=use_cache)
+
+
+def database_bus(store: Store, hub: ChangeHub, vectors: VectorIndex) -> Callable[..., Awaitable[None]] | None:
+    """The background loop that links the daemons sharing a PostgreSQL database (daemon/pg_bus.py); None
+    for the SQLite file, which one daemon serves alone."""
+    if store.dialect != "postgresql":
+        return None
+    from daemon.pg_bus import PgBus
+    from daemon.pg_store import PgStore
+    from daemon.pg_vectors import PgVectorIndex
+
+    assert isinstance(store, PgStore) and isinstance(vectors, PgVectorIndex)
+    return PgBus(store.url, hub, vectors).run

@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 from daemon.activity import Activity
 from daemon.additions import Additions
 from daemon.audit import Audit
-from daemon.backends import open_store, vector_index
+from daemon.backends import database_bus, open_store, vector_index
 from daemon.backup import scheduled_backups
 from daemon.config import NO_MODEL, Config, model_cache_dir
 from daemon.context_packs import ContextPacks
@@ -197,6 +197,9 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
             await tg.start(supervised, "vector backfill", services.vectors.backfill)
             await tg.start(supervised, "entity backfill", services.entities.backfill)
             await tg.start(supervised, "retention", services.retention.run)
+            bus = database_bus(store, services.hub, services.vectors)
+            if bus is not None:  # several daemons on one PostgreSQL database
+                await tg.start(supervised, "database bus", bus)
             if config.backup.interval_hours > 0 and config.storage.url is None:  # a server keeps its own
                 backups = partial(
                     scheduled_backups, config.database_path, config.backup_dir,

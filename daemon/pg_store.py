@@ -13,6 +13,7 @@ A connection the server dropped (a restart) is replaced before its next use.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -239,6 +240,19 @@ class PgStore(Store):
         finally:
             if not self._closed:
                 self._pg_send.send_nowait(raw)
+
+    async def claim_turn(self, job: str, every_s: float) -> bool:
+        """Whether this daemon runs periodic `job` now: the first of the daemons to ask once `every_s` (less
+        a tenth, for their clocks' drift) has passed since the last run claims it; writes are serial across
+        the daemons, so exactly one does."""
+        key = f"turn:{job}"
+        async with self.write() as conn:
+            last = await conn.value("SELECT value FROM meta WHERE key = ?", (key,))
+            now = time.time()
+            if last is not None and now - float(last) < every_s * 0.9:
+                return False
+            await conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, repr(now)))
+        return True
 
     async def checkpoint(self) -> None:
         """Nothing to fold: the server manages its own log."""

@@ -2,7 +2,8 @@
 
 The table holds the same (seq, cube id, unit vector) rows as sqlite-vec's on the embedded store, made for
 one model and rebuilt when it changes (daemon/vectors.py says how). With the in-memory cache (the default)
-searches are exact BLAS products over the cache, filled from the table at attach. Without it, the database
+searches are exact BLAS products over the cache, filled from the table at attach and kept true to it when
+other daemons write (`catch_up`, woken by NOTIFY through daemon/pg_bus.py). Without it, the database
 answers: an HNSW index over cosine distance with pgvector's iterative scan in strict order, so a search
 filtered to the reader's cubes keeps scanning until it has its k rows instead of returning the few that
 survived the filter (`hnsw.iterative_scan`, set on every connection by daemon/pg_store.py).
@@ -23,6 +24,7 @@ from daemon.vectors import VectorIndex
 log = logging.getLogger(__name__)
 
 _FILL_CHUNK = 4096
+VECTORS_CHANNEL = "memos_vectors"  # NOTIFY: new vectors committed (daemon/pg_bus.py listens)
 
 
 def vector_literal(vector: np.ndarray) -> str:
@@ -36,7 +38,10 @@ def from_binary(blob: bytes) -> np.ndarray:
 
 
 class PgVectorIndex(VectorIndex):
-    """`VectorIndex` with its table, writes and database searches in pgvector's terms."""
+    """`VectorIndex` with its table, writes and database searches in pgvector's terms, and a cache that
+    follows the table when other daemons write to it."""
+
+    _followed = 0  # the highest `changed` the cache holds
 
     async def attach(self, *, read_only: bool = False) -> None:
         model, dims = self._embedder.model_name, self._embedder.dims
@@ -59,10 +64,13 @@ class PgVectorIndex(VectorIndex):
                     log.warning("embedding model changed to %s: re-embedding every memory", model)
                 await conn.execute("DROP TABLE IF EXISTS memory_vectors")
                 # dims is an int from the model, not caller text.
+                # `changed` orders the writes: every daemon's cache follows the table by it (`catch_up`).
+                await conn.execute("CREATE SEQUENCE IF NOT EXISTS memory_vectors_changes")
                 await conn.execute(
                     "CREATE TABLE memory_vectors (rowid BIGINT PRIMARY KEY, cube_id BIGINT NOT NULL,"
-                    f" embedding vector({int(dims)}) NOT NULL)"
+                    f" embedding vector({int(dims)}) NOT NULL, changed BIGINT NOT NULL)"
                 )
+                await conn.execute("CREATE INDEX memory_vectors_by_change ON memory_vectors (changed)")
                 await conn.execute(
                     "CREATE INDEX memory_vectors_hnsw ON memory_vectors USING hnsw (embedding vector_cosine_ops)"
                 )
@@ -83,6 +91,8 @@ class PgVectorIndex(VectorIndex):
     async def _fill(self, cache: VectorCache) -> None:
         """Load every stored vector into the cache, a chunk at a time in key order."""
         async with self._store.read() as conn:
+            # Read first: rows changed during the fill are read again by the next catch_up (harmless).
+            self._followed = await conn.value("SELECT coalesce(max(changed), 0) FROM memory_vectors")
             cache.reserve(await conn.value("SELECT count(*) FROM memory_vectors"))
             after = -1
             while True:
@@ -97,14 +107,38 @@ class PgVectorIndex(VectorIndex):
                 await anyio.to_thread.run_sync(cache.upsert, chunk)
                 after = chunk[-1][0]
 
+    async def catch_up(self) -> int:
+        """Bring the cache up to the table: the vectors other daemons on the database wrote (and this one's
+        own again) since the last look, in the order they committed. Writes are serial across the daemons
+        (daemon/pg_store.py), so `changed` grows in commit order and no write is passed over. Returns how
+        many vectors were read."""
+        cache = self._cache
+        if cache is None or not self.ready:
+            return 0
+        read = 0
+        while True:
+            async with self._store.read() as conn:
+                rows = await conn.rows(
+                    "SELECT rowid AS seq, cube_id, vector_send(embedding) AS blob, changed FROM memory_vectors"
+                    " WHERE changed > ? ORDER BY changed LIMIT ?",
+                    (self._followed, _FILL_CHUNK),
+                )
+            if not rows:
+                return read
+            cache.upsert((int(r["seq"]), int(r["cube_id"]), from_binary(r["blob"])) for r in rows)
+            self._followed = int(rows[-1]["changed"])
+            read += len(rows)
+
     async def put(self, conn: Connection, rows: Sequence[tuple[int, int, np.ndarray]]) -> None:
         """Store (seq, cube_id, vector) rows and mark the memories embedded, inside the caller's write."""
         seqs = [seq for seq, _, _ in rows]
         await conn.execute_many(
-            "INSERT OR REPLACE INTO memory_vectors (rowid, cube_id, embedding) VALUES (?, ?, ?::vector)",
+            "INSERT OR REPLACE INTO memory_vectors (rowid, cube_id, embedding, changed)"
+            " VALUES (?, ?, ?::vector, nextval('memory_vectors_changes'))",
             [(seq, cube_id, vector_literal(vector)) for seq, cube_id, vector in rows],
         )
         await conn.execute(f"UPDATE memories SET embedded = 1 WHERE seq IN ({placeholders(len(seqs))})", seqs)
+        await conn.execute(f"SELECT pg_notify('{VECTORS_CHANNEL}', '')")  # delivered at COMMIT
         if self._cache is not None:
             cache = self._cache
             conn.after_commit(lambda: cache.upsert(rows))

@@ -202,6 +202,12 @@ class Store:
             if not self._closed:
                 self._reader_send.send_nowait(raw)
 
+    async def claim_turn(self, job: str, every_s: float) -> bool:
+        """Whether this daemon runs periodic `job` now. Always: one daemon owns the file (the instance
+        lock); a shared database decides among its daemons (daemon/pg_store.py)."""
+        self._check_open()
+        return True
+
     async def checkpoint(self) -> None:
         """Fold the WAL back into the main file (on shutdown, and before a backup)."""
         async with self._write_lock:

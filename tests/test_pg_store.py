@@ -177,3 +177,20 @@ def test_the_dialect_rewrites_only_what_postgresql_reads_differently(sqlite: str
 def test_an_insert_into_a_table_with_an_assigned_key_returns_it() -> None:
     assert postgres_sql("INSERT INTO cubes (name) VALUES (?)", returning=True).endswith(" RETURNING id")
     assert "RETURNING" not in postgres_sql("INSERT INTO meta (key, value) VALUES (?, ?)", returning=True)
+
+
+async def test_of_several_daemons_asking_for_a_periodic_jobs_turn_exactly_one_gets_it(url: str) -> None:
+    stores = [await PgStore.open_url(url) for _ in range(3)]
+    claimed: list[bool] = []
+
+    async def ask(store: PgStore) -> None:
+        claimed.append(await store.claim_turn("retention", 600))
+
+    async with anyio.create_task_group() as tg:
+        for store in stores:
+            tg.start_soon(ask, store)
+    assert sorted(claimed) == [False, False, True]
+    assert await stores[0].claim_turn("retention", 600) is False  # nor again within the interval
+    assert await stores[0].claim_turn("backups", 600) is True  # another job has its own turns
+    for store in stores:
+        await store.close()
