@@ -83,6 +83,8 @@ class PgBus:
                 task_status.started()
         finally:
             unsubscribe()
+            self._outgoing_send.close()
+            self._outgoing.close()
 
     async def _listen_supervised(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         started = False
