@@ -60,6 +60,10 @@ async def connect(url: str) -> psycopg.AsyncConnection[Any]:
             url, autocommit=True, cursor_factory=psycopg.AsyncClientCursor
         )
     conn.adapters.register_loader("numeric", _NumberLoader)
+    # A vector search filtered to some cubes keeps walking the HNSW graph until it has its k rows (pgvector
+    # 0.8's iterative scan), instead of returning the few of the first candidates that pass the filter.
+    with translated():
+        await conn.execute("SET hnsw.iterative_scan = strict_order")
     return conn
 
 

@@ -3,16 +3,20 @@ embedded store, several stores (daemons) on one database, errors translated by S
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anyio
-import anyio.lowlevel
+import msgspec
+import numpy as np
 import psycopg
 import pytest
 
-from daemon import Conflict, StoreBusy, StoreClosed
+from daemon import Conflict, StoreBusy, StoreClosed, open_services
 from daemon.migrations import MIGRATIONS
 from daemon.pg_errors import CLASSES, translate
 from daemon.pg_sql import postgres_sql
 from daemon.pg_store import PgStore
+from tests.conftest import make_config
 from tests.pg_server import PgCluster
 
 pytestmark = pytest.mark.anyio
@@ -138,7 +142,7 @@ async def test_using_a_closed_store_says_so_and_closing_twice_is_harmless(url: s
             pass
 
 
-async def test_a_server_that_is_not_there_is_a_clear_retryable_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_a_server_that_is_not_there_is_a_clear_retryable_error(tmp_path: Path) -> None:
     with pytest.raises(StoreBusy, match=r"check that PostgreSQL is running and `\[storage\] url` names it"):
         await PgStore.open_url(f"postgresql://nobody@/memos?host={tmp_path}&connect_timeout=2")
 
@@ -194,3 +198,33 @@ async def test_of_several_daemons_asking_for_a_periodic_jobs_turn_exactly_one_ge
     assert await stores[0].claim_turn("backups", 600) is True  # another job has its own turns
     for store in stores:
         await store.close()
+
+
+async def test_a_database_vector_search_filtered_to_a_small_cube_is_not_starved(
+    tmp_path: Path, model_dir: Path, pg_cluster: PgCluster
+) -> None:
+    """Without the in-memory cache the HNSW index answers: 2,000 vectors in one cube, 5 in another; the 5
+    nearest in the small cube are all found, best first, though the index's first candidates are all in
+    the big one."""
+    rng = np.random.default_rng(7)
+
+    def unit(rows: int) -> np.ndarray:
+        vectors = rng.normal(size=(rows, 384)).astype(np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    with pg_cluster.database() as url:
+        config = make_config(tmp_path, str(model_dir), url=url)
+        config = msgspec.structs.replace(
+            config, search=msgspec.structs.replace(config.search, vector_cache=False)
+        )
+        async with open_services(config) as services:
+            await services.vectors.attached.wait()
+            big, small = unit(2000), unit(5)
+            async with services.store.write() as conn:
+                await services.vectors.put(conn, [(seq, 1, big[seq]) for seq in range(2000)])
+                await services.vectors.put(conn, [(10_000 + i, 2, small[i]) for i in range(5)])
+            query = big[0]
+            async with services.store.read() as conn:
+                found = await services.vectors.nearest(conn, query, [2], 5)
+    expected = sorted(range(5), key=lambda i: -float(small[i] @ query))
+    assert [seq for seq, _ in found] == [10_000 + i for i in expected]
