@@ -6,10 +6,10 @@ and then.
 
 A real server (tests/pg_server.py) and a fresh database; two daemons (A, B) on two loopback ports. Each agent
 adds memories, each with a word of its own, through A or B in turn (through B while A is down); after each
-acknowledged add it searches for that word through the other daemon until it is found, and records how
-long that took. Every `--kill-every` seconds A is SIGKILLed and started again. At the end every
+acknowledged add it searches for that word through the other daemon (on a session it keeps open) until
+it is found, and records how long that took. Every `--kill-every` seconds A is SIGKILLed and started again. At the end every
 acknowledged write must be there (read back through both daemons), every cross-daemon search must have
-found its write within a second, and the retention turn must have been taken once (at the first start:
+found its write on its first try (visible at once) or within a second, and the retention turn must have been taken once (at the first start:
 restarts and the second daemon within the interval leave it alone). Prints a markdown summary (also
 written to bench/results/team_soak.md); exits 1 if a check failed.
 """
@@ -22,6 +22,7 @@ import signal
 import sys
 import tempfile
 import time
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,7 @@ class Team:
     acked: dict[str, str] = field(default_factory=dict)  # memory id -> content
     delays: list[float] = field(default_factory=list)  # seconds until the other daemon found a write
     late: list[str] = field(default_factory=list)
+    at_once: int = 0  # cross-daemon searches that found the write on their first try
     failed_calls: int = 0
     kills: int = 0
 
@@ -52,33 +54,38 @@ async def agent(team: Team, name: str, token: str, stop: anyio.Event) -> None:
     n = 0
     while not stop.is_set():
         n += 1
-        word = f"zq{name}x{n}"
+        word, content = f"zq{name}x{n}", f"{name} note {n}"
         through = n % 2 if team.up[0] else 1
-        try:
-            async with mcp_client(team.daemons[through].url, token) as client:
-                added = await call(client, "memory_add", {"content": f"{name} note {n}: {word}"})
-        except Exception:  # noqa: BLE001 - a daemon killed mid-call (any transport error): not acknowledged
-            team.failed_calls += 1
-            await anyio.sleep(0.2)
-            continue
-        team.acked[added["id"]] = f"{name} note {n}: {word}"
         other = 1 - through
-        if not team.up[other]:
-            continue
-        written = time.monotonic()
+        acked = False
         try:
-            async with mcp_client(team.daemons[other].url, token) as client:
+            # The other daemon's session is open before the add, so the delay measured is the search's own.
+            async with AsyncExitStack() as stack:
+                reader = None
+                if team.up[other]:
+                    reader = await stack.enter_async_context(mcp_client(team.daemons[other].url, token))
+                async with mcp_client(team.daemons[through].url, token) as writer:
+                    added = await call(writer, "memory_add", {"content": f"{content}: {word}"})
+                team.acked[added["id"]] = f"{content}: {word}"
+                acked = True
+                if reader is None:
+                    continue
+                written, tries = time.monotonic(), 0
                 while True:
-                    found = await call(client, "memory_search", {"query": word, "mode": "lexical"})
+                    found = await call(reader, "memory_search", {"query": word, "mode": "lexical"})
                     if found["results"]:
+                        team.delays.append(time.monotonic() - written)
+                        team.at_once += tries == 0
                         break
+                    tries += 1
                     if time.monotonic() - written > 10:
                         team.late.append(word)
                         break
                     await anyio.sleep(0.02)
-        except Exception:  # noqa: BLE001 - the other daemon was killed meanwhile
-            continue
-        team.delays.append(time.monotonic() - written)
+        except Exception:  # noqa: BLE001 - a daemon killed mid-call (any transport error)
+            if not acked:  # not acknowledged: nothing to check
+                team.failed_calls += 1
+            await anyio.sleep(0.2)
 
 
 async def killer(team: Team, every: float, stop: anyio.Event) -> None:
@@ -149,7 +156,10 @@ async def team_soak(seconds: float, agents: int, kill_every: float, model: str) 
             for running in daemons:
                 stop_daemon(running)
     within = sum(delay <= 1.0 for delay in team.delays)
-    ok = not missing and not team.late and within == len(team.delays) and not turns_taken and bool(team.acked)
+    # Visible at once: the first search through the other daemon, sent after the ack, found the write (its
+    # delay is then that one search's latency, which the machine's load sets, not the propagation).
+    visible = team.at_once == len(team.delays) or within == len(team.delays)
+    ok = not missing and not team.late and visible and not turns_taken and bool(team.acked)
     lines = [
         f"# Team soak: 2 daemons x {agents} agents, {seconds:.0f} s, daemon A SIGKILLed every {kill_every:.0f} s",
         "",
@@ -161,6 +171,7 @@ async def team_soak(seconds: float, agents: int, kill_every: float, model: str) 
         f"| acknowledged writes missing afterwards (read through both daemons) | {len(missing)} |",
         f"| calls that failed (daemon killed; not acknowledged, retried) | {team.failed_calls} |",
         f"| SIGKILLs of daemon A | {team.kills} |",
+        f"| cross-daemon searches that found the write on their first try | {team.at_once} of {len(team.delays)} |",
         f"| cross-daemon searches that found the write within 1 s | {within} of {len(team.delays)} |",
         f"| cross-daemon visibility p50 / p99 / max ms | {percentile(team.delays, 50) * 1000:.0f} /"
         f" {percentile(team.delays, 99) * 1000:.0f} / {max(team.delays, default=0) * 1000:.0f} |",
