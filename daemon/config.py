@@ -235,6 +235,18 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
         return Path(self.storage.path)
 
     @property
+    def database_label(self) -> str:
+        """The store as a user should see it named: the file, or the PostgreSQL URL without its password."""
+        if self.storage.url is not None:
+            return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", self.storage.url)
+        return str(self.database_path)
+
+    @property
+    def database_exists(self) -> bool:
+        """Whether there is a store to read (never created by looking): a server database is taken to be."""
+        return self.storage.url is not None or self.database_path.exists()
+
+    @property
     def backup_dir(self) -> Path:
         return Path(self.backup.dir) if self.backup.dir else self.database_path.parent / "backups"
 

@@ -119,7 +119,7 @@ def cmd_audit(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
     held = serving_daemon(config)  # before this command opens the database
-    if config.database_path.exists():
+    if config.database_exists:
         status = _run(config, lambda s: read_status(s, held))
     else:  # never create it: no daemon has served this path yet
         status = absent(anyio.run(daemon_state, config, False, None)[0])
@@ -131,7 +131,7 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
         print(f"database    {config.database_path} does not exist yet (memosd creates it on its first start)")
         print(f"daemon      {status.daemon}")
         return 0
-    print(f"database    {config.database_path} (schema {status.schema_version})")
+    print(f"database    {config.database_label} (schema {status.schema_version})")
     print(f"daemon      {status.daemon}")
     reported = status.daemon_status
     if reported is not None:

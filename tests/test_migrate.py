@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from daemon import load_config
+from daemon.migrations import MIGRATIONS
 from tests.conftest import free_port, memos_at, write_config
 from tests.pg_server import PgCluster
 from tests.test_transfer import _build_source, _snapshot
@@ -41,6 +42,11 @@ async def test_migrating_to_postgresql_and_back_keeps_every_memory_version_link_
             assert on_postgres[key] == before[key], key
         again = memos_at(source_config, "migrate", "--to", url)
         assert ": 0 added" in again.stdout
+        status = memos_at(team_config, "status").stdout
+        database = url.replace("postgres:@", "postgres:***@")  # a password is never shown
+        assert f"database    {database} (schema {MIGRATIONS[-1][0]})" in status
+        refused = memos_at(team_config, "backup", check=False)
+        assert refused.returncode != 0 and "use pg_dump" in refused.stderr
 
         back = tmp_path / "back"
         back.mkdir()
