@@ -4,6 +4,7 @@ embedded store, several stores (daemons) on one database, errors translated by S
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import anyio
 import msgspec
@@ -12,7 +13,9 @@ import psycopg
 import pytest
 
 from daemon import Conflict, StoreBusy, StoreClosed, open_services
+from daemon.events import AgentRevoked, Change, CubesChanged, MemoryChanged, PackReady, TaskChanged
 from daemon.migrations import MIGRATIONS
+from daemon.pg_bus import decode, encode
 from daemon.pg_errors import CLASSES, translate
 from daemon.pg_sql import postgres_sql
 from daemon.pg_store import PgStore
@@ -228,3 +231,21 @@ async def test_a_database_vector_search_filtered_to_a_small_cube_is_not_starved(
                 found = await services.vectors.nearest(conn, query, [2], 5)
     expected = sorted(range(5), key=lambda i: -float(small[i] @ query))
     assert [seq for seq, _ in found] == [10_000 + i for i in expected]
+
+
+def test_every_change_event_crosses_between_daemons_unchanged() -> None:
+    """The relay (daemon/pg_bus.py) knows every kind of change the hub carries, and a NOTIFY payload (at
+    most 8000 bytes) holds each."""
+    examples = [
+        MemoryChanged("@alice", "mem_1"),
+        TaskChanged("task_1", ("alice", "bob")),
+        PackReady("task_1", "bob"),
+        CubesChanged("team"),
+        CubesChanged(),
+        AgentRevoked("carol"),
+    ]
+    assert {type(change) for change in examples} == set(get_args(Change))
+    for change in examples:
+        payload = encode(change)
+        assert len(payload.encode()) < 8000
+        assert decode(payload) == change
