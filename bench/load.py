@@ -269,7 +269,8 @@ def report(
 ) -> str:
     parts = [f"Machine: {machine()}", f"Load average (1, 5, 15 min) before each part: {loads}"]
     for name, rows in ours.items():
-        parts += ["", f"memos, corpus {name} ({CORPORA[name][2]}):", "", table(rows)]
+        corpus = name.removesuffix(" on postgresql")  # the PostgreSQL rows of `--backend postgresql`
+        parts += ["", f"memos, corpus {name} ({CORPORA[corpus][2]}):", "", table(rows)]
     first = next(iter(ours.values()))
     if peer:
         parts += [
