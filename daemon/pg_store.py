@@ -64,6 +64,8 @@ async def connect(url: str) -> psycopg.AsyncConnection[Any]:
     # 0.8's iterative scan), instead of returning the few of the first candidates that pass the filter.
     with translated():
         await conn.execute("SET hnsw.iterative_scan = strict_order")
+        # As SQLite's busy timeout: a write waiting longer for another daemon's fails as StoreBusy (55P03).
+        await conn.execute("SET lock_timeout = '10s'")
     return conn
 
 
