@@ -3,6 +3,8 @@ embedded store, several stores (daemons) on one database, errors translated by S
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import get_args
 
@@ -19,7 +21,7 @@ from daemon.pg_bus import decode, encode
 from daemon.pg_errors import CLASSES, translate
 from daemon.pg_sql import postgres_sql
 from daemon.pg_store import PgStore
-from tests.conftest import make_config
+from tests.conftest import REPO, make_config
 from tests.pg_server import PgCluster
 
 pytestmark = pytest.mark.anyio
@@ -249,3 +251,15 @@ def test_every_change_event_crosses_between_daemons_unchanged() -> None:
         payload = encode(change)
         assert len(payload.encode()) < 8000
         assert decode(payload) == change
+
+
+def test_the_embedded_default_never_imports_psycopg() -> None:
+    """psycopg is an optional extra: memosd and memos on a SQLite file load nothing of it."""
+    probe = (
+        "import sys, daemon.lifecycle, memos_cli.memos, memos_cli.memosd, mcp_server.app;"
+        " print('psycopg' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
+    assert result.stdout.strip() == "False", result.stderr
