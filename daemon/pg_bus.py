@@ -101,9 +101,13 @@ class PgBus:
                     task_status.started()
                 await self._vectors.catch_up()
                 while True:
+                    # Each notification as it comes; after a quiet spell, a look at the vectors anyway.
                     with translated():
-                        notices = [n async for n in conn.notifies(timeout=_FOLLOW_EVERY_S, stop_after=100)]
-                    self._received(notices)
+                        async for notice in conn.notifies(timeout=_FOLLOW_EVERY_S):
+                            if notice.channel == VECTORS_CHANNEL:
+                                await self._vectors.catch_up()
+                            else:
+                                self._received(notice)
                     await self._vectors.catch_up()
             finally:
                 with anyio.CancelScope(shield=True):
@@ -111,20 +115,20 @@ class PgBus:
 
         await retrying("listening to the other daemons", listen)
 
-    def _received(self, notices: list[psycopg.Notify]) -> None:
-        for notice in notices:
-            if notice.channel != CHANGES_CHANNEL or notice.pid in self._senders:
-                continue
-            try:
-                change = decode(notice.payload)
-            except (msgspec.DecodeError, KeyError) as exc:  # a newer memos on the database: skip, say so
-                log.warning("ignoring a change notification this memos cannot read: %s", exc)
-                continue
-            self._relaying = True
-            try:
-                self._hub.publish(change)
-            finally:
-                self._relaying = False
+    def _received(self, notice: psycopg.Notify) -> None:
+        """Publish another daemon's change on this daemon's hub (this daemon's own come back too: skipped)."""
+        if notice.channel != CHANGES_CHANNEL or notice.pid in self._senders:
+            return
+        try:
+            change = decode(notice.payload)
+        except (msgspec.DecodeError, KeyError) as exc:  # a newer memos on the database: skip, say so
+            log.warning("ignoring a change notification this memos cannot read: %s", exc)
+            return
+        self._relaying = True
+        try:
+            self._hub.publish(change)
+        finally:
+            self._relaying = False
 
     async def _send(self) -> None:
         conn = await connect(self._url)
