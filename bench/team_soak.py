@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -155,6 +156,7 @@ async def team_soak(seconds: float, agents: int, kill_every: float, model: str) 
         finally:
             for running in daemons:
                 stop_daemon(running)
+                shutil.rmtree(running.home, ignore_errors=True)
     within = sum(delay <= 1.0 for delay in team.delays)
     # Visible at once: the first search through the other daemon, sent after the ack, found the write (its
     # delay is then that one search's latency, which the machine's load sets, not the propagation).
