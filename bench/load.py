@@ -4,6 +4,7 @@ then the same workload against the official MCP memory server (bench/peer_load.p
     python bench/load.py                       # N = 10k then 100k, both corpora (~30 minutes on 2 cores)
     python bench/load.py --sizes 1000 --searches 50 --no-peer
     python bench/load.py --keep bench/results/load-db   # keep the loaded databases; the next run reuses them
+    python bench/load.py --backend sqlite postgresql --no-peer   # the same rows on a real PostgreSQL beside
 
 Runs each corpus (`--corpus`, default all of bench/corpus.py's CORPORA): memos beside the floor measured in
 the same run (the same model embedding each question alone, and an exact numpy KNN over the same vectors),
@@ -21,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import anyio
@@ -36,6 +38,7 @@ from bench.plot import Panel, bar_panels
 from bench.report import RESULTS, Ratio, Row, load_average, machine, percentile, ratio_rows, rss_mib, table
 from daemon import sqlite_driver
 from tests.conftest import free_port, mcp_client, start_daemon, stop_daemon, write_config
+from tests.pg_server import PgCluster
 
 BATCH = 500
 REUSED_BATCH = 1000  # memories added to measure batch add on a reused database
@@ -105,13 +108,14 @@ async def run(
     concurrency: list[int],
     keep: Path | None,
     floor: Floor | None,
+    url: str | None = None,
 ) -> Row:
     make_memories, make_queries, _ = CORPORA[corpus_name]
     with tempfile.TemporaryDirectory(prefix="memos-bench-") as tmp:
         home = keep / f"{corpus_name}-{size}" if keep else Path(tmp)
         home.mkdir(parents=True, exist_ok=True)
         port = free_port()
-        config = write_config(home, port=port, model=model)
+        config = write_config(home, port=port, model=model, url=url)
         started = time.perf_counter()
         daemon = start_daemon(config, home, port)
         ready_s = time.perf_counter() - started
@@ -186,7 +190,7 @@ async def run(
                     if agents > 1:
                         row[f"searches/s ({agents} agents)"] = len(lat) / sum(lat) * agents
                 db = home / "data" / "memos.db"
-                if floor is not None:
+                if floor is not None and url is None:  # the floor's KNN reads the SQLite file
                     embedding = floor.embedding_ms(texts[:100])
                     knn = floor.knn_ms(db, texts[:100], 80)
                     row["floor: query embedding p50 ms"] = embedding
@@ -197,12 +201,24 @@ async def run(
                 rss, peak = rss_mib(daemon.process.pid)
                 row["RSS MiB"] = rss
                 row["peak RSS MiB"] = peak
-                row["db MiB"] = sum(p.stat().st_size for p in db.parent.glob("memos.db*")) / 2**20
+                row["db MiB"] = (
+                    database_mib(url)
+                    if url
+                    else sum(p.stat().st_size for p in db.parent.glob("memos.db*")) / 2**20
+                )
                 row["startup-to-ready s"] = ready_s
                 print(f"  measured {corpus_name} {size}: {row}", file=sys.stderr, flush=True)
         finally:
             stop_daemon(daemon)
     return row
+
+
+def database_mib(url: str) -> float:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        size = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+    return float(size[0]) / 2**20 if size else 0.0
 
 
 def ratios(concurrency: list[int]) -> list[Ratio]:
@@ -253,7 +269,8 @@ def report(
 ) -> str:
     parts = [f"Machine: {machine()}", f"Load average (1, 5, 15 min) before each part: {loads}"]
     for name, rows in ours.items():
-        parts += ["", f"memos, corpus {name} ({CORPORA[name][2]}):", "", table(rows)]
+        corpus = name.removesuffix(" on postgresql")  # the PostgreSQL rows of `--backend postgresql`
+        parts += ["", f"memos, corpus {name} ({CORPORA[corpus][2]}):", "", table(rows)]
     first = next(iter(ours.values()))
     if peer:
         parts += [
@@ -290,6 +307,13 @@ def main() -> None:
         help="keep each corpus' loaded database in DIR/CORPUS and reuse it on the next run",
     )
     parser.add_argument("--no-floor", action="store_true", help="skip measuring the floor")
+    parser.add_argument(
+        "--backend",
+        nargs="+",
+        choices=["sqlite", "postgresql"],
+        default=["sqlite"],
+        help="the stores to measure; postgresql: a real server (tests/pg_server.py), a database per size",
+    )
     parser.add_argument("--no-peer", action="store_true", help="skip the official MCP memory server")
     parser.add_argument(
         "--peer-max-size",
@@ -302,13 +326,26 @@ def main() -> None:
     floor = None if args.no_floor or args.model == "none" else Floor(args.model)
     loads = []
     rows: dict[str, list[Row]] = {}
-    for name in args.corpus:
-        loads.append(f"{name} {load_average()}")
-        keep = args.keep.resolve() if args.keep else None
-        rows[name] = [
-            anyio.run(run, name, size, args.searches, args.model, args.concurrency, keep, floor)
-            for size in sizes
-        ]
+    with ExitStack() as stack:
+        cluster = stack.enter_context(PgCluster.start()) if "postgresql" in args.backend else None
+        for name in args.corpus:
+            for backend in args.backend:
+                loads.append(f"{name} on {backend} {load_average()}")
+                keep = args.keep.resolve() if args.keep and backend == "sqlite" else None
+                label = name if backend == "sqlite" else f"{name} on postgresql"
+                rows[label] = []
+                for size in sizes:
+                    with ExitStack() as per_size:
+                        url = (
+                            per_size.enter_context(cluster.database())
+                            if cluster and backend != "sqlite"
+                            else None
+                        )
+                        rows[label].append(
+                            anyio.run(
+                                run, name, size, args.searches, args.model, args.concurrency, keep, floor, url
+                            )
+                        )
     peer: PeerRun | None = None
     skipped: list[str] = []
     if not args.no_peer:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from daemon import pg_text
 from daemon.store import Connection, placeholders
 
 __all__ = ["best_matches"]
@@ -36,6 +37,8 @@ async def best_matches(
     """(seq, BM25) of the `limit` best matches of the FTS5 `expression` among the memories of `cube_ids`
     that pass `predicate` (`AND …` over `m`), best first; BM25 as FTS5 gives it (negative: lower is better).
     `try_top`: try FTS5's best few first (False when the predicate may leave out most memories)."""
+    if conn.dialect == "postgresql":  # its own text search, not FTS5
+        return await pg_text.best_matches(conn, expression, cube_ids, predicate, params, limit)
     where = f"m.cube_id IN ({placeholders(len(cube_ids))}) {predicate}"
     if try_top and await _reads_every_cube(conn, cube_ids):
         rows = await conn.rows(

@@ -63,6 +63,9 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
 class StorageConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     # None: `$XDG_DATA_HOME/memos/memos.db`.
     path: str | None = None
+    # A PostgreSQL database (with pgvector) instead of the file: "postgresql://user:password@host/db". Several
+    # memosd may serve one database (the team server); `path` then only places the daemon's local files.
+    url: Annotated[str, msgspec.Meta(pattern=r"^postgres(ql)?://")] | None = None
     read_connections: Annotated[int, msgspec.Meta(ge=1, le=16)] = 2
 
 
@@ -230,6 +233,18 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     def database_path(self) -> Path:
         assert self.storage.path is not None, "load_config resolves the storage path"
         return Path(self.storage.path)
+
+    @property
+    def database_label(self) -> str:
+        """The store as a user should see it named: the file, or the PostgreSQL URL without its password."""
+        if self.storage.url is not None:
+            return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", self.storage.url)
+        return str(self.database_path)
+
+    @property
+    def database_exists(self) -> bool:
+        """Whether there is a store to read (never created by looking): a server database is taken to be."""
+        return self.storage.url is not None or self.database_path.exists()
 
     @property
     def backup_dir(self) -> Path:

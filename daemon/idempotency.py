@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 import msgspec
@@ -18,7 +19,7 @@ from daemon.errors import Conflict, InvalidInput
 from daemon.models import Agent
 from daemon.rows import Row
 from daemon.store import Connection, Store
-from daemon.timeutil import now_iso
+from daemon.timeutil import format_time, now_iso
 
 T = TypeVar("T", bound=msgspec.Struct)
 KEEP_DAYS = 7
@@ -89,7 +90,5 @@ async def idempotent(
 
 async def forget_old_keys(store: Store) -> None:
     async with store.write() as conn:
-        await conn.execute(
-            "DELETE FROM idempotency WHERE created_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)",
-            (f"-{KEEP_DAYS} days",),
-        )
+        cutoff = format_time(datetime.now(timezone.utc) - timedelta(days=KEEP_DAYS))  # in either dialect
+        await conn.execute("DELETE FROM idempotency WHERE created_at < ?", (cutoff,))

@@ -22,6 +22,7 @@ from threadpoolctl import threadpool_limits
 from daemon.activity import Activity
 from daemon.additions import Additions
 from daemon.audit import Audit
+from daemon.backends import database_bus, open_store, vector_index
 from daemon.backup import scheduled_backups
 from daemon.config import NO_MODEL, Config, model_cache_dir
 from daemon.context_packs import ContextPacks
@@ -145,7 +146,7 @@ async def open_store_services(config: Config, *, with_model: bool = False) -> As
     complete); with one (for `memos search`), vectors are searched in the database. The model is used only
     if it is on disk: a command never waits for a download, it answers lexically and says why.
     """
-    store = await Store.open(config.database_path, read_connections=config.storage.read_connections)
+    store = await open_store(config)
     try:
         embedder_config = (
             config.embedder if with_model else msgspec.structs.replace(config.embedder, model=NO_MODEL)
@@ -180,7 +181,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     # the same cores slow each other down (measured at 100k memories: search p50 76 -> 47 ms, an add with
     # its similarity check 41 -> 19 ms, embedding throughput unchanged). Process-wide, hence here.
     threadpool_limits(1, user_api="blas")
-    store = await Store.open(config.database_path, read_connections=config.storage.read_connections)
+    store = await open_store(config)
     try:
         services = _services(config, store, Embedder(config.embedder, model_cache_dir()))
         async with anyio.create_task_group() as tg:
@@ -200,7 +201,10 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
             await tg.start(supervised, "retention", services.retention.run)
             depths = queue_depths(services.scheduler.snapshot, services.search.gate.waiting)
             await tg.start(supervised, "metrics history", partial(services.metrics.run, depths))
-            if config.backup.interval_hours > 0:
+            bus = database_bus(store, services.hub, services.vectors)
+            if bus is not None:  # several daemons on one PostgreSQL database
+                await tg.start(supervised, "database bus", bus)
+            if config.backup.interval_hours > 0 and config.storage.url is None:  # a server keeps its own
                 backups = partial(
                     scheduled_backups, config.database_path, config.backup_dir,
                     config.backup.interval_hours * 3600, config.backup.keep,
@@ -219,7 +223,7 @@ def _services(config: Config, store: Store, embedder: Embedder) -> Services:
     hub, working, scheduler = ChangeHub(), WorkingMemory(), Scheduler(workers=config.context.workers)
     audit = Audit(store)
     access = AccessPolicy(audit)
-    vectors = VectorIndex(store, embedder, use_cache=config.search.vector_cache)
+    vectors = vector_index(store, embedder, use_cache=config.search.vector_cache)
     settings = CubeSettingsStore(store, access, redact_secrets=config.redaction.enabled)
     redactor = Redactor(config.redaction.patterns)
     memories = Memories(

@@ -125,6 +125,10 @@ class Retention:
             await anyio.sleep(RUN_EVERY_S)
 
     async def _round(self) -> int:
+        if not await self._store.claim_turn(
+            "retention", RUN_EVERY_S
+        ):  # another daemon on the database ran it
+            return 0
         if self.scheduler is None:
             archived = await self.apply_all()
         else:

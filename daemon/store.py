@@ -42,6 +42,8 @@ def placeholders(count: int) -> str:
 class Connection:
     """A thin, typed face over one aiosqlite connection."""
 
+    dialect = "sqlite"  # what the backend-specific modules (lexical, vectors) branch on
+
     def __init__(self, raw: aiosqlite.Connection) -> None:
         self._raw = raw
         self.committed: list[Callable[[], None]] = []
@@ -108,6 +110,8 @@ class Connection:
 
 class Store:
     """Owns the database file. Open with `await Store.open(path)`; close with `await store.close()`."""
+
+    dialect = "sqlite"
 
     def __init__(self, path: Path, writer: aiosqlite.Connection, readers: list[aiosqlite.Connection]) -> None:
         self.path = path
@@ -197,6 +201,12 @@ class Store:
         finally:
             if not self._closed:
                 self._reader_send.send_nowait(raw)
+
+    async def claim_turn(self, job: str, every_s: float) -> bool:
+        """Whether this daemon runs periodic `job` now. Always: one daemon owns the file (the instance
+        lock); a shared database decides among its daemons (daemon/pg_store.py)."""
+        self._check_open()
+        return True
 
     async def checkpoint(self) -> None:
         """Fold the WAL back into the main file (on shutdown, and before a backup)."""

@@ -92,9 +92,25 @@ def _deeper_than(value: Any, limit: int) -> bool:
     return False
 
 
+def _has_nul(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str) and "\x00" in item:
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def check_metadata(metadata: dict[str, Any], limits: LimitsConfig, field: str = "metadata") -> dict[str, Any]:
     if _deeper_than(metadata, MAX_METADATA_DEPTH):
         raise InvalidInput(f"{field} is nested more than {MAX_METADATA_DEPTH} levels deep; flatten it")
+    if _has_nul(metadata):  # as in content: no store keeps it the same (PostgreSQL's JSON refuses it)
+        raise InvalidInput(f"{field} contains a NUL character")
     try:
         encoded = msgspec.json.encode(metadata)
     except (TypeError, OverflowError, msgspec.EncodeError) as exc:

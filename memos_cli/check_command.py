@@ -7,9 +7,11 @@ import argparse
 import anyio
 
 from daemon import Config, check_database, repair_database
+from memos_cli.data_commands import file_only
 
 
 def cmd_check(config: Config, args: argparse.Namespace) -> int:
+    file_only(config, "check")
     work = repair_database if args.repair else check_database
     report = anyio.run(anyio.to_thread.run_sync, work, config.database_path)
     for line in report.repaired:

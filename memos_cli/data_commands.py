@@ -107,7 +107,17 @@ def cmd_import(config: Config, args: argparse.Namespace) -> int:
     return 1 if report.errors else 0
 
 
+def file_only(config: Config, command: str) -> None:
+    """Backup, restore and check work on the SQLite file; a PostgreSQL store has the server's own tools."""
+    if config.storage.url is not None:
+        raise InvalidInput(
+            f"memos {command} works on a SQLite file and this store is PostgreSQL ([storage] url): use"
+            " pg_dump / pg_restore, or `memos migrate --to FILE` for a SQLite copy"
+        )
+
+
 def cmd_backup(config: Config, args: argparse.Namespace) -> int:
+    file_only(config, "backup")
     target = Path(args.target) if args.target else config.backup_dir
     if not args.target:
         private_dir(target)
@@ -117,6 +127,7 @@ def cmd_backup(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_restore(config: Config, args: argparse.Namespace) -> int:
+    file_only(config, "restore")
     kept = restore_database(Path(args.backup), config.database_path)
     print(f"restored {config.database_path} from {args.backup}; the replaced file is kept as {kept}")
     return 0

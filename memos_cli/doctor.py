@@ -78,7 +78,7 @@ async def check_database_and_daemon(
     held = serving_daemon(config)  # before this command opens the database
     server = config.server
     token_check = ("FAIL", f"no database yet, so no agent {args.agent!r}: `memos agent add {args.agent}`")
-    if not config.database_path.exists():
+    if not config.database_exists:
         report(
             "ok",
             "database",
@@ -92,10 +92,10 @@ async def check_database_and_daemon(
                 if token is not None:
                     token_check = await check_token(services, args.agent, token)
         except MemosError as exc:
-            report("FAIL", "database", f"{config.database_path}: {exc}")
+            report("FAIL", "database", f"{config.database_label}: {exc}")
             return
         report(
-            "ok", "database", f"{config.database_path} is readable (schema {status.schema_version},"
+            "ok", "database", f"{config.database_label} is readable (schema {status.schema_version},"
             f" {status.agents} agents, {status.memories} memories)",
         )  # fmt: skip
         daemon, running = status.daemon, status.running

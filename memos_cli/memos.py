@@ -24,6 +24,7 @@ from memos_cli.data_commands import add_parsers as add_data_parsers
 from memos_cli.doctor import add_parsers as add_doctor_parsers
 from memos_cli.errors import exit_code, one_line_errors
 from memos_cli.memory_commands import add_parsers as add_memory_parsers
+from memos_cli.migrate_command import add_parsers as add_migrate_parsers
 from memos_cli.service_commands import add_parsers as add_service_parsers
 from memos_cli.status import absent, daemon_state, read_status, serving_daemon
 from memos_cli.version import memos_version
@@ -118,7 +119,7 @@ def cmd_audit(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
     held = serving_daemon(config)  # before this command opens the database
-    if config.database_path.exists():
+    if config.database_exists:
         status = _run(config, lambda s: read_status(s, held))
     else:  # never create it: no daemon has served this path yet
         status = absent(anyio.run(daemon_state, config, False, None)[0])
@@ -130,7 +131,7 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
         print(f"database    {config.database_path} does not exist yet (memosd creates it on its first start)")
         print(f"daemon      {status.daemon}")
         return 0
-    print(f"database    {config.database_path} (schema {status.schema_version})")
+    print(f"database    {config.database_label} (schema {status.schema_version})")
     print(f"daemon      {status.daemon}")
     reported = status.daemon_status
     if reported is not None:
@@ -261,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_memory_parsers(commands)
     add_data_parsers(commands)
     add_check_parsers(commands)
+    add_migrate_parsers(commands)
     add_service_parsers(commands)
     add_connect_parsers(commands)
     add_doctor_parsers(commands)

@@ -121,7 +121,7 @@ def _serve_command(config_path: str | None) -> int:
         config = load_config(config_path)
     setup_logging(config.log.level)
     raise_open_files_limit()  # before anything opens files: connections are bounded below it
-    log.info("memos %s, config %s, database %s", memos_version(), config.source, config.database_path)
+    log.info("memos %s, config %s, database %s", memos_version(), config.source, config.database_label)
     watchdog = os.environ.get("WATCHDOG_USEC")
     notifier = Notifier(
         os.environ.get("NOTIFY_SOCKET"), int(watchdog) if watchdog and watchdog.isdigit() else None

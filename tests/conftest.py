@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from daemon import Config, Services, load_config, open_services
+from tests.pg_server import PgCluster
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_DIR = REPO.parent / "shared" / "models" / "all-MiniLM-L6-v2-onnx"
@@ -41,12 +43,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_config(directory: Path, *, port: int, model: str | None = None, extra: str = "") -> Path:
-    """A memos.toml for tests; `model` is a model dir, or "none" for lexical only."""
+def write_config(
+    directory: Path, *, port: int, model: str | None = None, extra: str = "", url: str | None = None
+) -> Path:
+    """A memos.toml for tests; `model` is a model dir, or "none" for lexical only; `url` a PostgreSQL
+    database instead of the file."""
     embedder = 'model = "none"' if model == "none" else f'model_path = "{model}"' if model else ""
+    storage = 'path = "data/memos.db"' + (f"\nurl = {json.dumps(url)}" if url else "")
     path = directory / "memos.toml"
     path.write_text(
-        f'[server]\nport = {port}\n[storage]\npath = "data/memos.db"\n[embedder]\n{embedder}\n{extra}\n',
+        f"[server]\nport = {port}\n[storage]\n{storage}\n[embedder]\n{embedder}\n{extra}\n",
         encoding="utf-8",
     )
     return path
@@ -187,21 +193,55 @@ async def mcp_client(url: str, token: str | None, mode: str = "auto") -> AsyncIt
         yield client
 
 
-def make_config(tmp_path: Path, model: str | None = None) -> Config:
-    return load_config(write_config(tmp_path, port=free_port(), model=model), environ={"HOME": str(tmp_path)})
+def make_config(tmp_path: Path, model: str | None = None, url: str | None = None) -> Config:
+    return load_config(
+        write_config(tmp_path, port=free_port(), model=model, url=url), environ={"HOME": str(tmp_path)}
+    )
+
+
+# The conformance suite: a module that sets `BACKENDS = BOTH` runs each test that takes the `backend`
+# fixture (directly, or through `services`/`lexical_services`) once per store: the SQLite file and a fresh
+# database on a real PostgreSQL server (tests/pg_server.py).
+BOTH = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        backends = getattr(metafunc.module, "BACKENDS", ("sqlite",))
+        if metafunc.definition.get_closest_marker("sqlite_only"):
+            backends = ("sqlite",)
+        metafunc.parametrize("backend", backends, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """One real PostgreSQL 18 with pgvector for the whole session, started on first use."""
+    with PgCluster.start() as cluster:
+        yield cluster
 
 
 @pytest.fixture
-async def services(tmp_path: Path, model_dir: Path) -> AsyncIterator[Services]:
+def backend(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """The store of this test: None for the SQLite file, else the URL of a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield None
+        return
+    cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    with cluster.database() as url:
+        yield url
+
+
+@pytest.fixture
+async def services(tmp_path: Path, model_dir: Path, backend: str | None) -> AsyncIterator[Services]:
     """The daemon core in-process, with the real model loaded and the vector index attached."""
-    config = make_config(tmp_path, str(model_dir))
+    config = make_config(tmp_path, str(model_dir), url=backend)
     async with open_services(config) as core:
         await core.vectors.attached.wait()
         yield core
 
 
 @pytest.fixture
-async def lexical_services(tmp_path: Path) -> AsyncIterator[Services]:
+async def lexical_services(tmp_path: Path, backend: str | None) -> AsyncIterator[Services]:
     """The daemon core without a model (lexical search): quick to open, for tests about rules, not meaning."""
-    async with open_services(make_config(tmp_path, "none")) as core:
+    async with open_services(make_config(tmp_path, "none", url=backend)) as core:
         yield core

@@ -22,8 +22,10 @@ from daemon import (
     agent_named,
 )
 from daemon.policy_rules import LEVEL, Rule, SourcedRule
+from tests.conftest import BOTH
 
 pytestmark = pytest.mark.anyio
+BACKENDS = BOTH
 
 Op = Callable[[Services, Agent, str], Awaitable[Any]]
 

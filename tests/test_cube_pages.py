@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from daemon import MemoryFilter, NewMemory, NotFound, Services, agent_named
+from tests.conftest import BOTH
 
 pytestmark = pytest.mark.anyio
+BACKENDS = BOTH
 
 
 async def _fill(services: Services, count: int, rare_first: int, topic: str = "atlas") -> None:
@@ -21,6 +23,7 @@ async def _fill(services: Services, count: int, rare_first: int, topic: str = "a
     await services.additions.add_batch(alice, None, items)
 
 
+@pytest.mark.sqlite_only  # SQLite's query plans
 async def test_a_cube_page_and_its_count_are_read_from_indexes_not_from_every_row(
     lexical_services: Services,
 ) -> None:

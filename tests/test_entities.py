@@ -19,10 +19,11 @@ from daemon.entity_signals import entity_scores, graph_scores, rarity
 from daemon.phrasings import guarantee, leaders
 from daemon.speaker import named_speaker, speaker_signal
 from daemon.transfer import ImportDefaults, import_lines
-from tests.conftest import RunningDaemon, make_config, mcp_client
+from tests.conftest import BOTH, RunningDaemon, make_config, mcp_client
 from tests.test_mcp_http import call
 
 pytestmark = pytest.mark.anyio
+BACKENDS = BOTH
 
 
 @pytest.mark.parametrize(

@@ -26,12 +26,13 @@ from daemon import (
     open_store_services,
 )
 from daemon.links import MAX_NODES
-from tests.conftest import RunningDaemon, free_port, mcp_client, write_config
+from tests.conftest import BOTH, RunningDaemon, free_port, mcp_client, write_config
 from tests.conftest import memos_at as memos
 from tests.test_handoff import subscribed
 from tests.test_mcp_http import call, call_error
 
 pytestmark = pytest.mark.anyio
+BACKENDS = BOTH
 
 
 async def _agents(services: Services, *names: str) -> list[Agent]:

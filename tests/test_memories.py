@@ -14,8 +14,10 @@ from daemon import (
     Services,
     agent_named,
 )
+from tests.conftest import BOTH
 
 pytestmark = pytest.mark.anyio
+BACKENDS = BOTH
 
 
 async def _agent(services: Services, name: str = "alice"):  # type: ignore[no-untyped-def]
@@ -123,6 +125,7 @@ async def test_another_agents_memory_is_not_found_rather_than_forbidden(services
         (NewMemory(content=""), "content is empty"),
         (NewMemory(content="x" * 70_000), "content is 70000 bytes; the limit is 65536 bytes"),
         (NewMemory(content="a\x00b"), "content contains a NUL character"),
+        (NewMemory(content="ok", metadata={"note": "a\x00b"}), "metadata contains a NUL character"),
         (NewMemory(content="\ud800 lone surrogate"), "content is not valid UTF-8"),
         (NewMemory(content="ok", importance=2.0), "importance must be a number from 0 to 1"),
         (NewMemory(content="ok", occurred_at="yesterday"), "occurred_at: 'yesterday' is not an ISO-8601"),

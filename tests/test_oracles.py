@@ -7,9 +7,11 @@ import pytest
 
 from daemon import Conflict, NewMemory, NotFound, SearchQuery, Services, agent_named
 from daemon.policy_rules import Rule, SourcedRule
+from tests.conftest import BOTH
 from tests.test_policy_live import within
 
 pytestmark = pytest.mark.anyio
+BACKENDS = BOTH
 
 
 async def refusal(call: object) -> str:

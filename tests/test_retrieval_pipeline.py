@@ -14,9 +14,10 @@ from daemon import InvalidInput, NewMemory, SearchQuery, Services, agent_named, 
 from daemon.lexical import exact_query
 from daemon.speaker import asked_about
 from daemon.temporal import resolve
-from tests.conftest import make_config
+from tests.conftest import BOTH, make_config
 
 pytestmark = pytest.mark.anyio
+BACKENDS = BOTH
 
 
 @pytest.fixture

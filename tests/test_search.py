@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 from daemon import InvalidInput, NewMemory, SearchQuery, Services, agent_named, open_services
 from daemon.lexical import fts_query
 from daemon.sqlite_driver import connect
-from tests.conftest import make_config
+from tests.conftest import BOTH, make_config
 
 pytestmark = pytest.mark.anyio
+BACKENDS = BOTH
 
 FACTS = [
     NewMemory(content="Alice drinks green tea every morning", kind="preference", tags=["alice"]),

