@@ -54,7 +54,7 @@ from bench.report import RESULTS, machine, percentile, rss_mib, table
 from bench.turns import Turn
 from daemon import SearchQuery, agent_named, open_services
 from daemon.config import BlendWeights, RankWeights, SearchConfig, load_config
-from daemon.search import SIGNALS, Gathered, fuse, signals
+from daemon.fusion import SIGNALS, Gathered, fuse, signals
 from tests.conftest import RunningDaemon, free_port, mcp_client, start_daemon, stop_daemon, write_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -448,7 +448,7 @@ def rrf_table(
         per_question = {}
         for q in questions:
             found = candidates[q.id]
-            ranked_turns = [found.turn_of[seq] for seq, _ in fuse(found.gathered, config)[:DEPTH]]
+            ranked_turns = [found.turn_of[seq] for seq, _ in fuse(found.gathered, config).ranked[:DEPTH]]
             per_question[q.id] = question_metrics(q, ranked_turns)
         table.append(per_question)
     return grid, table
