@@ -78,13 +78,15 @@ class Gathered:
     graph_score: dict[int, float] | None = None
 
     @classmethod
-    def empty(cls, texts: list[str], window: TimeWindow | None) -> Gathered:
-        """Nothing gathered yet for these phrasings."""
+    def empty(cls, texts: list[str], window: TimeWindow | None, asked: list[str] | None = None) -> Gathered:
+        """Nothing gathered yet for these phrasings; `asked`: the phrasings as asked, if `texts` were changed
+        (the speaker rules read those)."""
+        asked = texts if asked is None else asked
         return cls(
             len(texts),
             window,
-            asked_about(texts),
-            texts=list(texts),
+            asked_about(asked),
+            texts=list(asked),
             similarity=[{} for _ in texts],
         )
 

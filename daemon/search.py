@@ -24,7 +24,7 @@ readable cubes and the filters inside SQL.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import anyio
 import numpy as np
@@ -53,6 +53,7 @@ from daemon.memories import MEMORY_COLUMNS, MEMORY_FROM, Memories, memory_from_r
 from daemon.models import Agent, ContextTurn, MatchInfo, SearchHit, SearchMode, SearchQuery, SearchResults
 from daemon.phrasings import guarantee, leaders
 from daemon.reranker import Reranker
+from daemon.speaker import without_named_speaker
 from daemon.store import Connection, Store, placeholders
 from daemon.temporal import TimeWindow, resolve
 from daemon.timeutil import now_iso, parse_moment, stored_moment
@@ -217,11 +218,15 @@ class Search:
         # The query vectors are made beside the lexical queries (`_candidate_lists`).
         return _Plan(texts, where, window, mode, note, None, depth, embed=use_vectors)  # type: ignore[arg-type]
 
-    async def _gather(self, conn: Connection, plan: _Plan, cube_ids: list[int]) -> Gathered:
-        """Run every signal that is on and place the candidates in their episodes."""
+    async def _gather(
+        self, conn: Connection, plan: _Plan, cube_ids: list[int], asked: list[str] | None = None
+    ) -> Gathered:
+        """Run every signal that is on and place the candidates in their episodes. When the phrasings name
+        one speaker of the candidates' turns, the signals run again without the name (`drop_named_speaker`);
+        `asked`: then the phrasings as asked, which the speaker rules read."""
         config, depth = self._ranking, plan.depth
         predicate, params = plan.where.sql()
-        found = plan.nothing()
+        found = Gathered.empty(plan.texts, plan.window, asked)
         scored, nearest_of = await self._candidate_lists(conn, plan, cube_ids, predicate, params)
         for index in range(len(plan.texts)):
             for name in ("lexical", "exact"):
@@ -244,6 +249,13 @@ class Search:
             return found  # plain reciprocal rank fusion: no episode, speaker or time to look at
         whole_episodes = use_context or score_episodes
         found.placement = await place(conn, pool, predicate, params, whole_episodes=whole_episodes)
+        if asked is None and blend and config.drop_named_speaker and config.weight("speaker"):
+            unnamed = without_named_speaker(plan.texts, found.placement.speaker.values())
+            if unnamed is not None and all(fts_query(text) for text in unnamed):
+                again = replace(plan, texts=unnamed, vectors=None, embed=plan.vectors is not None)
+                found = await self._gather(conn, again, cube_ids, asked=plan.texts)
+                plan.mode, plan.note = again.mode, again.note
+                return found
         if plan.vectors is not None:
             every = list(found.placement.when)
             for index, similarity in enumerate(found.similarity):
