@@ -163,8 +163,8 @@ class SearchConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     fusion: Literal["blend", "rrf"] = "blend"
     candidates: Annotated[int, msgspec.Meta(ge=10, le=2000)] = 100  # per signal, before fusion
     context_neighbour_share: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.5  # each neighbour's share
-    # A question that names one speaker of the conversation turns it searches ("What has Melanie painted?")
-    # is searched again without the name: her own turns seldom say it, the other's greetings do. The speaker
+    # A question that names speakers of the conversation turns it searches ("What has Melanie painted?") is
+    # searched again without their names: her own turns seldom say it, the other's greetings do. The speaker
     # signal still favours her turns. Only with the blend and a speaker weight above 0.
     drop_named_speaker: bool = True
     blend: BlendWeights = msgspec.field(default_factory=BlendWeights)

@@ -53,7 +53,7 @@ from daemon.memories import MEMORY_COLUMNS, MEMORY_FROM, Memories, memory_from_r
 from daemon.models import Agent, ContextTurn, MatchInfo, SearchHit, SearchMode, SearchQuery, SearchResults
 from daemon.phrasings import guarantee, leaders
 from daemon.reranker import Reranker
-from daemon.speaker import without_named_speaker
+from daemon.speaker import without_speaker_names
 from daemon.store import Connection, Store, placeholders
 from daemon.temporal import TimeWindow, resolve
 from daemon.timeutil import now_iso, parse_moment, stored_moment
@@ -250,7 +250,7 @@ class Search:
         whole_episodes = use_context or score_episodes
         found.placement = await place(conn, pool, predicate, params, whole_episodes=whole_episodes)
         if asked is None and blend and config.drop_named_speaker and config.weight("speaker"):
-            unnamed = without_named_speaker(plan.texts, found.placement.speaker.values())
+            unnamed = without_speaker_names(plan.texts, found.placement.speaker.values())
             if unnamed is not None and all(fts_query(text) for text in unnamed):
                 again = replace(plan, texts=unnamed, vectors=None, embed=plan.vectors is not None)
                 found = await self._gather(conn, again, cube_ids, asked=plan.texts)

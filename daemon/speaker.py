@@ -85,19 +85,23 @@ def named_speaker(texts: list[str], speakers: Iterable[object]) -> str | None:
     return next(iter(named)) if len(named) == 1 else None
 
 
-def without_named_speaker(texts: list[str], speakers: Iterable[object]) -> list[str] | None:
-    """The phrasings with the one speaker they name left out ("What has Melanie painted?" -> "What has
-    painted?", "Melanie's" -> "their"); None when they name no speaker or several.
+def without_speaker_names(texts: list[str], speakers: Iterable[object]) -> list[str] | None:
+    """The phrasings with the speakers they name left out ("What has Melanie painted?" -> "What has
+    painted?", "Melanie's" -> "their"); None when they name none of `speakers`.
 
-    In a conversation between named people a turn seldom names its own speaker, so as a search term the name
+    In a conversation between named people a turn seldom names its own speaker, so as a search term a name
     mostly finds the other one addressing them ("Thanks, Melanie!"); whose turns are wanted is the speaker
-    signal's part."""
+    signal's part (`named_speaker`)."""
     named = _named(texts, speakers)
-    if len(named) != 1:
+    if not named:
         return None
-    pattern = _name_pattern(next(iter(named.values())))
-    possessive = re.compile(pattern.pattern + r"['’]s\b")
-    return [re.sub(r"\s+", " ", pattern.sub("", possessive.sub("their", text))).strip() for text in texts]
+    for speaker in named.values():
+        pattern = _name_pattern(speaker)
+        possessive = re.compile(pattern.pattern + r"['’]s\b")
+        texts = [
+            re.sub(r"\s+", " ", pattern.sub("", possessive.sub("their", text))).strip() for text in texts
+        ]
+    return texts
 
 
 def speaker_signal(
