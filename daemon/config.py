@@ -163,6 +163,9 @@ class SearchConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     fusion: Literal["blend", "rrf"] = "blend"
     candidates: Annotated[int, msgspec.Meta(ge=10, le=2000)] = 100  # per signal, before fusion
     context_neighbour_share: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.5  # each neighbour's share
+    context_turns: Annotated[int, msgspec.Meta(ge=1, le=5)] = (
+        1  # neighbours on each side in the context signal
+    )
     # A question that names speakers of the conversation turns it searches ("What has Melanie painted?") is
     # searched again without their names: her own turns seldom say it, the other's greetings do. The speaker
     # signal still favours her turns. Only with the blend and a speaker weight above 0.
