@@ -211,8 +211,9 @@ async def corpora(use_lme: bool, workdir: Path = WORKDIR) -> list[Corpus]:
             ["recall@10"],
         )
     ]
-    if use_lme:
-        lme_questions = lme.load_questions()
+    lme_questions = lme.loaded_questions(lme.load_questions()) if use_lme else []
+    if lme_questions:
+        print(f"  LongMemEval: {len(lme_questions)} questions fully loaded", file=sys.stderr)
         found.append(
             Corpus(
                 "LongMemEval-S dev60",
@@ -238,6 +239,21 @@ def lme_cells(corpus: Corpus, results: dict[str, dict[str, float]]) -> list[str]
         chosen = [results[q.id]["turn all@10"] for q in corpus.questions.values() if q.type == qtype]
         cells.append(f"{sum(chosen) / len(chosen):.2f}")
     return cells
+
+
+def lme_type_table(corpus: Corpus, rows: dict[str, dict[str, dict[str, float]]]) -> str:
+    """Turn any@10 / all@10 per LongMemEval question type, one row per system."""
+    types = sorted({q.type for q in corpus.questions.values()})
+    counts = {t: sum(q.type == t for q in corpus.questions.values()) for t in types}
+    table = []
+    for name, results in rows.items():
+        cells = []
+        for qtype in types:
+            chosen = [results[q.id] for q in corpus.questions.values() if q.type == qtype]
+            any10, all10 = (sum(r[m] for r in chosen) / len(chosen) for m in ("turn any@10", "turn all@10"))
+            cells.append(f"{any10:.2f} / {all10:.2f}")
+        table.append([name, *cells])
+    return markdown(["system", *(f"{t} ({counts[t]})" for t in types)], table)
 
 
 # Ablation under cross-validation: each signal set forced (its weights and L2 still chosen per fold).
@@ -306,6 +322,10 @@ def report(found: list[Corpus]) -> str:
             f"LongMemEval-S ({len(lme_corpus.questions)} questions; held-out folds):",
             "",
             markdown(["system", *LME_SUMMARY, *(f"{t} all@10" for t in LME_TYPES)], lme_rows),
+            "",
+            "LongMemEval-S turn recall_any@10 / recall_all@10 by question type:",
+            "",
+            lme_type_table(lme_corpus, {name: result[lme_corpus.name] for name, result in rows.items()}),
         ]
     return "\n".join(out)
 
@@ -332,10 +352,8 @@ async def run(args: argparse.Namespace) -> str:
         rows = await over_mcp(memos, args.configurations, questions)
         out += [f"Turn recall@{K} through `memory_search`:", "", markdown(HEADER, rows), ""]
     if args.cv:
-        use_lme = (
-            args.lme and Memos(args.model, False).loaded()
-        )  # LongMemEval, if bench/retrieval.py loaded it
-        out += [await cross_validation(use_lme, workdir), ""]
+        # LongMemEval: the questions bench/retrieval.py has loaded in full (all of dev60 once its load completed).
+        out += [await cross_validation(args.lme, workdir), ""]
     return "\n".join(out) + "\n"
 
 

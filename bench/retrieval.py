@@ -31,10 +31,12 @@ import json
 import math
 import re
 import shutil
+import sqlite3
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -113,6 +115,30 @@ def load_questions(path: Path = DATASET) -> list[Question]:
             )
         )
     return questions
+
+
+def interleaved(questions: list[Question]) -> list[Question]:
+    """The questions with their types taken in turn, so that a partial load (loading dev60 through the model
+    takes hours on a shared machine) holds a balanced subset."""
+    by_type: dict[str, list[Question]] = {}
+    for question in questions:
+        by_type.setdefault(question.type, []).append(question)
+    rounds = itertools.zip_longest(*by_type.values())
+    return [question for group in rounds for question in group if question is not None]
+
+
+def loaded_questions(questions: list[Question], workdir: Path = WORKDIR) -> list[Question]:
+    """The questions whose cube holds its whole haystack in the kept database (all, once a load completed)."""
+    database = workdir / "data" / "memos.db"
+    if not database.exists():
+        return []
+    with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
+        held = dict(
+            conn.execute(
+                "SELECT c.name, count(*) FROM memories m JOIN cubes c ON c.id = m.cube_id GROUP BY c.name"
+            )
+        )
+    return [q for q in questions if held.get(q.cube) == len(haystack(q).items)]
 
 
 def haystack(question: Question) -> Haystack:
@@ -776,7 +802,7 @@ async def run(args: argparse.Namespace) -> str:
     questions = load_questions()
     memos = Memos(args.model, args.fresh)
     if not memos.loaded():
-        await memos.load([haystack(q) for q in questions])
+        await memos.load([haystack(q) for q in interleaved(questions)])
     out = [
         f"Machine: {machine()}",
         f"Dataset: {DATASET.name}: {len(questions)} questions (abstention skipped), "
