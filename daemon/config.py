@@ -163,9 +163,10 @@ class SearchConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     fusion: Literal["blend", "rrf"] = "blend"
     candidates: Annotated[int, msgspec.Meta(ge=10, le=2000)] = 100  # per signal, before fusion
     context_neighbour_share: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.5  # each neighbour's share
-    context_turns: Annotated[int, msgspec.Meta(ge=1, le=5)] = (
-        1  # neighbours on each side in the context signal
-    )
+    # The turns before and after a turn that the context signal blends in. A turn is best read with the one
+    # it answers ("What did you paint?" - "A horse"); the turn after it lowered LongMemEval's NDCG.
+    context_before: Annotated[int, msgspec.Meta(ge=0, le=5)] = 1
+    context_after: Annotated[int, msgspec.Meta(ge=0, le=5)] = 0
     # A question that names speakers of the conversation turns it searches ("What has Melanie painted?") is
     # searched again without their names: her own turns seldom say it, the other's greetings do. The speaker
     # signal still favours her turns. Only with the blend and a speaker weight above 0.

@@ -119,15 +119,18 @@ class Gathered:
         return window is not None and window.start <= self.placement.when.get(seq, "") < window.end
 
 
-def context_scores(found: Gathered, index: int, share: float, width: int = 1) -> dict[int, float]:
-    """Each placed candidate's similarity to phrasing `index` blended with its neighbours' (up to `width`
-    turns on each side), (v + share·Σ neighbours) / (1 + share·n); a memory without an episode keeps its own."""
+def context_scores(
+    found: Gathered, index: int, share: float, before: int = 1, after: int = 1
+) -> dict[int, float]:
+    """Each placed candidate's similarity to phrasing `index` blended with its neighbours' (up to `before`
+    turns before it and `after` after it), (v + share·Σ neighbours) / (1 + share·n); a memory without an
+    episode keeps its own."""
     similarity = found.similarity[index]
     scores = {}
     for seq in found.placement.when:
         if seq not in similarity:
             continue
-        around_it = [similarity[n] for n in found.placement.neighbours(seq, width) if n in similarity]
+        around_it = [similarity[n] for n in found.placement.neighbours(seq, before, after) if n in similarity]
         scores[seq] = (similarity[seq] + share * sum(around_it)) / (1 + share * len(around_it))
     return scores
 

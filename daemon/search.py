@@ -263,8 +263,12 @@ class Search:
                 similarity.update(await self._vectors.similarities(conn, plan.vectors[index], missing))
         if use_context:
             for index in range(len(plan.texts)):
-                share, width = config.context_neighbour_share, config.context_turns
-                found.context.append(context_scores(found, index, share, width))
+                share, before, after = (
+                    config.context_neighbour_share,
+                    config.context_before,
+                    config.context_after,
+                )
+                found.context.append(context_scores(found, index, share, before, after))
                 best = sorted(found.context[index].items(), key=lambda item: (-item[1], item[0]))
                 found.add("context", [seq for seq, _ in best[:depth]])
         if score_episodes:  # after context: over the whole pool, context's candidates included

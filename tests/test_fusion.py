@@ -118,10 +118,12 @@ def test_context_blends_a_turn_with_its_neighbours() -> None:
     assert scores[9] == pytest.approx(0.1)  # no episode: its own
 
 
-def test_a_wider_context_reaches_further_turns() -> None:
-    scores = context_scores(gathered(), 0, 0.5, width=2)
-    assert scores[1] == pytest.approx((0.2 + 0.5 * (0.6 + 0.7)) / 2)
+def test_the_context_reaches_as_many_turns_before_and_after_as_asked() -> None:
+    scores = context_scores(gathered(), 0, 0.5, before=2, after=0)
+    assert scores[1] == pytest.approx(0.2)  # nothing before the first turn
     assert scores[4] == pytest.approx((0.5 + 0.5 * (0.6 + 0.7)) / 2)
+    scores = context_scores(gathered(), 0, 0.5, before=0, after=2)
+    assert scores[1] == pytest.approx((0.2 + 0.5 * (0.6 + 0.7)) / 2)
 
 
 def test_an_episode_scores_by_its_best_three_turns() -> None:
