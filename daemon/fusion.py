@@ -40,7 +40,7 @@ Fused = tuple[int, float]  # seq, score
 Signals = dict[int, dict[str, float]]  # seq -> signal -> value from 0 to 1
 TURN_SIGNALS = ("lexical", "exact", "vector", "context")
 SIGNALS = ("lexical", "exact", "vector", "context", "episode", "time", "speaker", "entity", "graph")
-TEXT_MATCH = ("lexical", "vector")
+TEXT_MATCH = ("lexical", "vector", "context", "episode")  # how well the text matches, each its own way
 EPISODE_TOP_TURNS = 3  # an episode scores by its best turns
 
 
@@ -206,8 +206,9 @@ def fuse(found: Gathered, config: SearchConfig, values: Signals | None = None) -
 
 
 def blend(found: Gathered, weights: BlendWeights, values: Signals | None = None) -> list[Fused]:
-    """Σ weight × signal. When one of the text-match signals (lexical, vector) is missing (lexical-only
-    search, no model), the other takes its weight too: the fitted balance against time and speaker holds."""
+    """Σ weight × signal. When some of the text-match signals (lexical, vector, context, episode) are missing
+    (lexical-only search, no model), those present take their weight too: the fitted balance against time and
+    speaker holds."""
     values = signals(found) if values is None else values
     weight = {name: getattr(weights, name) for name in SIGNALS}
     present = {name for signals_of in values.values() for name in signals_of}

@@ -77,7 +77,7 @@ def test_signals_are_each_from_zero_to_one_per_candidate() -> None:
 
 
 def test_the_blend_weighs_each_signal() -> None:
-    weights = BlendWeights(lexical=1.0, vector=2.0, time=0.5, speaker=0.0)
+    weights = BlendWeights(lexical=1.0, vector=2.0, time=0.5, speaker=0.0, context=0.0, episode=0.0)
     fused = dict(blend(gathered(), weights))
     assert fused[2] == pytest.approx(1.0 + 2 * 0.6 + 0.5)
     assert fused[9] == pytest.approx(0.5 + 2 * 0.1)
@@ -88,8 +88,18 @@ def test_a_lexical_only_search_gives_the_vector_weight_to_lexical() -> None:
     found = gathered(window=None)
     found.similarity = [{}]
     found.lists["vector"] = []
-    fused = dict(blend(found, BlendWeights(lexical=1.0, vector=3.0, time=0.0, speaker=0.0)))
+    fused = dict(
+        blend(found, BlendWeights(lexical=1.0, vector=3.0, time=0.0, speaker=0.0, context=0.0, episode=0.0))
+    )
     assert fused == pytest.approx({2: 4.0, 9: 2.0, 1: 1.0})
+
+
+def test_a_lexical_only_search_gives_every_missing_text_match_weight_to_lexical() -> None:
+    found = gathered(window=None)
+    found.similarity = [{}]
+    found.lists["vector"] = []
+    weights = BlendWeights(lexical=1.0, vector=0.0, context=2.0, episode=1.0, time=0.0, speaker=0.0)
+    assert dict(blend(found, weights)) == pytest.approx({2: 4.0, 9: 2.0, 1: 1.0})
 
 
 def test_fuse_returns_the_blend_with_the_signals_that_explain_it() -> None:
