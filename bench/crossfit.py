@@ -19,7 +19,7 @@ import numpy as np
 
 from bench.blend_fit import Example, fit
 from bench.retrieval import CANDIDATE_SIGNALS, DEPTH, Candidates
-from daemon.search import SIGNALS
+from daemon.fusion import SIGNALS
 
 Metrics = dict[str, float]
 HARDEST = 100  # the other candidates per question the fit compares the gold turns with

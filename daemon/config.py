@@ -121,20 +121,22 @@ Weight = Annotated[float, msgspec.Meta(ge=0, le=100)]
 
 class BlendWeights(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """score = Σ weight × signal, each signal a number from 0 to 1 (0 turns a signal off). The signal set was
-    chosen and checked by nested 5-fold cross-validation on LongMemEval-S dev60, and the weights fitted on all
-    of it by pairwise logistic regression; checked on LoCoMo dev5 by leaving one conversation out, where
-    entity and graph did not win (bench/README.md)."""
+    chosen by cross-validation across LoCoMo dev5 (leave one conversation out) and the 28 LongMemEval-S dev60
+    questions loaded at the time, and the weights fitted on all of them by pairwise logistic regression;
+    entity and graph did not win on both (bench/README.md)."""
 
-    lexical: Weight = 6.6  # BM25 over stemmed words, relative to this search's best match
-    vector: Weight = 12.49  # cosine similarity of the embeddings (below 0 counts as 0)
+    lexical: Weight = 2.83  # BM25 over stemmed words, relative to this search's best match
+    # Cosine similarity of the embeddings (below 0 counts as 0): 0 by default, because context and episode
+    # carry it (a memory outside any conversation scores its own similarity in both).
+    vector: Weight = 0.0
     exact: Weight = 0.0  # the query's names, numbers and identifiers as phrases, relative to the best match
-    context: Weight = 0.0  # a conversation turn's similarity together with its neighbours'
-    episode: Weight = 0.0  # the mean similarity of the best 3 turns of the turn's session or thread
-    time: Weight = 5.95  # 1 inside the time the query names ("last week", "in May")
+    context: Weight = 8.13  # a conversation turn's similarity together with the turn it answers
+    episode: Weight = 7.37  # the mean similarity of the best 3 turns of the turn's session or thread
+    time: Weight = 4.56  # 1 inside the time the query names ("last week", "in May")
     # 0 for a conversation turn by the other speaker than the question asks about (metadata role: "you
     # recommended" asks for the assistant's words, anything else for the user's; metadata speaker: the one
     # person the question names), else 1.
-    speaker: Weight = 5.71
+    speaker: Weight = 3.97
     entity: Weight = 0.0  # the share of the query's entities (names, numbers, dates) it mentions, by rarity
     graph: Weight = 0.0  # reached from the best first-stage hits through a rare shared entity or a link
 
@@ -166,6 +168,14 @@ class SearchConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     fusion: Literal["blend", "rrf"] = "blend"
     candidates: Annotated[int, msgspec.Meta(ge=10, le=2000)] = 100  # per signal, before fusion
     context_neighbour_share: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.5  # each neighbour's share
+    # The turns before and after a turn that the context signal blends in. A turn is best read with the one
+    # it answers ("What did you paint?" - "A horse"); the turn after it lowered LongMemEval's NDCG.
+    context_before: Annotated[int, msgspec.Meta(ge=0, le=5)] = 1
+    context_after: Annotated[int, msgspec.Meta(ge=0, le=5)] = 0
+    # A question that names speakers of the conversation turns it searches ("What has Melanie painted?") is
+    # searched again without their names: her own turns seldom say it, the other's greetings do. The speaker
+    # signal still favours her turns. Only with the blend and a speaker weight above 0.
+    drop_named_speaker: bool = True
     blend: BlendWeights = msgspec.field(default_factory=BlendWeights)
     rrf: RankWeights = msgspec.field(default_factory=RankWeights)
 

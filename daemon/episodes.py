@@ -35,7 +35,8 @@ class Placement:
         episode = self.episode.get(seq)
         return episode if episode is not None else (-1, seq)
 
-    def neighbours(self, seq: int) -> list[int]:
+    def neighbours(self, seq: int, before: int = 1, after: int = 1) -> list[int]:
+        """The turns up to `before` places before and `after` places after `seq` in its episode."""
         episode = self.episode.get(seq)
         if episode is None:
             return []
@@ -43,7 +44,7 @@ class Placement:
         if index is None:
             return []
         turns = self.turns[episode]
-        return turns[max(0, index - 1) : index] + turns[index + 1 : index + 2]
+        return turns[max(0, index - before) : index] + turns[index + 1 : index + 1 + after]
 
 
 async def place(

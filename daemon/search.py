@@ -24,48 +24,48 @@ readable cubes and the filters inside SQL.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 import anyio
 import numpy as np
 from anyio.abc import TaskGroup
 
 from daemon.bm25 import best_matches
-from daemon.config import BlendWeights, LimitsConfig, RankWeights, SearchConfig
+from daemon.config import LimitsConfig, SearchConfig
 from daemon.entities import entities_of, extract, frequencies, holders, linked
 from daemon.entity_signals import entity_scores, graph_scores, seed_scores
 from daemon.episodes import Placement, around, place
 from daemon.errors import InvalidInput, Unavailable
 from daemon.fairness import FairGate
 from daemon.filters import MemoryFilter
+from daemon.fusion import (
+    Fused,
+    Fusion,
+    Gathered,
+    best_of,
+    context_scores,
+    episode_scores,
+    fuse,
+    weigh_time_and_importance,
+)
 from daemon.lexical import exact_query, fts_query, matched_terms, query_words
 from daemon.memories import MEMORY_COLUMNS, MEMORY_FROM, Memories, memory_from_row
 from daemon.models import Agent, ContextTurn, MatchInfo, SearchHit, SearchMode, SearchQuery, SearchResults
 from daemon.phrasings import guarantee, leaders
 from daemon.reranker import Reranker
-from daemon.speaker import Speaker, asked_about, named_speaker, speaker_signal
+from daemon.speaker import without_speaker_names
 from daemon.store import Connection, Store, placeholders
 from daemon.temporal import TimeWindow, resolve
 from daemon.timeutil import now_iso, parse_moment, stored_moment
 from daemon.vectors import VectorIndex
 
-__all__ = ["SIGNALS", "Search", "fuse", "signals"]
+__all__ = ["Search"]
 
 MAX_PHRASINGS = 5
 MAX_CONTEXT_WINDOW = 5
 GRAPH_SEEDS = 5  # the best first-stage hits the graph signal starts from, per phrasing
 MAX_HOLDERS = 50  # an entity more memories hold is too common to follow or to bring candidates
 MAX_REACHED = 2000  # (memory, entity) pairs read when following entities
-EPISODE_TOP_TURNS = 3  # an episode scores by its best turns
-
-Ranks = dict[int, int]  # seq -> rank (1 = best)
-
-
-def ranked(seqs: list[int]) -> Ranks:
-    ranks: Ranks = {}
-    for seq in seqs:
-        ranks.setdefault(seq, len(ranks) + 1)
-    return ranks
 
 
 class Search:
@@ -117,10 +117,13 @@ class Search:
         async with self._store.read() as conn:
             refs = await self._memories.scope(conn, agent, query.cubes)
             cubes = [ref.name for ref in refs]
-            found = await self._gather(conn, plan, [ref.id for ref in refs]) if refs else Gathered.empty(plan)
-            fused = fuse(found, self._ranking)
+            found = await self._gather(conn, plan, [ref.id for ref in refs]) if refs else plan.nothing()
+            fusion = fuse(found, self._ranking)
+            fused = fusion.ranked
             if fused and (self._ranking.recency_weight or self._ranking.importance_weight):
-                fused = await self._weigh_time_and_importance(conn, fused, plan.where.as_of, found.placement)
+                fused = await self._weigh_time_and_importance(
+                    conn, fused, self._ranking, plan.where.as_of, found.placement
+                )
             if len(plan.texts) > 1 and fused:
                 fused = self._each_phrasing_kept(fused, found, query.k)
             if fused and rerank:
@@ -128,7 +131,7 @@ class Search:
                     conn, [seq for seq, _ in fused[: self._reranker.config.candidates]]
                 )
             if not top:
-                hits = await self._hits(conn, fused[: query.k], found, query.context_window, plan, {})
+                hits = await self._hits(conn, fused[: query.k], found, fusion, query.context_window, plan, {})
         notes = [plan.note, self._reranker.unavailable_reason()]
         if top:  # outside the read: the model must not hold one of the few reader connections
             reranked: dict[int, float] = {}
@@ -137,7 +140,9 @@ class Search:
             except Unavailable as exc:
                 notes.append(str(exc))
             async with self._store.read() as conn:
-                hits = await self._hits(conn, fused[: query.k], found, query.context_window, plan, reranked)
+                hits = await self._hits(
+                    conn, fused[: query.k], found, fusion, query.context_window, plan, reranked
+                )
         return SearchResults(
             results=hits,
             mode=plan.mode,
@@ -156,10 +161,10 @@ class Search:
 
     @staticmethod
     async def _contents(conn: Connection, seqs: list[int]) -> dict[int, str]:
-        rows = await conn.fetch_all(
+        rows = await conn.rows(
             f"SELECT seq, content FROM memories WHERE seq IN ({placeholders(len(seqs))})", seqs
         )
-        return {seq: content for seq, content in rows}
+        return {row["seq"]: row["content"] for row in rows}
 
     async def _rerank(
         self, fused: list[Fused], top: dict[int, str], query: str
@@ -176,7 +181,7 @@ class Search:
         plan = await self._plan(query)
         async with self._store.read() as conn:
             refs = await self._memories.scope(conn, agent, query.cubes)
-            return await self._gather(conn, plan, [ref.id for ref in refs]) if refs else Gathered.empty(plan)
+            return await self._gather(conn, plan, [ref.id for ref in refs]) if refs else plan.nothing()
 
     async def _plan(self, query: SearchQuery) -> _Plan:
         """The checked query: its phrasings, filters, time window, mode and query vectors."""
@@ -213,11 +218,15 @@ class Search:
         # The query vectors are made beside the lexical queries (`_candidate_lists`).
         return _Plan(texts, where, window, mode, note, None, depth, embed=use_vectors)  # type: ignore[arg-type]
 
-    async def _gather(self, conn: Connection, plan: _Plan, cube_ids: list[int]) -> Gathered:
-        """Run every signal that is on and place the candidates in their episodes."""
+    async def _gather(
+        self, conn: Connection, plan: _Plan, cube_ids: list[int], asked: list[str] | None = None
+    ) -> Gathered:
+        """Run every signal that is on and place the candidates in their episodes. When the phrasings name
+        one speaker of the candidates' turns, the signals run again without the name (`drop_named_speaker`);
+        `asked`: then the phrasings as asked, which the speaker rules read."""
         config, depth = self._ranking, plan.depth
         predicate, params = plan.where.sql()
-        found = Gathered.empty(plan)
+        found = Gathered.empty(plan.texts, plan.window, asked)
         scored, nearest_of = await self._candidate_lists(conn, plan, cube_ids, predicate, params)
         for index in range(len(plan.texts)):
             for name in ("lexical", "exact"):
@@ -235,11 +244,18 @@ class Search:
         blend = config.fusion == "blend"
         use_context = plan.vectors is not None and config.weight("context") > 0
         use_episode = config.weight("episode") > 0
-        episode_scores = blend and use_episode and plan.vectors is not None
+        score_episodes = blend and use_episode and plan.vectors is not None
         if not (blend or use_context or use_episode or plan.window):
             return found  # plain reciprocal rank fusion: no episode, speaker or time to look at
-        whole_episodes = use_context or episode_scores
+        whole_episodes = use_context or score_episodes
         found.placement = await place(conn, pool, predicate, params, whole_episodes=whole_episodes)
+        if asked is None and blend and config.drop_named_speaker and config.weight("speaker"):
+            unnamed = without_speaker_names(plan.texts, found.placement.speaker.values())
+            if unnamed is not None and all(fts_query(text) for text in unnamed):
+                again = replace(plan, texts=unnamed, vectors=None, embed=plan.vectors is not None)
+                found = await self._gather(conn, again, cube_ids, asked=plan.texts)
+                plan.mode, plan.note = again.mode, again.note
+                return found
         if plan.vectors is not None:
             every = list(found.placement.when)
             for index, similarity in enumerate(found.similarity):
@@ -247,12 +263,17 @@ class Search:
                 similarity.update(await self._vectors.similarities(conn, plan.vectors[index], missing))
         if use_context:
             for index in range(len(plan.texts)):
-                found.context.append(self._context_scores(found, index))
+                share, before, after = (
+                    config.context_neighbour_share,
+                    config.context_before,
+                    config.context_after,
+                )
+                found.context.append(context_scores(found, index, share, before, after))
                 best = sorted(found.context[index].items(), key=lambda item: (-item[1], item[0]))
                 found.add("context", [seq for seq, _ in best[:depth]])
-        if episode_scores:  # after context: over the whole pool, context's candidates included
+        if score_episodes:  # after context: over the whole pool, context's candidates included
             for index in range(len(plan.texts)):
-                found.episode_score.append(self._episode_scores(found, index))
+                found.episode_score.append(episode_scores(found, index))
         return found
 
     async def _candidate_lists(
@@ -324,13 +345,13 @@ class Search:
                 if entity in wanted and entity not in rare
             ]
             found.entity_score = entity_scores(wanted, matches, frequency)
-            found.add("entity", _best(found.entity_score, depth))
+            found.add("entity", best_of(found.entity_score, depth))
         if seeds:
             rare = {entity for _, entity in seed_pairs if frequency.get(entity, 0) <= MAX_HOLDERS}
             reached = await holders(conn, cube_ids, rare, predicate, params, MAX_REACHED)
             links = await linked(conn, list(seeds), cube_ids, predicate, params)
             found.graph_score = graph_scores(seeds, seed_pairs, reached, frequency, links)
-            found.add("graph", _best(found.graph_score, depth))
+            found.add("graph", best_of(found.graph_score, depth))
         elif config.weight("graph"):
             found.graph_score = {}
 
@@ -363,49 +384,20 @@ class Search:
             return []
         # The KNN ran over whole cubes; apply the same filters as the lexical side.
         keep = {
-            row[0]
-            for row in await conn.fetch_all(
+            row["seq"]
+            for row in await conn.rows(
                 f"SELECT m.seq FROM memories m WHERE m.seq IN ({placeholders(len(nearest))}) {predicate}",
                 [seq for seq, _ in nearest] + params,
             )
         }
         return [(seq, sim) for seq, sim in nearest if seq in keep][:depth]
 
-    def _context_scores(self, found: Gathered, index: int) -> dict[int, float]:
-        """Each candidate's similarity blended with its neighbours' (a memory without an episode keeps its own)."""
-        share = self._ranking.context_neighbour_share
-        similarity = found.similarity[index]
-        scores = {}
-        for seq in found.placement.when:
-            if seq not in similarity:
-                continue
-            around_it = [similarity[n] for n in found.placement.neighbours(seq) if n in similarity]
-            scores[seq] = (similarity[seq] + share * sum(around_it)) / (1 + share * len(around_it))
-        return scores
-
-    @staticmethod
-    def _episode_scores(found: Gathered, index: int) -> dict[int, float]:
-        """Each candidate's episode: the mean similarity of its best turns (a memory alone: its own)."""
-        similarity, placement = found.similarity[index], found.placement
-        by_episode: dict[object, list[float]] = {}  # an episode's best similarities, worked out once
-        scores = {}
-        for seq in found.pool():
-            episode = placement.episode.get(seq)
-            key = episode if episode in placement.turns else (-1, seq)  # unread episode: the turn alone
-            if key not in by_episode:
-                turns = placement.turns.get(episode, [seq]) if episode is not None else [seq]
-                ranked_similarities = sorted((similarity[t] for t in turns if t in similarity), reverse=True)
-                by_episode[key] = ranked_similarities[:EPISODE_TOP_TURNS]
-            best = by_episode[key]
-            if best:
-                scores[seq] = sum(best) / len(best)
-        return scores
-
     async def _hits(
         self,
         conn: Connection,
         fused: list[Fused],
         found: Gathered,
+        fusion: Fusion,
         context_window: int,
         plan: _Plan,
         reranked: dict[int, float],
@@ -417,14 +409,14 @@ class Search:
         if context_window:
             neighbours = await around(conn, seqs, context_window, *plan.where.sql())
         wanted = seqs + [n for pairs in neighbours.values() for _, n in pairs]
-        rows = await conn.fetch_all(
+        rows = await conn.rows(
             f"SELECT {MEMORY_COLUMNS}, m.episode FROM {MEMORY_FROM} WHERE m.seq IN ({placeholders(len(wanted))})",
             wanted,
         )
-        by_seq = {row[0]: memory_from_row(row) for row in rows}
-        episode_of = {row[0]: row[-1] for row in rows}  # the generated column, as episodes are grouped
+        by_seq = {row["seq"]: memory_from_row(row) for row in rows}
+        episode_of = {row["seq"]: row["episode"] for row in rows}  # the generated column, as grouped
         words = list(dict.fromkeys(w for text in plan.texts for w in query_words(text)))
-        explained = signals(found) if self._ranking.fusion == "blend" else {}
+        explained = fusion.signals
         hits = []
         for seq, score in fused:
             memory = by_seq.get(seq)
@@ -449,7 +441,7 @@ class Search:
                         exact_rank=found.best("exact", seq),
                         vector_rank=found.best("vector", seq),
                         context_rank=found.best("context", seq),
-                        episode_rank=found.episode_rank.get(seq),
+                        episode_rank=fusion.episode_rank.get(seq),
                         similarity=found.best_similarity(seq),
                         terms=matched_terms(words, memory.content),
                         episode=None if episode is None else str(episode),
@@ -475,39 +467,22 @@ class Search:
             )
         return hits
 
+    @staticmethod
     async def _weigh_time_and_importance(
-        self, conn: Connection, fused: list[Fused], as_of: str | None, placement: Placement
+        conn: Connection, fused: list[Fused], config: SearchConfig, as_of: str | None, placement: Placement
     ) -> list[Fused]:
-        """score × (1 + recency_weight · 2^(-age / half-life) + importance_weight · (importance − ½)),
-        with age counted back from `as_of` (or now)."""
-        weights = self._ranking
+        """Recency and importance weighed in (daemon/fusion.py), with age counted back from `as_of` (or now)."""
         seqs = [seq for seq, _ in fused]
         if all(seq in placement.importance for seq in seqs):  # placed already (the blend always is)
-            rows = [(seq, placement.importance[seq], placement.when[seq]) for seq in seqs]
+            facts = {seq: (placement.importance[seq], placement.when[seq]) for seq in seqs}
         else:
-            rows = await conn.fetch_all(
-                f"SELECT seq, importance, coalesce(occurred_at, created_at) FROM memories"
+            rows = await conn.rows(
+                f"SELECT seq, importance, coalesce(occurred_at, created_at) AS happened_at FROM memories"
                 f" WHERE seq IN ({placeholders(len(seqs))})",
                 seqs,
             )
-        now = stored_moment(as_of or now_iso())
-        facts = {}
-        for seq, importance, when in rows:
-            age_days = max(0.0, (now - stored_moment(when)).total_seconds() / 86400)
-            recency = 0.5 ** (age_days / weights.recency_half_life_days)
-            facts[seq] = 1 + weights.recency_weight * recency + weights.importance_weight * (importance - 0.5)
-        rescored = [(seq, score * facts.get(seq, 1.0)) for seq, score in fused]
-        return sorted(rescored, key=lambda item: (-item[1], item[0]))
-
-
-Fused = tuple[int, float]  # seq, score
-TURN_SIGNALS = ("lexical", "exact", "vector", "context")
-SIGNALS = ("lexical", "exact", "vector", "context", "episode", "time", "speaker", "entity", "graph")
-TEXT_MATCH = ("lexical", "vector")
-
-
-def _best(scores: dict[int, float], count: int) -> list[int]:
-    return [seq for seq, _ in sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:count]]
+            facts = {row["seq"]: (row["importance"], row["happened_at"]) for row in rows}
+        return weigh_time_and_importance(fused, facts, stored_moment(as_of or now_iso()), config)
 
 
 @dataclass
@@ -521,152 +496,6 @@ class _Plan:
     depth: int
     embed: bool = False  # the vectors are still to be made
 
-
-@dataclass
-class Gathered:
-    """The candidates of one search: per signal, one ranking (and score) per phrasing; their places."""
-
-    phrasings: int
-    window: TimeWindow | None
-    speaker: Speaker | None  # whose words the question is after (None: it does not say)
-    texts: list[str] = field(default_factory=list)  # the phrasings, for the speakers they name
-    lists: dict[str, list[Ranks]] = field(
-        default_factory=lambda: {name: [] for name in (*TURN_SIGNALS, "entity", "graph")}
-    )
-    # Per phrasing, seq -> BM25 relative to that phrasing's best match (1 = the best).
-    bm25: dict[str, list[dict[int, float]]] = field(default_factory=lambda: {"lexical": [], "exact": []})
-    similarity: list[dict[int, float]] = field(default_factory=list)
-    context: list[dict[int, float]] = field(default_factory=list)
-    episode_score: list[dict[int, float]] = field(default_factory=list)
-    placement: Placement = field(default_factory=Placement)
-    entity_score: dict[int, float] | None = None  # None: the signal is off
-    graph_score: dict[int, float] | None = None
-    episode_rank: Ranks = field(default_factory=dict)  # filled by reciprocal rank fusion, for the explanation
-    signal_values: dict[int, dict[str, float]] | None = None  # `signals` once computed: fusion, then `match`
-
-    @classmethod
-    def empty(cls, plan: _Plan) -> Gathered:
-        return cls(
-            len(plan.texts),
-            plan.window,
-            asked_about(plan.texts),
-            texts=list(plan.texts),
-            similarity=[{} for _ in plan.texts],
-        )
-
-    def add(self, name: str, seqs: list[int]) -> None:
-        self.lists[name].append(ranked(seqs))
-
-    def add_scored(self, name: str, index: int, scored: list[tuple[int, float]]) -> None:
-        """A BM25 signal's (seq, bm25) best first, for phrasing `index`."""
-        self.add(name, [seq for seq, _ in scored])
-        scores = self.bm25[name]
-        while len(scores) <= index:
-            scores.append({})
-        if scored and scored[0][1] < 0:
-            best = scored[0][1]
-            scores[index].update((seq, value / best) for seq, value in scored)
-
-    def pool(self) -> set[int]:
-        return {seq for lists in self.lists.values() for ranks in lists for seq in ranks}
-
-    def best(self, name: str, seq: int) -> int | None:
-        found = [ranks[seq] for ranks in self.lists[name] if seq in ranks]
-        return min(found) if found else None
-
-    def best_similarity(self, seq: int) -> float | None:
-        found = [sims[seq] for sims in self.similarity if seq in sims]
-        return round(max(found), 4) if found else None
-
-    def in_window(self, seq: int) -> bool:
-        window = self.window
-        return window is not None and window.start <= self.placement.when.get(seq, "") < window.end
-
-
-def signals(found: Gathered) -> dict[int, dict[str, float]]:
-    """Every candidate's signals, each from 0 to 1, averaged over the phrasings (signals not computed are
-    absent): what the blend weighs, and what its weights are fitted on. Computed once per search."""
-    if found.signal_values is not None:
-        return found.signal_values
-
-    def mean(per_phrasing: list[dict[int, float]], seq: int) -> float:
-        return sum(max(0.0, scores.get(seq, 0.0)) for scores in per_phrasing) / found.phrasings
-
-    present = {
-        "lexical": found.bm25["lexical"],
-        "exact": found.bm25["exact"],
-        "vector": found.similarity if any(found.similarity) else [],
-        "context": found.context,
-        "episode": found.episode_score,
-    }
-    present = {name: lists for name, lists in present.items() if lists}
-    placed = bool(found.placement.when)
-    named = named_speaker(found.texts, found.placement.speaker.values()) if placed else None
-    result = {}
-    for seq in found.pool():
-        values = {name: mean(lists, seq) for name, lists in present.items()}
-        if found.window is not None and placed:
-            values["time"] = 1.0 if found.in_window(seq) else 0.0
-        if placed:
-            placement = found.placement
-            values["speaker"] = speaker_signal(
-                placement.role.get(seq), found.speaker, placement.speaker.get(seq), named
-            )
-        for name, scores in (("entity", found.entity_score), ("graph", found.graph_score)):
-            if scores is not None:
-                values[name] = scores.get(seq, 0.0)
-        result[seq] = values
-    found.signal_values = result
-    return result
-
-
-def fuse(found: Gathered, config: SearchConfig) -> list[Fused]:
-    """The candidates best first, by the configured fusion."""
-    if config.fusion == "blend":
-        return blend(found, config.blend)
-    return reciprocal_rank_fusion(found, config.rrf)
-
-
-def blend(found: Gathered, weights: BlendWeights) -> list[Fused]:
-    """Σ weight × signal. When one of the text-match signals (lexical, vector) is missing (lexical-only
-    search, no model), the other takes its weight too: the fitted balance against time and speaker holds."""
-    values = signals(found)
-    weight = {name: getattr(weights, name) for name in SIGNALS}
-    present = {name for signals_of in values.values() for name in signals_of}
-    matching = [name for name in TEXT_MATCH if name in present and weight[name] > 0]
-    if matching:
-        share = sum(weight[name] for name in TEXT_MATCH) / sum(weight[name] for name in matching)
-        weight.update((name, weight[name] * share) for name in matching)
-    scores = {seq: sum(weight[name] * value for name, value in of.items()) for seq, of in values.items()}
-    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
-
-
-def reciprocal_rank_fusion(found: Gathered, weights: RankWeights) -> list[Fused]:
-    """Weighted reciprocal rank fusion: first the turn-level signals; then the episode and time signals,
-    which rank by that first fusion. Best first."""
-    share = 1.0 / found.phrasings  # several phrasings share one signal's weight
-    scores: dict[int, float] = {}
-    for name in TURN_SIGNALS:
-        weight = getattr(weights, name) * share
-        for ranks in found.lists[name]:
-            for seq, rank in ranks.items():
-                scores[seq] = scores.get(seq, 0.0) + weight / (weights.k + rank)
-    final = dict(scores)
-    if weights.episode and scores:
-        by_episode: dict[object, list[float]] = {}
-        for seq, score in scores.items():
-            by_episode.setdefault(found.placement.key(seq), []).append(score)
-        strength = {
-            key: sum(sorted(values, reverse=True)[:EPISODE_TOP_TURNS]) for key, values in by_episode.items()
-        }
-        order = {
-            key: rank for rank, key in enumerate(sorted(strength, key=lambda key: -strength[key]), start=1)
-        }
-        found.episode_rank = {seq: order[found.placement.key(seq)] for seq in scores}
-        for seq, rank in found.episode_rank.items():
-            final[seq] += weights.episode / (weights.k + rank)
-    if found.window is not None and weights.time:
-        inside = sorted((seq for seq in scores if found.in_window(seq)), key=lambda seq: -scores[seq])
-        for rank, seq in enumerate(inside, start=1):
-            final[seq] += weights.time / (weights.k + rank)
-    return sorted(final.items(), key=lambda item: (-item[1], item[0]))
+    def nothing(self) -> Gathered:
+        """No candidates gathered yet for this plan's phrasings."""
+        return Gathered.empty(self.texts, self.window)

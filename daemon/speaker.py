@@ -63,16 +63,45 @@ def asked_about(texts: list[str]) -> Speaker | None:
     return found.pop() if len(found) == 1 else None
 
 
+def _name_pattern(speaker: str) -> re.Pattern[str]:
+    """A speaker's full name or first name, as whole words."""
+    forms = sorted({speaker, speaker.split()[0]}, key=len, reverse=True)
+    return re.compile(r"\b(?:" + "|".join(map(re.escape, forms)) + r")\b")
+
+
+def _named(texts: list[str], speakers: Iterable[object]) -> dict[str, str]:
+    """The speakers the phrasings name: casefolded name -> the name as stored."""
+    named = {}
+    for speaker in sorted({s.strip() for s in speakers if isinstance(s, str) and len(s.strip()) > 1}):
+        if any(_name_pattern(speaker).search(text) for text in texts):
+            named[speaker.casefold()] = speaker
+    return named
+
+
 def named_speaker(texts: list[str], speakers: Iterable[object]) -> str | None:
     """The one of `speakers` (metadata `speaker` names) the question names, casefolded; None when it names
     none of them or several."""
-    named = set()
-    for speaker in {s.strip() for s in speakers if isinstance(s, str) and len(s.strip()) > 1}:
-        forms = {speaker, speaker.split()[0]}
-        pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, forms)) + r")\b")
-        if any(pattern.search(text) for text in texts):
-            named.add(speaker.casefold())
-    return named.pop() if len(named) == 1 else None
+    named = _named(texts, speakers)
+    return next(iter(named)) if len(named) == 1 else None
+
+
+def without_speaker_names(texts: list[str], speakers: Iterable[object]) -> list[str] | None:
+    """The phrasings with the speakers they name left out ("What has Melanie painted?" -> "What has
+    painted?", "Melanie's" -> "their"); None when they name none of `speakers`.
+
+    In a conversation between named people a turn seldom names its own speaker, so as a search term a name
+    mostly finds the other one addressing them ("Thanks, Melanie!"); whose turns are wanted is the speaker
+    signal's part (`named_speaker`)."""
+    named = _named(texts, speakers)
+    if not named:
+        return None
+    for speaker in named.values():
+        pattern = _name_pattern(speaker)
+        possessive = re.compile(pattern.pattern + r"['’]s\b")
+        texts = [
+            re.sub(r"\s+", " ", pattern.sub("", possessive.sub("their", text))).strip() for text in texts
+        ]
+    return texts
 
 
 def speaker_signal(

@@ -12,7 +12,7 @@ import pytest
 
 from daemon import InvalidInput, NewMemory, SearchQuery, Services, agent_named, open_services
 from daemon.lexical import exact_query
-from daemon.speaker import asked_about
+from daemon.speaker import asked_about, without_speaker_names
 from daemon.temporal import resolve
 from tests.conftest import BOTH, make_config
 
@@ -187,6 +187,60 @@ async def test_without_the_speaker_signal_the_better_match_wins(tmp_path: Path, 
     async with open_services(msgspec.structs.replace(config, search=search)) as core:
         await core.vectors.attached.wait()
         assert await _speaker_order(core, "what dog did we adopt") == ["assistant", "user"]
+
+
+NAMED_SESSION = [  # a conversation between two named people: each says the other's name, never their own
+    ("Caroline", "Thanks, Melanie! Melanie, your paintings are wonderful, Melanie."),
+    ("Melanie", "Last weekend I painted a horse by the lake."),
+    ("Caroline", "How was your week? I went hiking with friends."),
+]
+
+
+async def _named_speakers(services: Services, query: str) -> list[str]:
+    """The speakers of the top two turns for `query` over NAMED_SESSION."""
+    await services.identities.add("fay")
+    fay = agent_named("fay")
+    items = [
+        NewMemory(
+            content=text,
+            kind="message",
+            occurred_at=f"2023-05-08T13:{index:02d}:00Z",
+            metadata={"speaker": speaker, "session": "session_1", "turn": index},
+        )
+        for index, (speaker, text) in enumerate(NAMED_SESSION)
+    ]
+    await services.additions.add_batch(fay, None, items)
+    result = await services.search.search(fay, SearchQuery(query=query, k=2))
+    return [hit.metadata["speaker"] for hit in result.results]
+
+
+async def test_a_question_naming_a_speaker_is_searched_without_the_name(services: Services) -> None:
+    """Her name is in the other's greetings, not in her own turns: searched with it, those come first."""
+    assert (await _named_speakers(services, "What has Melanie painted?"))[0] == "Melanie"
+
+
+async def test_with_drop_named_speaker_off_the_name_is_searched_too(tmp_path: Path, model_dir: Path) -> None:
+    config = make_config(tmp_path, str(model_dir))
+    search = msgspec.structs.replace(config.search, drop_named_speaker=False)
+    async with open_services(msgspec.structs.replace(config, search=search)) as core:
+        await core.vectors.attached.wait()
+        assert (await _named_speakers(core, "What has Melanie painted?"))[0] == "Caroline"
+
+
+@pytest.mark.parametrize(
+    ("texts", "unnamed"),
+    [
+        (["What has Melanie painted?"], ["What has painted?"]),
+        (["What is Melanie's job?", "Melanie work"], ["What is their job?", "work"]),
+        (["When did John Smith move?"], ["When did move?"]),
+        (["What do Melanie and Caroline both like?"], ["What do and both like?"]),
+        (["What did Bob paint?"], None),  # not a speaker
+    ],
+)
+def test_the_speakers_named_are_left_out_of_the_phrasings(
+    texts: list[str], unnamed: list[str] | None
+) -> None:
+    assert without_speaker_names(texts, ["Melanie", "Caroline", "John Smith"]) == unnamed
 
 
 @pytest.mark.parametrize(
