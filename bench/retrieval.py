@@ -406,11 +406,12 @@ async def gather_candidates(
             )
             gathered = await core.search.candidates(agent, query)
             async with core.store.read() as conn:
-                rows = await conn.fetch_all(
-                    f"SELECT m.seq, {turn_sql} FROM memories m JOIN cubes c ON c.id = m.cube_id WHERE c.name = ?",
+                rows = await conn.rows(
+                    f"SELECT m.seq AS seq, {turn_sql} AS turn FROM memories m JOIN cubes c ON c.id = m.cube_id"
+                    " WHERE c.name = ?",
                     [question.cube],
                 )
-            turn_of = {seq: turn for seq, turn in rows}
+            turn_of = {row["seq"]: row["turn"] for row in rows}
             found[question.id] = Candidates(gathered, signals(gathered), turn_of)
     return found
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import builtins
 import secrets
-from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -49,20 +48,8 @@ def new_memory_id() -> str:
     return "mem_" + secrets.token_hex(8)
 
 
-# The names MEMORY_COLUMNS gives its columns, in its order: only for `legacy_memory_row`.
-_MEMORY_NAMES = tuple(column.split(" AS ")[-1].split(".")[-1].strip() for column in MEMORY_COLUMNS.split(","))
-
-
-def legacy_memory_row(values: Sequence[Any]) -> Row:
-    """A tuple row that starts with MEMORY_COLUMNS, named. Only daemon/search.py still reads memories as
-    tuples (`fetch_all`); this goes when it reads them by name (issue 18)."""
-    return Row.from_columns(_MEMORY_NAMES, values[: len(_MEMORY_NAMES)])
-
-
-def memory_from_row(row: Row | Sequence[Any]) -> Memory:
+def memory_from_row(row: Row) -> Memory:
     """The Memory of a row selected with MEMORY_COLUMNS."""
-    if not isinstance(row, Row):
-        row = legacy_memory_row(row)
     return Memory(
         id=row["id"],
         cube=row["cube"],

@@ -28,7 +28,7 @@ from daemon.pg_errors import translated
 from daemon.pg_schema import apply_postgres_migrations
 from daemon.pg_sql import postgres_sql
 from daemon.rows import Row, column_names
-from daemon.store import Connection, LegacyRow, Store
+from daemon.store import Connection, Store
 
 log = logging.getLogger(__name__)
 
@@ -124,20 +124,6 @@ class PgConnection(Connection):
         if width != 1:
             raise ValueError(f"value() needs a query of one column, not {width}: {sql}")
         return values[0] if values is not None else default
-
-    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[LegacyRow]:
-        with translated():
-            cursor = await self._run(sql, params)
-            values = await cursor.fetchall()
-            await cursor.close()
-        return [tuple(row) for row in values]
-
-    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> LegacyRow | None:
-        with translated():
-            cursor = await self._run(sql, params)
-            values = await cursor.fetchone()
-            await cursor.close()
-        return tuple(values) if values is not None else None
 
 
 class PgStore(Store):

@@ -27,8 +27,6 @@ from daemon.store_errors import CHECK_ADVICE, sqlite_errors, translated
 
 log = logging.getLogger(__name__)
 
-LegacyRow = tuple[Any, ...]
-
 
 def quote_identifier(name: str) -> str:
     """Quote an SQL identifier; values are always bound, never formatted into SQL."""
@@ -93,19 +91,6 @@ class Connection:
         if width != 1:
             raise ValueError(f"value() needs a query of one column, not {width}: {sql}")
         return values[0] if values is not None else default
-
-    # Legacy tuple rows, read by position: only for the modules not yet converted to rows by name
-    # (tests/test_rows_by_name.py lists them and keeps every other module off these two methods).
-    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[LegacyRow]:
-        with translated():
-            return [tuple(row) for row in await self._raw.execute_fetchall(sql, params)]
-
-    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> LegacyRow | None:
-        with translated():
-            cursor = await self._raw.execute(sql, params)
-            row = await cursor.fetchone()
-            await cursor.close()
-        return tuple(row) if row is not None else None
 
 
 class Store:

@@ -176,7 +176,7 @@ async def test_vectors_that_disagree_with_the_memories_are_found_and_re_embedded
         with anyio.fail_after(30):
             while True:
                 async with services.store.read() as read:
-                    if await read.fetch_one("SELECT 1 FROM memories WHERE embedded = 0") is None:
+                    if await read.row("SELECT 1 AS one FROM memories WHERE embedded = 0") is None:
                         break
                 await anyio.sleep(0.05)
     assert memos_at(config_file(config), "check").returncode == 0

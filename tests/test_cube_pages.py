@@ -29,24 +29,24 @@ async def test_a_cube_page_and_its_count_are_read_from_indexes_not_from_every_ro
 ) -> None:
     await lexical_services.identities.add("alice")
     async with lexical_services.store.read() as conn:
-        plan = await conn.fetch_all(
+        plan = await conn.rows(
             "EXPLAIN QUERY PLAN SELECT m.seq FROM memories m WHERE m.cube_id IN (?) AND m.deleted_at IS NULL"
             " AND m.superseded_by IS NULL AND m.seq < ? ORDER BY m.seq DESC LIMIT 26",
             (1, 10**9),
         )
-        with_deleted = await conn.fetch_all(
+        with_deleted = await conn.rows(
             "EXPLAIN QUERY PLAN SELECT m.seq FROM memories m WHERE m.cube_id IN (?) AND m.seq < ?"
             " ORDER BY m.seq DESC LIMIT 26",
             (1, 10**9),
         )
-        count = await conn.fetch_all(
+        count = await conn.rows(
             "EXPLAIN QUERY PLAN SELECT count(*) FROM memories m WHERE m.cube_id = ? AND m.deleted_at IS NULL",
             (1,),
         )
-    details = " ".join(str(row[3]) for row in plan)
+    details = " ".join(str(row["detail"]) for row in plan)
     assert "USING INDEX memories_" in details and "TEMP B-TREE" not in details
-    assert "TEMP B-TREE" not in " ".join(str(row[3]) for row in with_deleted)
-    assert "memories_live_by_cube" in " ".join(str(row[3]) for row in count)
+    assert "TEMP B-TREE" not in " ".join(str(row["detail"]) for row in with_deleted)
+    assert "memories_live_by_cube" in " ".join(str(row["detail"]) for row in count)
 
 
 async def test_a_rare_filter_pages_through_a_bounded_window_and_finds_everything(

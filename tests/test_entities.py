@@ -168,9 +168,9 @@ async def test_an_imported_memory_is_indexed_by_the_import(lexical_services: Ser
     )
     assert not report.errors
     async with s.store.read() as conn:
-        rows = await conn.fetch_all("SELECT entity FROM memory_entities ORDER BY entity")
-        pending = await conn.fetch_all("SELECT seq FROM entity_pending")
-    assert [row[0] for row in rows] == ["madrid", "priya raman"] and not pending
+        rows = await conn.rows("SELECT entity FROM memory_entities ORDER BY entity")
+        pending = await conn.rows("SELECT seq FROM entity_pending")
+    assert [row["entity"] for row in rows] == ["madrid", "priya raman"] and not pending
 
 
 async def test_memory_get_over_mcp_lists_the_memorys_entities(daemon: RunningDaemon) -> None:

@@ -28,13 +28,13 @@ async def plain(
     conn: Connection, expression: str, cube_ids: list[int], limit: int
 ) -> list[tuple[int, float]]:
     predicate, params = MemoryFilter().sql()
-    rows = await conn.fetch_all(
-        "SELECT m.seq, bm25(memories_fts) FROM memories_fts JOIN memories m ON m.seq = memories_fts.rowid"
+    rows = await conn.rows(
+        "SELECT m.seq AS seq, bm25(memories_fts) AS score FROM memories_fts JOIN memories m ON m.seq = memories_fts.rowid"
         f" WHERE memories_fts MATCH ? AND m.cube_id IN ({placeholders(len(cube_ids))}) {predicate}"
         " ORDER BY bm25(memories_fts) LIMIT ?",
         [expression, *cube_ids, *params, limit],
     )
-    return [(row[0], row[1]) for row in rows]
+    return [(row["seq"], row["score"]) for row in rows]
 
 
 def same(got: list[tuple[int, float]], expected: list[tuple[int, float]]) -> None:
@@ -61,7 +61,10 @@ async def test_best_matches_equal_the_plain_ranking_in_one_cube_in_several_and_w
         )
         await services.additions.add_batch(bob, None, [NewMemory(content=note(i + 400)) for i in range(200)])
         async with services.store.read() as conn:
-            cubes = dict(await conn.fetch_all("SELECT name, id FROM cubes WHERE name IN ('@alice', '@bob')"))
+            cubes = {
+                row["name"]: row["id"]
+                for row in await conn.rows("SELECT name, id FROM cubes WHERE name IN ('@alice', '@bob')")
+            }
         queries = [
             "What did Lena decide about the billing service?",
             "search index deploy",

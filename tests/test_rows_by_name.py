@@ -14,9 +14,6 @@ from daemon.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Modules that still read tuple rows through Connection.fetch_all/fetch_one or a raw cursor (issue 18): they
-# were being changed by other engineers when the rest was converted. Shrink this set; never grow it.
-LEGACY_TUPLE_ROWS: set[str] = set()
 # The stores and the row type implement the reading.
 IMPLEMENTATION = {"store.py", "pg_store.py", "rows.py"}
 TUPLE_READS = {"fetch_all", "fetch_one", "fetchone", "fetchall", "fetchmany", "execute_fetchall"}
@@ -89,16 +86,14 @@ def _tuple_reads(path: Path) -> list[str]:
 
 
 def test_the_core_reads_no_row_by_position() -> None:
-    """Every module of daemon/ but the listed legacy ones reads rows through Connection.rows/row/value or
-    daemon.rows.read_rows, whose rows refuse positions; the legacy list only shrinks."""
+    """Every module of daemon/ reads rows through Connection.rows/row/value or daemon.rows.read_rows, whose
+    rows refuse positions; only the stores and the row type touch cursors."""
     offenders = []
     for path in sorted((REPO / "daemon").rglob("*.py")):
-        if path.name in LEGACY_TUPLE_ROWS | IMPLEMENTATION:
+        if path.name in IMPLEMENTATION:
             continue
         offenders += _tuple_reads(path)
     assert offenders == []
-    still_legacy = {name for name in LEGACY_TUPLE_ROWS if _tuple_reads(REPO / "daemon" / name)}
-    assert still_legacy == LEGACY_TUPLE_ROWS, "a legacy module was converted: take it off LEGACY_TUPLE_ROWS"
 
 
 def test_row_pages_hand_out_every_row_by_name_a_page_at_a_time() -> None:

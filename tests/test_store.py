@@ -34,11 +34,11 @@ def test_an_interpreter_without_extension_loading_falls_back_to_sqlean() -> None
 async def test_opening_creates_the_file_and_records_every_migration(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "sub" / "m.db")
     async with store.read() as conn:
-        versions = [row[0] for row in await conn.fetch_all("SELECT version FROM schema_migrations")]
-        mode = await conn.fetch_one("PRAGMA journal_mode")
+        versions = [row["version"] for row in await conn.rows("SELECT version FROM schema_migrations")]
+        mode = await conn.value("PRAGMA journal_mode")
     await store.close()
     assert versions == [version for version, _, _ in MIGRATIONS]
-    assert mode == ("wal",)
+    assert mode == "wal"
 
 
 async def test_reopening_applies_nothing_twice_and_keeps_data(tmp_path: Path) -> None:
@@ -48,8 +48,8 @@ async def test_reopening_applies_nothing_twice_and_keeps_data(tmp_path: Path) ->
     await store.close()
     store = await Store.open(tmp_path / "m.db")
     async with store.read() as conn:
-        assert await conn.fetch_one("SELECT value FROM meta WHERE key = 'k'") == ("v",)
-        assert await conn.fetch_one("SELECT count(*) FROM schema_migrations") == (len(MIGRATIONS),)
+        assert await conn.value("SELECT value FROM meta WHERE key = 'k'") == "v"
+        assert await conn.value("SELECT count(*) FROM schema_migrations") == len(MIGRATIONS)
     await store.close()
 
 
@@ -60,7 +60,7 @@ async def test_a_failed_write_block_rolls_back_everything_in_it(tmp_path: Path) 
             await conn.execute("INSERT INTO meta (key, value) VALUES ('a', '1')")
             await conn.execute("INSERT INTO meta (key, value) VALUES ('a', '2')")  # duplicate key
     async with store.read() as conn:
-        assert await conn.fetch_all("SELECT * FROM meta") == []
+        assert await conn.rows("SELECT * FROM meta") == []
     await store.close()
 
 

@@ -90,9 +90,9 @@ async def test_real_sqlite_errors_leave_the_store_translated_and_the_store_keeps
                 await conn.execute("INSERT INTO meta (key, value) VALUES ('k', 'two')")
         with pytest.raises(StoreError, match="no such table: nope"):
             async with store.read() as conn:
-                await conn.fetch_all("SELECT * FROM nope")
+                await conn.rows("SELECT * FROM nope")
         async with store.write() as conn:  # nothing of the failed write was kept, and writing goes on
-            assert await conn.fetch_all("SELECT * FROM meta WHERE key = 'k'") == []
+            assert await conn.rows("SELECT * FROM meta WHERE key = 'k'") == []
             await conn.execute("INSERT INTO meta (key, value) VALUES ('k', 'three')")
     finally:
         await store.close()

@@ -264,11 +264,12 @@ async def _snapshot(config: Config) -> dict[str, object]:
                 )
             seen[f"tasks {info.name}"] = await s.tasks.list(agent)
         async with s.store.read() as conn:
-            rows = await conn.fetch_all(
-                "SELECT m.id, c.owner FROM memories m JOIN cubes c ON c.id = m.cube_id ORDER BY m.id"
+            rows = await conn.rows(
+                "SELECT m.id AS id, c.owner AS owner FROM memories m JOIN cubes c ON c.id = m.cube_id"
+                " ORDER BY m.id"
             )
-            cubes = [row[0] for row in await conn.fetch_all("SELECT name FROM cubes ORDER BY name")]
-        for memory_id, owner in rows:
+            cubes = [row["name"] for row in await conn.rows("SELECT name FROM cubes ORDER BY name")]
+        for memory_id, owner in ((row["id"], row["owner"]) for row in rows):
             agent = agent_named(owner)
             seen[memory_id] = (
                 await s.memories.get(agent, memory_id),
