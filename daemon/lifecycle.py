@@ -33,6 +33,7 @@ from daemon.events import ChangeHub
 from daemon.fairness import FairGate
 from daemon.idempotency import Recorder, idempotent
 from daemon.identity import Groups, Identities
+from daemon.lexical_index import LexicalIndex
 from daemon.links import Links
 from daemon.memories import Memories
 from daemon.metrics_history import MetricsHistory, queue_depths
@@ -197,6 +198,8 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
             await tg.start(supervised, "re-ranker", services.reranker.run)
             await tg.start(supervised, "vector backfill", services.vectors.backfill)
             await tg.start(supervised, "entity backfill", services.entities.backfill)
+            if services.search.lexical_index is not None:
+                await tg.start(supervised, "lexical index", services.search.lexical_index.run)
             await tg.start(supervised, "retention", services.retention.run)
             depths = queue_depths(services.scheduler.snapshot, services.search.gate.waiting)
             await tg.start(supervised, "metrics history", partial(services.metrics.run, depths))
@@ -230,6 +233,8 @@ def _services(config: Config, store: Store, embedder: Embedder) -> Services:
     # Searches beyond the slots wait, agents taking turns; each search's time goes to the history.
     gate = FairGate(slots=config.storage.read_connections, observe=metrics.search_took)
     search = Search(store, memories, vectors, config.limits, config.search, reranker, gate)
+    if config.search.lexical_index == "memory":
+        search.lexical_index = LexicalIndex(store)
     tasks = Tasks(store, access, hub, working, redactor=redactor if config.redaction.enabled else None)
     return Services(
         config=config,
