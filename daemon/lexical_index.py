@@ -32,6 +32,7 @@ import numpy as np
 
 from daemon import sqlite_driver
 from daemon.errors import MemosError
+from daemon.heap import release_freed_memory
 from daemon.rows import read_row_pages, read_rows
 from daemon.store import Connection, Step, Store, placeholders
 from daemon.store_errors import translated
@@ -126,6 +127,8 @@ class LexicalIndex:
         self._retired = 0
         self._wake = anyio.Event()
         self._filled = anyio.Event()  # set while `ready`
+        self.compactions = 0
+        self.compact_after, self.compact_share = 4096, 0.25  # retired rows (and share of all) before dropped
 
     @property
     def ready(self) -> bool:
@@ -268,12 +271,17 @@ class LexicalIndex:
         for term, seq in tokens:
             per = counts[seq]
             per[term] = per.get(term, 0) + 1
+        added: dict[str, list[int]] = defaultdict(list)
         for seq, _, _, _ in change.rows:
-            self._add_row(seq, cube_of[seq], counts.get(seq, {}))
-        if self._retired > 4096 and self._retired > self._used // 4:
+            self._add_row(seq, cube_of[seq], counts.get(seq, {}), added)
+        for term, new in added.items():  # one copy of each term's postings per write, not per row
+            old = self._postings.get(term)
+            fresh = np.asarray(new, np.int64)
+            self._postings[term] = fresh if old is None else np.concatenate((old, fresh))
+        if self._retired > self.compact_after and self._retired > self._used * self.compact_share:
             self._compact()
 
-    def _add_row(self, seq: int, cube: int, terms: dict[str, int]) -> None:
+    def _add_row(self, seq: int, cube: int, terms: dict[str, int], added: dict[str, list[int]]) -> None:
         if self._used == len(self._seqs):
             capacity = max(1024, 2 * len(self._seqs))
             self._seqs, self._cubes, self._lengths = (
@@ -289,9 +297,7 @@ class LexicalIndex:
         self._rows += 1
         self._tokens += length
         for term, count in terms.items():
-            posting = np.array([row << _TF_BITS | count], np.int64)
-            old = self._postings.get(term)
-            self._postings[term] = posting if old is None else np.concatenate((old, posting))
+            added[term].append(row << _TF_BITS | count)
 
     def _compact(self) -> None:
         """Drop retired rows (new arrays: searches on threads keep the ones they hold)."""
@@ -309,6 +315,7 @@ class LexicalIndex:
         self._used = len(keep)
         self._row_of = {int(seq): row for row, seq in enumerate(self._seqs)}
         self._retired = 0
+        self.compactions += 1
 
     # -- searching -------------------------------------------------------------------------------------
 
@@ -331,33 +338,37 @@ class LexicalIndex:
             return None
         words = re.findall(r'"([^"]*)"', expression)
         records = await _records(conn)
-        ranked = await anyio.to_thread.run_sync(self._ranked, words, cube_ids, records)
-        if ranked is None:
-            return None
-        seqs, scores = ranked
-        found: list[tuple[int, float]] = []
-        start, chunk = 0, limit * 2 + 20
-        while len(found) < limit and start < len(seqs):
-            part = [int(seq) for seq in seqs[start : start + chunk]]
-            keep = {
-                row["seq"]
-                for row in await conn.rows(
-                    f"SELECT m.seq FROM memories m WHERE m.seq IN ({placeholders(len(part))}) {predicate}",
-                    [*part, *params],
-                )
-            }
-            found += [
-                (seq, float(score))
-                for seq, score in zip(part, scores[start : start + chunk], strict=True)
-                if seq in keep
-            ]
-            start, chunk = start + chunk, chunk * 4
+        for count in (limit * 2 + 20, None):  # the best few; all of them if too few of those pass
+            ranked = await anyio.to_thread.run_sync(self._ranked, words, cube_ids, records, count)
+            if ranked is None:
+                return None
+            seqs, scores, complete = ranked
+            found: list[tuple[int, float]] = []
+            start, chunk = 0, limit * 2 + 20
+            while len(found) < limit and start < len(seqs):
+                part = [int(seq) for seq in seqs[start : start + chunk]]
+                keep = {
+                    row["seq"]
+                    for row in await conn.rows(
+                        f"SELECT m.seq FROM memories m WHERE m.seq IN ({placeholders(len(part))}) {predicate}",
+                        [*part, *params],
+                    )
+                }
+                found += [
+                    (seq, float(score))
+                    for seq, score in zip(part, scores[start : start + chunk], strict=True)
+                    if seq in keep
+                ]
+                start, chunk = start + chunk, chunk * 4
+            if len(found) >= limit or complete:
+                break
         return found[:limit]
 
     def _ranked(
-        self, words: list[str], cube_ids: list[int], records: Records
-    ) -> tuple[np.ndarray, np.ndarray] | None:
-        """Seqs of the matching rows in `cube_ids`, best first (ties by seq), and their BM25 as FTS5 gives it.
+        self, words: list[str], cube_ids: list[int], records: Records, count: int | None
+    ) -> tuple[np.ndarray, np.ndarray, bool] | None:
+        """Seqs of the best `count` matching rows in `cube_ids` (all when None; more when ties straddle the
+        cut), best first and ties by seq, their BM25 as FTS5 gives it, and whether they are all the matches.
         Blocking (numpy): a worker thread. None when the index does not hold the reader's state."""
         version = self._version
         if version % 2 or self._records != records:
@@ -366,37 +377,36 @@ class LexicalIndex:
         if any(len(terms) != 1 for terms in phrases):
             return None  # a phrase of several terms (or none): FTS5 knows phrases
         postings = [self._postings.get(terms[0], np.empty(0, np.int64)) for terms in phrases]
-        seqs, cubes, lengths = self._seqs, self._cubes, self._lengths
+        seqs, cubes, lengths, used = self._seqs, self._cubes, self._lengths, self._used
         n_rows, n_tokens = self._rows, self._tokens
         if self._version != version:
             return None
         avgdl = float(n_tokens) / float(n_rows) if n_rows else 0.0
-        wanted = np.asarray(sorted(set(cube_ids)), np.int64)
-        hits: list[tuple[np.ndarray, np.ndarray]] = []
+        # FTS5 sums each phrase's term in the query's order, from 0.0: the same additions, the same doubles.
+        score = np.zeros(used, np.float64)
         for posting in postings:
             rows = posting >> _TF_BITS
             live = cubes[rows] != _RETIRED
-            hits.append((rows[live], (posting[live] & _TF_MASK).astype(np.float64)))
-        every = np.unique(np.concatenate([rows for rows, _ in hits])) if hits else np.empty(0, np.int64)
-        every = every[np.isin(cubes[every], wanted)]
-        score = np.zeros(len(every), np.float64)
-        for rows, freq in hits:
+            rows, freq = rows[live], (posting[live] & _TF_MASK).astype(np.float64)
             n_hit = float(len(rows))
             idf = math.log((n_rows - n_hit + 0.5) / (n_hit + 0.5))
             if idf <= 0.0:
                 idf = 1e-6
-            at = np.searchsorted(every, rows)
-            inside = at < len(every)
-            inside[inside] = every[at[inside]] == rows[inside]
-            at, freq = at[inside], freq[inside]
-            d = lengths[every[at]]
-            score[at] += idf * ((freq * (_K1 + 1.0)) / (freq + _K1 * (1 - _B + _B * d / avgdl)))
-        score = -1.0 * score
+            d = lengths[rows]
+            score[rows] += idf * ((freq * (_K1 + 1.0)) / (freq + _K1 * (1 - _B + _B * d / avgdl)))
+        every = np.flatnonzero(score)  # every term adds more than 0 (idf ≥ 1e-6)
+        every = every[np.isin(cubes[every], np.asarray(cube_ids, np.int64))]
+        negated = -1.0 * score[every]
+        complete = count is None or count >= len(every)
+        if not complete:
+            cut = np.partition(negated, count - 1)[count - 1]
+            best = negated <= cut  # ties at the cut kept: the result is a prefix of the whole ranking
+            every, negated = every[best], negated[best]
         row_seqs = seqs[every]
-        order = np.lexsort((row_seqs, score))
+        order = np.lexsort((row_seqs, negated))
         if self._version != version:  # rows retired or compacted while scoring
             return None
-        return row_seqs[order], score[order]
+        return row_seqs[order], negated[order], complete
 
 
 async def _records(conn: Connection) -> Records:
@@ -440,6 +450,7 @@ def _fill(index: LexicalIndex, path: Path) -> Records:
             conn.execute("COMMIT")
         finally:
             conn.close()
+    release_freed_memory()  # the pages of the instances read on this thread
     return records
 
 
