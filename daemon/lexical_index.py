@@ -398,7 +398,7 @@ class LexicalIndex:
         every = every[np.isin(cubes[every], np.asarray(cube_ids, np.int64))]
         negated = -1.0 * score[every]
         complete = count is None or count >= len(every)
-        if not complete:
+        if count is not None and not complete:
             cut = np.partition(negated, count - 1)[count - 1]
             best = negated <= cut  # ties at the cut kept: the result is a prefix of the whole ranking
             every, negated = every[best], negated[best]
