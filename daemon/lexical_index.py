@@ -21,6 +21,7 @@ import logging
 import math
 import re
 import threading
+from array import array
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -61,6 +62,22 @@ _TRIGGERS = (
 )
 
 Records = tuple[bytes, ...]
+# What a fill makes, swapped in at once.
+_STATE = [
+    "_terms",
+    "_offsets",
+    "_flat",
+    "_added",
+    "_seqs",
+    "_cubes",
+    "_lengths",
+    "_used",
+    "_filled_rows",
+    "_row_of",
+    "_rows",
+    "_tokens",
+    "_retired",
+]
 
 
 @dataclass
@@ -116,19 +133,25 @@ class LexicalIndex:
         self._filling = False
         self._pending: list[_Change] = []  # writes committed while filling
         self._version = 0  # odd while changing (searches on threads check it before and after)
-        self._postings: dict[str, np.ndarray] = {}
-        self._seqs = np.empty(0, np.int64)
-        self._cubes = np.empty(0, np.int64)
-        self._lengths = np.empty(0, np.float64)
+        # Postings as filled: term -> its number; its postings are flat[offsets[n]:offsets[n + 1]].
+        self._terms: dict[str, int] = {}
+        self._offsets = np.zeros(1, np.int64)
+        self._flat = np.empty(0, np.int64)
+        self._added: dict[str, np.ndarray] = {}  # postings of rows added since (replaced, never changed)
+        self._seqs = np.empty(0, np.int64)  # per row; the filled rows sorted by seq
+        self._cubes = np.empty(0, np.int64)  # -1: retired
+        self._lengths = np.empty(0, np.float64)  # tokens
         self._used = 0
-        self._row_of: dict[int, int] = {}
+        self._filled_rows = 0
+        self._row_of: dict[int, int] = {}  # rows added since the fill
         self._rows = 0  # live rows (FTS5's row count)
         self._tokens = 0  # their tokens (FTS5's total size)
         self._retired = 0
         self._wake = anyio.Event()
         self._filled = anyio.Event()  # set while `ready`
-        self.compactions = 0
-        self.compact_after, self.compact_share = 4096, 0.25  # retired rows (and share of all) before dropped
+        self.fills = 0
+        # Retired rows (and their share of all) past which the index is filled again without them.
+        self.compact_after, self.compact_share = 4096, 0.25
 
     @property
     def ready(self) -> bool:
@@ -141,8 +164,9 @@ class LexicalIndex:
     @property
     def nbytes(self) -> int:
         """Bytes of the arrays (postings and per-row arrays; Python's dict and array headers not counted)."""
-        postings = sum(array.nbytes for array in self._postings.values())
-        return postings + self._seqs.nbytes + self._cubes.nbytes + self._lengths.nbytes
+        added = sum(array.nbytes for array in self._added.values())
+        rows = self._seqs.nbytes + self._cubes.nbytes + self._lengths.nbytes
+        return self._flat.nbytes + self._offsets.nbytes + added + rows
 
     # -- keeping it true -------------------------------------------------------------------------------
 
@@ -181,11 +205,11 @@ class LexicalIndex:
                     fresh._apply(change)
                     records = change.after
             self._version += 1
-            self._postings, self._seqs, self._cubes = fresh._postings, fresh._seqs, fresh._cubes
-            self._lengths, self._used, self._row_of = fresh._lengths, fresh._used, fresh._row_of
-            self._rows, self._tokens, self._retired = fresh._rows, fresh._tokens, fresh._retired
+            for name in _STATE:
+                setattr(self, name, getattr(fresh, name))
             self._records = records
             self._version += 1
+            self.fills += 1
             self._filled.set()
             log.info("lexical index holds %d memories (%.1f MiB)", self._rows, self.nbytes / 2**20)
         finally:
@@ -247,6 +271,8 @@ class LexicalIndex:
                 self._records = change.after
             finally:
                 self._version += 1
+            if self._retired > self.compact_after and self._retired > self._used * self.compact_share:
+                self._stale()  # filled again without the retired rows, on a worker thread; FTS5 meanwhile
 
     def _stale(self) -> None:
         self._records = None
@@ -257,8 +283,9 @@ class LexicalIndex:
     def _apply(self, change: _Change) -> None:
         """The touched memories' old rows retired, their new ones (if any) added."""
         for seq in change.seqs:
-            row = self._row_of.pop(seq, None)
+            row = self._row(seq)
             if row is not None:
+                self._row_of.pop(seq, None)
                 self._cubes[row] = _RETIRED
                 self._rows -= 1
                 self._tokens -= int(self._lengths[row])
@@ -274,12 +301,25 @@ class LexicalIndex:
         added: dict[str, list[int]] = defaultdict(list)
         for seq, _, _, _ in change.rows:
             self._add_row(seq, cube_of[seq], counts.get(seq, {}), added)
-        for term, new in added.items():  # one copy of each term's postings per write, not per row
-            old = self._postings.get(term)
+        for term, new in added.items():  # one copy of each term's added postings per write, not per row
+            old = self._added.get(term)
             fresh = np.asarray(new, np.int64)
-            self._postings[term] = fresh if old is None else np.concatenate((old, fresh))
-        if self._retired > self.compact_after and self._retired > self._used * self.compact_share:
-            self._compact()
+            self._added[term] = fresh if old is None else np.concatenate((old, fresh))
+
+    def _row(self, seq: int) -> int | None:
+        """The live row of a memory."""
+        row = int(np.searchsorted(self._seqs[: self._filled_rows], seq))
+        if row < self._filled_rows and self._seqs[row] == seq and self._cubes[row] != _RETIRED:
+            return row
+        return self._row_of.get(seq)
+
+    def _postings_of(self, term: str) -> np.ndarray:
+        number = self._terms.get(term)
+        filled = self._flat[self._offsets[number] : self._offsets[number + 1]] if number is not None else None
+        added = self._added.get(term)
+        if filled is None:
+            return added if added is not None else np.empty(0, np.int64)
+        return filled if added is None else np.concatenate((filled, added))
 
     def _add_row(self, seq: int, cube: int, terms: dict[str, int], added: dict[str, list[int]]) -> None:
         if self._used == len(self._seqs):
@@ -298,24 +338,6 @@ class LexicalIndex:
         self._tokens += length
         for term, count in terms.items():
             added[term].append(row << _TF_BITS | count)
-
-    def _compact(self) -> None:
-        """Drop retired rows (new arrays: searches on threads keep the ones they hold)."""
-        keep = np.flatnonzero(self._cubes[: self._used] != _RETIRED)
-        new_row = np.full(self._used, -1, np.int64)
-        new_row[keep] = np.arange(len(keep))
-        postings: dict[str, np.ndarray] = {}
-        for term, posting in self._postings.items():
-            rows = new_row[posting >> _TF_BITS]
-            live = rows >= 0
-            if live.any():
-                postings[term] = rows[live] << _TF_BITS | (posting[live] & _TF_MASK)
-        self._postings = postings
-        self._seqs, self._cubes, self._lengths = self._seqs[keep], self._cubes[keep], self._lengths[keep]
-        self._used = len(keep)
-        self._row_of = {int(seq): row for row, seq in enumerate(self._seqs)}
-        self._retired = 0
-        self.compactions += 1
 
     # -- searching -------------------------------------------------------------------------------------
 
@@ -376,7 +398,7 @@ class LexicalIndex:
         phrases = [self._tokenizer.word(word) for word in words]
         if any(len(terms) != 1 for terms in phrases):
             return None  # a phrase of several terms (or none): FTS5 knows phrases
-        postings = [self._postings.get(terms[0], np.empty(0, np.int64)) for terms in phrases]
+        postings = [self._postings_of(terms[0]) for terms in phrases]
         seqs, cubes, lengths, used = self._seqs, self._cubes, self._lengths, self._used
         n_rows, n_tokens = self._rows, self._tokens
         if self._version != version:
@@ -404,7 +426,7 @@ class LexicalIndex:
             every, negated = every[best], negated[best]
         row_seqs = seqs[every]
         order = np.lexsort((row_seqs, negated))
-        if self._version != version:  # rows retired or compacted while scoring
+        if self._version != version:  # rows retired or the index filled again while scoring
             return None
         return row_seqs[order], negated[order], complete
 
@@ -422,8 +444,8 @@ def _grown(array: np.ndarray, capacity: int) -> np.ndarray:
 def _fill(index: LexicalIndex, path: Path) -> Records:
     """Fill `index` (a fresh one) from FTS5's own tokens in one read transaction; the records of that state.
     Blocking: a worker thread, on its own connection."""
-    index._postings, index._row_of, index._used = {}, {}, 0
-    index._rows = index._tokens = index._retired = 0
+    index._added, index._row_of = {}, {}
+    index._retired = 0
     with translated(path):
         conn = sqlite_driver.connect(str(path), read_only=True)
         try:
@@ -443,9 +465,7 @@ def _fill(index: LexicalIndex, path: Path) -> Records:
                     seqs[at], cubes[at] = row["seq"], row["cube_id"]
                     at += 1
             index._seqs, index._cubes = seqs, cubes
-            index._lengths = np.zeros(members, np.float64)
-            index._row_of = {int(seq): row for row, seq in enumerate(seqs)}
-            index._used = index._rows = members
+            index._used = index._rows = index._filled_rows = members
             _postings_from(index, conn.execute("SELECT term, doc FROM temp.memos_vocab"))
             conn.execute("COMMIT")
         finally:
@@ -455,24 +475,28 @@ def _fill(index: LexicalIndex, path: Path) -> Records:
 
 
 def _postings_from(index: LexicalIndex, instances: Iterable[tuple[str, int]]) -> None:
-    """Postings from (term, doc) instances ordered by term, then doc (as fts5vocab gives them)."""
-    row_of, lengths = index._row_of, index._lengths
+    """The filled postings from (term, doc) instances, grouped by term (as fts5vocab gives them)."""
+    terms: dict[str, int] = {}
+    numbers, docs = array("q"), array("q")
     term: str | None = None
-    docs: list[int] = []
-
-    def flush() -> None:
-        if term is None or not docs:
-            return
-        rows, counts = np.unique(
-            np.fromiter((row_of[doc] for doc in docs), np.int64, len(docs)), return_counts=True
-        )
-        index._postings[term] = rows << _TF_BITS | counts
-        np.add.at(lengths, rows, counts)
-
+    number = -1
     for word, doc in instances:
         if word != term:
-            flush()
-            term, docs = word, []
+            term = word
+            number = terms.setdefault(word, len(terms))
+        numbers.append(number)
         docs.append(doc)
-    flush()
-    index._tokens = int(lengths.sum())
+    seqs = index._seqs
+    by_term = np.frombuffer(numbers, np.int64) if numbers else np.empty(0, np.int64)
+    rows = np.searchsorted(seqs, np.frombuffer(docs, np.int64) if docs else np.empty(0, np.int64))
+    key = by_term * (len(seqs) + 1) + rows
+    if len(key) > 1 and (np.diff(key) < 0).any():
+        key = np.sort(key)
+    starts = np.flatnonzero(np.diff(key, prepend=-1))  # one posting per (term, row): its tokens counted
+    counts = np.diff(np.append(starts, len(key)))
+    term_of, row_of = np.divmod(key[starts], len(seqs) + 1)
+    index._terms = terms
+    index._flat = row_of << _TF_BITS | counts
+    index._offsets = np.searchsorted(term_of, np.arange(len(terms) + 1))
+    index._lengths = np.bincount(rows, minlength=len(seqs)).astype(np.float64)
+    index._tokens = len(rows)
