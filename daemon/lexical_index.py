@@ -190,9 +190,12 @@ class LexicalIndex:
             self._wake = anyio.Event()
             if self._records is None and not self._filling:
                 await self._fill()
-            else:
-                async with self._store.write():  # the write hook compares the records
-                    pass
+            elif not self._filling:
+                async with self._store.read() as conn:
+                    seen = await _records(conn)
+                if seen != self._records:  # another process wrote, or a write is on its way: make sure
+                    async with self._store.write():  # the write hook compares the records
+                        pass
 
     async def _fill(self) -> None:
         self._filling, self._pending = True, []
