@@ -51,6 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATASET = REPO.parent / "shared" / "bench-data" / "locomo_dev5.json"
 AUDIT = REPO.parent / "shared" / "bench-data" / "locomo_dev5_audit.json"
 WORKDIR = RESULTS / "locomo"
+LEXICAL_INDEX: dict[str, str] = {}  # --lexical-index, added to each configuration's [search] table
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 K = 10
 TURN_SQL = "json_extract(m.metadata, '$.dia_id')"
@@ -173,7 +174,7 @@ async def over_mcp(memos: Memos, names: list[str], questions: list[Question]) ->
     try:
         for name in names:
             mode, overrides = CONFIGURATIONS[name]
-            daemon = memos.start(search_settings(overrides))
+            daemon = memos.start(search_settings({**overrides, **LEXICAL_INDEX}))
             async with mcp_client(daemon.url, memos.token) as client:
                 await wait_for_model(client)
             print(f"  querying {name}", file=sys.stderr)
@@ -385,7 +386,12 @@ def main() -> None:
     )
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="local model dir")
     parser.add_argument("--fresh", action="store_true", help="reload the dataset even if a kept copy matches")
+    parser.add_argument(
+        "--lexical-index", choices=["memory", "sql"], help="[search] lexical_index for memosd"
+    )
     args = parser.parse_args()
+    if args.lexical_index:
+        LEXICAL_INDEX["lexical_index"] = args.lexical_index
     out = anyio.run(run, args)
     print(out)
     RESULTS.mkdir(exist_ok=True)

@@ -108,13 +108,16 @@ async def main(args: argparse.Namespace) -> None:
     home: Path = args.dir.resolve()
     token = (home / "token").read_text().strip()
     port = free_port()
-    config = write_config(home, port=port, model=str(args.model))
+    extra = f'[search]\nlexical_index = "{args.lexical_index}"' if args.lexical_index else ""
+    config = write_config(home, port=port, model=str(args.model), extra=extra)
     daemon = start_daemon(config, home, port)
     out: Path = args.out
     make_memories, make_queries, _ = CORPORA[args.corpus]
     try:
         async with mcp_client(daemon.url, token) as client:
             await wait_for_model(client)
+            if args.lexical_index == "memory":
+                await anyio.sleep(args.settle)  # the lexical index fills on a worker thread (FTS5 until then)
             print(f"ready: RSS / peak MiB {rss_mib(daemon.process.pid)}")
             texts = make_queries(args.searches)
             for text in texts[:10]:  # warm the caches
@@ -148,6 +151,8 @@ if __name__ == "__main__":
     parser.add_argument("--searches", type=int, default=200)
     parser.add_argument("--adds", type=int, default=60)
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--lexical-index", choices=["memory", "sql"], default=None)
+    parser.add_argument("--settle", type=float, default=30.0, help="seconds for the lexical index to fill")
     parser.add_argument("--py-spy", type=Path, default=None, help="py-spy to sample memosd with")
     parser.add_argument("--out", default=os.path.join("bench", "results", "profile"))
     arguments = parser.parse_args()

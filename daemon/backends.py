@@ -12,6 +12,7 @@ from daemon.config import Config
 from daemon.embedder import Embedder
 from daemon.errors import ConfigError
 from daemon.events import ChangeHub
+from daemon.lexical_index import LexicalIndex
 from daemon.store import Store
 from daemon.vectors import VectorIndex
 
@@ -37,6 +38,14 @@ def vector_index(store: Store, embedder: Embedder, *, use_cache: bool) -> Vector
 
         return PgVectorIndex(store, embedder, use_cache=use_cache)
     return VectorIndex(store, embedder, use_cache=use_cache)
+
+
+def lexical_index(store: Store, config: Config) -> LexicalIndex | None:
+    """BM25 in memory over FTS5's postings (daemon/lexical_index.py), when asked for and the store is the
+    SQLite file; PostgreSQL ranks with its own text search (daemon/pg_text.py)."""
+    if config.search.lexical_index != "memory" or store.dialect == "postgresql":
+        return None
+    return LexicalIndex(store)
 
 
 def database_bus(store: Store, hub: ChangeHub, vectors: VectorIndex) -> Callable[..., Awaitable[None]] | None:

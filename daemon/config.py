@@ -159,6 +159,9 @@ class SearchConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     # Keep a copy of the vectors in memory for fast exact search (~1.5 KiB per memory with MiniLM);
     # false: search them with sqlite-vec's KNN inside the database (slower, no extra memory).
     vector_cache: bool = True
+    # Where the lexical signal's BM25 is computed: "memory" (postings of FTS5's tokens held in memory, ~25 MiB
+    # at 100k memories, ~4x less CPU a query, the same scores) or "sql" (FTS5's bm25(), no extra memory).
+    lexical_index: Literal["memory", "sql"] = "memory"
     # Ranking: score × (1 + recency_weight · 2^(-age/half-life) + importance_weight · (importance − 0.5)).
     recency_weight: Annotated[float, msgspec.Meta(ge=0)] = 0.02
     recency_half_life_days: Annotated[float, msgspec.Meta(gt=0)] = 30.0

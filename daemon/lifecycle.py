@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 from daemon.activity import Activity
 from daemon.additions import Additions
 from daemon.audit import Audit
-from daemon.backends import database_bus, open_store, vector_index
+from daemon.backends import database_bus, lexical_index, open_store, vector_index
 from daemon.backup import scheduled_backups
 from daemon.config import NO_MODEL, Config, model_cache_dir
 from daemon.context_packs import ContextPacks
@@ -198,6 +198,8 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
             await tg.start(supervised, "re-ranker", services.reranker.run)
             await tg.start(supervised, "vector backfill", services.vectors.backfill)
             await tg.start(supervised, "entity backfill", services.entities.backfill)
+            if services.search.lexical_index is not None:
+                await tg.start(supervised, "lexical index", services.search.lexical_index.run)
             await tg.start(supervised, "retention", services.retention.run)
             depths = queue_depths(services.scheduler.snapshot, services.search.gate.waiting)
             await tg.start(supervised, "metrics history", partial(services.metrics.run, depths))
@@ -234,6 +236,7 @@ def _services(config: Config, store: Store, embedder: Embedder) -> Services:
     # Searches beyond the slots wait, agents taking turns; each search's time goes to the history.
     gate = FairGate(slots=config.storage.read_connections, observe=metrics.search_took)
     search = Search(store, memories, vectors, config.limits, config.search, reranker, gate)
+    search.lexical_index = lexical_index(store, config)
     tasks = Tasks(store, access, hub, working, redactor=redactor if config.redaction.enabled else None)
     return Services(
         config=config,

@@ -49,6 +49,7 @@ from daemon.fusion import (
     weigh_time_and_importance,
 )
 from daemon.lexical import exact_query, fts_query, matched_terms, query_words
+from daemon.lexical_index import LexicalIndex
 from daemon.memories import MEMORY_COLUMNS, MEMORY_FROM, Memories, memory_from_row
 from daemon.models import Agent, ContextTurn, MatchInfo, SearchHit, SearchMode, SearchQuery, SearchResults
 from daemon.phrasings import guarantee, leaders
@@ -86,6 +87,7 @@ class Search:
         self._memories = memories
         self._vectors = vectors
         self._limits = limits
+        self.lexical_index: LexicalIndex | None = None  # BM25 in memory ([search] lexical_index)
 
     def _checked_texts(self, query: SearchQuery) -> list[str]:
         texts = [query.query, *(query.queries or [])]
@@ -368,6 +370,12 @@ class Search:
         # Filters that may leave out most memories make FTS5's own best few too few to keep.
         narrow = bool(where.kinds or where.tags or where.since or where.until or where.source_agent)
         narrow = narrow or bool(where.as_of or where.task_id)
+        if self.lexical_index is not None and not narrow:
+            found = await self.lexical_index.best_matches(
+                conn, expression, cube_ids, predicate, params, depth
+            )
+            if found is not None:
+                return found
         return await best_matches(conn, expression, cube_ids, predicate, params, depth, try_top=not narrow)
 
     async def _nearest(

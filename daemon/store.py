@@ -10,7 +10,7 @@ connections and never wait for the writer (WAL). Every call into SQLite runs ins
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,9 @@ from daemon.rows import Row, column_names, read_rows
 from daemon.store_errors import CHECK_ADVICE, sqlite_errors, translated
 
 log = logging.getLogger(__name__)
+
+Step = Callable[[], Awaitable[None]]
+WriteHook = Callable[["Connection"], tuple[Step, Step, Step]]
 
 
 def quote_identifier(name: str) -> str:
@@ -109,6 +112,9 @@ class Store:
         for reader in readers:
             self._reader_send.send_nowait(reader)
         self._closed = False
+        # Called with each write's connection: each gives (begun, ending, committed), awaited after BEGIN,
+        # before COMMIT and after it, the lock still held (the lexical index records what a write touched).
+        self.write_hooks: list[WriteHook] = []
 
     @classmethod
     async def open(cls, path: Path, *, read_connections: int = 2, check_integrity: bool = True) -> Store:
@@ -148,12 +154,19 @@ class Store:
                     await self._writer.execute("BEGIN IMMEDIATE")
                 conn = Connection(self._writer)
                 try:
+                    hooks = [hook(conn) for hook in self.write_hooks]
+                    for begun, _, _ in hooks:
+                        await begun()
                     yield conn
+                    for _, ending, _ in hooks:
+                        await ending()
                     with translated():
                         await self._writer.execute("COMMIT")
                 except BaseException:
                     await self._rollback()
                     raise
+                for _, _, committed in hooks:
+                    await committed()
                 for callback in conn.committed:
                     callback()
 
