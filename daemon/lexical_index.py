@@ -103,7 +103,7 @@ class _Tokenizer:
         with self._lock:
             self._conn.execute("BEGIN")
             self._conn.executemany("INSERT INTO t (rowid, content, tags) VALUES (?, ?, ?)", rows)
-            tokens = self._conn.execute("SELECT term, doc FROM v").fetchall()
+            tokens = [(row["term"], row["doc"]) for row in read_rows(self._conn, "SELECT term, doc FROM v")]
             self._conn.execute("ROLLBACK")
         return tokens
 
@@ -114,9 +114,9 @@ class _Tokenizer:
             if terms is None:
                 self._conn.execute("BEGIN")
                 self._conn.execute("INSERT INTO t (rowid, content, tags) VALUES (1, ?, '')", (word,))
-                found = self._conn.execute("SELECT term FROM v ORDER BY offset").fetchall()
+                found = read_rows(self._conn, "SELECT term FROM v ORDER BY offset")
                 self._conn.execute("ROLLBACK")
-                terms = tuple(row[0] for row in found)
+                terms = tuple(row["term"] for row in found)
                 self._words[word] = terms
                 if len(self._words) > 50_000:
                     self._words.popitem(last=False)

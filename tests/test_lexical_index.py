@@ -92,7 +92,10 @@ async def test_in_memory_bm25_equals_fts5_over_random_corpora_and_writes(tmp_pat
         await services.additions.add_batch(bob, None, [NewMemory(content=text(rng)) for _ in range(60)])
         await ready(index)
         async with services.store.read() as conn:
-            cubes = dict(await conn.fetch_all("SELECT name, id FROM cubes WHERE name IN ('@alice', '@bob')"))
+            cubes = {
+                row["name"]: row["id"]
+                for row in await conn.rows("SELECT name, id FROM cubes WHERE name IN ('@alice', '@bob')")
+            }
         deleted: list[str] = []
         answered = 0
         for round_ in range(ROUNDS):
