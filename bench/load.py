@@ -67,6 +67,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def server_cpu_seconds(postmaster: int) -> float:
+    """CPU time of a PostgreSQL server so far: its main process, its children that exited, and those alive
+    (the daemon's connections' backends, parallel workers)."""
+    total = cpu_seconds(postmaster)
+    fields = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
+    total += (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == postmaster:
+                total += cpu_seconds(int(stat.parent.name))
+        except (OSError, ValueError):  # gone meanwhile
+            continue
+    return total
+
+
 class Floor:
     """What any system must pay for one search, measured in the bench's own process: the same model
     embedding the question alone, and an exact KNN (one float32 matrix product) over the same vectors."""
@@ -112,6 +128,7 @@ async def run(
     keep: Path | None,
     floor: Floor | None,
     url: str | None = None,
+    postmaster: int | None = None,
 ) -> Row:
     make_memories, make_queries, _ = CORPORA[corpus_name]
     with tempfile.TemporaryDirectory(prefix="memos-bench-") as tmp:
@@ -183,11 +200,16 @@ async def run(
                 texts = make_queries(searches)
                 for agents in concurrency:
                     cpu = cpu_seconds(daemon.process.pid)
+                    server_cpu = server_cpu_seconds(postmaster) if postmaster else 0.0
                     lat = await search_latencies(daemon.url, token, texts, agents)
                     if agents == concurrency[0]:  # CPU is what the machine's load does not inflate much
                         row["daemon CPU ms/search"] = (
                             (cpu_seconds(daemon.process.pid) - cpu) / len(lat) * 1000
                         )
+                        if postmaster:
+                            row["PostgreSQL CPU ms/search"] = (
+                                (server_cpu_seconds(postmaster) - server_cpu) / len(lat) * 1000
+                            )
                     row[f"search p50 ms ({agents} agents)"] = percentile(lat, 50) * 1000
                     row[f"search p99 ms ({agents} agents)"] = percentile(lat, 99) * 1000
                     if agents > 1:
@@ -359,7 +381,16 @@ def main() -> None:
                             )
                         rows[label].append(
                             anyio.run(
-                                run, name, size, args.searches, args.model, args.concurrency, keep, floor, url
+                                run,
+                                name,
+                                size,
+                                args.searches,
+                                args.model,
+                                args.concurrency,
+                                keep,
+                                floor,
+                                url,
+                                cluster.postmaster_pid() if url and cluster else None,
                             )
                         )
     peer: PeerRun | None = None

@@ -31,8 +31,9 @@ def _pgserver() -> Any:
 
 
 class PgCluster:
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: Any, data: Path) -> None:
         self._server = server
+        self.data = data
         self._numbers = itertools.count(1)
 
     @classmethod
@@ -53,7 +54,7 @@ class PgCluster:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 server = _pgserver().get_server(directory / "data", cleanup_mode="stop")
-            cluster = cls(server)
+            cluster = cls(server, directory / "data")
             try:
                 # Test databases need no durability against power loss: not syncing saves seconds a module.
                 for setting in ("fsync = off", "full_page_writes = off", "synchronous_commit = off"):
@@ -68,6 +69,10 @@ class PgCluster:
         finally:
             if not kept:
                 shutil.rmtree(directory, ignore_errors=True)
+
+    def postmaster_pid(self) -> int:
+        """The server's main process, whose children are its backends and workers."""
+        return int((self.data / "postmaster.pid").read_text().split()[0])
 
     def url(self, database: str = "postgres") -> str:
         return str(self._server.get_uri(database))
