@@ -5,13 +5,16 @@ then the same workload against the official MCP memory server (bench/peer_load.p
     python bench/load.py --sizes 1000 --searches 50 --no-peer
     python bench/load.py --keep bench/results/load-db   # keep the loaded databases; the next run reuses them
     python bench/load.py --backend sqlite postgresql --no-peer   # the same rows on a real PostgreSQL beside
+    python bench/load.py --keep DIR --backend sqlite postgresql  # PostgreSQL's server and databases kept too
 
 Runs each corpus (`--corpus`, default all of bench/corpus.py's CORPORA): memos beside the floor measured in
 the same run (the same model embedding each question alone, and an exact numpy KNN over the same vectors),
 then the official server. Prints markdown tables for memos, the official server and their ratios (also
 written to bench/results/load.md, with a plot in bench/results/load.png). Each size is its own database and
 daemon. With `--keep`, a database already loaded is not loaded again: batch add is then measured on 1,000
-more memories (which stay), and the peak RSS is that of the run, not of the first load.
+more memories (which stay), and the peak RSS is that of the run, not of the first load. PostgreSQL's
+server keeps its data in DIR/postgresql/server, a database per corpus and size, and the daemons' homes
+beside it (DIR/postgresql/CORPUS-SIZE); bench/seed.py --backend postgresql fills them.
 """
 
 from __future__ import annotations
@@ -64,6 +67,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def server_cpu_seconds(postmaster: int) -> float:
+    """CPU time of a PostgreSQL server so far: its main process, its children that exited, and those alive
+    (the daemon's connections' backends, parallel workers)."""
+    total = cpu_seconds(postmaster)
+    fields = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
+    total += (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == postmaster:
+                total += cpu_seconds(int(stat.parent.name))
+        except (OSError, ValueError):  # gone meanwhile
+            continue
+    return total
+
+
 class Floor:
     """What any system must pay for one search, measured in the bench's own process: the same model
     embedding the question alone, and an exact KNN (one float32 matrix product) over the same vectors."""
@@ -109,6 +128,7 @@ async def run(
     keep: Path | None,
     floor: Floor | None,
     url: str | None = None,
+    postmaster: int | None = None,
 ) -> Row:
     make_memories, make_queries, _ = CORPORA[corpus_name]
     with tempfile.TemporaryDirectory(prefix="memos-bench-") as tmp:
@@ -180,11 +200,16 @@ async def run(
                 texts = make_queries(searches)
                 for agents in concurrency:
                     cpu = cpu_seconds(daemon.process.pid)
+                    server_cpu = server_cpu_seconds(postmaster) if postmaster else 0.0
                     lat = await search_latencies(daemon.url, token, texts, agents)
                     if agents == concurrency[0]:  # CPU is what the machine's load does not inflate much
                         row["daemon CPU ms/search"] = (
                             (cpu_seconds(daemon.process.pid) - cpu) / len(lat) * 1000
                         )
+                        if postmaster:
+                            row["PostgreSQL CPU ms/search"] = (
+                                (server_cpu_seconds(postmaster) - server_cpu) / len(lat) * 1000
+                            )
                     row[f"search p50 ms ({agents} agents)"] = percentile(lat, 50) * 1000
                     row[f"search p99 ms ({agents} agents)"] = percentile(lat, 99) * 1000
                     if agents > 1:
@@ -211,6 +236,11 @@ async def run(
         finally:
             stop_daemon(daemon)
     return row
+
+
+def kept_database_name(corpus: str, size: int) -> str:
+    """The PostgreSQL database that `--keep` keeps a corpus' SIZE memories in (bench/seed.py fills it)."""
+    return f"memos_{corpus.replace('-', '_')}_{size}"
 
 
 def database_mib(url: str) -> float:
@@ -327,23 +357,40 @@ def main() -> None:
     loads = []
     rows: dict[str, list[Row]] = {}
     with ExitStack() as stack:
-        cluster = stack.enter_context(PgCluster.start()) if "postgresql" in args.backend else None
+        # With --keep, PostgreSQL's homes, server and databases are kept under DIR/postgresql.
+        pg_keep = args.keep.resolve() / "postgresql" if args.keep else None
+        cluster = (
+            stack.enter_context(PgCluster.start(pg_keep / "server" if pg_keep else None))
+            if "postgresql" in args.backend
+            else None
+        )
         for name in args.corpus:
             for backend in args.backend:
                 loads.append(f"{name} on {backend} {load_average()}")
-                keep = args.keep.resolve() if args.keep and backend == "sqlite" else None
+                keep = args.keep.resolve() if args.keep and backend == "sqlite" else pg_keep
                 label = name if backend == "sqlite" else f"{name} on postgresql"
                 rows[label] = []
                 for size in sizes:
                     with ExitStack() as per_size:
-                        url = (
-                            per_size.enter_context(cluster.database())
-                            if cluster and backend != "sqlite"
-                            else None
-                        )
+                        url = None
+                        if cluster and backend != "sqlite":
+                            url = (
+                                cluster.kept_database(kept_database_name(name, size))
+                                if pg_keep
+                                else per_size.enter_context(cluster.database())
+                            )
                         rows[label].append(
                             anyio.run(
-                                run, name, size, args.searches, args.model, args.concurrency, keep, floor, url
+                                run,
+                                name,
+                                size,
+                                args.searches,
+                                args.model,
+                                args.concurrency,
+                                keep,
+                                floor,
+                                url,
+                                cluster.postmaster_pid() if url and cluster else None,
                             )
                         )
     peer: PeerRun | None = None

@@ -18,6 +18,7 @@ import argparse
 import json
 import re
 import sys
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -46,6 +47,7 @@ from bench.retrieval import (
 from daemon.config import BlendWeights
 from daemon.fusion import SIGNALS
 from tests.conftest import mcp_client
+from tests.pg_server import PgCluster
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET = REPO.parent / "shared" / "bench-data" / "locomo_dev5.json"
@@ -357,12 +359,23 @@ async def run(args: argparse.Namespace) -> str:
     questions = load_questions()
     samples = json.loads(DATASET.read_text())
     workdir = WORKDIR.with_name("locomo-captions") if args.captions else WORKDIR
-    memos = Memos(args.model, args.fresh, workdir, DATASET)
+    with ExitStack() as stack:
+        if args.backend == "postgresql":  # a fresh database on a real server, loaded again each run
+            cluster = stack.enter_context(PgCluster.start())
+            url = stack.enter_context(cluster.database())
+            memos = Memos(args.model, True, workdir.with_name(f"{workdir.name}-postgresql"), DATASET, url)
+            return await measure(args, memos, questions, samples)
+        return await measure(args, Memos(args.model, args.fresh, workdir, DATASET), questions, samples)
+
+
+async def measure(
+    args: argparse.Namespace, memos: Memos, questions: list[Question], samples: list[Any]
+) -> str:
     if not memos.loaded():
         await memos.load([haystack(sample, args.captions) for sample in samples])
     audited = sum(q.audited for q in questions)
     out = [
-        f"Machine: {machine()}",
+        f"Machine: {machine()}; store: {args.backend}",
         f"Dataset: {DATASET.name}: {len(samples)} conversations, {sum(len(haystack(s).items) for s in samples)}"
         f" turns, {len(questions)} questions in categories 1-4 ({audited} with the audit's corrected evidence).",
         "",
@@ -372,7 +385,7 @@ async def run(args: argparse.Namespace) -> str:
         out += [f"Turn recall@{K} through `memory_search`:", "", markdown(HEADER, rows), ""]
     if args.cv:
         # LongMemEval: the questions bench/retrieval.py has loaded in full (all of dev60 once its load completed).
-        out += [await cross_validation(args.lme, workdir), ""]
+        out += [await cross_validation(args.lme, memos.workdir), ""]
     return "\n".join(out) + "\n"
 
 
@@ -400,9 +413,17 @@ def main() -> None:
     parser.add_argument(
         "--lexical-index", choices=["memory", "sql"], help="[search] lexical_index for memosd"
     )
+    parser.add_argument(
+        "--backend",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="postgresql: a real server (tests/pg_server.py), loaded afresh",
+    )
     args = parser.parse_args()
     if args.lexical_index:
         LEXICAL_INDEX["lexical_index"] = args.lexical_index
+    if args.backend == "postgresql" and args.cv:
+        parser.error("--backend postgresql measures through MCP only: add --no-cv")
     out = anyio.run(run, args)
     print(out)
     RESULTS.mkdir(exist_ok=True)

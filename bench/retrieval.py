@@ -221,8 +221,16 @@ class Haystack:
 class Memos:
     """One memosd over a kept database that holds every haystack's cube; restartable with other settings."""
 
-    def __init__(self, model: str, fresh: bool, workdir: Path = WORKDIR, dataset: Path = DATASET) -> None:
+    def __init__(
+        self,
+        model: str,
+        fresh: bool,
+        workdir: Path = WORKDIR,
+        dataset: Path = DATASET,
+        url: str | None = None,
+    ) -> None:
         self.model = model
+        self.url = url  # a PostgreSQL database instead of the file
         self.workdir, self.dataset = workdir, dataset
         self.manifest = workdir / "manifest.json"
         if fresh and workdir.exists():
@@ -240,7 +248,7 @@ class Memos:
     def start(self, search_settings: str = "") -> RunningDaemon:
         self.stop()
         port = free_port()
-        config = write_config(self.workdir, port=port, model=self.model, extra=search_settings)
+        config = write_config(self.workdir, port=port, model=self.model, extra=search_settings, url=self.url)
         self.daemon = start_daemon(config, self.workdir, port)
         if not self.token:
             self.token = self._bench_token(self.daemon)

@@ -66,6 +66,10 @@ async def connect(url: str) -> psycopg.AsyncConnection[Any]:
         await conn.execute("SET hnsw.iterative_scan = strict_order")
         # As SQLite's busy timeout: a write waiting longer for another daemon's fails as StoreBusy (55P03).
         await conn.execute("SET lock_timeout = '10s'")
+        # No parallel workers for one statement: the server starts them anew for each (a lexical query
+        # matching half of 100k memories got two), which cost a third of the server's CPU per search there
+        # and, with several agents searching at once, compete with the other connections' statements.
+        await conn.execute("SET max_parallel_workers_per_gather = 0")
     return conn
 
 

@@ -101,6 +101,18 @@ async def test_writes_through_two_stores_on_one_database_are_serial_and_lose_no_
     await second.close()
 
 
+async def test_no_connection_of_the_store_starts_parallel_workers_for_a_statement(url: str) -> None:
+    store = await PgStore.open_url(url)
+    try:
+        async with store.write() as conn:
+            assert await conn.value("SELECT current_setting('max_parallel_workers_per_gather')") == "0"
+        for _ in range(3):  # each reader connection in turn
+            async with store.read() as conn:
+                assert await conn.value("SELECT current_setting('max_parallel_workers_per_gather')") == "0"
+    finally:
+        await store.close()
+
+
 async def test_an_inserted_rows_assigned_key_is_returned(url: str) -> None:
     store = await PgStore.open_url(url)
     async with store.write() as conn:
