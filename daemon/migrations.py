@@ -22,11 +22,8 @@ def migration(version: int, name: str) -> Callable[[Migration], Migration]:
     return register
 
 
-@migration(1, "agents, cubes, memories, versions, full-text index")
-def _initial(conn: Any) -> None:
-    run_script(
-        conn,
-        """
+# The first tables, in SQL both stores read (daemon/pg_schema.py runs them through its DDL translation).
+INITIAL_TABLES = """
         CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
         CREATE TABLE agents (
@@ -85,6 +82,15 @@ def _initial(conn: Any) -> None:
             PRIMARY KEY (memory_seq, version)
         );
 
+"""
+
+
+@migration(1, "agents, cubes, memories, versions, full-text index")
+def _initial(conn: Any) -> None:
+    run_script(
+        conn,
+        INITIAL_TABLES
+        + """
         -- External-content FTS5 index kept in step by triggers; Porter stemming over unicode61.
         CREATE VIRTUAL TABLE memories_fts USING fts5(
             content, tags, content='memories', content_rowid='seq',

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 
 from daemon.errors import StoreError
-from daemon.migrations import MIGRATIONS
+from daemon.migrations import INITIAL_TABLES, MIGRATIONS
 from daemon.pg_errors import translated
 from daemon.pg_sql import postgres_sql
 from daemon.rows import read_rows
@@ -148,63 +148,9 @@ def _initial(conn: Any) -> None:
             AS $$ SELECT jsonb_array_elements_text(CASE WHEN jsonb_typeof(doc::jsonb) = 'array'
                                                         THEN doc::jsonb ELSE '[]'::jsonb END) $$;
 
-        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-
-        CREATE TABLE agents (
-            id INTEGER PRIMARY KEY,
-            name TEXT NOT NULL UNIQUE,
-            token_hash TEXT NOT NULL UNIQUE,
-            created_at TEXT NOT NULL,
-            last_seen_at TEXT,
-            disabled_at TEXT
-        );
-
-        CREATE TABLE cubes (
-            id INTEGER PRIMARY KEY,
-            name TEXT NOT NULL UNIQUE,
-            owner TEXT NOT NULL,
-            description TEXT NOT NULL DEFAULT '',
-            created_at TEXT NOT NULL
-        );
-
-        CREATE TABLE memories (
-            seq INTEGER PRIMARY KEY,
-            id TEXT NOT NULL UNIQUE,
-            cube_id INTEGER NOT NULL REFERENCES cubes(id),
-            content TEXT NOT NULL,
-            kind TEXT NOT NULL,
-            tags TEXT NOT NULL DEFAULT '[]',
-            metadata TEXT NOT NULL DEFAULT '{}',
-            source_agent TEXT NOT NULL,
-            task_id TEXT,
-            created_at TEXT NOT NULL,
-            updated_at TEXT NOT NULL,
-            occurred_at TEXT,
-            importance REAL NOT NULL DEFAULT 0.5,
-            expires_at TEXT,
-            deleted_at TEXT,
-            version INTEGER NOT NULL DEFAULT 1,
-            embedded INTEGER NOT NULL DEFAULT 0
-        );
-        CREATE INDEX memories_by_cube ON memories (cube_id, created_at);
-        CREATE INDEX memories_unembedded ON memories (seq) WHERE embedded = 0;
-
-        CREATE TABLE memory_versions (
-            memory_seq INTEGER NOT NULL REFERENCES memories(seq),
-            version INTEGER NOT NULL,
-            content TEXT NOT NULL,
-            kind TEXT NOT NULL,
-            tags TEXT NOT NULL,
-            metadata TEXT NOT NULL,
-            importance REAL NOT NULL,
-            occurred_at TEXT,
-            expires_at TEXT,
-            updated_at TEXT NOT NULL,
-            replaced_at TEXT NOT NULL,
-            replaced_by TEXT NOT NULL,
-            PRIMARY KEY (memory_seq, version)
-        );
-
+        """
+        + INITIAL_TABLES
+        + """
         -- Full text: Snowball (Porter) stemming of the content and tags, kept by the server itself.
         ALTER TABLE memories ADD COLUMN fts tsvector GENERATED ALWAYS AS (
             to_tsvector('english'::regconfig, content || ' ' || tags)
