@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from daemon.rows import read_rows
@@ -123,8 +123,11 @@ def run_script(conn: Any, script: str) -> None:
     assert not statement.strip(), f"incomplete SQL statement in a migration: {statement[:60]}"
 
 
-def apply_migrations(conn: Any) -> list[int]:
-    """Bring the schema up to date on a raw connection; returns the versions applied now."""
+def apply_migrations(
+    conn: Any, *, begin: str = "BEGIN IMMEDIATE", variants: Mapping[int, Callable[[Any], None]] | None = None
+) -> list[int]:
+    """Bring the schema up to date on a raw connection; returns the versions applied now. Each step runs in
+    its own transaction (`begin`), or as its variant for another store (daemon/pg_schema.py) where it has one."""
     conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations"
         " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
@@ -142,9 +145,9 @@ def apply_migrations(conn: Any) -> list[int]:
     for version, name, fn in MIGRATIONS:
         if version in done:
             continue
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(begin)
         try:
-            fn(conn)
+            (variants or {}).get(version, fn)(conn)
             conn.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
                 (version, name, now_iso()),

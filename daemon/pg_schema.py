@@ -17,12 +17,9 @@ from typing import Any
 
 import psycopg
 
-from daemon.errors import StoreError
-from daemon.migrations import INITIAL_TABLES, MIGRATIONS
+from daemon.migrations import INITIAL_TABLES, apply_migrations
 from daemon.pg_errors import translated
 from daemon.pg_sql import postgres_sql
-from daemon.rows import read_rows
-from daemon.timeutil import now_iso
 
 MIGRATION_LOCK = 0x6D656D6F74  # held while one daemon migrates
 
@@ -88,34 +85,7 @@ def apply_postgres_migrations(url: str) -> list[int]:
 
 def _apply(conn: MigrationConnection) -> list[int]:
     conn.execute("SELECT pg_advisory_lock(?)", (MIGRATION_LOCK,))
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations"
-        " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-    )
-    done = {row["version"] for row in read_rows(conn, "SELECT version FROM schema_migrations")}
-    newest_known = MIGRATIONS[-1][0]
-    if done and max(done) > newest_known:
-        raise StoreError(
-            f"the database has schema version {max(done)}, newer than this memos knows ({newest_known}):"
-            " upgrade memos"
-        )
-    applied = []
-    for version, name, shared in MIGRATIONS:
-        if version in done:
-            continue
-        conn.execute("BEGIN")
-        try:
-            VARIANTS.get(version, shared)(conn)
-            conn.execute(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                (version, name, now_iso()),
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        applied.append(version)
+    applied = apply_migrations(conn, begin="BEGIN", variants=VARIANTS)
     conn.execute("SELECT pg_advisory_unlock(?)", (MIGRATION_LOCK,))
     return applied
 
