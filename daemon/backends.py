@@ -14,6 +14,7 @@ from daemon.errors import ConfigError
 from daemon.events import ChangeHub
 from daemon.lexical_index import LexicalIndex
 from daemon.store import Store
+from daemon.vector_cache import Precision
 from daemon.vectors import VectorIndex
 
 
@@ -31,13 +32,15 @@ async def open_store(config: Config) -> Store:
     return await PgStore.open_url(config.storage.url, read_connections=config.storage.read_connections)
 
 
-def vector_index(store: Store, embedder: Embedder, *, use_cache: bool) -> VectorIndex:
+def vector_index(
+    store: Store, embedder: Embedder, *, use_cache: bool, precision: Precision = "float32"
+) -> VectorIndex:
     """The vector index for the store's backend."""
     if store.dialect == "postgresql":
         from daemon.pg_vectors import PgVectorIndex
 
-        return PgVectorIndex(store, embedder, use_cache=use_cache)
-    return VectorIndex(store, embedder, use_cache=use_cache)
+        return PgVectorIndex(store, embedder, use_cache=use_cache, precision=precision)
+    return VectorIndex(store, embedder, use_cache=use_cache, precision=precision)
 
 
 def lexical_index(store: Store, config: Config) -> LexicalIndex | None:

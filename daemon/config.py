@@ -159,6 +159,9 @@ class SearchConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     # Keep a copy of the vectors in memory for fast exact search (~1.5 KiB per memory with MiniLM);
     # false: search them with sqlite-vec's KNN inside the database (slower, no extra memory).
     vector_cache: bool = True
+    # How the cache holds them: "int8" (1 byte a dimension, ~0.4 KiB a memory; every row ranked by an integer
+    # product, the best few hundred re-scored from the stored float32 vectors: the same top k) or "float32".
+    vector_precision: Literal["int8", "float32"] = "int8"
     # Where the lexical signal's BM25 is computed: "memory" (postings of FTS5's tokens held in memory, ~25 MiB
     # at 100k memories, ~4x less CPU a query, the same scores) or "sql" (FTS5's bm25(), no extra memory).
     lexical_index: Literal["memory", "sql"] = "memory"

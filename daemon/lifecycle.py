@@ -225,7 +225,9 @@ def _services(config: Config, store: Store, embedder: Embedder) -> Services:
     hub, working, scheduler = ChangeHub(), WorkingMemory(), Scheduler(workers=config.context.workers)
     audit = Audit(store)
     access = AccessPolicy(audit)
-    vectors = vector_index(store, embedder, use_cache=config.search.vector_cache)
+    vectors = vector_index(
+        store, embedder, use_cache=config.search.vector_cache, precision=config.search.vector_precision
+    )
     settings = CubeSettingsStore(store, access, redact_secrets=config.redaction.enabled)
     redactor = Redactor(config.redaction.patterns)
     memories = Memories(

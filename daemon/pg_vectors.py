@@ -81,7 +81,7 @@ class PgVectorIndex(VectorIndex):
                     (model, str(dims)),
                 )
         if self._use_cache:
-            self._cache = VectorCache(dims)
+            self._cache = VectorCache(dims, precision=self._precision)
             await self._fill(self._cache)
             log.info("vector cache holds %d vectors", len(self._cache))
         self.ready = True
@@ -148,13 +148,23 @@ class PgVectorIndex(VectorIndex):
     ) -> list[tuple[int, float]]:
         """(seq, cosine similarity) of the k nearest vectors in the given cubes, best first."""
         if self._cache is not None:
-            return await anyio.to_thread.run_sync(self._cache.nearest, vector, cube_ids, k)
+            return await self._cached_nearest(conn, vector, cube_ids, k)
         rows = await conn.rows(
             "SELECT rowid AS seq, embedding <=> ?::vector AS distance FROM memory_vectors"
             f" WHERE cube_id IN ({placeholders(len(cube_ids))}) ORDER BY distance LIMIT ?",
             [vector_literal(vector), *cube_ids, k],
         )
         return [(int(row["seq"]), 1.0 - float(row["distance"])) for row in rows]
+
+    async def _stored_vectors(self, conn: Connection, seqs: Sequence[int]) -> tuple[list[int], np.ndarray]:
+        rows = await conn.rows(
+            "SELECT rowid AS seq, vector_send(embedding) AS blob FROM memory_vectors"
+            f" WHERE rowid IN ({placeholders(len(seqs))})",
+            list(seqs),
+        )
+        if not rows:
+            return [], np.empty((0, 0), np.float32)
+        return [int(row["seq"]) for row in rows], np.stack([from_binary(row["blob"]) for row in rows])
 
     async def similarities(
         self, conn: Connection, vector: np.ndarray, seqs: Sequence[int]
@@ -163,7 +173,9 @@ class PgVectorIndex(VectorIndex):
         if not seqs:
             return {}
         if self._cache is not None:
-            return self._cache.similarities(vector, seqs)
+            if self._cache.exact:
+                return self._cache.similarities(vector, seqs)
+            return await self._stored_similarities(conn, vector, seqs)
         rows = await conn.rows(
             "SELECT rowid AS seq, 1 - (embedding <=> ?::vector) AS similarity FROM memory_vectors"
             f" WHERE rowid IN ({placeholders(len(seqs))})",

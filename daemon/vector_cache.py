@@ -1,40 +1,57 @@
-"""An in-memory copy of the vectors for exact nearest-neighbour search with BLAS.
+"""An in-memory copy of the vectors for nearest-neighbour search without the database.
 
 sqlite-vec's brute-force KNN scans 100k 384-dimension vectors in ~70 ms on this class of machine; one matrix
-product over the same float32 matrix takes ~7 ms. The database stays the truth: the cache is filled from it
-at start and changed only after a write commits. It costs 4 bytes per dimension per memory (1.5 KiB with
-MiniLM: ~150 MiB at 100k memories).
+product over the same float32 matrix takes ~7-11 ms. The database stays the truth: the cache is filled from
+it at start and changed only after a write commits.
+
+Two precisions (`[search] vector_precision`):
+- "float32": 4 bytes per dimension (1.5 KiB a memory with MiniLM, ~150 MiB at 100k); `nearest` is exact.
+- "int8": 1 byte per dimension and a scale per row (~38 MiB at 100k): each unit vector x is held as codes
+  c = round(x / s) with s = max|x| / 127, the query likewise, and onnxruntime's integer product (MLAS's
+  u8 x s8 kernels, AVX2 or VNNI) ranks every row in about half the CPU of the float32 product. `nearest`
+  then returns a shortlist with approximate similarities, which the vector index re-scores exactly from the
+  stored float32 vectors (daemon/vectors.py). The shortlist holds every row whose approximate similarity is
+  within twice the error bound of the k-th one, so it holds the true top k (proof in `_Int8.bound`) unless
+  that many rows exceed its cap (`capped` counts those searches).
 
 The vectors live in blocks of a fixed number of rows, allocated as rows arrive: adding never copies
 them into a larger array, so memory grows by one block at a time and has no peak of two copies.
 
-Searches run on worker threads while the event loop appends, so the tuple of blocks and the id arrays are
+Searches run on worker threads while the event loop appends, so the tuples of blocks and the id arrays are
 replaced, never resized in place, and a search reads one consistent snapshot: rows past its `used` count
 may be written meanwhile, rows before it are only ever retired (their cube set to -1).
 """
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
-# blocks of vectors, seqs, cube ids, rows in use
-_Snapshot = tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray, int]
+Precision = Literal["float32", "int8"]
+# blocks of vectors (float32 rows or uint8 codes), blocks of each row's (scale, error) (int8 only), seqs,
+# cube ids, rows in use
+_Snapshot = tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...], np.ndarray, np.ndarray, int]
 _RETIRED = -1  # cube id of a row whose memory got a newer vector
-BLOCK_ROWS = 8192  # 12 MiB of float32 per block with MiniLM's 384 dimensions
+BLOCK_ROWS = 8192  # rows per block: 12 MiB of float32 with MiniLM's 384 dimensions (int8: twice, 6 MiB)
+_OFFSET = 128  # codes -127..127 are held as uint8 1..255: MLAS's fast integer kernels take u8 x s8
 
 
 class VectorCache:
-    def __init__(self, dims: int, *, block_rows: int = BLOCK_ROWS) -> None:
+    def __init__(self, dims: int, *, precision: Precision = "float32", block_rows: int | None = None) -> None:
         self.dims = dims
-        self.block_rows = block_rows
-        self._snapshot: _Snapshot = ((), np.empty(1024, np.int64), np.empty(1024, np.int64), 0)
+        self.exact = precision == "float32"
+        self.block_rows = block_rows or (BLOCK_ROWS if self.exact else 2 * BLOCK_ROWS)
+        self._int8 = None if self.exact else _Int8()
+        self._snapshot: _Snapshot = ((), (), np.empty(1024, np.int64), np.empty(1024, np.int64), 0)
         self._row_of: dict[int, int] = {}
         self._retired = 0
         self._cube_rows: Counter[int] = Counter()  # live rows per cube
         self._live_cubes: frozenset[int] = frozenset()  # replaced, never changed: searches read it on threads
+        self.capped = 0  # int8 searches whose shortlist hit its cap (their top k may miss a true one)
 
     def __len__(self) -> int:
         return len(self._row_of)
@@ -42,46 +59,57 @@ class VectorCache:
     @property
     def vector_bytes(self) -> int:
         """Memory held by the vectors' blocks (at most one block more than the rows need)."""
-        return sum(block.nbytes for block in self._snapshot[0])
+        blocks, scales = self._snapshot[:2]
+        return sum(block.nbytes for block in blocks) + sum(block.nbytes for block in scales)
 
     def reserve(self, rows: int) -> None:
         """Make room for `rows` seqs and cube ids before filling the cache (the vectors' blocks come as
         rows arrive)."""
-        blocks, seqs, cubes, used = self._snapshot
+        blocks, scales, seqs, cubes, used = self._snapshot
         if rows > len(seqs):
-            self._snapshot = (blocks, _grown(seqs, rows), _grown(cubes, rows), used)
+            self._snapshot = (blocks, scales, _grown(seqs, rows), _grown(cubes, rows), used)
 
     def upsert(self, rows: Iterable[tuple[int, int, np.ndarray]]) -> None:
         """Add (seq, cube id, unit vector) rows; a seq seen before gets its new vector."""
         rows = list(rows)
-        blocks, seqs, cubes, used = self._snapshot
+        if not rows:
+            return
+        blocks, scales, seqs, cubes, used = self._snapshot
         if used + len(rows) > len(seqs):
             capacity = max(2 * len(seqs), used + len(rows))  # ids only: 16 bytes a row
             seqs, cubes = _grown(seqs, capacity), _grown(cubes, capacity)
         needed = -(-(used + len(rows)) // self.block_rows)
         if needed > len(blocks):
-            blocks = blocks + tuple(
-                np.empty((self.block_rows, self.dims), np.float32) for _ in range(needed - len(blocks))
-            )
+            more = range(needed - len(blocks))
+            dtype = np.float32 if self.exact else np.uint8
+            blocks = blocks + tuple(np.empty((self.block_rows, self.dims), dtype) for _ in more)
+            if not self.exact:
+                scales = scales + tuple(np.empty((self.block_rows, 2), np.float32) for _ in more)
+        vectors = np.stack([vector for _, _, vector in rows]).astype(np.float32, copy=False)
+        row_scales = None
+        if self._int8 is not None:
+            vectors, row_scales = self._int8.encoded(vectors)
         size = self.block_rows
-        for seq, cube_id, vector in rows:
+        for index, (seq, cube_id, _) in enumerate(rows):
             old = self._row_of.get(seq)
             if old is not None:
                 self._cube_rows[int(cubes[old])] -= 1
                 cubes[old] = _RETIRED
                 self._retired += 1
-            blocks[used // size][used % size] = vector
+            blocks[used // size][used % size] = vectors[index]
+            if row_scales is not None:
+                scales[used // size][used % size] = row_scales[index]
             seqs[used], cubes[used] = seq, cube_id
             self._cube_rows[cube_id] += 1
             self._row_of[seq] = used
             used += 1
-        self._snapshot = (blocks, seqs, cubes, used)
+        self._snapshot = (blocks, scales, seqs, cubes, used)
         self._live_cubes = frozenset(cube for cube, n in self._cube_rows.items() if n)
         if self._retired > 1024 and self._retired > used // 4:
             self._compact()
 
     def discard(self, seqs: Iterable[int]) -> None:
-        _, _, cubes, _ = self._snapshot
+        cubes = self._snapshot[3]
         for seq in seqs:
             row = self._row_of.pop(seq, None)
             if row is not None:
@@ -92,27 +120,34 @@ class VectorCache:
 
     def _compact(self) -> None:
         """Drop retired rows: the live ones copied into new blocks, a block at a time."""
-        blocks, seqs, cubes, used = self._snapshot
+        blocks, scales, seqs, cubes, used = self._snapshot
         keep = np.flatnonzero(cubes[:used] != _RETIRED)
         fresh: list[np.ndarray] = []
+        fresh_scales: list[np.ndarray] = []
         size = self.block_rows
         for start in range(0, len(keep), size):
             rows = keep[start : start + size]
-            block = np.empty((size, self.dims), np.float32)
+            block = np.empty((size, self.dims), blocks[0].dtype)
             block[: len(rows)] = _gathered(blocks, size, rows)
             fresh.append(block)
-        self._snapshot = (tuple(fresh), seqs[keep].copy(), cubes[keep].copy(), len(keep))
-        self._row_of = {int(seq): row for row, seq in enumerate(self._snapshot[1][: len(keep)])}
+            if scales:
+                scale = np.empty((size, 2), np.float32)
+                scale[: len(rows)] = _gathered(scales, size, rows)
+                fresh_scales.append(scale)
+        self._snapshot = (tuple(fresh), tuple(fresh_scales), seqs[keep].copy(), cubes[keep].copy(), len(keep))
+        self._row_of = {int(seq): row for row, seq in enumerate(self._snapshot[2][: len(keep)])}
         self._retired = 0
         self._cube_rows = Counter({cube: n for cube, n in self._cube_rows.items() if n})
 
     def nearest(self, query: np.ndarray, cube_ids: Sequence[int], k: int) -> list[tuple[int, float]]:
-        """(seq, cosine similarity) of the k most similar vectors in the given cubes, best first.
+        """(seq, cosine similarity) of the k most similar vectors in the given cubes, best first. With int8,
+        a shortlist of more than k rows with approximate similarities, best first, to be re-scored exactly.
         Blocking (a matrix product): call it on a worker thread."""
-        blocks, seqs, cubes, used = self._snapshot
+        blocks, scales, seqs, cubes, used = self._snapshot
         if used == 0 or k <= 0:
             return []
         query = query.astype(np.float32)
+        coded = None if self._int8 is None else _Int8.coded_query(query)
         similarity = np.empty(used, np.float32)
         size = self.block_rows
         for index, block in enumerate(blocks):
@@ -120,25 +155,47 @@ class VectorCache:
             if start >= used:
                 break
             end = min(start + size, used)
-            np.dot(block[: end - start], query, out=similarity[start:end])
+            if coded is None:
+                np.dot(block[: end - start], query, out=similarity[start:end])
+            else:
+                similarity[start:end] = _Int8.product(
+                    block[: end - start], scales[index][: end - start, 0], coded
+                )
+        cap = k if self._int8 is None else self._int8.cap(k)
         if self._live_cubes <= set(cube_ids):
             # Every live row is readable (one user's cubes, the usual case): no mask over every row's cube.
             if self._retired:
                 similarity[cubes[:used] == _RETIRED] = -np.inf
-            candidates = np.argpartition(-similarity, k - 1)[:k] if used > k else np.arange(used)
+            candidates = np.argpartition(-similarity, cap - 1)[:cap] if used > cap else np.arange(used)
             candidates = candidates[similarity[candidates] > -np.inf]
+            eligible = used - self._retired
         else:
             candidates = np.flatnonzero(np.isin(cubes[:used], np.asarray(cube_ids, dtype=np.int64)))
-            if len(candidates) > k:
-                top = np.argpartition(-similarity[candidates], k - 1)[:k]
+            eligible = len(candidates)
+            if len(candidates) > cap:
+                top = np.argpartition(-similarity[candidates], cap - 1)[:cap]
                 candidates = candidates[top]
         order = candidates[np.argsort(-similarity[candidates], kind="stable")]
+        if self._int8 is not None and coded is not None and len(order) > k:
+            # A row's exact similarity lies within its bound of its approximate one, so at least k rows score
+            # `low` or more exactly (the k-th largest lower end), and every row of the true top k has an upper
+            # end of at least `low`. Rows past the cap have upper ends of at most the last one's + the largest
+            # bound: when that reaches `low`, one of them might belong (counted in `capped`).
+            approx = similarity[order]
+            error, query_error = self._int8.errors(query, coded)
+            bounds = _gathered(scales, size, order)[:, 1] * error + query_error
+            low = np.partition(approx - bounds, len(order) - k)[len(order) - k]
+            if len(order) < eligible and approx[-1] + self._int8.error * error + query_error >= low:
+                self.capped += 1
+            order = order[approx + bounds >= low]
         return [(int(seqs[row]), float(similarity[row])) for row in order]
 
     def similarities(self, query: np.ndarray, seqs: Iterable[int]) -> dict[int, float]:
-        """Cosine similarity of `query` to each of `seqs` that has a vector. Hundreds of dot products, a few
+        """Cosine similarity of `query` to each of `seqs` that has a vector (float32 only: int8 similarities
+        are approximate, and the vector index reads those from the store). Hundreds of dot products, a few
         thousand with whole episodes read (context, episode): about 1 ms for 5,000 (measured), cheap enough
         for the event loop, where the cache is also changed, so rows cannot move meanwhile."""
+        assert self.exact, "an int8 cache holds no exact vectors"
         blocks = self._snapshot[0]
         pairs = [(seq, self._row_of[seq]) for seq in seqs if seq in self._row_of]
         if not pairs:
@@ -148,9 +205,127 @@ class VectorCache:
         return {seq: float(value) for (seq, _), value in zip(pairs, values, strict=True)}
 
 
+class _Int8:
+    """The int8 codes of unit vectors, their product with a query, and how far it can be from the exact one."""
+
+    def __init__(self) -> None:
+        self.error = 0.0  # the largest |x - s c| of any row encoded (a row's quantisation error)
+        self.norm = 0.0  # the largest |s c|
+
+    def encoded(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(uint8 codes + 128, each row's (scale, error |x - s c|)) of float32 rows."""
+        codes, scales = _quantised(vectors)
+        decoded = codes * scales[:, None]
+        errors = np.linalg.norm(vectors - decoded, axis=1)
+        self.error = max(self.error, float(errors.max()))
+        self.norm = max(self.norm, float(np.linalg.norm(decoded, axis=1).max()))
+        return (codes.astype(np.int16) + _OFFSET).astype(np.uint8), np.stack([scales, errors], axis=1)
+
+    @staticmethod
+    def coded_query(query: np.ndarray) -> _CodedQuery:
+        """The query in two int8 parts, t d + u e (e codes what t d leaves): the product takes two columns
+        at the cost of one, and the query's own error becomes negligible beside a row's."""
+        first, first_scale = _quantised(query[None, :])
+        rest = query - first[0] * first_scale[0]
+        second, second_scale = _quantised(rest[None, :])
+        codes = np.stack([first[0], second[0]], axis=1)
+        scales = np.concatenate([first_scale, second_scale])
+        offset = np.float32(_OFFSET * (codes.sum(axis=0) @ scales))  # the rows' +128 times the query
+        return _CodedQuery(codes.astype(np.int8), scales, codes @ scales, offset)
+
+    @staticmethod
+    def product(codes: np.ndarray, scales: np.ndarray, query: _CodedQuery) -> np.ndarray:
+        """Approximate similarities of the query to rows given as codes + 128 and their scales."""
+        dots = (
+            _matmul_integer().run(None, {"A": codes, "B": query.codes})[0].astype(np.float32)
+        )  # exact: < 2^24
+        first, second = query.scales
+        return (dots[:, 0] * first + dots[:, 1] * second - query.offset) * scales
+
+    def errors(self, query: np.ndarray, coded: _CodedQuery) -> tuple[float, float]:
+        """How far an approximate similarity can be from the exact x.q, as (a, b): a row's bound is its
+        |e| times a, plus b. With x = s c + e and the query q = p + f (p its two parts),
+        x.q - (s c).p = e.q + (s c).f, at most |e| |q| + |s c| |f| (Cauchy-Schwarz); b adds float32
+        rounding of the products."""
+        query_error = float(np.linalg.norm(query - coded.decoded))
+        return float(np.linalg.norm(query)), self.norm * query_error + 1e-5
+
+    @staticmethod
+    def cap(k: int) -> int:
+        """The most rows a shortlist for k may hold: at 100k MiniLM vectors the bound keeps ~600 for k = 200
+        (at most ~960 of 100 queries measured), ~50 for k = 8."""
+        return 6 * k + 256
+
+
+class _CodedQuery(NamedTuple):
+    codes: np.ndarray  # int8, d x 2
+    scales: np.ndarray  # float32, 2
+    decoded: np.ndarray  # codes @ scales
+    offset: np.float32
+
+
+def _quantised(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-row codes in -127..127 (float32) and their scales."""
+    scales = np.abs(vectors).max(axis=1) / 127.0
+    scales[scales == 0] = 1.0
+    scales = scales.astype(np.float32)
+    return np.rint(vectors / scales[:, None]).astype(np.float32), scales
+
+
+@functools.cache
+def _matmul_integer() -> Any:
+    """One onnxruntime session (thread-safe, single-threaded: it runs on the caller's worker thread) of a
+    graph holding one MatMulInteger: (n x d uint8) x (d x 1 int8) -> int32."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(matmul_integer_model(), options, providers=["CPUExecutionProvider"])
+
+
+def matmul_integer_model() -> bytes:
+    """The ONNX model (a protobuf, written here: `onnx` is not a dependency) of Y = MatMulInteger(A, B) with
+    A uint8 [n, d] and B int8 [d, 1]; tests/test_vector_cache.py checks it against onnx's own builder."""
+
+    def varint(value: int) -> bytes:
+        out = bytearray()
+        while True:
+            byte, value = value & 0x7F, value >> 7
+            out.append(byte | (0x80 if value else 0))
+            if not value:
+                return bytes(out)
+
+    def number(field: int, value: int) -> bytes:
+        return varint(field << 3) + varint(value)
+
+    def message(field: int, payload: bytes | str) -> bytes:
+        data = payload.encode() if isinstance(payload, str) else payload
+        return varint(field << 3 | 2) + varint(len(data)) + data
+
+    def value_info(name: str, elem_type: int, shape: tuple[int | str, ...]) -> bytes:
+        dims = b"".join(
+            message(1, message(2, dim) if isinstance(dim, str) else number(1, dim)) for dim in shape
+        )  # TensorShapeProto.dim: dim_param (2) or dim_value (1)
+        tensor_type = number(1, elem_type) + message(2, dims)
+        return message(1, name) + message(2, message(1, tensor_type))
+
+    uint8, int8, int32 = 2, 3, 6  # TensorProto.DataType
+    node = message(1, "A") + message(1, "B") + message(2, "Y") + message(4, "MatMulInteger")
+    graph = (
+        message(1, node)
+        + message(2, "int8_knn")
+        + message(11, value_info("A", uint8, ("n", "d")))
+        + message(11, value_info("B", int8, ("d", "m")))
+        + message(12, value_info("Y", int32, ("n", "m")))
+    )
+    return number(1, 8) + message(7, graph) + message(8, number(2, 13))  # IR version 8, opset 13
+
+
 def _gathered(blocks: tuple[np.ndarray, ...], size: int, rows: np.ndarray) -> np.ndarray:
-    """The vectors of `rows` (a row's block is row // size), in the order given."""
-    out = np.empty((len(rows), blocks[0].shape[1] if blocks else 0), np.float32)
+    """The rows of `rows` (a row's block is row // size), in the order given."""
+    out = np.empty((len(rows), *blocks[0].shape[1:]), blocks[0].dtype)
     which, offset = np.divmod(rows, size)
     for index in np.unique(which):
         mask = which == index
