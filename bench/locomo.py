@@ -53,7 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATASET = REPO.parent / "shared" / "bench-data" / "locomo_dev5.json"
 AUDIT = REPO.parent / "shared" / "bench-data" / "locomo_dev5_audit.json"
 WORKDIR = RESULTS / "locomo"
-LEXICAL_INDEX: dict[str, str] = {}  # --lexical-index, added to each configuration's [search] table
+LEXICAL_INDEX: dict[str, str] = {}  # --lexical-index (and --vector-precision), added to each [search] table
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 K = 10
 TURN_SQL = "json_extract(m.metadata, '$.dia_id')"
@@ -419,9 +419,12 @@ def main() -> None:
         default="sqlite",
         help="postgresql: a real server (tests/pg_server.py), loaded afresh",
     )
+    parser.add_argument("--vector-precision", choices=["int8", "float32"], help="[search] vector_precision")
     args = parser.parse_args()
     if args.lexical_index:
         LEXICAL_INDEX["lexical_index"] = args.lexical_index
+    if args.vector_precision:
+        LEXICAL_INDEX["vector_precision"] = args.vector_precision
     if args.backend == "postgresql" and args.cv:
         parser.error("--backend postgresql measures through MCP only: add --no-cv")
     out = anyio.run(run, args)

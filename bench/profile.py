@@ -108,7 +108,9 @@ async def main(args: argparse.Namespace) -> None:
     home: Path = args.dir.resolve()
     token = (home / "token").read_text().strip()
     port = free_port()
-    extra = f'[search]\nlexical_index = "{args.lexical_index}"' if args.lexical_index else ""
+    settings = [f'lexical_index = "{args.lexical_index}"'] if args.lexical_index else []
+    settings += [f'vector_precision = "{args.vector_precision}"'] if args.vector_precision else []
+    extra = "\n".join(["[search]", *settings]) if settings else ""
     config = write_config(home, port=port, model=str(args.model), extra=extra)
     daemon = start_daemon(config, home, port)
     out: Path = args.out
@@ -152,6 +154,7 @@ if __name__ == "__main__":
     parser.add_argument("--adds", type=int, default=60)
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--lexical-index", choices=["memory", "sql"], default=None)
+    parser.add_argument("--vector-precision", choices=["int8", "float32"], default=None)
     parser.add_argument("--settle", type=float, default=30.0, help="seconds for the lexical index to fill")
     parser.add_argument("--py-spy", type=Path, default=None, help="py-spy to sample memosd with")
     parser.add_argument("--out", default=os.path.join("bench", "results", "profile"))

@@ -836,7 +836,7 @@ async def run(args: argparse.Namespace) -> str:
     try:
         for name in args.configurations:
             mode, overrides = CONFIGURATIONS[name]
-            daemon = memos.start(search_settings(overrides))
+            daemon = memos.start(search_settings({**overrides, **args.search}))
             async with mcp_client(daemon.url, memos.token) as client:
                 await wait_for_model(client)
             print(f"  querying {name}", file=sys.stderr)
@@ -890,7 +890,9 @@ def main() -> None:
     )
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="local model dir")
     parser.add_argument("--fresh", action="store_true", help="reload the dataset even if a kept copy matches")
+    parser.add_argument("--vector-precision", choices=["int8", "float32"], help="[search] vector_precision")
     args = parser.parse_args()
+    args.search = {"vector_precision": args.vector_precision} if args.vector_precision else {}
     out = anyio.run(run, args)
     print(out)
     RESULTS.mkdir(exist_ok=True)

@@ -6,13 +6,14 @@ it at start and changed only after a write commits.
 
 Two precisions (`[search] vector_precision`):
 - "float32": 4 bytes per dimension (1.5 KiB a memory with MiniLM, ~150 MiB at 100k); `nearest` is exact.
-- "int8": 1 byte per dimension and a scale per row (~38 MiB at 100k): each unit vector x is held as codes
-  c = round(x / s) with s = max|x| / 127, the query likewise, and onnxruntime's integer product (MLAS's
-  u8 x s8 kernels, AVX2 or VNNI) ranks every row in about half the CPU of the float32 product. `nearest`
-  then returns a shortlist with approximate similarities, which the vector index re-scores exactly from the
-  stored float32 vectors (daemon/vectors.py). The shortlist holds every row whose approximate similarity is
-  within twice the error bound of the k-th one, so it holds the true top k (proof in `_Int8.bound`) unless
-  that many rows exceed its cap (`capped` counts those searches).
+- "int8": 1 byte per dimension and a scale and an error per row (~40 MiB at 100k): each unit vector x is
+  held as codes c = round(x / s) with s = max|x| / 127 and its error |x - s c|, the query as two such parts
+  (the second codes what the first leaves), and onnxruntime's integer product (MLAS's u8 x s8 kernels, AVX2
+  or VNNI) ranks every row in about half the CPU of the float32 product. `nearest` then returns a shortlist
+  with approximate similarities, which the vector index re-scores exactly from the stored float32 vectors
+  (daemon/vectors.py). A row's approximate similarity is within a bound of its exact one (`_Int8.errors`);
+  the shortlist holds every row whose bound reaches the k-th best lower end, so it holds the true top k
+  unless more rows than its cap could (`capped` counts those searches; the top k may then miss a row).
 
 The vectors live in blocks of a fixed number of rows, allocated as rows arrive: adding never copies
 them into a larger array, so memory grows by one block at a time and has no peak of two copies.
@@ -211,6 +212,7 @@ class _Int8:
     def __init__(self) -> None:
         self.error = 0.0  # the largest |x - s c| of any row encoded (a row's quantisation error)
         self.norm = 0.0  # the largest |s c|
+        _matmul_integer()  # made now, not by two searches' threads at once
 
     def encoded(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(uint8 codes + 128, each row's (scale, error |x - s c|)) of float32 rows."""

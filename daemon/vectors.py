@@ -79,7 +79,7 @@ class VectorIndex:
                 log.info("copying the vectors out of sqlite-vec's vec0 table into a plain one")
                 await conn.execute(_CREATE_TABLE.replace("memory_vectors", "memory_vectors_plain"))
                 await conn.execute(
-                    "INSERT INTO memory_vectors_plain (seq, cube_id, embedding)"
+                    "INSERT INTO memory_vectors_plain (rowid, cube_id, embedding)"
                     " SELECT rowid, cube_id, embedding FROM memory_vectors ORDER BY rowid"
                 )
                 await conn.execute("DROP TABLE memory_vectors")
@@ -247,9 +247,7 @@ async def _embedding_meta(conn: Connection) -> dict[str, str]:
 
 _FILL_CHUNK = 4096
 _READ_CHUNK = 2048  # vectors read by key in one statement
-_CREATE_TABLE = (
-    "CREATE TABLE memory_vectors (seq INTEGER PRIMARY KEY, cube_id INTEGER NOT NULL, embedding BLOB NOT NULL)"
-)
+_CREATE_TABLE = "CREATE TABLE memory_vectors (rowid INTEGER PRIMARY KEY, cube_id INTEGER NOT NULL, embedding BLOB NOT NULL)"
 
 
 def _matrix(blobs: Sequence[bytes]) -> np.ndarray:
