@@ -276,10 +276,11 @@ async def test_int8_top_k_is_the_float32_top_k_over_minilm_vectors(tmp_path: Pat
 async def test_vector_search_is_the_same_from_a_float32_and_an_int8_cache(
     tmp_path: Path, model_dir: Path, backend: str | None
 ) -> None:
-    """On both stores. Steps: add 60 memories with the cache in float32 and search by meaning (k 8 and 20);
-    close; open the same store with the cache in int8 (filled from the table): the same searches give the
-    same hits with the same similarities (its shortlist re-scored from the stored vectors); an add's
-    similarity check finds the memory it nearly repeats."""
+    """On both stores. Steps: add 60 memories with the cache in float32 and search by meaning (k 8 and 20)
+    and hybrid; close; open the same store with the cache in int8 (filled from the table): the same searches
+    give the same hits with the same similarities and scores (its shortlist re-scored, the lexical hits'
+    similarities read, from the stored vectors); an add's similarity check finds the memory it nearly
+    repeats."""
     alice = agent_named("alice")
     answers = []
     for precision in ("float32", "int8"):
@@ -295,17 +296,23 @@ async def test_vector_search_is_the_same_from_a_float32_and_an_int8_cache(
                     [NewMemory(content=f"Memory number {i} about topic {i % 7}") for i in range(60)],
                 )
             answer = []
-            for query, k in (("topic three", 20), ("memory number seven", 8)):
-                found = await services.search.search(alice, SearchQuery(query=query, mode="vector", k=k))
-                answer.append([(hit.content, hit.match.similarity) for hit in found.results])
+            for query, k, mode in (
+                ("topic three", 20, "vector"),
+                ("memory number seven", 8, "vector"),
+                ("topic", 15, "hybrid"),
+            ):
+                found = await services.search.search(alice, SearchQuery(query=query, mode=mode, k=k))
+                answer.append(
+                    [(hit.content, hit.match.similarity or 0.0, hit.score) for hit in found.results]
+                )
             answers.append(answer)
             if precision == "int8":
                 added = await services.additions.add(
                     alice, None, NewMemory(content="Memory number 12 about topic 5!")
                 )
     for before, after in zip(*answers, strict=True):
-        assert before and [c for c, _ in before] == [c for c, _ in after]
-        assert np.allclose([s for _, s in before], [s for _, s in after], rtol=0, atol=1e-6)
+        assert before and [hit[0] for hit in before] == [hit[0] for hit in after]
+        assert np.allclose([hit[1:] for hit in before], [hit[1:] for hit in after], rtol=1e-6, atol=1e-6)
     assert added.similar and added.similar[0].content == "Memory number 12 about topic 5"
 
 
