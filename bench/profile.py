@@ -5,11 +5,12 @@
     python bench/profile.py DIR --searches 0 --adds 0 --batches 4 --py-spy .venv/bin/py-spy
 
 Starts memosd on DIR's database with the real model, runs `--searches` questions of the corpus (one agent,
-back to back), then `--adds` single `memory_add`s (similarity check on), then `--batches`
-`memory_add_batch` calls of `--batch-size` memories each, and prints the daemon's CPU per operation (per
-memory for the batches) from /proc (what a loaded machine inflates least) and each phase's p50. With `--py-spy`, samples
-memosd at 200 Hz during each phase and prints the share of samples per part (SQLite, KNN, embedding, MCP
-and HTTP, fusion...), by the frames each sample holds. The adds stay in the database.
+back to back), then `--adds` single `memory_add`s (similarity check on; `--add-agents` agents at once),
+then `--batches` `memory_add_batch` calls of `--batch-size` memories each, and prints the daemon's CPU per
+operation (per memory for the batches) from /proc (what a loaded machine inflates least) and each phase's
+p50. With `--py-spy`, samples memosd at 200 Hz during each phase and prints the share of samples per part
+(SQLite, KNN, embedding, MCP and HTTP, fusion...), by the frames each sample holds. The adds stay in the
+database.
 """
 
 from __future__ import annotations
@@ -139,10 +140,19 @@ async def main(args: argparse.Namespace) -> None:
             stamp = int(time.time())
 
             async def adds() -> list[float]:
-                return [
-                    (await timed(client, "memory_add", {"content": f"profile add {stamp}-{i}: {text}"}))[0]
-                    for i, text in enumerate(contents)
-                ]
+                """`--add-agents` agents (sessions) at once, each adding its share back to back."""
+                latencies: list[float] = []
+
+                async def agent(first: int) -> None:
+                    async with mcp_client(daemon.url, token) as own:
+                        for i in range(first, len(contents), args.add_agents):
+                            text = f"profile add {stamp}-{i}: {contents[i]}"
+                            latencies.append((await timed(own, "memory_add", {"content": text}))[0])
+
+                async with anyio.create_task_group() as tg:
+                    for first in range(args.add_agents):
+                        tg.start_soon(agent, first)
+                return latencies
 
             batch_texts = make_memories(args.batches * args.batch_size)
 
@@ -183,6 +193,7 @@ if __name__ == "__main__":
     parser.add_argument("--corpus", default="many-matches", choices=sorted(CORPORA))
     parser.add_argument("--searches", type=int, default=200)
     parser.add_argument("--adds", type=int, default=60)
+    parser.add_argument("--add-agents", type=int, default=1, help="agents adding at once")
     parser.add_argument("--batches", type=int, default=0, help="memory_add_batch calls after the adds")
     parser.add_argument("--batch-size", type=int, default=500, help="memories per memory_add_batch call")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
