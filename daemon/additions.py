@@ -116,8 +116,11 @@ class Additions:
         if failed is not None:
             raise failed
         if recorder is None and lookup.near:
-            async with self._store.read() as conn:
-                result.similar = await self._similar_rows(conn, ref, lookup.near, result.id)
+            try:
+                async with self._store.read() as conn:
+                    result.similar = await self._similar_rows(conn, ref, lookup.near, result.id)
+            except MemosError as exc:  # the add is durable already: it is acknowledged, without the hint
+                log.warning("similar memories not read for an add to %s: %s", ref.name, exc)
         if vectors is None:
             self._vectors.wake()
         return result
