@@ -2,12 +2,15 @@
 
     python bench/profile.py DIR                      # DIR: a `load.py --keep`/`seed.py` database (copy it first)
     python bench/profile.py DIR --searches 200 --adds 60 --py-spy .venv/bin/py-spy
+    python bench/profile.py DIR --searches 0 --adds 0 --batches 4 --py-spy .venv/bin/py-spy
 
 Starts memosd on DIR's database with the real model, runs `--searches` questions of the corpus (one agent,
-back to back), then `--adds` single `memory_add`s (similarity check on), and prints the daemon's CPU per
-operation from /proc (what a loaded machine inflates least) and each phase's p50. With `--py-spy`, samples
-memosd at 200 Hz during each phase and prints the share of samples per part (SQLite, KNN, embedding, MCP
-and HTTP, fusion...), by the frames each sample holds. The adds stay in the database.
+back to back), then `--adds` single `memory_add`s (similarity check on; `--add-agents` agents at once),
+then `--batches` `memory_add_batch` calls of `--batch-size` memories each, and prints the daemon's CPU per
+operation (per memory for the batches) from /proc (what a loaded machine inflates least) and each phase's
+p50. With `--py-spy`, samples memosd at 200 Hz during each phase and prints the share of samples per part
+(SQLite, KNN, embedding, MCP and HTTP, fusion...), by the frames each sample holds. The adds stay in the
+database.
 """
 
 from __future__ import annotations
@@ -79,19 +82,28 @@ def sample(py_spy: Path, pid: int, raw: Path) -> subprocess.Popen[bytes]:
 
 
 async def phase(
-    name: str, pid: int, py_spy: Path | None, out: Path, work: Callable[[], Awaitable[list[float]]]
+    name: str,
+    pid: int,
+    py_spy: Path | None,
+    out: Path,
+    work: Callable[[], Awaitable[list[float]]],
+    per: int = 1,
 ) -> None:
+    """Run `work` (its latencies, one per call), each call `per` operations, and print where the CPU went."""
     spy = None
     if py_spy is not None:
         spy = sample(py_spy, pid, out / f"{name}.txt")
         await anyio.sleep(1)
     cpu = cpu_seconds(pid)
+    started = time.perf_counter()
     latencies = await work()
+    wall = time.perf_counter() - started
     spent = cpu_seconds(pid) - cpu
+    ops = len(latencies) * per
     print(
-        f"{name}: {len(latencies)} ops, daemon CPU {spent / len(latencies) * 1000:.1f} ms/op,"
-        f" p50 {percentile(latencies, 50) * 1000:.1f} ms, p99 {percentile(latencies, 99) * 1000:.1f} ms,"
-        f" load average {load_average()}"
+        f"{name}: {ops} ops, {ops / wall:.1f} ops/s, daemon CPU {spent / ops * 1000:.1f} ms/op,"
+        f" p50 {percentile(latencies, 50) * 1000:.1f} ms, p99 {percentile(latencies, 99) * 1000:.1f} ms"
+        f" a call, load average {load_average()}"
     )
     if spy is not None:
         spy.send_signal(signal.SIGINT)
@@ -99,9 +111,7 @@ async def phase(
         counts = parts(out / f"{name}.txt")
         total = sum(counts.values()) or 1
         for part, count in counts.most_common():
-            print(
-                f"  {part}: {count / total:.0%} ({spent / len(latencies) * 1000 * count / total:.1f} ms/op)"
-            )
+            print(f"  {part}: {count / total:.0%} ({spent / ops * 1000 * count / total:.1f} ms/op)")
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -132,13 +142,46 @@ async def main(args: argparse.Namespace) -> None:
             stamp = int(time.time())
 
             async def adds() -> list[float]:
+                """`--add-agents` agents (sessions) at once, each adding its share back to back."""
+                latencies: list[float] = []
+
+                async def agent(first: int) -> None:
+                    async with mcp_client(daemon.url, token) as own:
+                        for i in range(first, len(contents), args.add_agents):
+                            text = f"profile add {stamp}-{i}: {contents[i]}"
+                            latencies.append((await timed(own, "memory_add", {"content": text}))[0])
+
+                async with anyio.create_task_group() as tg:
+                    for first in range(args.add_agents):
+                        tg.start_soon(agent, first)
+                return latencies
+
+            batch_texts = make_memories(args.batches * args.batch_size)
+
+            async def batches() -> list[float]:
+                size = args.batch_size
                 return [
-                    (await timed(client, "memory_add", {"content": f"profile add {stamp}-{i}: {text}"}))[0]
-                    for i, text in enumerate(contents)
+                    (
+                        await timed(
+                            client,
+                            "memory_add_batch",
+                            {
+                                "items": [
+                                    {"content": f"profile batch {stamp}-{b}-{i}: {text}", "kind": "fact"}
+                                    for i, text in enumerate(batch_texts[b * size : (b + 1) * size])
+                                ]
+                            },
+                        )
+                    )[0]
+                    for b in range(args.batches)
                 ]
 
-            await phase("search", daemon.process.pid, args.py_spy, out, searches)
-            await phase("add", daemon.process.pid, args.py_spy, out, adds)
+            if texts:
+                await phase("search", daemon.process.pid, args.py_spy, out, searches)
+            if contents:
+                await phase("add", daemon.process.pid, args.py_spy, out, adds)
+            if args.batches:
+                await phase("batch", daemon.process.pid, args.py_spy, out, batches, args.batch_size)
             print(f"end: RSS / peak MiB {rss_mib(daemon.process.pid)}")
     finally:
         stop_daemon(daemon)
@@ -152,6 +195,9 @@ if __name__ == "__main__":
     parser.add_argument("--corpus", default="many-matches", choices=sorted(CORPORA))
     parser.add_argument("--searches", type=int, default=200)
     parser.add_argument("--adds", type=int, default=60)
+    parser.add_argument("--add-agents", type=int, default=1, help="agents adding at once")
+    parser.add_argument("--batches", type=int, default=0, help="memory_add_batch calls after the adds")
+    parser.add_argument("--batch-size", type=int, default=500, help="memories per memory_add_batch call")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--lexical-index", choices=["memory", "sql"], default=None)
     parser.add_argument("--vector-precision", choices=["int8", "float32"], default=None)

@@ -2,13 +2,17 @@
 supersession (a new memory closes the validity of the ones it replaces).
 
 Text is embedded before the write lock is taken, so the model never holds up other writers. Similar
-memories are looked up before the write too; everything else — the permission checks, the duplicate check,
-closing superseded memories, the vectors, the audit entry and the idempotency record — happens in one
-transaction.
+memories are looked up on a worker thread while the write runs (the write does not need them); everything
+else — the permission checks, the duplicate check, closing superseded memories, the vectors, the audit entry
+and the idempotency record — happens in one transaction, a batch's rows a few dozen to a statement.
 """
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
+import anyio
 import msgspec
 import numpy as np
 
@@ -17,7 +21,7 @@ from daemon.config import LimitsConfig
 from daemon.content_hash import content_hash
 from daemon.cube_settings import CubeSettings
 from daemon.entities import index as index_entities
-from daemon.errors import Conflict, InvalidInput
+from daemon.errors import Conflict, InvalidInput, MemosError
 from daemon.events import ChangeHub, MemoryChanged
 from daemon.idempotency import Recorder
 from daemon.memories import (
@@ -28,7 +32,7 @@ from daemon.memories import (
     memory_from_row,
     new_memory_id,
 )
-from daemon.models import AddedMemory, Agent, BatchAdded, NewMemory, Similar
+from daemon.models import AddedMemory, Agent, BatchAdded, Memory, NewMemory, Similar
 from daemon.policy import AccessPolicy, CubeRef
 from daemon.redaction import Redactor
 from daemon.settings_store import CubeSettingsStore
@@ -38,8 +42,16 @@ from daemon.validation import check_cube_ref, check_new_memory
 from daemon.vectors import VectorIndex
 from daemon.working_memory import WorkingMemory
 
+log = logging.getLogger(__name__)
+
 _encode = msgspec.json.Encoder().encode
 _SIMILAR_CANDIDATES = 8
+_COLUMNS = (
+    "id, cube_id, content, kind, tags, metadata, source_agent, task_id, created_at, updated_at, occurred_at,"
+    " importance, expires_at, valid_from, content_hash"
+)
+_ROW = "(" + placeholders(15) + ")"
+_INSERT_ROWS = 64  # rows a statement: 960 values, under every SQLite's limit on bound values
 
 
 class Additions:
@@ -75,30 +87,66 @@ class Additions:
         supersedes: list[str] | None = None,
         recorder: Recorder | None = None,
     ) -> AddedMemory:
-        """Add one memory; report similar ones; close the validity of those it `supersedes`."""
+        """Add one memory; report similar ones; close the validity of those it `supersedes`.
+
+        The similar-memory lookup (a KNN over the cube's vectors, on a worker thread) runs while the write
+        does: the write does not need it, so an add costs the longer of the two, not both. Its result is
+        what the cube held before this add (the memories this one supersedes included, itself left out)."""
         checked = check_new_memory(item, self._limits)
         old_ids = [check_memory_id(i, "supersedes") for i in dict.fromkeys(supersedes or [])]
         name, ref, settings = await self._prepare(agent, cube)
         if settings.redact_secrets:  # before anything is embedded, indexed or stored
             checked = self._redactor.new_memory(checked)
         vectors = await self._vectors.embed([checked.content])
-        similar = await self._similar(ref, vectors, settings) if vectors is not None else []
-        async with self._store.write() as conn:
-            ref = await self._access.require(conn, agent, name, "write", "memory_add")
-            (seq, duplicate), *_ = await self._insert(conn, agent, ref, [checked], vectors, settings)
-            superseded = await self._close(conn, agent, old_ids, seq) if old_ids else []
-            memory = await self._read(conn, seq)
-            result = AddedMemory(
-                **msgspec.structs.asdict(memory),
-                duplicate=duplicate,
-                similar=[s for s in similar if s.id != memory.id],
-                superseded=superseded,
-            )
-            if recorder is not None:
-                await recorder.record(conn, result)
-            self._announce(conn, agent, result.cube, [result.id, *superseded], checked.task_id)
+        threshold = settings.similar_threshold
+        lookup = _Lookup()
+        failed: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            if vectors is not None and settings.report_similar and threshold is not None:
+                tg.start_soon(self._nearest, ref, vectors[0], threshold, lookup)
+            else:
+                lookup.done.set()
+            try:
+                result = await self._write_one(
+                    agent, name, checked, vectors, settings, old_ids, recorder, lookup
+                )
+            except Exception as exc:  # noqa: BLE001 - raised below as itself, not wrapped in a group
+                failed = exc
+                tg.cancel_scope.cancel()
+        if failed is not None:
+            raise failed
+        if recorder is None and lookup.near:
+            try:
+                async with self._store.read() as conn:
+                    result.similar = await self._similar_rows(conn, ref, lookup.near, result.id)
+            except MemosError as exc:  # the add is durable already: it is acknowledged, without the hint
+                log.warning("similar memories not read for an add to %s: %s", ref.name, exc)
         if vectors is None:
             self._vectors.wake()
+        return result
+
+    async def _write_one(
+        self,
+        agent: Agent,
+        name: str,
+        checked: NewMemory,
+        vectors: np.ndarray | None,
+        settings: CubeSettings,
+        old_ids: list[str],
+        recorder: Recorder | None,
+        lookup: _Lookup,
+    ) -> AddedMemory:
+        async with self._store.write() as conn:
+            ref = await self._access.require(conn, agent, name, "write", "memory_add")
+            [(seq, memory_id, duplicate)] = await self._insert(conn, agent, ref, [checked], vectors, settings)
+            memory = await self._read(conn, seq)
+            superseded = await self._close(conn, agent, old_ids, memory) if old_ids else []
+            result = AddedMemory(**msgspec.structs.asdict(memory), duplicate=duplicate, superseded=superseded)
+            if recorder is not None:  # the recorded result is the whole result: the lookup is awaited here
+                await lookup.done.wait()
+                result.similar = await self._similar_rows(conn, ref, lookup.near, memory_id)
+                await recorder.record(conn, result)
+            self._announce(conn, agent, result.cube, [result.id, *superseded], checked.task_id)
         return result
 
     def _announce(
@@ -130,16 +178,11 @@ class Additions:
         async with self._store.write() as conn:
             ref = await self._access.require(conn, agent, name, "write", "memory_add")
             inserted = await self._insert(conn, agent, ref, checked, vectors, settings)
-            rows = await conn.rows(
-                f"SELECT seq, id FROM memories WHERE seq IN ({placeholders(len(inserted))})",
-                [s for s, _ in inserted],
-            )
-            ids: dict[int, str] = {row["seq"]: row["id"] for row in rows}
             result = BatchAdded(
-                ids=[ids[seq] for seq, _ in inserted],
+                ids=[memory_id for _, memory_id, _ in inserted],
                 cube=ref.name,
                 count=len(inserted),
-                duplicates=list(dict.fromkeys(ids[seq] for seq, dup in inserted if dup)),
+                duplicates=list(dict.fromkeys(memory_id for _, memory_id, dup in inserted if dup)),
             )
             if recorder is not None:
                 await recorder.record(conn, result)
@@ -153,30 +196,37 @@ class Additions:
         name = check_cube_ref(cube) if cube else agent.home_cube
         async with self._store.read() as conn:
             ref = await self._access.require(conn, agent, name, "write", "memory_add")
-        return name, ref, await self._settings.effective(ref)
+            settings = await self._settings.effective(ref, conn)
+        return name, ref, settings
 
-    async def _similar(self, ref: CubeRef, vectors: np.ndarray, settings: CubeSettings) -> list[Similar]:
-        threshold = settings.similar_threshold
-        if not settings.report_similar or threshold is None:
+    async def _nearest(self, ref: CubeRef, vector: np.ndarray, threshold: float, lookup: _Lookup) -> None:
+        """The cube's memories at least `threshold` similar to `vector`, best first, into `lookup`."""
+        try:
+            async with self._store.read() as conn:
+                near = await self._vectors.nearest(conn, vector, [ref.id], _SIMILAR_CANDIDATES)
+            lookup.near = [(s, score) for s, score in near if score >= threshold]
+        except MemosError as exc:  # advisory: the add itself goes on (and may have committed already)
+            log.warning("similar memories not looked up for an add to %s: %s", ref.name, exc)
+        finally:
+            lookup.done.set()
+
+    async def _similar_rows(
+        self, conn: Connection, ref: CubeRef, near: list[tuple[int, float]], new_id: str
+    ) -> list[Similar]:
+        """The current memories among `near`, as they were before the add of `new_id`: those it superseded
+        count (they were current), the new memory itself does not."""
+        if not near:
             return []
-        async with self._store.read() as conn:
-            near = [
-                (s, score)
-                for s, score in await self._vectors.nearest(conn, vectors[0], [ref.id], _SIMILAR_CANDIDATES)
-                if score >= threshold
-            ]
-            if not near:
-                return []
-            rows = await conn.rows(
-                f"SELECT seq, id, content FROM memories WHERE seq IN ({placeholders(len(near))})"
-                " AND deleted_at IS NULL AND superseded_by IS NULL",
-                [s for s, _ in near],
-            )
+        rows = await conn.rows(
+            f"SELECT seq, id, content FROM memories WHERE seq IN ({placeholders(len(near))})"
+            " AND deleted_at IS NULL AND (superseded_by IS NULL OR superseded_by = ?)",
+            [*(s for s, _ in near), new_id],
+        )
         found = {row["seq"]: row for row in rows}
         return [
             Similar(id=found[s]["id"], cube=ref.name, content=found[s]["content"], score=round(score, 4))
             for s, score in near
-            if s in found
+            if s in found and found[s]["id"] != new_id
         ]
 
     async def _insert(
@@ -187,49 +237,60 @@ class Additions:
         items: list[NewMemory],
         vectors: np.ndarray | None,
         settings: CubeSettings,
-    ) -> list[tuple[int, bool]]:
-        """(seq, was it an existing duplicate) per item, in order."""
+    ) -> list[tuple[int, str, bool]]:
+        """(seq, id, was it a duplicate) per item, in order. An item whose text (and kind) a current memory
+        of the cube has, or an earlier item of the same call, is that memory; the others are inserted a
+        few dozen rows to a statement."""
         now = now_iso()
-        out: list[tuple[int, bool]] = []
-        fresh: list[tuple[int, int, np.ndarray]] = []
-        for index, item in enumerate(items):
-            digest = content_hash(item.content)
-            # A message is an event in a conversation: the same words said twice are two turns, not a duplicate.
-            if settings.dedupe_exact and item.kind != "message":
-                existing = await conn.value(
-                    "SELECT seq FROM memories WHERE cube_id = ? AND kind = ? AND content_hash = ?"
-                    " AND deleted_at IS NULL AND superseded_by IS NULL",
-                    (ref.id, item.kind, digest),
-                )
-                if existing is not None:
-                    out.append((int(existing), True))
-                    continue
-            seq = await conn.execute(
-                "INSERT INTO memories (id, cube_id, content, kind, tags, metadata, source_agent, task_id,"
-                " created_at, updated_at, occurred_at, importance, expires_at, valid_from, content_hash)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        digests = [content_hash(item.content) for item in items]
+        # A message is an event in a conversation: the same words said twice are two turns, not a duplicate.
+        checked = [settings.dedupe_exact and item.kind != "message" for item in items]
+        known: dict[tuple[str, str], tuple[int | None, str]] = dict(
+            await _current(
+                conn, ref.id, {(i.kind, d) for i, d, c in zip(items, digests, checked, strict=True) if c}
+            )
+        )
+        rows: list[tuple[Any, ...]] = []
+        plan: list[tuple[int | None, str, bool]] = []  # (seq, None until inserted; id; duplicate)
+        for item, digest, check in zip(items, digests, checked, strict=True):
+            if check and (item.kind, digest) in known:
+                plan.append((*known[(item.kind, digest)], True))
+                continue
+            memory_id = new_memory_id()
+            if check:
+                known[(item.kind, digest)] = (None, memory_id)
+            plan.append((None, memory_id, False))
+            rows.append(
                 (
-                    new_memory_id(), ref.id, item.content, item.kind, _encode(item.tags).decode(),
+                    memory_id, ref.id, item.content, item.kind, _encode(item.tags).decode(),
                     _encode(item.metadata).decode(), agent.name, item.task_id, now, now, item.occurred_at,
                     item.importance, item.expires_at, item.occurred_at or now, digest,
-                ),
+                )
             )  # fmt: skip
-            out.append((seq, False))
-            if vectors is not None:
-                fresh.append((seq, ref.id, vectors[index]))
-        if fresh:
-            await self._vectors.put(conn, fresh)
-        added = [seq for seq, dup in out if not dup]
-        await index_entities(conn, added)
+        seq_of: dict[str, int] = {}
+        for start in range(0, len(rows), _INSERT_ROWS):
+            chunk = rows[start : start + _INSERT_ROWS]
+            returned = await conn.rows(
+                f"INSERT INTO memories ({_COLUMNS}) VALUES "
+                + ", ".join([_ROW] * len(chunk))
+                + " RETURNING seq, id",
+                [value for row in chunk for value in row],
+            )
+            seq_of.update((row["id"], int(row["seq"])) for row in returned)
+        out = [(seq_of[memory_id] if seq is None else seq, memory_id, dup) for seq, memory_id, dup in plan]
+        if vectors is not None:
+            fresh = [(seq, ref.id, vectors[index]) for index, (seq, _, dup) in enumerate(out) if not dup]
+            if fresh:
+                await self._vectors.put(conn, fresh)
+        added = [(seq, memory_id) for seq, memory_id, dup in out if not dup]
+        await index_entities(conn, [seq for seq, _ in added])
         if added:
             more = f" (+{len(added) - 1} more)" if len(added) > 1 else ""
-            first = await conn.value("SELECT id FROM memories WHERE seq = ?", (added[0],), default="")
-            await Audit.record(conn, agent.name, "memory_add", ref.name, first + more)
+            await Audit.record(conn, agent.name, "memory_add", ref.name, added[0][1] + more)
         return out
 
-    async def _close(self, conn: Connection, agent: Agent, old_ids: list[str], new_seq: int) -> list[str]:
+    async def _close(self, conn: Connection, agent: Agent, old_ids: list[str], new: Memory) -> list[str]:
         """End the validity of the superseded memories at the new one's valid_from."""
-        new = await self._read(conn, new_seq)
         assert new.valid_from is not None
         closed = []
         for old_id in old_ids:
@@ -258,7 +319,39 @@ class Additions:
         return closed
 
     @staticmethod
-    async def _read(conn: Connection, seq: int):  # type: ignore[no-untyped-def]
+    async def _read(conn: Connection, seq: int) -> Memory:
         row = await conn.row(f"SELECT {MEMORY_COLUMNS} FROM {MEMORY_FROM} WHERE m.seq = ?", (seq,))
         assert row is not None
         return memory_from_row(row)
+
+
+class _Lookup:
+    """The similar-memory lookup of one add: (seq, score) at or above the cube's threshold, once `done`."""
+
+    def __init__(self) -> None:
+        self.near: list[tuple[int, float]] = []
+        self.done = anyio.Event()
+
+
+async def _current(
+    conn: Connection, cube_id: int, keys: set[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[int, str]]:
+    """(seq, id) of the current memory of the cube with each (kind, content hash), the oldest if several."""
+    if not keys:
+        return {}
+    kinds = sorted({kind for kind, _ in keys})
+    digests = sorted({digest for _, digest in keys})
+    found: dict[tuple[str, str], tuple[int, str]] = {}
+    for start in range(0, len(digests), _INSERT_ROWS * 8):
+        part = digests[start : start + _INSERT_ROWS * 8]
+        rows = await conn.rows(
+            "SELECT seq, id, kind, content_hash FROM memories INDEXED BY memories_current_by_hash"
+            f" WHERE cube_id = ? AND kind IN ({placeholders(len(kinds))})"
+            f" AND content_hash IN ({placeholders(len(part))}) AND deleted_at IS NULL AND superseded_by IS NULL",
+            [cube_id, *kinds, *part],
+        )
+        for row in rows:
+            key, seq = (row["kind"], row["content_hash"]), int(row["seq"])
+            if key in keys and (key not in found or seq < found[key][0]):
+                found[key] = (seq, row["id"])
+    return found

@@ -49,6 +49,16 @@ _TF_MASK = (1 << _TF_BITS) - 1
 _RETIRED = -1
 _RECHECK_S = 2.0
 _RECORDS = "SELECT id, block FROM memories_fts_data WHERE id IN (1, 10) ORDER BY id"
+# The records and the connection's data_version in one statement (a write reads both twice).
+_RECORDS_AND_VERSION = (
+    "SELECT -1 AS id, data_version AS block FROM pragma_data_version()"
+    " UNION ALL SELECT id, block FROM memories_fts_data WHERE id IN (1, 10) ORDER BY id"
+)
+# The memories a write touched, with what is left of them (live is NULL for one deleted).
+_TOUCHED = (
+    "SELECT t.seq, m.seq AS live, m.cube_id, m.content, m.tags FROM temp.lexical_touched t"
+    " LEFT JOIN main.memories m ON m.seq = t.seq ORDER BY t.seq"
+)
 _PHRASES = re.compile(r'"([^"]*)"(?: OR "([^"]*)")*')
 _TRIGGERS = (
     "CREATE TEMP TABLE IF NOT EXISTS lexical_touched (seq INTEGER PRIMARY KEY)",
@@ -229,25 +239,25 @@ class LexicalIndex:
 
         async def begun() -> None:
             nonlocal before, version
-            before = await _records(conn)
-            version = await conn.value("PRAGMA data_version")
+            before, version = await _records_and_version(conn)
 
         async def ending() -> None:
             nonlocal touched, rows
-            touched = [row["seq"] for row in await conn.rows("SELECT seq FROM temp.lexical_touched")]
+            found = await conn.rows(_TOUCHED)
+            touched = [row["seq"] for row in found]
             if touched:
                 await conn.execute("DELETE FROM temp.lexical_touched")
-                found = await conn.rows(
-                    "SELECT seq, cube_id, content, tags FROM memories"
-                    f" WHERE seq IN ({placeholders(len(touched))})",
-                    touched,
-                )
-                rows = [(r["seq"], r["cube_id"], r["content"], r["tags"] or "") for r in found]
+                rows = [
+                    (r["seq"], r["cube_id"], r["content"], r["tags"] or "")
+                    for r in found
+                    if r["live"] is not None
+                ]
 
         async def committed() -> None:
             try:
-                after = await _records(conn) if touched else before
-                alone = await conn.value("PRAGMA data_version") == version
+                records, now = await _records_and_version(conn)
+                after = records if touched else before
+                alone = now == version
             except MemosError as exc:
                 log.warning(
                     "lexical index: cannot read FTS5's records after a write (%s); filling again", exc
@@ -436,6 +446,12 @@ class LexicalIndex:
 
 async def _records(conn: Connection) -> Records:
     return tuple(bytes(row["block"]) for row in await conn.rows(_RECORDS))
+
+
+async def _records_and_version(conn: Connection) -> tuple[Records, int]:
+    """FTS5's records and `PRAGMA data_version` (which changes when another connection commits)."""
+    version, *records = await conn.rows(_RECORDS_AND_VERSION)
+    return tuple(bytes(row["block"]) for row in records), int(version["block"])
 
 
 def _grown(array: np.ndarray, capacity: int) -> np.ndarray:

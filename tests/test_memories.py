@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from daemon import (
+    AddedMemory,
     Conflict,
     InvalidInput,
     MemoryChanges,
@@ -151,3 +152,90 @@ async def test_a_batch_over_the_limit_is_refused(services: Services) -> None:
     items = [NewMemory(content="x")] * (services.config.limits.max_batch + 1)
     with pytest.raises(InvalidInput, match="the limit is 1000 per batch"):
         await services.additions.add_batch(alice, None, items)
+
+
+async def test_a_batch_stores_each_text_once_and_in_its_order_also_when_a_text_repeats_within_it(
+    services: Services,
+) -> None:
+    alice = await _agent(services)
+    office = await services.additions.add(
+        alice, None, NewMemory(content="The office is on floor 3", kind="fact")
+    )
+    added = await services.additions.add_batch(
+        alice,
+        None,
+        [
+            NewMemory(content="Lena owns the billing service", kind="fact"),
+            NewMemory(content="The office is on floor 3", kind="fact"),  # a memory of the cube already
+            NewMemory(content="  lena OWNS the billing   service ", kind="fact"),  # the first item again
+            NewMemory(content="Lena owns the billing service", kind="note"),  # another kind: its own memory
+            NewMemory(content="Thanks!", kind="message"),
+            NewMemory(content="Thanks!", kind="message"),  # said twice: two turns
+        ],
+    )
+    lena, existing, again, note, thanks, thanks_again = added.ids
+    assert existing == office.id and again == lena
+    assert len({office.id, lena, note, thanks, thanks_again}) == 5
+    assert added.count == 6 and added.duplicates == [office.id, lena]
+    listed = [m.id for m in (await services.memories.list(alice, limit=50)).memories]
+    assert listed == [thanks_again, thanks, note, lena, office.id]  # newest first: the batch in its order
+
+
+@pytest.mark.sqlite_only  # SQLite's statement trace
+async def test_a_batch_is_checked_for_duplicates_and_inserted_many_rows_to_a_statement(
+    services: Services,
+) -> None:
+    """The SQL a batch costs does not grow by a statement or two per memory: 300 memories are checked for
+    duplicates in one query and inserted 64 to a statement."""
+    alice = await _agent(services)
+    statements: list[str] = []
+    writer = services.store._writer  # the store's one writer connection
+    await writer.set_trace_callback(statements.append)
+    try:
+        added = await services.additions.add_batch(
+            alice, None, [NewMemory(content=f"fact number {i}", kind="fact") for i in range(300)]
+        )
+    finally:
+        await writer.set_trace_callback(None)
+    # The trace gives a statement's text (its values bound) again for each trigger program it runs.
+    inserts = {s for s in statements if s.startswith("INSERT INTO memories ")}
+    checks = {s for s in statements if s.startswith("SELECT") and "content_hash" in s}
+    assert (len(inserts), len(checks)) == (5, 1)
+    assert added.count == 300 and len(set(added.ids)) == 300
+
+
+async def test_an_add_reports_similar_memories_as_the_cube_held_them_before_it(services: Services) -> None:
+    """The similar-memory lookup runs beside the write, and reports the cube as it was before the add: a
+    memory the add supersedes was current then and is reported, the new memory never is. With an
+    idempotency key the recorded result (what a retry gets back) says the same."""
+    alice = await _agent(services)
+    paris = await services.additions.add(
+        alice, None, NewMemory(content="Bob lives in Paris with his two cats and a dog", kind="fact")
+    )
+    moved = await services.additions.add(
+        alice,
+        None,
+        NewMemory(content="Bob now lives in Paris with his two cats and a dog", kind="fact"),
+        supersedes=[paris.id],
+    )
+    assert moved.superseded == [paris.id]
+    assert [s.id for s in moved.similar] == [paris.id]
+
+    item = NewMemory(content="Bob now lives in Paris with his two cats and his dog", kind="fact")
+
+    def write(rec):  # type: ignore[no-untyped-def]
+        return services.additions.add(alice, None, item, recorder=rec)
+
+    first = await services.idempotent(alice, "k-1", "memory_add", ["same"], AddedMemory, write)
+    assert [s.id for s in first.similar] == [moved.id]  # paris is superseded now: not current
+    again = await services.idempotent(alice, "k-1", "memory_add", ["same"], AddedMemory, write)
+    assert again.id == first.id and again.similar == first.similar
+
+
+async def test_an_add_that_fails_raises_its_own_error_and_stores_nothing(services: Services) -> None:
+    alice = await _agent(services)
+    with pytest.raises(NotFound, match="mem_0000000000000000"):
+        await services.additions.add(
+            alice, None, NewMemory(content="Bob moved to Berlin"), supersedes=["mem_0000000000000000"]
+        )
+    assert (await services.memories.list(alice)).memories == []
