@@ -169,7 +169,9 @@ async def test_short_reads_are_answered_while_searches_hold_every_slot(lexical_s
         assert gate.waiting(searcher.name) == 1
         with anyio.fail_after(10):
             assert await services.identities.authenticate(token) == reader
-            assert (await services.memories.get(reader, memory.id)).content == "The billing service moves to Go"
+            assert (
+                await services.memories.get(reader, memory.id)
+            ).content == "The billing service moves to Go"
             assert [m.id for m in (await services.memories.list(reader)).memories] == [memory.id]
             assert reader.home_cube in [cube.name for cube in await services.cubes.list(reader)]
         assert gate.waiting(searcher.name) == 1  # the searches still held every slot
