@@ -4,6 +4,7 @@ as they do alone."""
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from daemon import NewMemory, SearchQuery, Services, agent_named
@@ -104,3 +105,58 @@ async def test_a_search_cancelled_while_waiting_leaves_no_query_behind(services:
     assert search.query_vectors.waiting == 0
     results = await search.search(asker, SearchQuery(query="Who moved the billing service?", k=5))
     assert [hit.content for hit in results.results] == ["Lena moved the billing service to Go"]
+
+
+async def test_cancelling_the_search_that_embeds_others_queries_leaves_them_answered(
+    services: Services,
+) -> None:
+    """Steps: every slot held; agents a, b and c each ask once and wait; one slot frees and a's search, whose
+    turn comes first, takes all three queries into its model call; a's search is cancelled during that
+    call; b's and c's searches are still answered, with their vectors, and no query is left waiting."""
+    for name in ("a", "b", "c"):
+        await services.identities.add(name)
+        await services.additions.add(
+            agent_named(name), None, NewMemory(content=f"{name} moved the billing service to Go")
+        )
+    search, vectors = services.search, services.search.query_vectors
+    holders = [anyio.Event() for _ in range(search.gate.slots)]
+    held = 0
+    all_held = anyio.Event()
+
+    async def running_search(release: anyio.Event) -> None:
+        nonlocal held
+        async with search.gate.slot("holder"), services.store.read(long=True):
+            held += 1
+            if held == search.gate.slots:
+                all_held.set()
+            await release.wait()
+
+    answers: dict[str, list[str]] = {}
+
+    async def ask(name: str, scope: anyio.CancelScope) -> None:
+        with scope:
+            results = await search.search(agent_named(name), SearchQuery(query="billing service", k=5))
+            assert results.mode == "hybrid"
+            answers[name] = [hit.content for hit in results.results]
+
+    first = anyio.CancelScope()
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            for release in holders:
+                tg.start_soon(running_search, release)
+            await all_held.wait()
+            for name in ("a", "b", "c"):
+                tg.start_soon(ask, name, first if name == "a" else anyio.CancelScope())
+                await anyio.wait_all_tasks_blocked()
+            assert vectors.waiting == 3
+            holders[0].set()
+            while vectors.waiting:  # a's turn came: its call has taken every waiting query
+                await anyio.lowlevel.checkpoint()
+            first.cancel()
+            for release in holders[1:]:
+                release.set()
+    assert answers == {
+        "b": ["b moved the billing service to Go"],
+        "c": ["c moved the billing service to Go"],
+    }
+    assert vectors.waiting == 0
