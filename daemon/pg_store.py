@@ -28,7 +28,7 @@ from daemon.pg_errors import translated
 from daemon.pg_schema import apply_postgres_migrations
 from daemon.pg_sql import postgres_sql
 from daemon.rows import Row, column_names
-from daemon.store import Connection, Store
+from daemon.store import SHORT_READ_CONNECTIONS, Connection, ReaderPool, Store
 
 log = logging.getLogger(__name__)
 
@@ -136,18 +136,20 @@ class PgStore(Store):
     dialect = "postgresql"
 
     def __init__(
-        self, url: str, writer: psycopg.AsyncConnection[Any], readers: list[psycopg.AsyncConnection[Any]]
+        self,
+        url: str,
+        writer: psycopg.AsyncConnection[Any],
+        readers: list[psycopg.AsyncConnection[Any]],
+        long_readers: list[psycopg.AsyncConnection[Any]] | None = None,
     ) -> None:
+        """`readers` serve short reads; `long_readers` (if given) serve `read(long=True)`, else `readers` do."""
         self.url = url
         self.path = Path(redacted(url))  # named in messages and logs, never opened as a file
         self._pg_writer = writer
-        self._pg_all = [writer, *readers]  # every open connection, for close()
+        self._pg_all = [writer, *readers, *(long_readers or [])]  # every open connection, for close()
         self._write_lock = anyio.Lock()  # protects the writer connection's transaction
-        self._pg_send, self._pg_receive = anyio.create_memory_object_stream[psycopg.AsyncConnection[Any]](
-            len(readers)
-        )
-        for reader in readers:
-            self._pg_send.send_nowait(reader)
+        self._pg_pools = {False: ReaderPool(readers)}
+        self._pg_pools[True] = ReaderPool(long_readers) if long_readers else self._pg_pools[False]
         self._closed = False
 
     @classmethod
@@ -158,14 +160,15 @@ class PgStore(Store):
             log.info("database %s migrated to schema version %d", redacted(url), applied[-1])
         opened: list[psycopg.AsyncConnection[Any]] = []
         try:
-            for _ in range(read_connections + 1):
+            for _ in range(1 + SHORT_READ_CONNECTIONS + read_connections):
                 opened.append(await connect(url))
         except BaseException:
             with anyio.CancelScope(shield=True):
                 for conn in opened:
                     await conn.close()
             raise
-        return cls(url, opened[0], opened[1:])
+        short = 1 + SHORT_READ_CONNECTIONS
+        return cls(url, opened[0], opened[1:short], opened[short:])
 
     async def _usable(self, conn: psycopg.AsyncConnection[Any]) -> psycopg.AsyncConnection[Any]:
         """`conn`, or a new connection in its place if the server dropped it."""
@@ -223,11 +226,13 @@ class PgStore(Store):
             log.error("ROLLBACK after a failed write failed too: %s", exc)
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[Connection]:
-        """A reader connection for the duration of the block (a consistent snapshot per statement)."""
+    async def read(self, *, long: bool = False) -> AsyncIterator[Connection]:
+        """A reader connection for the duration of the block (a consistent snapshot per statement). `long`:
+        one of the readers kept for long reads (searches), which short reads never wait behind."""
         self._check_open()
+        pool = self._pg_pools[long]
         try:
-            raw = await self._pg_receive.receive()
+            raw = await pool.receive.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             raise StoreClosed("the store is closed: memosd is shutting down") from None
         try:
@@ -235,7 +240,7 @@ class PgStore(Store):
             yield PgConnection(raw)
         finally:
             if not self._closed:
-                self._pg_send.send_nowait(raw)
+                pool.send.send_nowait(raw)
 
     async def claim_turn(self, job: str, every_s: float) -> bool:
         """Whether this daemon runs periodic `job` now: the first of the daemons to ask once `every_s` (less
@@ -263,5 +268,6 @@ class PgStore(Store):
                 self._closed = True
             for conn in self._pg_all:
                 await conn.close()
-            self._pg_send.close()
-            self._pg_receive.close()
+            for pool in self._pg_pools.values():
+                pool.send.close()
+                pool.receive.close()

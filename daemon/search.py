@@ -53,6 +53,7 @@ from daemon.lexical_index import LexicalIndex
 from daemon.memories import MEMORY_COLUMNS, MEMORY_FROM, Memories, memory_from_row
 from daemon.models import Agent, ContextTurn, MatchInfo, SearchHit, SearchMode, SearchQuery, SearchResults
 from daemon.phrasings import guarantee, leaders
+from daemon.query_vectors import Pending, QueryVectors
 from daemon.reranker import Reranker
 from daemon.speaker import without_speaker_names
 from daemon.store import Connection, Store, placeholders
@@ -81,6 +82,7 @@ class Search:
         gate: FairGate,
     ) -> None:
         self.gate = gate
+        self.query_vectors = QueryVectors(vectors)
         self._ranking = ranking
         self._reranker = reranker
         self._store = store
@@ -108,15 +110,23 @@ class Search:
         return list(dict.fromkeys(texts))
 
     async def search(self, agent: Agent, query: SearchQuery) -> SearchResults:
-        """Up to `gate.slots` searches run at once; when more are asked for, agents take turns."""
-        async with self.gate.slot(agent.name):
-            return await self._search(agent, query)
-
-    async def _search(self, agent: Agent, query: SearchQuery) -> SearchResults:
+        """Up to `gate.slots` searches run at once; when more are asked for, agents take turns. A search
+        that waits for its turn leaves its query with `query_vectors`, so the search whose turn comes first
+        embeds the waiting ones' queries with its own, in one model call (daemon/query_vectors.py)."""
         plan = await self._plan(query)
+        if plan.embed:
+            plan.pending = self.query_vectors.ask(plan.texts)
+        try:
+            async with self.gate.slot(agent.name):
+                return await self._search(agent, query, plan)
+        finally:
+            if plan.pending is not None:
+                self.query_vectors.withdraw(plan.pending)
+
+    async def _search(self, agent: Agent, query: SearchQuery, plan: _Plan) -> SearchResults:
         rerank = self._reranker.state == "ready"
         top: dict[int, str] = {}
-        async with self._store.read() as conn:
+        async with self._store.read(long=True) as conn:
             refs = await self._memories.scope(conn, agent, query.cubes)
             cubes = [ref.name for ref in refs]
             found = await self._gather(conn, plan, [ref.id for ref in refs]) if refs else plan.nothing()
@@ -141,7 +151,7 @@ class Search:
                 fused, reranked = await self._rerank(fused, top, plan.texts[0])
             except Unavailable as exc:
                 notes.append(str(exc))
-            async with self._store.read() as conn:
+            async with self._store.read(long=True) as conn:
                 hits = await self._hits(
                     conn, fused[: query.k], found, fusion, query.context_window, plan, reranked
                 )
@@ -181,7 +191,7 @@ class Search:
     async def candidates(self, agent: Agent, query: SearchQuery) -> Gathered:
         """Every candidate with its rank in each signal, before fusion (for tuning the weights)."""
         plan = await self._plan(query)
-        async with self._store.read() as conn:
+        async with self._store.read(long=True) as conn:
             refs = await self._memories.scope(conn, agent, query.cubes)
             return await self._gather(conn, plan, [ref.id for ref in refs]) if refs else plan.nothing()
 
@@ -254,7 +264,9 @@ class Search:
         if asked is None and blend and config.drop_named_speaker and config.weight("speaker"):
             unnamed = without_speaker_names(plan.texts, found.placement.speaker.values())
             if unnamed is not None and all(fts_query(text) for text in unnamed):
-                again = replace(plan, texts=unnamed, vectors=None, embed=plan.vectors is not None)
+                again = replace(
+                    plan, texts=unnamed, vectors=None, embed=plan.vectors is not None, pending=None
+                )
                 found = await self._gather(conn, again, cube_ids, asked=plan.texts)
                 plan.mode, plan.note = again.mode, again.note
                 return found
@@ -300,7 +312,11 @@ class Search:
 
         async def vector(tg: TaskGroup) -> None:
             if plan.embed:
-                plan.vectors, plan.embed = await self._vectors.embed(plan.texts), False
+                if plan.pending is not None:  # perhaps made already, with another search's
+                    made = await self.query_vectors.vectors(plan.pending)
+                else:
+                    made = await self._vectors.embed(plan.texts)
+                plan.vectors, plan.embed = made, False
                 if plan.vectors is None:
                     if plan.mode == "vector":  # its lexical queries were not started
                         start_lexical(tg)
@@ -503,6 +519,7 @@ class _Plan:
     vectors: np.ndarray | None
     depth: int
     embed: bool = False  # the vectors are still to be made
+    pending: Pending | None = None  # the vectors, asked for before the search's turn (`QueryVectors`)
 
     def nothing(self) -> Gathered:
         """No candidates gathered yet for this plan's phrasings."""

@@ -1,9 +1,10 @@
-"""The embedded store: one SQLite file, one writer connection, a small pool of readers.
+"""The embedded store: one SQLite file, one writer connection, two small pools of readers.
 
 Every write runs in `Store.write()`: one `BEGIN IMMEDIATE` transaction on the single writer connection,
 serialised by a lock, shielded from cancellation so a started write always commits or rolls back, and
 acknowledged only after COMMIT returns (with `synchronous=FULL`, after it is on disk). Reads use their own
-connections and never wait for the writer (WAL). Every call into SQLite runs inside `translated()`
+connections and never wait for the writer (WAL); long reads (searches) take theirs from a pool of their own,
+so a short read (a get, a listing, a token check) never waits behind them. Every call into SQLite runs inside `translated()`
 (daemon/store_errors.py), so what leaves the store is a `MemosError`, never a sqlite exception.
 """
 
@@ -13,7 +14,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import aiosqlite
 import anyio
@@ -27,6 +28,11 @@ from daemon.store_errors import CHECK_ADVICE, sqlite_errors, translated
 
 log = logging.getLogger(__name__)
 
+# Readers for short reads beside `[storage] read_connections` for long ones (searches): a get, a listing, a
+# token check never wait for a search to end.
+SHORT_READ_CONNECTIONS = 2
+
+C = TypeVar("C")
 Step = Callable[[], Awaitable[None]]
 WriteHook = Callable[["Connection"], tuple[Step, Step, Step]]
 
@@ -101,16 +107,20 @@ class Store:
 
     dialect = "sqlite"
 
-    def __init__(self, path: Path, writer: aiosqlite.Connection, readers: list[aiosqlite.Connection]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        writer: aiosqlite.Connection,
+        readers: list[aiosqlite.Connection],
+        long_readers: list[aiosqlite.Connection] | None = None,
+    ) -> None:
+        """`readers` serve short reads; `long_readers` (if given) serve `read(long=True)`, else `readers` do."""
         self.path = path
         self._writer = writer
-        self._all_readers = readers
+        self._all_readers = readers + (long_readers or [])
         self._write_lock = anyio.Lock()  # protects the writer connection's transaction
-        self._reader_send, self._reader_receive = anyio.create_memory_object_stream[aiosqlite.Connection](
-            len(readers)
-        )
-        for reader in readers:
-            self._reader_send.send_nowait(reader)
+        self._pools = {False: ReaderPool(readers)}
+        self._pools[True] = ReaderPool(long_readers) if long_readers else self._pools[False]
         self._closed = False
         # Called with each write's connection: each gives (begun, ending, committed), awaited after BEGIN,
         # before COMMIT and after it, the lock still held (the lexical index records what a write touched).
@@ -118,14 +128,15 @@ class Store:
 
     @classmethod
     async def open(cls, path: Path, *, read_connections: int = 2, check_integrity: bool = True) -> Store:
-        """Open (creating if needed) and migrate the database; refuse a file that fails `quick_check`."""
+        """Open (creating if needed) and migrate the database; refuse a file that fails `quick_check`.
+        `read_connections` readers serve long reads, and `SHORT_READ_CONNECTIONS` more every other read."""
         private_file(path)  # 0600 in a 0700 folder if new; SQLite gives its -wal and -shm the same mode
         await anyio.to_thread.run_sync(_prepare, path, check_integrity)
         opened: list[aiosqlite.Connection] = []
         try:
             with translated(path):
                 opened.append(await aiosqlite.Connection(lambda: sqlite_driver.connect(str(path)), 64))
-                for _ in range(read_connections):
+                for _ in range(read_connections + SHORT_READ_CONNECTIONS):
                     opened.append(
                         await aiosqlite.Connection(
                             lambda: sqlite_driver.connect(str(path), read_only=True), 64
@@ -136,7 +147,8 @@ class Store:
                 for conn in opened:
                     await conn.close()
             raise
-        return cls(path, opened[0], opened[1:])
+        short = 1 + SHORT_READ_CONNECTIONS
+        return cls(path, opened[0], opened[1:short], opened[short:])
 
     def _check_open(self) -> None:
         if self._closed:
@@ -187,18 +199,20 @@ class Store:
                 await self._writer.execute("ROLLBACK")
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[Connection]:
-        """A reader connection for the duration of the block (a consistent snapshot per statement)."""
+    async def read(self, *, long: bool = False) -> AsyncIterator[Connection]:
+        """A reader connection for the duration of the block (a consistent snapshot per statement). `long`:
+        one of the readers kept for long reads (searches), which short reads never wait behind."""
         self._check_open()
+        pool = self._pools[long]
         try:
-            raw = await self._reader_receive.receive()
+            raw = await pool.receive.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             raise StoreClosed("the store is closed: memosd is shutting down") from None
         try:
             yield Connection(raw)
         finally:
             if not self._closed:
-                self._reader_send.send_nowait(raw)
+                pool.send.send_nowait(raw)
 
     async def claim_turn(self, job: str, every_s: float) -> bool:
         """Whether this daemon runs periodic `job` now. Always: one daemon owns the file (the instance
@@ -227,8 +241,18 @@ class Store:
                 await self._writer.close()
             for reader in self._all_readers:
                 await reader.close()
-            self._reader_send.close()
-            self._reader_receive.close()
+            for pool in self._pools.values():
+                pool.send.close()
+                pool.receive.close()
+
+
+class ReaderPool(Generic[C]):
+    """Idle reader connections: taken from `receive`, handed back to `send`."""
+
+    def __init__(self, readers: list[C]) -> None:
+        self.send, self.receive = anyio.create_memory_object_stream[C](len(readers))
+        for reader in readers:
+            self.send.send_nowait(reader)
 
 
 def _prepare(path: Path, check_integrity: bool) -> None:

@@ -136,6 +136,49 @@ async def test_many_concurrent_searches_from_one_agent_do_not_starve_another(
     assert before_calm <= 2 * slots + 2, finished  # the running ones, one turn of A's, what ran beside B
 
 
+async def test_short_reads_are_answered_while_searches_hold_every_slot(lexical_services: Services) -> None:
+    """Steps: A stores a memory; searches (of B) hold every search slot and its reader, as running searches
+    do, and one more search waits at the gate; A's token check, get, listing and a cube listing are answered
+    meanwhile; once the slots free, the waiting search runs."""
+    services = lexical_services
+    _, token = await services.identities.add("reader")
+    await services.identities.add("searcher")
+    reader, searcher = agent_named("reader"), agent_named("searcher")
+    memory = await services.additions.add(reader, None, NewMemory(content="The billing service moves to Go"))
+    gate, held, release = services.search.gate, anyio.Event(), anyio.Event()
+    holding = 0
+
+    async def running_search() -> None:
+        nonlocal holding
+        async with gate.slot(searcher.name), services.store.read(long=True):
+            holding += 1
+            if holding == gate.slots:
+                held.set()
+            await release.wait()
+
+    async def one_more_search() -> None:
+        await services.search.search(searcher, SearchQuery(query="billing service", k=5))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(gate.slots):
+            tg.start_soon(running_search)
+        with anyio.fail_after(10):
+            await held.wait()
+        tg.start_soon(one_more_search)
+        await anyio.wait_all_tasks_blocked()
+        assert gate.waiting(searcher.name) == 1
+        with anyio.fail_after(10):
+            assert await services.identities.authenticate(token) == reader
+            assert (
+                await services.memories.get(reader, memory.id)
+            ).content == "The billing service moves to Go"
+            assert [m.id for m in (await services.memories.list(reader)).memories] == [memory.id]
+            assert reader.home_cube in [cube.name for cube in await services.cubes.list(reader)]
+        assert gate.waiting(searcher.name) == 1  # the searches still held every slot
+        release.set()
+    assert (gate.busy, gate.waiting()) == (0, 0)
+
+
 async def test_a_write_rebuilds_only_the_packs_whose_scope_and_reader_it_touches(
     lexical_services: Services,
 ) -> None:
