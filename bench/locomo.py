@@ -34,7 +34,7 @@ import numpy as np
 
 from bench import retrieval as lme
 from bench.client import DEFAULT_MODEL, wait_for_model
-from bench.crossfit import Corpus, cross_validate, fixed, held_out
+from bench.crossfit import Corpus, choose, cross_validate, fixed, held_out
 from bench.report import RESULTS, machine
 from bench.retrieval import (
     BASE_SIGNALS,
@@ -336,6 +336,7 @@ def report(found: list[Corpus]) -> str:
             lme_corpus.name: alone[lme_corpus.name],
         }
     choices, held = cross_validate(found, SIGNAL_SETS, L2_CHOICES, SPREADS)
+    every = choose(found, list(range(len(locomo.folds))), SIGNAL_SETS, L2_CHOICES, SPREADS)  # the defaults'
     rows["signal set, weights and episode spread chosen by cross-validation (held out)"] = held
     for name, names in ABLATION.items():
         rows[f"{name} (held out)"] = held_out(found, names, ABLATION_L2, SPREAD)
@@ -353,6 +354,8 @@ def report(found: list[Corpus]) -> str:
         markdown(
             ["fold", "signals and weights"], [[str(i + 1), c.describe()] for i, c in enumerate(choices)]
         ),
+        "",
+        f"Chosen and fitted on every fold (what the defaults should be): {every.describe()}",
         "",
         f"LoCoMo turn recall@{K} (the rows marked held out: on conversations their fit never saw):",
         "",
