@@ -3,6 +3,7 @@ MCP tools, per question category; and the blend chosen by cross-validation acros
 
     python bench/locomo.py                     # load (once, ~5 min), the defaults over MCP, cross-validation
     python bench/locomo.py --no-lme            # LoCoMo alone (LongMemEval is not loaded yet)
+    python bench/locomo.py --configurations --candidates C.pkl   # refit only: the candidates gathered once, kept
 
 Each conversation is loaded as a user's import would load it: one `message` memory per turn with metadata
 `speaker` (the name), `session`, `turn` and `dia_id`, `occurred_at` the session's date, each conversation in
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import re
 import sys
 from contextlib import ExitStack
@@ -32,7 +34,7 @@ import numpy as np
 
 from bench import retrieval as lme
 from bench.client import DEFAULT_MODEL, wait_for_model
-from bench.crossfit import Corpus, cross_validate, fixed, held_out
+from bench.crossfit import Corpus, choose, cross_validate, fixed, held_out
 from bench.report import RESULTS, machine
 from bench.retrieval import (
     BASE_SIGNALS,
@@ -44,7 +46,7 @@ from bench.retrieval import (
     markdown,
     search_settings,
 )
-from daemon.config import BlendWeights
+from daemon.config import BlendWeights, SearchConfig
 from daemon.fusion import SIGNALS
 from tests.conftest import mcp_client
 from tests.pg_server import PgCluster
@@ -197,17 +199,35 @@ SIGNAL_SETS = [
 ]
 L2_CHOICES = (1e-3, 1e-4)  # the fit's L2 tried with each set (1e-2 never won on LongMemEval)
 ABLATION_L2 = 1e-3
+SPREADS = (0.0, 0.01, 0.02, 0.04)  # [search] episode_spread tried with each set and L2
+SPREAD = SearchConfig().episode_spread  # the ablation rows' (today's default)
 
 
-async def corpora(use_lme: bool, workdir: Path = WORKDIR) -> list[Corpus]:
+async def corpora(use_lme: bool, workdir: Path = WORKDIR, cache: Path | None = None) -> list[Corpus]:
     """LoCoMo (folds: its conversations) and, when loaded, LongMemEval dev60 (its five folds), each with every
-    question's candidates gathered in-process."""
+    question's candidates gathered in-process; `cache`: a file that keeps them (gathered once, read after: a
+    refit then takes minutes, not a search per question; delete it when the search or the data change)."""
+    kept_file = anyio.Path(cache) if cache is not None else None
+    if kept_file is not None and await kept_file.exists():
+        return await corpora_from(use_lme, workdir, pickle.loads(await kept_file.read_bytes()))
+    found = await corpora_from(use_lme, workdir, None)
+    if kept_file is not None:
+        await kept_file.write_bytes(pickle.dumps({c.name: c.candidates for c in found}))
+    return found
+
+
+async def corpora_from(use_lme: bool, workdir: Path, kept: dict[str, Any] | None) -> list[Corpus]:
+    async def gathered(name: str, questions: list[Any], *where: Any) -> Any:
+        if kept is not None and name in kept:
+            return kept[name]
+        return await gather_candidates(questions, *where)
+
     questions = load_questions()
     found = [
         Corpus(
             "LoCoMo dev5",
             {q.id: q for q in questions},
-            await gather_candidates(questions, workdir, TURN_SQL),
+            await gathered("LoCoMo dev5", questions, workdir, TURN_SQL),
             [
                 [q.id for q in questions if q.conversation == n]
                 for n in sorted({q.conversation for q in questions})
@@ -223,7 +243,7 @@ async def corpora(use_lme: bool, workdir: Path = WORKDIR) -> list[Corpus]:
             Corpus(
                 "LongMemEval-S dev60",
                 {q.id: q for q in lme_questions},
-                await gather_candidates(lme_questions),
+                await gathered("LongMemEval-S dev60", lme_questions),
                 [[q.id for q in fold] for fold in lme.folds_of(lme_questions)],
                 lme.question_metrics,
                 list(lme.OBJECTIVE),
@@ -277,6 +297,7 @@ ABLATION: dict[str, tuple[str, ...]] = {
     "base + episode": (*BASE_SIGNALS, "episode"),
     "base + context + episode": (*BASE_SIGNALS, "context", "episode"),
 }
+NO_SPREAD = "base + context + episode, episode_spread 0"  # the ablation row without the spread
 Results = dict[str, dict[str, dict[str, float]]]  # corpus -> question id -> metrics
 
 
@@ -303,7 +324,7 @@ def report(found: list[Corpus]) -> str:
             found, BASE_SIGNALS, np.array([lme.PREVIOUS[name] for name in BASE_SIGNALS])
         ),
         "today's defaults (fitted on these questions: in sample)": fixed(
-            found, chosen, np.array([getattr(today, name) for name in chosen])
+            found, chosen, np.array([getattr(today, name) for name in chosen]), SPREAD
         ),
     }
     if lme_corpus is not None:
@@ -314,10 +335,12 @@ def report(found: list[Corpus]) -> str:
             locomo.name: rows["previous defaults"][locomo.name],
             lme_corpus.name: alone[lme_corpus.name],
         }
-    choices, held = cross_validate(found, SIGNAL_SETS, L2_CHOICES)
-    rows["signal set and weights chosen by cross-validation (held out)"] = held
+    choices, held = cross_validate(found, SIGNAL_SETS, L2_CHOICES, SPREADS)
+    every = choose(found, list(range(len(locomo.folds))), SIGNAL_SETS, L2_CHOICES, SPREADS)  # the defaults'
+    rows["signal set, weights and episode spread chosen by cross-validation (held out)"] = held
     for name, names in ABLATION.items():
-        rows[f"{name} (held out)"] = held_out(found, names, ABLATION_L2)
+        rows[f"{name} (held out)"] = held_out(found, names, ABLATION_L2, SPREAD)
+    rows[f"{NO_SPREAD} (held out)"] = held_out(found, (*BASE_SIGNALS, "context", "episode"), ABLATION_L2)
     questions = list(locomo.questions.values())
     table = [
         category_rows(name, {qid: m["recall@10"] for qid, m in result[locomo.name].items()}, questions)
@@ -331,6 +354,8 @@ def report(found: list[Corpus]) -> str:
         markdown(
             ["fold", "signals and weights"], [[str(i + 1), c.describe()] for i, c in enumerate(choices)]
         ),
+        "",
+        f"Chosen and fitted on every fold (what the defaults should be): {every.describe()}",
         "",
         f"LoCoMo turn recall@{K} (the rows marked held out: on conversations their fit never saw):",
         "",
@@ -351,8 +376,8 @@ def report(found: list[Corpus]) -> str:
     return "\n".join(out)
 
 
-async def cross_validation(use_lme: bool, workdir: Path = WORKDIR) -> str:
-    return report(await corpora(use_lme, workdir))
+async def cross_validation(use_lme: bool, workdir: Path = WORKDIR, cache: Path | None = None) -> str:
+    return report(await corpora(use_lme, workdir, cache))
 
 
 async def run(args: argparse.Namespace) -> str:
@@ -385,7 +410,7 @@ async def measure(
         out += [f"Turn recall@{K} through `memory_search`:", "", markdown(HEADER, rows), ""]
     if args.cv:
         # LongMemEval: the questions bench/retrieval.py has loaded in full (all of dev60 once its load completed).
-        out += [await cross_validation(args.lme, memos.workdir), ""]
+        out += [await cross_validation(args.lme, memos.workdir, args.candidates), ""]
     return "\n".join(out) + "\n"
 
 
@@ -402,6 +427,11 @@ def main() -> None:
         help="append LoCoMo's photo captions to the turns that share a photo",
     )
     parser.add_argument("--no-cv", dest="cv", action="store_false", help="skip the cross-validation")
+    parser.add_argument(
+        "--candidates",
+        type=Path,
+        help="keep every question's gathered candidates in this file and reuse them (refits without searching)",
+    )
     parser.add_argument(
         "--no-lme",
         dest="lme",

@@ -794,6 +794,7 @@ CONFIGURATIONS: dict[str, tuple[str, Settings]] = {
     "+ time": ("hybrid", {"fusion": "blend", "blend": {**PREVIOUS, "speaker": 0.0}}),
     "+ speaker (previous default)": ("hybrid", {"fusion": "blend", "blend": PREVIOUS}),
     DEFAULT: ("hybrid", blend()),
+    "default - episode spread": ("hybrid", {**blend(), "episode_spread": 0.0}),
     "default + exact names/numbers": ("hybrid", blend(exact=EXTRA_WEIGHT)),
     "default - context": ("hybrid", blend(context=0.0)),
     "default - episode": ("hybrid", blend(episode=0.0)),

@@ -120,23 +120,23 @@ Weight = Annotated[float, msgspec.Meta(ge=0, le=100)]
 
 
 class BlendWeights(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    """score = Σ weight × signal, each signal a number from 0 to 1 (0 turns a signal off). The signal set was
-    chosen by cross-validation across LoCoMo dev5 (leave one conversation out) and the 28 LongMemEval-S dev60
-    questions loaded at the time, and the weights fitted on all of them by pairwise logistic regression;
-    entity and graph did not win on both (bench/README.md)."""
+    """score = Σ weight × signal, each signal a number from 0 to 1 (0 turns a signal off). The signal set (and
+    [search] episode_spread) was chosen by cross-validation across LoCoMo dev5 (leave one conversation out) and
+    all 57 LongMemEval-S dev60 questions, and the weights fitted on all of them by pairwise logistic
+    regression; entity and graph did not win on both (bench/README.md)."""
 
-    lexical: Weight = 2.83  # BM25 over stemmed words, relative to this search's best match
+    lexical: Weight = 3.16  # BM25 over stemmed words, relative to this search's best match
     # Cosine similarity of the embeddings (below 0 counts as 0): 0 by default, because context and episode
     # carry it (a memory outside any conversation scores its own similarity in both).
     vector: Weight = 0.0
     exact: Weight = 0.0  # the query's names, numbers and identifiers as phrases, relative to the best match
-    context: Weight = 8.13  # a conversation turn's similarity together with the turn it answers
-    episode: Weight = 7.37  # the mean similarity of the best 3 turns of the turn's session or thread
-    time: Weight = 4.56  # 1 inside the time the query names ("last week", "in May")
+    context: Weight = 9.12  # a conversation turn's similarity together with the turn it answers
+    episode: Weight = 6.62  # the mean similarity of the best 3 turns of the turn's session or thread
+    time: Weight = 5.03  # 1 inside the time the query names ("last week", "in May")
     # 0 for a conversation turn by the other speaker than the question asks about (metadata role: "you
     # recommended" asks for the assistant's words, anything else for the user's; metadata speaker: the one
     # person the question names), else 1.
-    speaker: Weight = 3.97
+    speaker: Weight = 4.10
     entity: Weight = 0.0  # the share of the query's entities (names, numbers, dates) it mentions, by rarity
     graph: Weight = 0.0  # reached from the best first-stage hits through a rare shared entity or a link
 
@@ -182,6 +182,11 @@ class SearchConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     # searched again without their names: her own turns seldom say it, the other's greetings do. The speaker
     # signal still favours her turns. Only with the blend and a speaker weight above 0.
     drop_named_speaker: bool = True
+    # With the blend: each turn of a session or thread beyond its 3 best in the ranking is multiplied by
+    # (1 - episode_spread) for each turn of the session above it beyond those 3, so that one session's cluster
+    # of similar turns gives way to another session's turn that scores nearly as well (questions that gather
+    # several sessions). 0 turns it off.
+    episode_spread: Annotated[float, msgspec.Meta(ge=0, lt=1)] = 0.02
     blend: BlendWeights = msgspec.field(default_factory=BlendWeights)
     rrf: RankWeights = msgspec.field(default_factory=RankWeights)
 

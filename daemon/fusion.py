@@ -8,7 +8,7 @@ gathered candidates under many weightings without searching again (bench/retriev
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -32,6 +32,7 @@ __all__ = [
     "ranked",
     "reciprocal_rank_fusion",
     "signals",
+    "spread_over_episodes",
     "weigh_time_and_importance",
 ]
 
@@ -200,7 +201,10 @@ def fuse(found: Gathered, config: SearchConfig, values: Signals | None = None) -
     """The candidates best first, by the configured fusion; `values`: `signals(found)`, if computed already."""
     if config.fusion == "blend":
         values = signals(found) if values is None else values
-        return Fusion(blend(found, config.blend, values), signals=values)
+        order = blend(found, config.blend, values)
+        if config.episode_spread:
+            order = spread_over_episodes(order, found.placement.key, config.episode_spread)
+        return Fusion(order, signals=values)
     order, episode_rank = reciprocal_rank_fusion(found, config.rrf)
     return Fusion(order, episode_rank=episode_rank)
 
@@ -218,6 +222,24 @@ def blend(found: Gathered, weights: BlendWeights, values: Signals | None = None)
         weight.update((name, weight[name] * share) for name in matching)
     scores = {seq: sum(weight[name] * value for name, value in of.items()) for seq, of in values.items()}
     return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+
+
+def spread_over_episodes(
+    fused: list[Fused], key: Callable[[int], Hashable], spread: float, free: int = EPISODE_TOP_TURNS
+) -> list[Fused]:
+    """Best first again, after each turn of an episode (`key`: its session or thread; a memory alone is its
+    own) beyond the episode's `free` best is multiplied by (1 − `spread`) for each of its turns above it beyond
+    those: the 5th best turn of a session keeps (1 − spread)² of its score. One session's cluster of similar
+    turns then gives way to another session's turn that scores nearly as well, and only then (a clearly better
+    turn keeps its place; a score never turns negative). `fused`: best first."""
+    taken: dict[Hashable, int] = {}
+    spread_out = []
+    for seq, score in fused:
+        episode = key(seq)
+        above = taken.get(episode, 0)
+        taken[episode] = above + 1
+        spread_out.append((seq, score * (1.0 - spread) ** max(0, above + 1 - free)))
+    return sorted(spread_out, key=lambda item: (-item[1], item[0]))
 
 
 def reciprocal_rank_fusion(found: Gathered, weights: RankWeights) -> tuple[list[Fused], Ranks]:

@@ -19,6 +19,7 @@ from daemon.fusion import (
     fuse,
     reciprocal_rank_fusion,
     signals,
+    spread_over_episodes,
     weigh_time_and_importance,
 )
 from daemon.temporal import TimeWindow
@@ -104,10 +105,41 @@ def test_a_lexical_only_search_gives_every_missing_text_match_weight_to_lexical(
 
 def test_fuse_returns_the_blend_with_the_signals_that_explain_it() -> None:
     found = gathered()
-    fusion = fuse(found, SearchConfig())
+    fusion = fuse(found, SearchConfig(episode_spread=0.0))
     assert fusion.ranked == blend(found, SearchConfig().blend)
     assert fusion.signals == signals(found)
     assert fusion.episode_rank == {}
+
+
+def test_a_sessions_turns_beyond_its_three_best_give_way_to_another_sessions_close_turn() -> None:
+    session = {1: "a", 2: "a", 3: "a", 4: "a", 5: "a", 6: "b", 7: "c"}
+    fused = [(1, 10.0), (2, 9.9), (3, 9.8), (4, 9.7), (5, 9.6), (6, 9.55), (7, 8.0)]
+    spread = spread_over_episodes(fused, session.__getitem__, 0.02)
+    # Session a's 4th best keeps 98% of its score and its 5th 98% of 98%: b's turn, nearly as good, moves up.
+    assert [seq for seq, _ in spread] == [1, 2, 3, 6, 4, 5, 7]
+    assert dict(spread) == pytest.approx(
+        {1: 10.0, 2: 9.9, 3: 9.8, 4: 9.7 * 0.98, 5: 9.6 * 0.98**2, 6: 9.55, 7: 8.0}
+    )
+    # A turn clearly behind (c's) keeps its place; no spread changes nothing, nor does one memory per episode.
+    assert spread_over_episodes(fused, session.__getitem__, 0.0) == fused
+    assert spread_over_episodes(fused, lambda seq: seq, 0.9) == fused
+
+
+def test_fuse_spreads_the_blend_over_sessions() -> None:
+    found = gathered()
+    for seq, sim in [(5, 0.55), (6, 0.52)]:  # two more turns of session s1, after seq 4
+        found.placement.episode[seq], found.placement.when[seq] = (1, "s1"), "2024-05-02T10:03:00Z"
+        found.placement.speaker[seq], found.placement.role[seq] = "Ann", None
+        found.similarity[0][seq] = sim
+    found.placement.turns[1, "s1"] += [5, 6]
+    found.add("vector", [5, 6])
+    weights = BlendWeights(lexical=0.0, vector=1.0, context=0.0, episode=0.0, time=0.0, speaker=0.0)
+    off = fuse(found, SearchConfig(blend=weights, episode_spread=0.0)).ranked
+    on = fuse(found, SearchConfig(blend=weights, episode_spread=0.9)).ranked
+    assert [seq for seq, _ in off] == [3, 2, 5, 6, 4, 1, 9]
+    # s1's 4th, 5th and 6th best keep 10%, 1% and 0.1% of their scores: the note (seq 9) moves up past them.
+    assert [seq for seq, _ in on] == [3, 2, 5, 9, 6, 4, 1]
+    assert dict(on) == pytest.approx({3: 0.7, 2: 0.6, 5: 0.55, 9: 0.1, 6: 0.052, 4: 0.005, 1: 0.0002})
 
 
 def test_reciprocal_rank_fusion_returns_each_candidates_episode_rank() -> None:
