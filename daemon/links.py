@@ -63,9 +63,8 @@ class LinkChange(_Wire):
     from_id: str
     from_cube: str
     to_id: str
-    to_cube: (
-        str | None
-    )  # None only from memory_unlink, for a `to` that is gone or that the caller may not read
+    # None only from memory_unlink, for a `to` that is gone or that the caller may not read.
+    to_cube: str | None
     linked: list[str] = msgspec.field(default_factory=list)
     unlinked: list[str] = msgspec.field(default_factory=list)
 
