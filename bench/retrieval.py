@@ -218,6 +218,34 @@ class Haystack:
     items: list[dict[str, Any]]  # memory_add_batch items
 
 
+@dataclass
+class PeakRSS:
+    """memosd's peak resident memory, MiB: the kernel's high-water mark (VmHWM in /proc/PID/status) read just
+    before each daemon the benchmark started is stopped. The kernel raises VmHWM on every page the process
+    touches, so a spike lasting one model call counts; a sampled max of VmRSS could only miss such spikes."""
+
+    load: float | None = None  # the daemon that loaded the haystacks (None: a kept database was reused)
+    run: float = 0.0  # every daemon of the run, the load's included
+
+    def record(self, daemon: RunningDaemon, *, loading: bool = False) -> None:
+        if daemon.process.poll() is not None:
+            return  # exited: its /proc entry is gone
+        peak = rss_mib(daemon.process.pid)[1]
+        self.run = max(self.run, peak)
+        if loading:
+            self.load = max(self.load or 0.0, peak)
+
+    def summary(self, turns: int) -> str:
+        load = (
+            f"{self.load:.0f} MiB while loading {turns} turns"
+            if self.load is not None
+            else "load not measured (a kept database was reused; --fresh reloads)"
+        )
+        return (
+            f"memosd peak RSS (VmHWM): {load}; {self.run:.0f} MiB over the whole run (every memosd started)."
+        )
+
+
 class Memos:
     """One memosd over a kept database that holds every haystack's cube; restartable with other settings."""
 
@@ -238,6 +266,8 @@ class Memos:
         workdir.mkdir(parents=True, exist_ok=True)
         self.daemon: RunningDaemon | None = None
         self.token = ""
+        self.peak = PeakRSS()
+        self.loading = False
 
     def loaded(self) -> bool:
         if not self.manifest.exists():
@@ -262,6 +292,7 @@ class Memos:
 
     def stop(self) -> None:
         if self.daemon is not None:
+            self.peak.record(self.daemon, loading=self.loading)
             stop_daemon(self.daemon)
             self.daemon = None
 
@@ -272,10 +303,12 @@ class Memos:
         if self.manifest.exists() and json.loads(self.manifest.read_text())["fingerprint"] != fingerprint:
             shutil.rmtree(self.workdir / "data", ignore_errors=True)
         self.manifest.write_text(json.dumps({"fingerprint": fingerprint, "complete": False}))
+        self.loading = True
         try:
             await self._load(haystacks)
         finally:
             self.stop()
+            self.loading = False
         self.manifest.write_text(json.dumps({"fingerprint": fingerprint, "complete": True}))
 
     async def _load(self, haystacks: list[Haystack]) -> None:
@@ -556,7 +589,7 @@ def describe(names: Sequence[str], l2: float, weights: np.ndarray) -> str:
 # -- search latency at scale, per configuration --------------------------------------------------------------
 
 
-async def latency(sizes: list[int], searches: int, model: str, names: list[str]) -> str:
+async def latency(sizes: list[int], searches: int, model: str, names: list[str], peak: PeakRSS) -> str:
     """Search p50/p99 over MCP with each configuration, at each size: generated memories grouped ten to a
     session (so the episode and context stages have neighbours to read), one daemon restarted per setting."""
     rows: list[list[str]] = []
@@ -584,6 +617,7 @@ async def latency(sizes: list[int], searches: int, model: str, names: list[str])
                     loaded = size
                     print(f"  latency: {size} memories loaded", file=sys.stderr)
             finally:
+                peak.record(daemon)
                 stop_daemon(daemon)
             for name in names:
                 mode, overrides = CONFIGURATIONS[name]
@@ -599,6 +633,7 @@ async def latency(sizes: list[int], searches: int, model: str, names: list[str])
                             await call(client, "memory_search", {"query": text, "k": 10, "mode": mode})
                             timings.append(time.perf_counter() - started)
                 finally:
+                    peak.record(daemon)
                     stop_daemon(daemon)
                 rows.append(
                     [
@@ -863,7 +898,8 @@ async def run(args: argparse.Namespace) -> str:
         per_type_table(results, questions, "session"),
     ]
     if args.sizes:
-        out += ["", await latency(args.sizes, args.searches, args.model, args.configurations)]
+        out += ["", await latency(args.sizes, args.searches, args.model, args.configurations, memos.peak)]
+    out += ["", memos.peak.summary(sum(len(haystack(q).items) for q in questions))]
     plot(results, questions, RESULTS / "retrieval.png")
     return "\n".join(out) + "\n"
 

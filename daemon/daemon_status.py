@@ -12,6 +12,7 @@ import anyio
 import msgspec
 from anyio.abc import TaskStatus
 
+from daemon.embedder import Embedder
 from daemon.errors import MemosError
 from daemon.policy import PolicyState
 from daemon.scheduler import Scheduler
@@ -30,8 +31,10 @@ class DaemonStatus(msgspec.Struct, kw_only=True):
     url: str
     started_at: str
     state: str  # "starting", "serving", "stopping", "stopped"
-    embedder: str
+    embedder: str  # the model's state: "loading", "ready", "failed" or "disabled"
     updated_at: str
+    embedder_model: str = ""  # the model it loads (as named in [embedder] model)
+    embedder_problem: str | None = None  # why it failed (or stopped)
     last_errors: list[str] = msgspec.field(default_factory=list)
     # Scheduler metrics per class: queued, running, done, failed, cancelled, coalesced, mean wait/run ms.
     queue: dict[str, dict[str, float]] = msgspec.field(default_factory=dict)
@@ -82,11 +85,11 @@ class _ErrorMemory(logging.Handler):
 
 class StatusReporter:
     def __init__(
-        self, store: Store, version: str, url: str, embedder_state: object, scheduler: Scheduler | None = None
+        self, store: Store, version: str, url: str, embedder: Embedder, scheduler: Scheduler | None = None
     ) -> None:
         self._scheduler = scheduler
         self._store = store
-        self._embedder = embedder_state
+        self._embedder = embedder
         self.status = DaemonStatus(
             pid=os.getpid(), version=version, url=url, started_at=now_iso(), state="starting",
             embedder="", updated_at=now_iso(),
@@ -99,7 +102,9 @@ class StatusReporter:
         new = msgspec.structs.replace(
             self.status,
             state=state or self.status.state,
-            embedder=str(getattr(self._embedder, "state", "")),
+            embedder=self._embedder.state,
+            embedder_model=self._embedder.model_name,
+            embedder_problem=self._embedder.problem,
             last_errors=list(self._errors.records),
             queue=self._scheduler.snapshot() if self._scheduler is not None else {},
         )

@@ -4,7 +4,9 @@ A link is stored once, in `memory_links`, as (from, to, relation). Supersession 
 in `memories.superseded_by` and is shown beside the links as the relation `supersedes`. Every read filters by
 the reader's access at read time, every time: a link is shown only when the reader may read both of its ends,
 and never while either end is deleted. Linking needs write on the `from` memory's cube and read on the `to`
-memory; a `to` the caller may not read is "not found", exactly like a missing one.
+memory; a `to` the caller may not read is "not found", exactly like a missing one. Unlinking needs only
+write on the `from` memory, so a link whose `to` was deleted, or whose cube the caller may no longer read, can
+still be removed; its answer then names no cube for that end.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ import msgspec
 
 from daemon.audit import Audit
 from daemon.entities import entities_of_memory, frequencies
-from daemon.errors import Conflict, InvalidInput, shown
+from daemon.errors import Conflict, InvalidInput, NotFound, shown
 from daemon.events import ChangeHub, MemoryChanged
 from daemon.idempotency import Recorder
 from daemon.memories import Memories, check_memory_id
 from daemon.models import Agent, Memory
 from daemon.policy import AccessPolicy
+from daemon.policy_rules import LEVEL
 from daemon.rows import Row
 from daemon.store import Connection, Store, placeholders
 from daemon.timeutil import now_iso
@@ -60,7 +63,8 @@ class LinkChange(_Wire):
     from_id: str
     from_cube: str
     to_id: str
-    to_cube: str
+    # None only from memory_unlink, for a `to` that is gone or that the caller may not read.
+    to_cube: str | None
     linked: list[str] = msgspec.field(default_factory=list)
     unlinked: list[str] = msgspec.field(default_factory=list)
 
@@ -162,7 +166,7 @@ class Links:
                 from_id=from_id, from_cube=source["cube"], to_id=to_id, to_cube=target["cube"],
                 linked=[] if exists else [relation],
             )  # fmt: skip
-            await self._finish(conn, result, recorder)
+            await self._finish(conn, result, recorder, target["cube"])
         return result
 
     async def unlink(
@@ -174,12 +178,22 @@ class Links:
         recorder: Recorder | None = None,
     ) -> LinkChange:
         """Remove the link(s) from `from_id` to `to_id` (every relation if none is named); removing what is
-        not there changes nothing."""
+        not there changes nothing. Only write on `from_id` is needed: a link outlives its `to` end's access
+        (a deleted memory, a cube no longer shared) and its owner must still be able to remove it. A `to` the
+        caller may not read is never described: its cube is left out, and with no link to it the answer is
+        "not found", exactly as for a missing id."""
         from_id, to_id = _check_ends(from_id, to_id)
         if relation is not None:
             relation = check_relation(relation)
         async with self._store.write() as conn:
-            source, target = await self._ends(conn, agent, from_id, to_id, "memory_unlink")
+            source = await self._memories.row(conn, agent, from_id, "write", "memory_unlink")
+            target = await conn.row(
+                "SELECT m.cube_id, c.name AS cube FROM memories m JOIN cubes c ON c.id = m.cube_id WHERE m.id = ?",
+                (to_id,),
+            )
+            readable = target is not None and (
+                await self._access.level_of(conn, agent, target["cube_id"]) >= LEVEL["read"]
+            )
             rows = await conn.rows(
                 "SELECT relation FROM memory_links WHERE from_id = ? AND to_id = ?"
                 + (" AND relation = ?" if relation else "")
@@ -187,6 +201,14 @@ class Links:
                 (from_id, to_id, relation) if relation else (from_id, to_id),
             )
             removed = [row["relation"] for row in rows]
+            if not readable and not await conn.row(
+                "SELECT 1 FROM memory_links WHERE from_id = ? AND to_id = ?", (from_id, to_id)
+            ):
+                if target is not None:  # audited as a denial, answered as a missing id
+                    await self._access.check_memory(
+                        conn, agent, target["cube_id"], target["cube"], to_id, "read", "memory_unlink"
+                    )
+                raise NotFound(f"no memory with id {to_id!r} that you can read; memory_search finds ids")
             if removed:
                 await conn.execute_many(
                     "DELETE FROM memory_links WHERE from_id = ? AND to_id = ? AND relation = ?",
@@ -199,10 +221,10 @@ class Links:
                 from_id=from_id,
                 from_cube=source["cube"],
                 to_id=to_id,
-                to_cube=target["cube"],
+                to_cube=target["cube"] if readable and target is not None else None,
                 unlinked=removed,
             )
-            await self._finish(conn, result, recorder)
+            await self._finish(conn, result, recorder, target["cube"] if target is not None else None)
         return result
 
     async def get(self, agent: Agent, memory_id: str) -> LinkedMemory:
@@ -314,14 +336,17 @@ class Links:
         target = await self._memories.row(conn, agent, to_id, "read", action)
         return source, target
 
-    async def _finish(self, conn: Connection, result: LinkChange, recorder: Recorder | None) -> None:
+    async def _finish(
+        self, conn: Connection, result: LinkChange, recorder: Recorder | None, to_cube: str | None
+    ) -> None:
+        """Record the answer for its idempotency key; after the commit, tell subscribers of either end
+        (`to_cube` is the `to` end's real cube, which the answer may leave out; None if it is gone)."""
         if recorder is not None:
             await recorder.record(conn, result)
         if result.linked or result.unlinked:
-            changes = [
-                MemoryChanged(result.from_cube, result.from_id),
-                MemoryChanged(result.to_cube, result.to_id),
-            ]
+            changes = [MemoryChanged(result.from_cube, result.from_id)]
+            if to_cube is not None:
+                changes.append(MemoryChanged(to_cube, result.to_id))
 
             def publish() -> None:  # subscribers of either memory hear of its changed links
                 for change in changes:

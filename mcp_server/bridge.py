@@ -10,6 +10,10 @@ The bridge is the same package as the daemon, so it describes memosd from memosd
 host that starts before memosd lists every tool at once, its calls fail with a clear message until the
 daemon is up, and it is sent `list_changed` when the daemon first answers (and whenever what the daemon
 lists differs from what it listed before).
+
+When the host closes stdin, requests it already sent are still relayed and answered (for at most `drain`
+seconds) before the bridge exits: the SDK's server would cancel them at once and answer "Connection closed",
+though a write may already have committed in the daemon.
 """
 
 from __future__ import annotations
@@ -40,7 +44,9 @@ from mcp.server.subscriptions import (
     ServerEvent,
     ToolsListChanged,
 )
+from mcp.shared._stream_protocols import ReadStream, WriteStream  # the types stdio_server yields
 from mcp.shared.exceptions import MCPError
+from mcp.shared.message import SessionMessage
 from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, METHOD_NOT_FOUND
 from mcp_types.version import LATEST_MODERN_VERSION, MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
@@ -53,6 +59,8 @@ from mcp_server.errors import tool_error_result
 logger = logging.getLogger(__name__)
 
 _R = TypeVar("_R")
+DRAIN_S = 30.0  # how long requests in flight when the host closes stdin may still take to be answered
+_LONG_LIVED = frozenset({"subscriptions/listen"})  # open until the host leaves: never waited for
 _Ctx = ServerRequestContext[Any, Any]
 _Page = types.PaginatedRequestParams | None
 
@@ -154,6 +162,7 @@ class _Bridge:
         self._relisten = anyio.CancelScope()
         self._bus = InMemorySubscriptionBus()  # fans upstream events out to the host's modern listen streams
         self._listen_handler = ListenHandler(self._bus)
+        self._relaying: set[anyio.CancelScope] = set()  # requests being relayed to the daemon right now
 
     # -- upstream -------------------------------------------------------------------------------
     @asynccontextmanager
@@ -238,7 +247,9 @@ class _Bridge:
                 failure = self._failure(link.cause, None)
                 continue
             try:
-                return await op(link.client)
+                return await self._abandonable(op(link.client))
+            except BridgeError:
+                raise
             except MCPError as err:
                 if err.code == INTERNAL_ERROR and link.refused:
                     raise self._refused() from None
@@ -256,6 +267,24 @@ class _Bridge:
                 if write is not None and not self._never_sent(link.cause):
                     break
         raise failure
+
+    async def _abandonable(self, request: Awaitable[_R]) -> _R:
+        """`request`, unless `abandon` is called first (the host has left and the drain time is up)."""
+        with anyio.CancelScope() as scope:
+            self._relaying.add(scope)
+            try:
+                return await request
+            finally:
+                self._relaying.discard(scope)
+        raise BridgeError(
+            "the host closed the connection and the memos daemon did not answer in time: a write may or may"
+            " not have run, so check before calling it again"
+        )
+
+    def abandon(self) -> None:
+        """Give up every request still being relayed: each is answered with an error saying so."""
+        for scope in self._relaying:
+            scope.cancel()
 
     # -- host-facing handlers ---------------------------------------------------------------------
     async def note_host(self, ctx: _Ctx, call_next: CallNext) -> HandlerResult:
@@ -476,6 +505,68 @@ class _Bridge:
                 delay = min(delay * 2, 5.0)
 
 
+class _HostPipe:
+    """The host's stdio as the server sees it, with the host's end of input held back until every request it
+    sent has been answered: the server cancels what is in flight when its input ends. After `drain` seconds
+    the bridge gives up what is left (answered with an error), and the input ends a moment later."""
+
+    def __init__(
+        self,
+        host_read: ReadStream[SessionMessage | Exception],
+        host_write: WriteStream[SessionMessage],
+        abandon: Callable[[], None],
+        drain: float,
+    ) -> None:
+        self._host_read, self._host_write = host_read, host_write
+        self._abandon, self._drain = abandon, drain
+        self._to_server, self.server_read = anyio.create_memory_object_stream[SessionMessage | Exception]()
+        self.server_write, self._from_server = anyio.create_memory_object_stream[SessionMessage]()
+        self._pending: set[types.RequestId] = set()  # the host's requests not answered yet
+        self._answered = anyio.Event()  # set when the last pending request is answered
+        self._reading = anyio.CancelScope()
+
+    async def inbound(self) -> None:
+        """Host to server; at the host's end of input, wait for the pending answers, then end the server's."""
+        async with self._to_server:
+            with self._reading:
+                async for item in self._host_read:
+                    if isinstance(item, SessionMessage):
+                        self._note(item.message)
+                    await self._to_server.send(item)
+            self._answered = anyio.Event()
+            if self._reading.cancel_called or not self._pending:
+                return  # the server ended by itself, or nothing is in flight
+            with anyio.move_on_after(self._drain):
+                await self._answered.wait()
+            if self._pending:
+                logger.warning(
+                    "%d requests still unanswered %.0f s after stdin closed", len(self._pending), self._drain
+                )
+                self._abandon()
+                with anyio.move_on_after(5.0):  # for their error answers to be written
+                    await self._answered.wait()
+
+    def _note(self, message: types.JSONRPCMessage) -> None:
+        if isinstance(message, types.JSONRPCRequest) and message.method not in _LONG_LIVED:
+            self._pending.add(message.id)
+        elif isinstance(message, types.JSONRPCNotification) and message.method == "notifications/cancelled":
+            cancelled = (message.params or {}).get("requestId")
+            self._pending.discard(cancelled)  # the server never answers a request its host cancelled
+
+    async def outbound(self) -> None:
+        """Server to host, noting each answer; ends when the server closes its side."""
+        async with self._host_write, self._from_server:
+            async for item in self._from_server:
+                await self._host_write.send(item)
+                if isinstance(item.message, (types.JSONRPCResponse, types.JSONRPCError)):
+                    self._pending.discard(item.message.id)  # type: ignore[arg-type]
+                    if not self._pending:
+                        self._answered.set()
+
+    def stop_reading(self) -> None:
+        self._reading.cancel()
+
+
 def _build_server(bridge: _Bridge, catalog: Catalog) -> Server[Any]:
     """The host-facing server, introduced as memosd introduces itself: the lists are served by the bridge,
     everything else relays; nothing waits for the daemon."""
@@ -506,8 +597,10 @@ async def run_bridge(
     *,
     stdin: anyio.AsyncFile[str] | None = None,
     stdout: anyio.AsyncFile[str] | None = None,
+    drain: float = DRAIN_S,
 ) -> None:
-    """Serve MCP on stdio for `agent`, relayed to the daemon at `url`, until the host closes stdin."""
+    """Serve MCP on stdio for `agent`, relayed to the daemon at `url`, until the host closes stdin and what
+    it sent before has been answered (or `drain` seconds have passed)."""
     bridge = _Bridge(url, token, agent, catalog)
     server = _build_server(bridge, catalog)
     options = server.create_initialization_options(
@@ -516,5 +609,10 @@ async def run_bridge(
     async with stdio_server(stdin, stdout) as (read_stream, write_stream), anyio.create_task_group() as tg:
         tg.start_soon(bridge.supervise)
         tg.start_soon(bridge.listen_upstream)
-        await server.run(read_stream, write_stream, options)
+        pipe = _HostPipe(read_stream, write_stream, bridge.abandon, drain)
+        async with anyio.create_task_group() as relay:
+            relay.start_soon(pipe.outbound)  # ends once the server has written its last answer
+            relay.start_soon(pipe.inbound)
+            await server.run(pipe.server_read, pipe.server_write, options)
+            pipe.stop_reading()  # the server ended by itself: stop waiting for the host
         tg.cancel_scope.cancel()

@@ -1,7 +1,9 @@
 """`memos doctor`: is this set-up able to work? One line per check (ok, warn or FAIL); exit 1 if any failed.
 
 It never downloads the model, never creates the database, and only looks at the port and the daemon (a token
-it checks counts as its agent being seen, as any use of it does).
+it checks counts as its agent being seen, as any use of it does). With a daemon running, it also reports what
+that daemon says of its own embedding model (loaded, loading, failed or off), which the `model` check, loading
+the model in this process, cannot tell.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import anyio
 from daemon import (
     NO_MODEL,
     Config,
+    DaemonStatus,
     MemosError,
     Services,
     Unauthenticated,
@@ -77,6 +80,7 @@ async def check_database_and_daemon(
 ) -> None:
     held = serving_daemon(config)  # before this command opens the database
     server = config.server
+    reported: DaemonStatus | None = None
     token_check = ("FAIL", f"no database yet, so no agent {args.agent!r}: `memos agent add {args.agent}`")
     if not config.database_exists:
         report(
@@ -98,9 +102,10 @@ async def check_database_and_daemon(
             "ok", "database", f"{config.database_label} is readable (schema {status.schema_version},"
             f" {status.agents} agents, {status.memories} memories)",
         )  # fmt: skip
-        daemon, running = status.daemon, status.running
+        daemon, running, reported = status.daemon, status.running, status.daemon_status
     if running:
         report("ok", "daemon", daemon)
+        report(*daemon_embedder(reported))
     elif held:
         report("FAIL", "daemon", daemon)
     elif port_free(server.host, server.port):
@@ -114,6 +119,33 @@ async def check_database_and_daemon(
         )  # fmt: skip
     if token is not None:
         report(token_check[0], "token", token_check[1])
+
+
+def daemon_embedder(reported: DaemonStatus | None) -> tuple[str, str, str]:
+    """The `embedder` check: the running daemon's own report of its model, as it keeps it in the database."""
+    if reported is None:
+        return (
+            "warn",
+            "embedder",
+            "memosd has not reported on its model yet (it does within seconds of starting)",
+        )
+    model = reported.embedder_model or "the embedding model"
+    if reported.embedder == "ready":
+        return "ok", "embedder", f"memosd has {model} loaded: search is hybrid"
+    if reported.embedder == "loading":
+        return "warn", "embedder", f"memosd is still loading {model}: search is lexical until it is ready"
+    if reported.embedder == "disabled":
+        return "ok", "embedder", 'memosd runs without a model ([embedder] model = "none"): search is lexical'
+    if reported.embedder == "failed":
+        return (
+            "FAIL", "embedder", f"memosd could not load {model} ({reported.embedder_problem or 'no reason given'}):"
+            " search is lexical; fix [embedder] model or model_path and restart memosd",
+        )  # fmt: skip
+    return (
+        "warn",
+        "embedder",
+        f"memosd reports its model as {reported.embedder!r}, which this memos does not know",
+    )
 
 
 def given_token(args: argparse.Namespace, report: Report) -> str | None:

@@ -139,6 +139,7 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
         print(
             f"            {when}pid {reported.pid}, memos {reported.version}, {reported.state} since"
             f" {reported.started_at}, embedder {reported.embedder or 'n/a'}"
+            + (f" ({reported.embedder_problem})" if reported.embedder_problem else "")
         )
         for name, m in reported.queue.items() if status.running else ():
             print(

@@ -7,6 +7,7 @@ by the SDK's own client, the way a desktop host drives it.
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -408,5 +409,45 @@ def test_wedged_upstream_client_is_replaced(tmp_path: Path) -> None:
                 assert "echo" in {t.name for t in tools.tools}
                 assert bridge._link is not link and link.dead.is_set()
                 tg.cancel_scope.cancel()
+
+    anyio.run(main)
+
+
+@pytest.mark.timeout(60)
+def test_a_call_still_unanswered_when_the_drain_time_is_up_is_answered_as_abandoned(tmp_path: Path) -> None:
+    """Steps: a host sends `slow` (30 s upstream) and closes stdin at once; the bridge, given 2 s to drain,
+    answers it with an error that says it may or may not have run, and exits by itself long before `slow`
+    would have finished."""
+    code = (
+        "import sys, functools, anyio, daemon, mcp_server.app as app, mcp_server.bridge as b;"
+        " anyio.run(functools.partial(b.run_bridge, drain=2.0), *sys.argv[1:4],"
+        " app.build_catalog(daemon.Config(), 'test'))"
+    )
+    requests = [
+        {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "host", "version": "1"},
+        }},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "slow", "arguments": {}}},
+    ]  # fmt: skip
+
+    async def main() -> None:
+        async with upstream_at(tmp_path) as upstream:
+            await upstream.start()
+            args = [sys.executable, "-c", code, upstream.url, TOKEN, "a"]
+            async with await anyio.open_process(args, cwd=ROOT, stderr=None) as bridge:
+                assert bridge.stdin is not None and bridge.stdout is not None
+                await bridge.stdin.send("".join(json.dumps(r) + "\n" for r in requests).encode())
+                await bridge.stdin.aclose()
+                output = b""
+                with anyio.fail_after(20):  # `slow` itself would take 30 s
+                    async for chunk in bridge.stdout:
+                        output += chunk
+                    assert await bridge.wait() == 0
+            answers = {m["id"]: m for m in map(json.loads, output.decode().splitlines()) if "id" in m}
+            result = answers[1]["result"]
+            assert result["isError"] is True
+            assert "did not answer in time: a write may or may not have run" in result["content"][0]["text"]
+            assert upstream.marker.read_text() == "ran\n"
 
     anyio.run(main)

@@ -340,6 +340,40 @@ async def test_over_mcp_a_link_to_another_agents_private_memory_is_not_found_and
         assert "Not found: " in gone
 
 
+async def test_over_mcp_the_owner_removes_a_dangling_link_without_read_on_its_target(
+    daemon: RunningDaemon, tokens: dict[str, str]
+) -> None:
+    """Steps: omar shares `omar-plans` with lena (read); lena links her note to a memory in it; omar deletes
+    that memory and unshares the cube: lena sees no link (the target is unreadable) but can still remove it
+    with memory_unlink, whose answer names no cube for the target; unlinking again, with no link left, is
+    "Not found" in the very words a missing id gets; omar's own view of his memory never had lena's link."""
+    async with mcp_client(daemon.url, tokens["omar"]) as omar, mcp_client(daemon.url, tokens["lena"]) as lena:
+        daemon.relate("plans-readers", "omar", "lena")
+        await call(omar, "cube_create", name="omar-plans")
+        plan = (await call(omar, "memory_add", content="Plan: move the offsite to June", cube="omar-plans"))[
+            "id"
+        ]
+        await call(omar, "cube_share", cube="omar-plans", grantee="lena", permission="read")
+        note = (await call(lena, "memory_add", content="Lena: book the June venue"))["id"]
+        await call(lena, "memory_link", from_id=note, to_id=plan, relation="about")
+
+        await call(omar, "memory_delete", id=plan)
+        await call(omar, "cube_unshare", cube="omar-plans", grantee="lena")
+        assert (await call(lena, "memory_get", id=note))["links"] == []
+
+        removed = await call(lena, "memory_unlink", from_id=note, to_id=plan)
+        assert removed == {
+            "from_id": note, "from_cube": "@lena", "to_id": plan, "to_cube": None,
+            "linked": [], "unlinked": ["about"],
+        }  # fmt: skip
+        again = await call_error(lena, "memory_unlink", from_id=note, to_id=plan)
+        missing = await call_error(lena, "memory_unlink", from_id=note, to_id="mem_" + "0" * 16)
+        assert "Not found: no memory with id" in again
+        assert re.sub(r"mem_\w+", "ID", again) == re.sub(r"mem_\w+", "ID", missing)
+        await call(omar, "memory_restore", id=plan)
+        assert (await call(omar, "memory_get", id=plan))["links"] == []  # the link is gone, not hidden
+
+
 @pytest.mark.parametrize("era", ["legacy", "auto"])
 async def test_a_neighbourhood_subscriber_hears_of_a_new_link(
     daemon: RunningDaemon, tokens: dict[str, str], era: str

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -265,3 +266,47 @@ async def test_errors_through_the_bridge_read_exactly_as_over_http(daemon: Runni
             over_http = await _read_outcome(direct, uri)
             assert over_http[0] == "json-rpc error", over_http
             assert await _read_outcome(relayed, uri) == over_http, uri
+
+
+async def test_writes_in_flight_when_the_host_closes_stdin_are_answered_before_the_bridge_exits(
+    daemon: RunningDaemon,
+) -> None:
+    """Steps: a host sends the handshake and five memory_add calls down the bridge's stdin and closes it at
+    once, as a host that is quitting does; it reads stdout to the end. Every call is answered (none with
+    "Connection closed", none dropped), the bridge then exits by itself, and the daemon holds exactly the
+    five memories the answers name."""
+    token = daemon.add_agent("quitting-host")
+    texts = [f"Note {n} written just before the host quit" for n in range(5)]
+    requests = [
+        {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "quitting-host", "version": "1"},
+        }},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        *({"jsonrpc": "2.0", "id": n + 1, "method": "tools/call",
+           "params": {"name": "memory_add", "arguments": {"content": text}}} for n, text in enumerate(texts)),
+    ]  # fmt: skip
+    process = await anyio.open_process(
+        memos_command("--config", str(daemon.config_path), "mcp", "--agent", "quitting-host"),
+        env=isolated_env(daemon.home) | {"MEMOS_TOKEN": token},
+        cwd=REPO,
+        stderr=None,
+    )
+    async with process:
+        assert process.stdin is not None and process.stdout is not None
+        await process.stdin.send("".join(json.dumps(r) + "\n" for r in requests).encode())
+        await process.stdin.aclose()
+        output = b""
+        with anyio.fail_after(60):
+            async for chunk in process.stdout:
+                output += chunk
+            assert await process.wait() == 0
+    answers = {m["id"]: m for m in map(json.loads, output.decode().splitlines()) if "id" in m}
+    assert sorted(answers) == [0, 1, 2, 3, 4, 5], output.decode()
+    results = [answers[n + 1].get("result") for n in range(5)]
+    assert all(r is not None and not r.get("isError") for r in results), answers
+    ids = {r["structuredContent"]["id"] for r in results if r is not None}
+    async with mcp_client(daemon.url, token) as client:
+        stored = (await call(client, "memory_list"))["memories"]
+    assert {m["id"] for m in stored} == ids
+    assert sorted(m["content"] for m in stored) == sorted(texts)
