@@ -162,6 +162,7 @@ class LexicalIndex:
         self.fills = 0
         # Retired rows (and their share of all) past which the index is filled again without them.
         self.compact_after, self.compact_share = 4096, 0.25
+        self.fill_slice = _FILL_SLICE  # token instances turned into postings at a time while filling
 
     @property
     def ready(self) -> bool:
@@ -493,20 +494,54 @@ def _fill(index: LexicalIndex, path: Path) -> Records:
     return records
 
 
+# Token instances turned into postings at a time while filling: the arrays of one slice (~40 bytes an
+# instance, ~10 MiB) are what the fill holds beyond the postings, whatever the database's size. All of
+# LongMemEval dev60 (4.6M instances) at once took +245 MiB at its peak; a slice at a time, +67.
+_FILL_SLICE = 1 << 18
+
+
 def _postings_from(index: LexicalIndex, instances: Iterable[tuple[str, int]]) -> None:
-    """The filled postings from (term, doc) instances, grouped by term (as fts5vocab gives them)."""
+    """The filled postings from (term, doc) instances, grouped by term and by doc within a term (as fts5vocab
+    gives them), a slice of whole terms at a time so the fill's memory stays bounded."""
     terms: dict[str, int] = {}
     numbers, docs = array("q"), array("q")
+    flats: list[np.ndarray] = []
+    term_counts: list[np.ndarray] = []
+    lengths = np.zeros(len(index._seqs), np.int64)
     term: str | None = None
     number = -1
+
+    def slice_done() -> None:
+        flat, per_term, tokens = _postings_of_slice(index._seqs, numbers, docs, terms_before, len(terms))
+        flats.append(flat)
+        term_counts.append(per_term)
+        lengths[:] += tokens
+        del numbers[:], docs[:]
+
+    terms_before = 0
     for word, doc in instances:
         if word != term:
+            if len(numbers) >= index.fill_slice:  # only between terms: a term's postings come from one slice
+                slice_done()
+                terms_before = len(terms)
             term = word
             number = terms.setdefault(word, len(terms))
         numbers.append(number)
         docs.append(doc)
-    seqs = index._seqs
-    by_term = np.frombuffer(numbers, np.int64) if numbers else np.empty(0, np.int64)
+    slice_done()
+    index._terms = terms
+    index._flat = np.concatenate(flats)
+    index._offsets = np.concatenate(([0], np.cumsum(np.concatenate(term_counts)))).astype(np.int64)
+    index._lengths = lengths.astype(np.float64)
+    index._tokens = int(lengths.sum())
+
+
+def _postings_of_slice(
+    seqs: np.ndarray, numbers: array[int], docs: array[int], first_term: int, end_term: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One slice's postings (row << _TF_BITS | tokens), how many each of its terms has (terms first_term up
+    to end_term), and the tokens it adds to each row."""
+    by_term = np.frombuffer(numbers, np.int64) - first_term if numbers else np.empty(0, np.int64)
     rows = np.searchsorted(seqs, np.frombuffer(docs, np.int64) if docs else np.empty(0, np.int64))
     key = by_term * (len(seqs) + 1) + rows
     if len(key) > 1 and (np.diff(key) < 0).any():
@@ -514,8 +549,5 @@ def _postings_from(index: LexicalIndex, instances: Iterable[tuple[str, int]]) ->
     starts = np.flatnonzero(np.diff(key, prepend=-1))  # one posting per (term, row): its tokens counted
     counts = np.diff(np.append(starts, len(key)))
     term_of, row_of = np.divmod(key[starts], len(seqs) + 1)
-    index._terms = terms
-    index._flat = row_of << _TF_BITS | counts
-    index._offsets = np.searchsorted(term_of, np.arange(len(terms) + 1))
-    index._lengths = np.bincount(rows, minlength=len(seqs)).astype(np.float64)
-    index._tokens = len(rows)
+    per_term = np.bincount(term_of, minlength=end_term - first_term)
+    return row_of << _TF_BITS | counts, per_term, np.bincount(rows, minlength=len(seqs))

@@ -72,13 +72,15 @@ async def compare(index: LexicalIndex, conn: Connection, cube_ids: list[int], rn
 async def test_in_memory_bm25_equals_fts5_over_random_corpora_and_writes(tmp_path: Path) -> None:
     """Steps: alice and bob write random notes; between rounds of random queries (in alice's cube, bob's,
     and both), notes are added one by one (some with tags) and in batches, imported, updated, deleted,
-    restored and superseded (the index is filled again without its retired rows often). Every
+    restored and superseded (the index is filled again without its retired rows often, a few token
+    instances at a time). Every
     answer of the index equals FTS5's (seq, score) list exactly, and the index answers nearly every query."""
     rng = random.Random(17)
     async with open_services(memory_config(tmp_path)) as services:
         index = services.search.lexical_index
         assert index is not None
         index.compact_after, index.compact_share = 2, 0.0  # retired rows dropped often
+        index.fill_slice = 5  # fills of many slices, as a large database's
         await services.identities.add("alice")
         await services.identities.add("bob")
         alice, bob = agent_named("alice"), agent_named("bob")
