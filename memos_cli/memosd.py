@@ -22,6 +22,7 @@ from daemon import (
     open_services,
     supervised,
 )
+from daemon.heap import unpooled_large_allocations
 from mcp_server.app import build_app, build_mcp
 from mcp_server.connections import raise_open_files_limit
 from mcp_server.http import HttpServer
@@ -121,6 +122,7 @@ def _serve_command(config_path: str | None) -> int:
         config = load_config(config_path)
     setup_logging(config.log.level)
     raise_open_files_limit()  # before anything opens files: connections are bounded below it
+    unpooled_large_allocations()  # large temporaries go back to the system when freed (daemon/heap.py)
     log.info("memos %s, config %s, database %s", memos_version(), config.source, config.database_label)
     watchdog = os.environ.get("WATCHDOG_USEC")
     notifier = Notifier(
