@@ -182,7 +182,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     # the same cores slow each other down (measured at 100k memories: search p50 76 -> 47 ms, an add with
     # its similarity check 41 -> 19 ms, embedding throughput unchanged). Process-wide, hence here.
     threadpool_limits(1, user_api="blas")
-    map_large_blocks()  # the model's per-call tensors handed back when freed (daemon/heap.py)
+    map_large_blocks()  # large temporaries (model tensors, score arrays) handed back when freed (daemon/heap.py)
     store = await open_store(config)
     try:
         services = _services(config, store, Embedder(config.embedder, model_cache_dir()))

@@ -48,14 +48,14 @@ class VectorCache:
         self.block_rows = block_rows or (BLOCK_ROWS if self.exact else 2 * BLOCK_ROWS)
         self._int8 = None if self.exact else _Int8()
         self._snapshot: _Snapshot = ((), (), np.empty(1024, np.int64), np.empty(1024, np.int64), 0)
-        self._row_of: dict[int, int] = {}
+        self._rows = _RowOf()
         self._retired = 0
         self._cube_rows: Counter[int] = Counter()  # live rows per cube
         self._live_cubes: frozenset[int] = frozenset()  # replaced, never changed: searches read it on threads
         self.capped = 0  # int8 searches whose shortlist hit its cap (their top k may miss a true one)
 
     def __len__(self) -> int:
-        return len(self._row_of)
+        return len(self._rows)
 
     @property
     def vector_bytes(self) -> int:
@@ -92,8 +92,8 @@ class VectorCache:
             vectors, row_scales = self._int8.encoded(vectors)
         size = self.block_rows
         for index, (seq, cube_id, _) in enumerate(rows):
-            old = self._row_of.get(seq)
-            if old is not None:
+            old = self._rows.get(seq)
+            if old >= 0:
                 self._cube_rows[int(cubes[old])] -= 1
                 cubes[old] = _RETIRED
                 self._retired += 1
@@ -102,7 +102,7 @@ class VectorCache:
                 scales[used // size][used % size] = row_scales[index]
             seqs[used], cubes[used] = seq, cube_id
             self._cube_rows[cube_id] += 1
-            self._row_of[seq] = used
+            self._rows.set(seq, used)
             used += 1
         self._snapshot = (blocks, scales, seqs, cubes, used)
         self._live_cubes = frozenset(cube for cube, n in self._cube_rows.items() if n)
@@ -112,8 +112,8 @@ class VectorCache:
     def discard(self, seqs: Iterable[int]) -> None:
         cubes = self._snapshot[3]
         for seq in seqs:
-            row = self._row_of.pop(seq, None)
-            if row is not None:
+            row = self._rows.pop(seq)
+            if row >= 0:
                 self._cube_rows[int(cubes[row])] -= 1
                 cubes[row] = _RETIRED
                 self._retired += 1
@@ -136,7 +136,7 @@ class VectorCache:
                 scale[: len(rows)] = _gathered(scales, size, rows)
                 fresh_scales.append(scale)
         self._snapshot = (tuple(fresh), tuple(fresh_scales), seqs[keep].copy(), cubes[keep].copy(), len(keep))
-        self._row_of = {int(seq): row for row, seq in enumerate(self._snapshot[2][: len(keep)])}
+        self._rows = _RowOf(self._snapshot[2][: len(keep)])
         self._retired = 0
         self._cube_rows = Counter({cube: n for cube, n in self._cube_rows.items() if n})
 
@@ -198,12 +198,68 @@ class VectorCache:
         for the event loop, where the cache is also changed, so rows cannot move meanwhile."""
         assert self.exact, "an int8 cache holds no exact vectors"
         blocks = self._snapshot[0]
-        pairs = [(seq, self._row_of[seq]) for seq in seqs if seq in self._row_of]
+        pairs = [(seq, row) for seq in seqs if (row := self._rows.get(seq)) >= 0]
         if not pairs:
             return {}
         rows = np.fromiter((row for _, row in pairs), np.int64, len(pairs))
         values = _gathered(blocks, self.block_rows, rows) @ query.astype(np.float32)
         return {seq: float(value) for (seq, _), value in zip(pairs, values, strict=True)}
+
+
+class _RowOf:
+    """Seq -> row of the cache, -1 when absent: an int32 array indexed by seq (memories' seqs are SQLite rowids,
+    nearly dense: 4 bytes a seq, against ~110 bytes a row for a dict of ints), seqs far past the rows held in a
+    dict so that memory stays bounded by the rows. Used on the event loop only (searches never read it)."""
+
+    def __init__(self, seqs: np.ndarray | None = None) -> None:
+        self._dense = np.full(0, -1, np.int32)
+        self._sparse: dict[int, int] = {}
+        self._count = 0
+        if seqs is not None and len(seqs):
+            seqs = seqs.astype(np.int64, copy=False)
+            dense = (seqs >= 0) & (seqs < self._limit(len(seqs)))
+            self._dense = np.full(int(seqs[dense].max(initial=-1)) + 1, -1, np.int32)
+            rows = np.arange(len(seqs), dtype=np.int32)
+            self._dense[seqs[dense]] = rows[dense]
+            self._sparse = {int(seq): int(row) for seq, row in zip(seqs[~dense], rows[~dense], strict=True)}
+            self._count = len(seqs)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def _limit(self, rows: int) -> int:
+        return 4 * rows + 65_536
+
+    def get(self, seq: int) -> int:
+        if 0 <= seq < len(self._dense):
+            return int(self._dense[seq])
+        return self._sparse.get(seq, -1)
+
+    def set(self, seq: int, row: int) -> None:
+        if 0 <= seq < len(self._dense):
+            self._count += int(self._dense[seq] < 0)
+            self._dense[seq] = row
+        elif 0 <= seq < self._limit(self._count + 1):
+            size = min(max(2 * len(self._dense), seq + 1), self._limit(self._count + 1))
+            grown = np.full(size, -1, np.int32)
+            grown[: len(self._dense)] = self._dense
+            for held in [held for held in self._sparse if 0 <= held < size]:  # seqs now in the array's range
+                grown[held] = self._sparse.pop(held)
+            self._dense = grown
+            self.set(seq, row)
+        else:
+            self._count += seq not in self._sparse
+            self._sparse[seq] = row
+
+    def pop(self, seq: int) -> int:
+        """The row of `seq` (-1 when absent), forgotten."""
+        if 0 <= seq < len(self._dense):
+            row = int(self._dense[seq])
+            self._dense[seq] = -1
+        else:
+            row = self._sparse.pop(seq, -1)
+        self._count -= row >= 0
+        return row
 
 
 class _Int8:
