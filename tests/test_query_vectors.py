@@ -4,6 +4,7 @@ as they do alone."""
 from __future__ import annotations
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 import pytest
 
@@ -19,6 +20,26 @@ QUESTIONS = [
     "Why did the cache fail last week?",
     "billing invoices",
 ]
+
+
+async def hold_every_slot(tg: anyio.abc.TaskGroup, services: Services, releases: list[anyio.Event]) -> None:
+    """One running search per search slot, each holding its slot and a reader for long reads until its event
+    in `releases` is set; returns once every slot is held."""
+    search = services.search
+    held = 0
+    all_held = anyio.Event()
+
+    async def running_search(release: anyio.Event) -> None:
+        nonlocal held
+        async with search.gate.slot("holder"), services.store.read(long=True):
+            held += 1
+            if held == search.gate.slots:
+                all_held.set()
+            await release.wait()
+
+    for release in releases:
+        tg.start_soon(running_search, release)
+    await all_held.wait()
 
 
 async def test_searches_waiting_for_their_turn_share_one_model_call_and_answer_as_alone(
@@ -44,16 +65,7 @@ async def test_searches_waiting_for_their_turn_share_one_model_call_and_answer_a
 
     alone = [await answer(question) for question in QUESTIONS]
     together: dict[int, list[tuple[str, float]]] = {}
-    release, held = anyio.Event(), anyio.Event()
-    holding = 0
-
-    async def running_search() -> None:
-        nonlocal holding
-        async with search.gate.slot("holder"), services.store.read(long=True):
-            holding += 1
-            if holding == search.gate.slots:
-                held.set()
-            await release.wait()
+    release = anyio.Event()
 
     async def ask(index: int) -> None:
         together[index] = await answer(QUESTIONS[index])
@@ -61,9 +73,7 @@ async def test_searches_waiting_for_their_turn_share_one_model_call_and_answer_a
     calls = search.query_vectors.calls
     with anyio.fail_after(60):
         async with anyio.create_task_group() as tg:
-            for _ in range(search.gate.slots):
-                tg.start_soon(running_search)
-            await held.wait()
+            await hold_every_slot(tg, services, [release] * search.gate.slots)
             for index in range(len(QUESTIONS)):
                 tg.start_soon(ask, index)
             await anyio.wait_all_tasks_blocked()
@@ -82,22 +92,10 @@ async def test_a_search_cancelled_while_waiting_leaves_no_query_behind(services:
     await services.identities.add("asker")
     await services.additions.add(asker, None, NewMemory(content="Lena moved the billing service to Go"))
     search = services.search
-    release, held = anyio.Event(), anyio.Event()
-    holding = 0
-
-    async def running_search() -> None:
-        nonlocal holding
-        async with search.gate.slot("holder"), services.store.read(long=True):
-            holding += 1
-            if holding == search.gate.slots:
-                held.set()
-            await release.wait()
-
+    release = anyio.Event()
     with anyio.fail_after(60):
         async with anyio.create_task_group() as tg:
-            for _ in range(search.gate.slots):
-                tg.start_soon(running_search)
-            await held.wait()
+            await hold_every_slot(tg, services, [release] * search.gate.slots)
             with anyio.move_on_after(0.2):
                 await search.search(asker, SearchQuery(query="billing service", k=5))
             assert (search.gate.waiting(), search.query_vectors.waiting) == (0, 0)
@@ -120,17 +118,6 @@ async def test_cancelling_the_search_that_embeds_others_queries_leaves_them_answ
         )
     search, vectors = services.search, services.search.query_vectors
     holders = [anyio.Event() for _ in range(search.gate.slots)]
-    held = 0
-    all_held = anyio.Event()
-
-    async def running_search(release: anyio.Event) -> None:
-        nonlocal held
-        async with search.gate.slot("holder"), services.store.read(long=True):
-            held += 1
-            if held == search.gate.slots:
-                all_held.set()
-            await release.wait()
-
     answers: dict[str, list[str]] = {}
 
     async def ask(name: str, scope: anyio.CancelScope) -> None:
@@ -142,9 +129,7 @@ async def test_cancelling_the_search_that_embeds_others_queries_leaves_them_answ
     first = anyio.CancelScope()
     with anyio.fail_after(60):
         async with anyio.create_task_group() as tg:
-            for release in holders:
-                tg.start_soon(running_search, release)
-            await all_held.wait()
+            await hold_every_slot(tg, services, holders)
             for name in ("a", "b", "c"):
                 tg.start_soon(ask, name, first if name == "a" else anyio.CancelScope())
                 await anyio.wait_all_tasks_blocked()
