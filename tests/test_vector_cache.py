@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daemon import NewMemory, SearchQuery, agent_named, open_services, sqlite_driver
+from daemon.config import Config
 from daemon.vector_cache import VectorCache, matmul_integer_model
 from tests.conftest import BOTH, make_config
 
@@ -238,22 +239,23 @@ async def test_vectors_stored_before_a_restart_are_in_the_cache_after_it(
     """Steps: add memories, close, open again (the cache is filled from the table, page by page); a vector
     search gives the same hits and similarities as before the restart."""
     config = make_config(tmp_path, str(model_dir))
-    query = SearchQuery(query="topic three", mode="vector", k=10)
-    alice = agent_named("alice")
-    answers = []
-    for first in (True, False):
-        async with open_services(config) as services:
-            await services.vectors.attached.wait()
-            if first:
-                await services.identities.add("alice")
-                await services.additions.add_batch(
-                    alice,
-                    None,
-                    [NewMemory(content=f"Memory number {i} about topic {i % 7}") for i in range(40)],
-                )
-            found = await services.search.search(alice, query)
-            answers.append([(hit.content, hit.match.similarity) for hit in found.results])
+    answers = [await vector_search(config, first) for first in (True, False)]
     assert len(answers[0]) == 10 and answers[0] == answers[1]
+
+
+async def vector_search(config: Config, first: bool) -> list[tuple[str, float | None]]:
+    """Open the daemon core on `config` (adding alice's 40 memories when `first`): the (content, similarity)
+    of a search by meaning."""
+    alice = agent_named("alice")
+    async with open_services(config) as services:
+        await services.vectors.attached.wait()
+        if first:
+            await services.identities.add("alice")
+            await services.additions.add_batch(
+                alice, None, [NewMemory(content=f"Memory number {i} about topic {i % 7}") for i in range(40)]
+            )
+        found = await services.search.search(alice, SearchQuery(query="topic three", mode="vector", k=10))
+        return [(hit.content, hit.match.similarity) for hit in found.results]
 
 
 def test_int8_holds_about_a_quarter_of_the_float32_bytes() -> None:
@@ -399,23 +401,7 @@ def test_an_older_files_vec0_table_is_copied_into_a_plain_table(tmp_path: Path, 
     import anyio
 
     config = make_config(tmp_path, str(model_dir))
-    alice = agent_named("alice")
-    query = SearchQuery(query="topic three", mode="vector", k=10)
-
-    async def run(first: bool) -> list[tuple[str, float]]:
-        async with open_services(config) as services:
-            await services.vectors.attached.wait()
-            if first:
-                await services.identities.add("alice")
-                await services.additions.add_batch(
-                    alice,
-                    None,
-                    [NewMemory(content=f"Memory number {i} about topic {i % 7}") for i in range(40)],
-                )
-            found = await services.search.search(alice, query)
-            return [(hit.content, hit.match.similarity) for hit in found.results]
-
-    before = anyio.run(run, True)
+    before = anyio.run(vector_search, config, True)
     path = str(config.database_path)
     conn = sqlite_driver.connect(path)
     stored = conn.execute("SELECT rowid, cube_id, embedding FROM memory_vectors ORDER BY rowid").fetchall()
@@ -428,10 +414,10 @@ def test_an_older_files_vec0_table_is_copied_into_a_plain_table(tmp_path: Path, 
     conn.executemany("INSERT INTO memory_vectors (rowid, cube_id, embedding) VALUES (?, ?, ?)", stored)
     conn.execute("COMMIT")
     conn.close()
-    after = anyio.run(run, False)
+    after = anyio.run(vector_search, config, False)
     conn = sqlite_driver.connect(path)
     try:
-        sql = conn.execute("SELECT sql FROM sqlite_schema WHERE name = 'memory_vectors'").fetchone()[0]
+        [(sql,)] = conn.execute("SELECT sql FROM sqlite_schema WHERE name = 'memory_vectors'").fetchall()
         again = conn.execute("SELECT rowid, cube_id, embedding FROM memory_vectors ORDER BY rowid").fetchall()
     finally:
         conn.close()
