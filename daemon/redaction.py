@@ -28,6 +28,11 @@ BUILTIN_PATTERNS: tuple[tuple[str, str], ...] = (
         r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
         r"[\s\S]*?(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|\Z)",
     ),
+    # memos' own bearer tokens: memos_ and 43 url-safe characters with a digit or a capital somewhere, which a
+    # snake_case identifier lacks (a token has neither about once in 10^15; a digit alone missed 1 in 2,500).
+    # Before the other keys: a random token may hold another key's shape after a hyphen ("-sk-", "-ghp_"),
+    # and masking that first left the token's head in clear.
+    ("memos_token", r"\bmemos_(?=[A-Za-z0-9_-]*[0-9A-Z])[A-Za-z0-9_-]{40,}"),
     ("anthropic_key", r"\bsk-ant-[A-Za-z0-9_-]{20,}"),
     # A digit somewhere: "sk-" before a run of hyphenated words is prose, not a key.
     ("openai_key", r"\bsk-(?=[A-Za-z_-]*[0-9])(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"),
@@ -40,9 +45,6 @@ BUILTIN_PATTERNS: tuple[tuple[str, str], ...] = (
     ("slack_token", r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),
     ("google_api_key", r"\bAIza[0-9A-Za-z_-]{35,}"),
     ("jwt", r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
-    # memos' own bearer tokens: memos_ and 43 url-safe characters with a digit or a capital somewhere, which a
-    # snake_case identifier lacks (a token has neither about once in 10^15; a digit alone missed 1 in 2,500).
-    ("memos_token", r"\bmemos_(?=[A-Za-z0-9_-]*[0-9A-Z])[A-Za-z0-9_-]{40,}"),
     ("bearer_token", r"(?i)\bbearer\s+(?P<secret>[A-Za-z0-9._~+/-]{16,}=*)"),
     (
         "password",

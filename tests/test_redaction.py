@@ -267,3 +267,15 @@ def test_every_memos_token_is_masked_whatever_characters_it_drew() -> None:
     tokens = [f"memos_{secrets.token_urlsafe(32)}" for _ in range(20_000)]
     assert [t for t in tokens if redactor.text(t) != "[REDACTED:memos_token]"] == []
     assert redactor.text("memos_" + "Ab" * 20 + "cde") == "[REDACTED:memos_token]"  # letters only
+
+
+def test_a_memos_token_holding_another_keys_shape_is_masked_whole() -> None:
+    """About one random token in 400,000 holds "-sk-", "-ghp_" or the like followed by enough characters to
+    look like another service's key: the whole token is masked, none of its head left in clear."""
+    redactor = Redactor()
+    for token in (
+        "memos_Q7a-Zx-sk-abcdEFGH1234ijklMNOP5678qrstuvw",  # an OpenAI key's shape after a hyphen
+        "memos_ab-ghp_" + "A" * 30 + "x1c",  # a GitHub token's
+        "memos_" + "z" * 20 + "-AIza" + "B2" * 18,  # a Google API key's
+    ):
+        assert redactor.text(f"token {token} here") == "token [REDACTED:memos_token] here", token
