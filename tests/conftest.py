@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx2
 import pytest
@@ -20,9 +19,6 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from daemon import Config, Services, load_config, open_services
-from daemon import embedder as embedder_module
-from daemon.config import EmbedderConfig
-from daemon.embedder import load_model
 from tests.pg_server import PgCluster
 
 REPO = Path(__file__).resolve().parents[1]
@@ -253,26 +249,9 @@ def backend(request: pytest.FixtureRequest) -> Iterator[str | None]:
         yield url
 
 
-_LOADED_MODELS: dict[tuple[EmbedderConfig, bool], Any] = {}
-
-
-def _load_model_once(config: EmbedderConfig, cache_dir: Path, *, local_only: bool = False) -> Any:
-    """`daemon.embedder.load_model`, run once per embedder configuration for the in-process cores of this
-    test process: each `services` test then gets the same real model without loading it again (about half
-    a second of CPU each). The cache folder does not matter: the tests load the model from `model_path`.
-    Loading itself is covered by test_embedder and by every test that starts memosd."""
-    key = (config, local_only)
-    if key not in _LOADED_MODELS:
-        _LOADED_MODELS[key] = load_model(config, cache_dir, local_only=local_only)
-    return _LOADED_MODELS[key]
-
-
 @pytest.fixture
-async def services(
-    tmp_path: Path, model_dir: Path, backend: str | None, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Services]:
+async def services(tmp_path: Path, model_dir: Path, backend: str | None) -> AsyncIterator[Services]:
     """The daemon core in-process, with the real model loaded and the vector index attached."""
-    monkeypatch.setattr(embedder_module, "load_model", _load_model_once)
     config = make_config(tmp_path, str(model_dir), url=backend)
     async with open_services(config) as core:
         await core.vectors.attached.wait()
