@@ -70,4 +70,4 @@ def test_ci_runs_the_readme_test_command() -> None:
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     assert test in ci.splitlines()
     assert "pip install" in install and "memosd" in install and "[test]" not in install
-    assert test.startswith('.venv/bin/pip install -e ".[test]" && ') and test.endswith("-m pytest")
+    assert test.startswith('.venv/bin/pip install -e ".[test]" && ') and test.endswith("-m pytest -n auto")
