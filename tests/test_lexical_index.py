@@ -100,7 +100,7 @@ async def test_in_memory_bm25_equals_fts5_over_random_corpora_and_writes(tmp_pat
             }
         deleted: list[str] = []
         answered = 0
-        for round_ in range(ROUNDS):
+        for _ in range(ROUNDS):
             async with services.store.read() as conn:
                 for scope in ([cubes["@alice"]], [cubes["@bob"]], [cubes["@alice"], cubes["@bob"]]):
                     answered += await compare(index, conn, scope, rng)
