@@ -3,6 +3,7 @@
     python bench/profile.py DIR                      # DIR: a `load.py --keep`/`seed.py` database (copy it first)
     python bench/profile.py DIR --searches 200 --adds 60 --py-spy .venv/bin/py-spy
     python bench/profile.py DIR --searches 0 --adds 0 --batches 4 --py-spy .venv/bin/py-spy
+    python bench/profile.py DIR --adds 0 --search-setting "episode_spread = 0" --blend "context = 0"
 
 Starts memosd on DIR's database with the real model, runs `--searches` questions of the corpus (one agent,
 back to back), then `--adds` single `memory_add`s (similarity check on; `--add-agents` agents at once),
@@ -120,7 +121,10 @@ async def main(args: argparse.Namespace) -> None:
     port = free_port()
     settings = [f'lexical_index = "{args.lexical_index}"'] if args.lexical_index else []
     settings += [f'vector_precision = "{args.vector_precision}"'] if args.vector_precision else []
+    settings += args.search_setting
     extra = "\n".join(["[search]", *settings]) if settings else ""
+    if args.blend:
+        extra += "\n[search.blend]\n" + "\n".join(args.blend)
     config = write_config(home, port=port, model=str(args.model), extra=extra)
     daemon = start_daemon(config, home, port)
     out: Path = args.out
@@ -192,6 +196,16 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("dir", type=Path, help="a loaded database directory (memos.toml, token, data/)")
+    parser.add_argument(
+        "--search-setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help='a [search] line of memos.toml, e.g. "episode_spread = 0" (repeatable)',
+    )
+    parser.add_argument(
+        "--blend", action="append", default=[], metavar="KEY=VALUE", help="a [search.blend] line (repeatable)"
+    )
     parser.add_argument("--corpus", default="many-matches", choices=sorted(CORPORA))
     parser.add_argument("--searches", type=int, default=200)
     parser.add_argument("--adds", type=int, default=60)
