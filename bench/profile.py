@@ -125,6 +125,8 @@ async def main(args: argparse.Namespace) -> None:
     extra = "\n".join(["[search]", *settings]) if settings else ""
     if args.blend:
         extra += "\n[search.blend]\n" + "\n".join(args.blend)
+    if args.embedder_threads:  # the config's [embedder] table is the one open before `extra`
+        extra = f"threads = {args.embedder_threads}\n{extra}"
     config = write_config(home, port=port, model=str(args.model), extra=extra)
     daemon = start_daemon(config, home, port)
     out: Path = args.out
@@ -203,6 +205,7 @@ if __name__ == "__main__":
         metavar="KEY=VALUE",
         help='a [search] line of memos.toml, e.g. "episode_spread = 0" (repeatable)',
     )
+    parser.add_argument("--embedder-threads", type=int, help="[embedder] threads (default: unset, all cores)")
     parser.add_argument(
         "--blend", action="append", default=[], metavar="KEY=VALUE", help="a [search.blend] line (repeatable)"
     )
