@@ -23,7 +23,6 @@ import anyio
 import psycopg
 from psycopg.adapt import Loader
 
-from daemon.errors import StoreClosed
 from daemon.pg_errors import translated
 from daemon.pg_schema import apply_postgres_migrations
 from daemon.pg_sql import postgres_sql
@@ -230,17 +229,8 @@ class PgStore(Store):
         """A reader connection for the duration of the block (a consistent snapshot per statement). `long`:
         one of the readers kept for long reads (searches), which short reads never wait behind."""
         self._check_open()
-        pool = self._pg_pools[long]
-        try:
-            raw = await pool.receive.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            raise StoreClosed("the store is closed: memosd is shutting down") from None
-        try:
-            raw = await self._usable(raw)
+        async with self._pg_pools[long].lend(lambda: self._closed, self._usable) as raw:
             yield PgConnection(raw)
-        finally:
-            if not self._closed:
-                pool.send.send_nowait(raw)
 
     async def claim_turn(self, job: str, every_s: float) -> bool:
         """Whether this daemon runs periodic `job` now: the first of the daemons to ask once `every_s` (less

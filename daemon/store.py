@@ -203,16 +203,8 @@ class Store:
         """A reader connection for the duration of the block (a consistent snapshot per statement). `long`:
         one of the readers kept for long reads (searches), which short reads never wait behind."""
         self._check_open()
-        pool = self._pools[long]
-        try:
-            raw = await pool.receive.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            raise StoreClosed("the store is closed: memosd is shutting down") from None
-        try:
+        async with self._pools[long].lend(lambda: self._closed) as raw:
             yield Connection(raw)
-        finally:
-            if not self._closed:
-                pool.send.send_nowait(raw)
 
     async def claim_turn(self, job: str, every_s: float) -> bool:
         """Whether this daemon runs periodic `job` now. Always: one daemon owns the file (the instance
@@ -253,6 +245,24 @@ class ReaderPool(Generic[C]):
         self.send, self.receive = anyio.create_memory_object_stream[C](len(readers))
         for reader in readers:
             self.send.send_nowait(reader)
+
+    @asynccontextmanager
+    async def lend(
+        self, closed: Callable[[], bool], usable: Callable[[C], Awaitable[C]] | None = None
+    ) -> AsyncIterator[C]:
+        """An idle reader for the block, handed back after it unless the store is `closed` by then;
+        `usable` may replace it first (a connection the server dropped), and the replacement goes back."""
+        try:
+            raw = await self.receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StoreClosed("the store is closed: memosd is shutting down") from None
+        try:
+            if usable is not None:
+                raw = await usable(raw)
+            yield raw
+        finally:
+            if not closed():
+                self.send.send_nowait(raw)
 
 
 def _prepare(path: Path, check_integrity: bool) -> None:
