@@ -143,12 +143,10 @@ class PgVectorIndex(VectorIndex):
             cache = self._cache
             conn.after_commit(lambda: cache.upsert(rows))
 
-    async def nearest(
+    async def _scanned_nearest(
         self, conn: Connection, vector: np.ndarray, cube_ids: Sequence[int], k: int
     ) -> list[tuple[int, float]]:
-        """(seq, cosine similarity) of the k nearest vectors in the given cubes, best first."""
-        if self._cache is not None:
-            return await self._cached_nearest(conn, vector, cube_ids, k)
+        """pgvector's KNN (HNSW, iterative scan on every connection)."""
         rows = await conn.rows(
             "SELECT rowid AS seq, embedding <=> ?::vector AS distance FROM memory_vectors"
             f" WHERE cube_id IN ({placeholders(len(cube_ids))}) ORDER BY distance LIMIT ?",
@@ -166,16 +164,9 @@ class PgVectorIndex(VectorIndex):
             return [], np.empty((0, 0), np.float32)
         return [int(row["seq"]) for row in rows], np.stack([from_binary(row["blob"]) for row in rows])
 
-    async def similarities(
+    async def _uncached_similarities(
         self, conn: Connection, vector: np.ndarray, seqs: Sequence[int]
     ) -> dict[int, float]:
-        """Cosine similarity of `vector` to each of `seqs` that has a vector."""
-        if not seqs:
-            return {}
-        if self._cache is not None:
-            if self._cache.exact:
-                return self._cache.similarities(vector, seqs)
-            return await self._stored_similarities(conn, vector, seqs)
         rows = await conn.rows(
             "SELECT rowid AS seq, 1 - (embedding <=> ?::vector) AS similarity FROM memory_vectors"
             f" WHERE rowid IN ({placeholders(len(seqs))})",

@@ -138,6 +138,12 @@ class VectorIndex:
         scanned by sqlite-vec."""
         if self._cache is not None:
             return await self._cached_nearest(conn, vector, cube_ids, k)
+        return await self._scanned_nearest(conn, vector, cube_ids, k)
+
+    async def _scanned_nearest(
+        self, conn: Connection, vector: np.ndarray, cube_ids: Sequence[int], k: int
+    ) -> list[tuple[int, float]]:
+        """`nearest` without the cache: the store's own search (each store's SQL)."""
         rows = await conn.rows(
             "SELECT rowid AS seq, vec_distance_cosine(embedding, ?) AS distance FROM memory_vectors"
             f" WHERE cube_id IN ({placeholders(len(cube_ids))}) ORDER BY distance, seq LIMIT ?",
@@ -187,6 +193,14 @@ class VectorIndex:
             return {}
         if self._cache is not None and self._cache.exact:
             return self._cache.similarities(vector, seqs)
+        if self._cache is not None:
+            return await self._stored_similarities(conn, vector, seqs)
+        return await self._uncached_similarities(conn, vector, seqs)
+
+    async def _uncached_similarities(
+        self, conn: Connection, vector: np.ndarray, seqs: Sequence[int]
+    ) -> dict[int, float]:
+        """`similarities` without the cache (each store's SQL; here the stored vectors read by key)."""
         return await self._stored_similarities(conn, vector, seqs)
 
     async def backfill(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
