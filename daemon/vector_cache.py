@@ -26,11 +26,16 @@ may be written meanwhile, rows before it are only ever retired (their cube set t
 from __future__ import annotations
 
 import functools
+import logging
+import os
+import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 Precision = Literal["float32", "int8"]
 # blocks of vectors (float32 rows or uint8 codes), blocks of each row's (scale, error) (int8 only), seqs,
@@ -38,6 +43,7 @@ Precision = Literal["float32", "int8"]
 _Snapshot = tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...], np.ndarray, np.ndarray, int]
 _RETIRED = -1  # cube id of a row whose memory got a newer vector
 BLOCK_ROWS = 8192  # rows per block: 12 MiB of float32 with MiniLM's 384 dimensions (int8: twice, 6 MiB)
+_TABLE_LIMIT = 1 << 20  # cube ids up to this are looked up in a table (at most 1 MiB), larger by np.isin
 _OFFSET = 128  # codes -127..127 are held as uint8 1..255: MLAS's fast integer kernels take u8 x s8
 
 
@@ -53,6 +59,7 @@ class VectorCache:
         self._cube_rows: Counter[int] = Counter()  # live rows per cube
         self._live_cubes: frozenset[int] = frozenset()  # replaced, never changed: searches read it on threads
         self.capped = 0  # int8 searches whose shortlist hit its cap (their top k may miss a true one)
+        self._searching = _Products()
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -150,46 +157,64 @@ class VectorCache:
         query = query.astype(np.float32)
         coded = None if self._int8 is None else _Int8.coded_query(query)
         similarity = np.empty(used, np.float32)
-        size = self.block_rows
-        for index, block in enumerate(blocks):
-            start = index * size
-            if start >= used:
-                break
-            end = min(start + size, used)
-            if coded is None:
-                np.dot(block[: end - start], query, out=similarity[start:end])
-            else:
-                similarity[start:end] = _Int8.product(
-                    block[: end - start], scales[index][: end - start, 0], coded
-                )
+        with self._searching:
+            session = None if coded is None else _matmul_integer(2 if self._searching.alone() else 1)
+            size = self.block_rows
+            for index, block in enumerate(blocks):
+                start = index * size
+                if start >= used:
+                    break
+                end = min(start + size, used)
+                if session is None or coded is None:
+                    np.dot(block[: end - start], query, out=similarity[start:end])
+                else:
+                    _Int8.product(
+                        session,
+                        block[: end - start],
+                        scales[index][: end - start, 0],
+                        coded,
+                        similarity[start:end],
+                    )
         cap = k if self._int8 is None else self._int8.cap(k)
         if self._live_cubes <= set(cube_ids):
             # Every live row is readable (one user's cubes, the usual case): no mask over every row's cube.
             if self._retired:
                 similarity[cubes[:used] == _RETIRED] = -np.inf
-            candidates = np.argpartition(-similarity, cap - 1)[:cap] if used > cap else np.arange(used)
-            candidates = candidates[similarity[candidates] > -np.inf]
             eligible = used - self._retired
         else:
-            candidates = np.flatnonzero(np.isin(cubes[:used], np.asarray(cube_ids, dtype=np.int64)))
-            eligible = len(candidates)
-            if len(candidates) > cap:
-                top = np.argpartition(-similarity[candidates], cap - 1)[:cap]
-                candidates = candidates[top]
-        order = candidates[np.argsort(-similarity[candidates], kind="stable")]
-        if self._int8 is not None and coded is not None and len(order) > k:
+            readable = _readable(cubes[:used], cube_ids)
+            similarity[~readable] = -np.inf
+            eligible = int(np.count_nonzero(readable))
+        if eligible == 0:
+            return []
+        # The `cap` best, by argpartition from the top (no negated copy of every row's similarity).
+        candidates = np.argpartition(similarity, used - cap)[used - cap :] if used > cap else np.arange(used)
+        candidates = candidates[similarity[candidates] > -np.inf]
+        if self._int8 is not None and coded is not None and len(candidates) > k:
             # A row's exact similarity lies within its bound of its approximate one, so at least k rows score
             # `low` or more exactly (the k-th largest lower end), and every row of the true top k has an upper
-            # end of at least `low`. Rows past the cap have upper ends of at most the last one's + the largest
-            # bound: when that reaches `low`, one of them might belong (counted in `capped`).
-            approx = similarity[order]
+            # end of at least `low`. Rows past the cap have upper ends of at most the lowest one's + the
+            # largest bound: when that reaches `low`, one of them might belong (counted in `capped`).
+            approx = similarity[candidates]
             error, query_error = self._int8.errors(query, coded)
-            bounds = _gathered(scales, size, order)[:, 1] * error + query_error
-            low = np.partition(approx - bounds, len(order) - k)[len(order) - k]
-            if len(order) < eligible and approx[-1] + self._int8.error * error + query_error >= low:
-                self.capped += 1
-            order = order[approx + bounds >= low]
-        return [(int(seqs[row]), float(similarity[row])) for row in order]
+            bounds = _gathered(scales, size, candidates)[:, 1] * error + query_error
+            low = np.partition(approx - bounds, len(candidates) - k)[len(candidates) - k]
+            if len(candidates) < eligible and approx.min() + self._int8.error * error + query_error >= low:
+                self._count_capped()
+            candidates = candidates[approx + bounds >= low]
+        order = candidates[np.argsort(-similarity[candidates], kind="stable")]
+        return list(zip(seqs[order].tolist(), similarity[order].tolist(), strict=True))
+
+    def _count_capped(self) -> None:
+        """Count a search whose shortlist hit its cap, and say so in the log (the first, then every 100th)."""
+        self.capped += 1
+        if self.capped % 100 == 1:
+            log.warning(
+                "vector search: %d int8 searches so far had more candidates than their shortlist holds (a near"
+                ' tie of many vectors); their top k may miss a memory ([search] vector_precision = "float32"'
+                " is exact)",
+                self.capped,
+            )
 
     def similarities(self, query: np.ndarray, seqs: Iterable[int]) -> dict[int, float]:
         """Cosine similarity of `query` to each of `seqs` that has a vector (float32 only: int8 similarities
@@ -204,6 +229,59 @@ class VectorCache:
         rows = np.fromiter((row for _, row in pairs), np.int64, len(pairs))
         values = _gathered(blocks, self.block_rows, rows) @ query.astype(np.float32)
         return {seq: float(value) for (seq, _), value in zip(pairs, values, strict=True)}
+
+
+class _Products:
+    """The products running now (a `with` block each), to let one take a second core when it runs alone."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # guards `_running`
+        self._running = 0
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self._running += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._running -= 1
+
+    def alone(self) -> bool:
+        """True when no other product runs and the machine has a core with nothing to run: splitting the
+        product then halves its time; on busy cores it would only add the hand-off's cost."""
+        return self._running == 1 and _idle_core()
+
+
+def _idle_core() -> bool:
+    """Whether fewer threads are runnable on the machine than this process may use cores (Linux's
+    /proc/loadavg counts them now, the caller included); False where that cannot be read."""
+    try:
+        with open("/proc/loadavg", "rb") as file:
+            runnable = int(file.read().split()[3].split(b"/")[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    return runnable < _cores()
+
+
+@functools.cache
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _readable(cubes: np.ndarray, cube_ids: Sequence[int]) -> np.ndarray:
+    """Whether each row's cube is one of `cube_ids` (a retired row's, -1, never): one gather from a table
+    indexed by cube id, a fraction of np.isin's passes over every row."""
+    wanted = np.asarray(cube_ids, dtype=np.int64)
+    wanted = wanted[wanted >= 0]
+    top = int(wanted.max(initial=-1))
+    if top >= _TABLE_LIMIT:
+        return np.isin(cubes, wanted)
+    table = np.zeros(top + 2, bool)  # its last entry stays False: cube ids past `top` are clipped to it
+    table[wanted] = True
+    readable = np.take(table, cubes, mode="clip")  # -1 clips to 0
+    if table[0]:
+        readable &= cubes != _RETIRED
+    return readable
 
 
 class _RowOf:
@@ -268,7 +346,7 @@ class _Int8:
     def __init__(self) -> None:
         self.error = 0.0  # the largest |x - s c| of any row encoded (a row's quantisation error)
         self.norm = 0.0  # the largest |s c|
-        _matmul_integer()  # made now, not by two searches' threads at once
+        _matmul_integer(1), _matmul_integer(2)  # made now, not by two searches' threads at once
 
     def encoded(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(uint8 codes + 128, each row's (scale, error |x - s c|)) of float32 rows."""
@@ -292,13 +370,14 @@ class _Int8:
         return _CodedQuery(codes.astype(np.int8), scales, codes @ scales, offset)
 
     @staticmethod
-    def product(codes: np.ndarray, scales: np.ndarray, query: _CodedQuery) -> np.ndarray:
-        """Approximate similarities of the query to rows given as codes + 128 and their scales."""
-        dots = (
-            _matmul_integer().run(None, {"A": codes, "B": query.codes})[0].astype(np.float32)
-        )  # exact: < 2^24
-        first, second = query.scales
-        return (dots[:, 0] * first + dots[:, 1] * second - query.offset) * scales
+    def product(
+        session: Any, codes: np.ndarray, scales: np.ndarray, query: _CodedQuery, out: np.ndarray
+    ) -> None:
+        """Approximate similarities of the query to rows given as codes + 128 and their scales, into `out`."""
+        dots = session.run(None, {"A": codes, "B": query.codes})[0].astype(np.float32)  # exact: < 2^24
+        np.dot(dots, query.scales, out=out)
+        np.subtract(out, query.offset, out=out)
+        np.multiply(out, scales, out=out)
 
     def errors(self, query: np.ndarray, coded: _CodedQuery) -> tuple[float, float]:
         """How far an approximate similarity can be from the exact x.q, as (a, b): a row's bound is its
@@ -331,13 +410,14 @@ def _quantised(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.cache
-def _matmul_integer() -> Any:
-    """One onnxruntime session (thread-safe, single-threaded: it runs on the caller's worker thread) of a
-    graph holding one MatMulInteger: (n x d uint8) x (d x 1 int8) -> int32."""
+def _matmul_integer(threads: int) -> Any:
+    """One onnxruntime session (thread-safe) of a graph holding one MatMulInteger: (n x d uint8) x (d x 2
+    int8) -> int32, on the caller's thread and `threads` - 1 of the session's own, which block (no spinning)
+    between products."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 1
+    options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(matmul_integer_model(), options, providers=["CPUExecutionProvider"])

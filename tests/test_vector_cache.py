@@ -423,3 +423,67 @@ def test_an_older_files_vec0_table_is_copied_into_a_plain_table(tmp_path: Path, 
         conn.close()
     assert "vec0" not in sql and again == stored and len(stored) == 40
     assert before == after
+
+
+FAR = 2**40  # a cube id past the table `nearest` looks cube ids up in (np.isin then)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 300),
+    st.integers(1, 20),
+    st.integers(0, 10_000),
+    st.lists(st.sampled_from([0, 1, 5, FAR, -3]), min_size=1, max_size=3),
+    st.lists(st.integers(0, 299), max_size=40),
+    BLOCKS,
+    PRECISIONS,
+)
+def test_the_cube_filter_keeps_exactly_the_given_cubes_live_rows(
+    n: int, k: int, seed: int, wanted: list[int], gone: list[int], block_rows: int, precision: str
+) -> None:
+    """Cube 0 (retired rows hold cube -1), an id past the lookup table, an id no row holds: the filtered
+    search (some live cube not wanted) is still the brute-force top k of the wanted cubes' live rows."""
+    rng = np.random.default_rng(seed)
+    vectors, cubes = unit(rng, n), rng.choice([0, 1, 5, 7, FAR], n)
+    cache = VectorCache(8, block_rows=block_rows, precision=precision)  # type: ignore[arg-type]
+    cache.upsert((seq, int(cubes[seq]), vectors[seq]) for seq in range(n))
+    discarded = {seq for seq in gone if seq < n}
+    cache.discard(discarded)
+    query = unit(rng, 1)[0]
+    got = nearest(cache, vectors, query, wanted, k)
+    pool = [seq for seq in range(n) if cubes[seq] in wanted and seq not in discarded]
+    expected = sorted(pool, key=lambda seq: (-float(vectors[seq] @ query), seq))[:k]
+    assert len(got) == len(expected) and not {seq for seq, _ in got} & discarded
+    assert np.allclose([sim for _, sim in got], [float(vectors[seq] @ query) for seq in expected], atol=1e-6)
+
+
+def test_a_search_whose_shortlist_hits_its_cap_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """Steps: 2,000 vectors within rounding of each other (every row's bound reaches the best one's);
+    search for the nearest 1 twice: both hit the shortlist's cap, both are counted, and the first (not the
+    second: once per 100) leaves a warning an operator can act on."""
+    rng = np.random.default_rng(5)
+    base = unit(rng, 1, 384)[0]
+    rows = base + rng.normal(0, 1e-5, (2000, 384)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    cache = VectorCache(384, precision="int8")
+    cache.upsert((seq, 1, rows[seq]) for seq in range(len(rows)))
+    with caplog.at_level("WARNING", logger="daemon.vector_cache"):
+        for _ in range(2):
+            assert len(cache.nearest(base, [1], 1)) > 1
+    assert cache.capped == 2
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 1 and "1 int8 searches" in warnings[0] and "vector_precision" in warnings[0]
+
+
+def test_the_integer_product_is_the_same_on_one_or_two_threads() -> None:
+    """A search alone on an idle machine splits the product over two threads: the same integers."""
+    from daemon.vector_cache import _Int8, _matmul_integer
+
+    rng = np.random.default_rng(6)
+    codes = rng.integers(1, 256, (20_000, 384), dtype=np.uint8)
+    scales = rng.random(20_000, dtype=np.float32)
+    coded = _Int8.coded_query(unit(rng, 1, 384)[0])
+    one, two = np.empty(20_000, np.float32), np.empty(20_000, np.float32)
+    _Int8.product(_matmul_integer(1), codes, scales, coded, one)
+    _Int8.product(_matmul_integer(2), codes, scales, coded, two)
+    assert np.array_equal(one, two)
