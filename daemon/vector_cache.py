@@ -14,8 +14,9 @@ Two precisions (`[search] vector_precision`):
   (daemon/vectors.py). A row's approximate similarity is within a bound of its exact one (`_Int8.errors`);
   the shortlist holds every row whose bound reaches the k-th best lower end, so it holds the true top k
   unless more rows than its cap could (`capped` counts those searches, the log tells the first and every
-  100th; the top k may then miss a row). A product that runs alone on a machine with an idle core is split
-  over two threads (onnxruntime's): ~30% less wait, ~7% more CPU.
+  100th; the top k may then miss a row). Searches at once share products (daemon/vector_batches.py): up to
+  8 queries in one, for about the CPU of one; a product alone on a machine with an idle core is split over
+  two threads (onnxruntime's): ~30% less wait, ~7% more CPU.
 
 The vectors live in blocks of a fixed number of rows, allocated as rows arrive: adding never copies
 them into a larger array, so memory grows by one block at a time and has no peak of two copies. Each block is
@@ -32,13 +33,13 @@ import contextlib
 import functools
 import logging
 import mmap
-import os
-import threading
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
+
+from daemon.vector_batches import Batches
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ Precision = Literal["float32", "int8"]
 # blocks of vectors (float32 rows or uint8 codes), blocks of each row's (scale, error) (int8 only), seqs,
 # cube ids, rows in use
 _Snapshot = tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...], np.ndarray, np.ndarray, int]
+_Scored = tuple[_Snapshot, np.ndarray]  # the snapshot a product read, and its similarities
 _RETIRED = -1  # cube id of a row whose memory got a newer vector
 BLOCK_ROWS = 8192  # rows per block: 12 MiB of float32 with MiniLM's 384 dimensions (int8: twice, 6 MiB)
 _HUGE_PAGE = 2 << 20  # bytes: a block's start is aligned to this (x86-64's huge page; others' are no larger)
@@ -65,7 +67,7 @@ class VectorCache:
         self._cube_rows: Counter[int] = Counter()  # live rows per cube
         self._live_cubes: frozenset[int] = frozenset()  # replaced, never changed: searches read it on threads
         self.capped = 0  # int8 searches whose shortlist hit its cap (their top k may miss a true one)
-        self._searching = _Products()
+        self._batches: Batches[_CodedQuery, _Scored] = Batches(self._int8_scores)
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -161,26 +163,15 @@ class VectorCache:
         if used == 0 or k <= 0:
             return []
         query = query.astype(np.float32)
-        coded = None if self._int8 is None else _Int8.coded_query(query)
-        similarity = np.empty(used, np.float32)
-        with self._searching:
-            session = None if coded is None else _matmul_integer(2 if self._searching.alone() else 1)
-            size = self.block_rows
-            for index, block in enumerate(blocks):
-                start = index * size
-                if start >= used:
-                    break
-                end = min(start + size, used)
-                if session is None or coded is None:
-                    np.dot(block[: end - start], query, out=similarity[start:end])
-                else:
-                    _Int8.product(
-                        session,
-                        block[: end - start],
-                        scales[index][: end - start, 0],
-                        coded,
-                        similarity[start:end],
-                    )
+        coded = None
+        if self._int8 is None:
+            similarity = np.empty(used, np.float32)
+            for start, end, block, _ in _filled(blocks, scales, self.block_rows, used):
+                np.dot(block, query, out=similarity[start:end])
+        else:
+            coded = _Int8.coded_query(query)
+            (blocks, scales, seqs, cubes, used), similarity = self._batches.run(coded)
+        size = self.block_rows
         cap = k if self._int8 is None else self._int8.cap(k)
         if self._live_cubes <= set(cube_ids):
             # Every live row is readable (one user's cubes, the usual case): no mask over every row's cube.
@@ -222,6 +213,18 @@ class VectorCache:
                 self.capped,
             )
 
+    def _int8_scores(self, queries: list[_CodedQuery], alone: bool) -> list[_Scored]:
+        """Approximate similarities of every row to each of `queries`, in one product over the latest
+        snapshot (daemon/vector_batches.py); `alone`: split it over two threads."""
+        snapshot = self._snapshot
+        blocks, scales, _, _, used = snapshot
+        session = _matmul_integer(2 if alone else 1)
+        codes = np.concatenate([query.codes for query in queries], axis=1)
+        scored = [np.empty(used, np.float32) for _ in queries]
+        for start, end, block, scale in _filled(blocks, scales, self.block_rows, used):
+            _Int8.product(session, block, scale[:, 0], codes, queries, [out[start:end] for out in scored])
+        return [(snapshot, similarity) for similarity in scored]
+
     def similarities(self, query: np.ndarray, seqs: Iterable[int]) -> dict[int, float]:
         """Cosine similarity of `query` to each of `seqs` that has a vector (float32 only: int8 similarities
         are approximate, and the vector index reads those from the store). Hundreds of dot products, a few
@@ -235,43 +238,6 @@ class VectorCache:
         rows = np.fromiter((row for _, row in pairs), np.int64, len(pairs))
         values = _gathered(blocks, self.block_rows, rows) @ query.astype(np.float32)
         return {seq: float(value) for (seq, _), value in zip(pairs, values, strict=True)}
-
-
-class _Products:
-    """The products running now (a `with` block each), to let one take a second core when it runs alone."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()  # guards `_running`
-        self._running = 0
-
-    def __enter__(self) -> None:
-        with self._lock:
-            self._running += 1
-
-    def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            self._running -= 1
-
-    def alone(self) -> bool:
-        """True when no other product runs and the machine has a core with nothing to run: splitting the
-        product then halves its time; on busy cores it would only add the hand-off's cost."""
-        return self._running == 1 and _idle_core()
-
-
-def _idle_core() -> bool:
-    """Whether fewer threads are runnable on the machine than this process may use cores (Linux's
-    /proc/loadavg counts them now, the caller included); False where that cannot be read."""
-    try:
-        with open("/proc/loadavg", "rb") as file:
-            runnable = int(file.read().split()[3].split(b"/")[0])
-    except (OSError, ValueError, IndexError):
-        return False
-    return runnable < _cores()
-
-
-@functools.cache
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _readable(cubes: np.ndarray, cube_ids: Sequence[int]) -> np.ndarray:
@@ -377,13 +343,20 @@ class _Int8:
 
     @staticmethod
     def product(
-        session: Any, codes: np.ndarray, scales: np.ndarray, query: _CodedQuery, out: np.ndarray
+        session: Any,
+        codes: np.ndarray,
+        scales: np.ndarray,
+        columns: np.ndarray,
+        queries: list[_CodedQuery],
+        outs: list[np.ndarray],
     ) -> None:
-        """Approximate similarities of the query to rows given as codes + 128 and their scales, into `out`."""
-        dots = session.run(None, {"A": codes, "B": query.codes})[0].astype(np.float32)  # exact: < 2^24
-        np.dot(dots, query.scales, out=out)
-        np.subtract(out, query.offset, out=out)
-        np.multiply(out, scales, out=out)
+        """Approximate similarities of rows given as codes + 128 and their scales to each query (two
+        `columns` each, side by side), into its `out`."""
+        dots = session.run(None, {"A": codes, "B": columns})[0].astype(np.float32)  # exact: < 2^24
+        for index, (query, out) in enumerate(zip(queries, outs, strict=True)):
+            np.dot(dots[:, 2 * index : 2 * index + 2], query.scales, out=out)
+            np.subtract(out, query.offset, out=out)
+            np.multiply(out, scales, out=out)
 
     def errors(self, query: np.ndarray, coded: _CodedQuery) -> tuple[float, float]:
         """How far an approximate similarity can be from the exact x.q, as (a, b): a row's bound is its
@@ -482,6 +455,19 @@ def _block(rows: int, dims: int, dtype: np.dtype[Any] | type[np.generic]) -> np.
     with contextlib.suppress(OSError):  # a kernel without transparent huge pages refuses it: small pages
         memory.madvise(mmap.MADV_HUGEPAGE, offset, size)
     return np.frombuffer(memory, dtype, count=rows * dims, offset=offset).reshape(rows, dims)
+
+
+def _filled(
+    blocks: tuple[np.ndarray, ...], scales: tuple[np.ndarray, ...], size: int, used: int
+) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """(first row, end, the block's rows in use, their scales (int8; else an empty array)) of each block
+    holding rows below `used`."""
+    for index, block in enumerate(blocks):
+        start = index * size
+        if start >= used:
+            return
+        end = min(start + size, used)
+        yield start, end, block[: end - start], scales[index][: end - start] if scales else np.empty(0)
 
 
 def _gathered(blocks: tuple[np.ndarray, ...], size: int, rows: np.ndarray) -> np.ndarray:

@@ -3,6 +3,8 @@ directly, in int8 once its shortlist is re-scored with the float32 vectors."""
 
 from __future__ import annotations
 
+import threading
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -484,8 +486,8 @@ def test_the_integer_product_is_the_same_on_one_or_two_threads() -> None:
     scales = rng.random(20_000, dtype=np.float32)
     coded = _Int8.coded_query(unit(rng, 1, 384)[0])
     one, two = np.empty(20_000, np.float32), np.empty(20_000, np.float32)
-    _Int8.product(_matmul_integer(1), codes, scales, coded, one)
-    _Int8.product(_matmul_integer(2), codes, scales, coded, two)
+    for session, out in ((_matmul_integer(1), one), (_matmul_integer(2), two)):
+        _Int8.product(session, codes, scales, coded.codes, [coded], [out])
     assert np.array_equal(one, two)
 
 
@@ -519,3 +521,66 @@ def test_a_full_block_of_codes_sits_on_huge_pages_and_its_slack_is_not_resident(
     mapping = mapping_of(block.ctypes.data)
     assert mapping["AnonHugePages"] == block.nbytes // 1024 == 6144
     assert mapping["Rss"] <= block.nbytes // 1024 + 4
+
+
+def test_searches_at_once_get_what_each_gets_alone_from_products_made_together() -> None:
+    """Steps: 60,000 int8 rows; the nearest 20 of each of 48 queries (shortlists re-scored), one at a time;
+    then the same 48 from 16 threads released at once (3 each): the same answers, from fewer products than
+    queries."""
+    rng = np.random.default_rng(9)
+    rows = unit(rng, 60_000, 384)
+    queries = unit(rng, 48, 384)
+    cache = VectorCache(384, precision="int8")
+    cache.upsert((seq, seq % 3, rows[seq]) for seq in range(len(rows)))
+    alone = [nearest(cache, rows, query, [0, 1], 20) for query in queries]
+    before = cache._batches.products, cache._batches.queries
+    together: list[list[tuple[int, float]] | None] = [None] * len(queries)
+    start = threading.Barrier(16)
+
+    def search(first: int) -> None:
+        start.wait()
+        for index in range(first, len(queries), 16):
+            together[index] = nearest(cache, rows, queries[index], [0, 1], 20)
+
+    threads = [threading.Thread(target=search, args=(first,)) for first in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert together == alone
+    products = cache._batches.products - before[0]
+    asked = cache._batches.queries - before[1]
+    assert asked == len(queries) and products < asked
+
+
+def test_a_failed_product_fails_every_search_it_was_made_for_and_the_next_ones_go_on() -> None:
+    """Steps: products that take a while (so that searches wait and are batched), one of which fails: every
+    search of that product gets its error, every other search its own result, and nothing waits forever."""
+    from daemon.vector_batches import Batches
+
+    def compute(queries: list[int], alone: bool) -> list[int]:
+        time.sleep(0.02)
+        if 13 in queries:
+            raise ValueError(f"no product for {sorted(queries)}")
+        return [query * 2 for query in queries]
+
+    batches: Batches[int, int] = Batches(compute)
+    got: dict[int, int | str] = {}
+    start = threading.Barrier(24)
+
+    def search(query: int) -> None:
+        start.wait()
+        try:
+            got[query] = batches.run(query)
+        except ValueError as exc:
+            got[query] = str(exc)
+
+    threads = [threading.Thread(target=search, args=(query,)) for query in range(24)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    failed = {query for query, answer in got.items() if isinstance(answer, str)}
+    assert len(got) == 24 and 13 in failed and batches.queries == 24 and batches.products < 24
+    assert all(got[query] == 2 * query for query in set(range(24)) - failed)
+    assert len({got[query] for query in failed}) == 1  # one product's error, shared by its searches
