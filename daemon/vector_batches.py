@@ -37,11 +37,15 @@ class _Wanted(Generic[Q, R]):
 
 
 class Batches(Generic[Q, R]):
-    def __init__(self, compute: Callable[[list[Q], bool], list[R]], *, most: int = 8) -> None:
+    def __init__(
+        self, compute: Callable[[list[Q], bool], list[R]], *, most: int = 8, leaders: int | None = None
+    ) -> None:
         """`compute(queries, alone)` makes one product for the queries, results in their order; `alone`: no
-        other product runs, none waits, and the machine has an idle core."""
+        other product runs, none waits, and the machine has an idle core. At most `leaders` products run at
+        once (default: the cores this process may use)."""
         self._compute = compute
         self._most = most
+        self._leaders = leaders or _cores()
         self._lock = threading.Lock()  # guards _waiting and _running
         self._waiting: list[_Wanted[Q, R]] = []
         self._running = 0  # products being made (their makers' threads)
@@ -52,7 +56,7 @@ class Batches(Generic[Q, R]):
         """`query`'s result, from a product of its own or one made with other searches' queries."""
         wanted: _Wanted[Q, R] = _Wanted(query)
         with self._lock:
-            lead = self._running < _cores()
+            lead = self._running < self._leaders
             if lead:
                 self._running += 1
             else:

@@ -526,7 +526,9 @@ def test_a_full_block_of_codes_sits_on_huge_pages_and_its_slack_is_not_resident(
 def test_searches_at_once_get_what_each_gets_alone_from_products_made_together() -> None:
     """Steps: 60,000 int8 rows; the nearest 20 of each of 48 queries (shortlists re-scored), one at a time;
     then the same 48 from 16 threads released at once (3 each): the same answers, from fewer products than
-    queries."""
+    queries (unless the machine has a core for each thread)."""
+    from daemon.vector_batches import _cores
+
     rng = np.random.default_rng(9)
     rows = unit(rng, 60_000, 384)
     queries = unit(rng, 48, 384)
@@ -550,7 +552,7 @@ def test_searches_at_once_get_what_each_gets_alone_from_products_made_together()
     assert together == alone
     products = cache._batches.products - before[0]
     asked = cache._batches.queries - before[1]
-    assert asked == len(queries) and products < asked
+    assert asked == len(queries) and (products < asked or _cores() >= 16)
 
 
 def test_a_failed_product_fails_every_search_it_was_made_for_and_the_next_ones_go_on() -> None:
@@ -564,7 +566,7 @@ def test_a_failed_product_fails_every_search_it_was_made_for_and_the_next_ones_g
             raise ValueError(f"no product for {sorted(queries)}")
         return [query * 2 for query in queries]
 
-    batches: Batches[int, int] = Batches(compute)
+    batches: Batches[int, int] = Batches(compute, leaders=2)
     got: dict[int, int | str] = {}
     start = threading.Barrier(24)
 
