@@ -1,7 +1,8 @@
 """Adding memories: single and atomic batch, exact-duplicate suppression, similar memories reported, and
 supersession (a new memory closes the validity of the ones it replaces).
 
-Text is embedded before the write lock is taken, so the model never holds up other writers. Similar
+Text is embedded before the write lock is taken, so the model never holds up other writers (a single
+add's text while its cube's permission and settings are read, unless it holds something to redact). Similar
 memories are looked up (the KNN on a worker thread, then their rows) on a reader while the write runs: the
 write does not need them, and the add answers once both are done. Everything else — the permission checks,
 the duplicate check, closing superseded memories, the vectors, the entities, the audit entry and the
@@ -98,10 +99,7 @@ class Additions:
         supersedes included, itself left out)."""
         checked = check_new_memory(item, self._limits)
         old_ids = [check_memory_id(i, "supersedes") for i in dict.fromkeys(supersedes or [])]
-        name, ref, settings = await self._prepare(agent, cube)
-        if settings.redact_secrets:  # before anything is embedded, indexed or stored
-            checked = self._redactor.new_memory(checked)
-        vectors = await self._vectors.embed([checked.content])
+        name, ref, settings, checked, vectors = await self._prepared_and_embedded(agent, cube, checked)
         threshold = settings.similar_threshold
         lookup = _Lookup()
         failed: Exception | None = None
@@ -203,8 +201,44 @@ class Additions:
             self._vectors.wake()
         return result
 
+    async def _prepared_and_embedded(
+        self, agent: Agent, cube: str | None, item: NewMemory
+    ) -> tuple[str, CubeRef, CubeSettings, NewMemory, np.ndarray | None]:
+        """`_prepare`'s cube, ref and settings; the item, redacted if the cube says so; and its vector.
+
+        A text with nothing a redaction would mask is embedded while the permission and the settings are
+        read: its vector is the same whatever the cube's `redact_secrets`. One with something to mask waits
+        for the settings, so the model never reads a secret that the cube redacts. A refused call's vector
+        is dropped."""
+        if self._redactor.text(item.content) != item.content:
+            name, ref, settings = await self._prepare(agent, cube)
+            if settings.redact_secrets:  # before anything is embedded, indexed or stored
+                item = self._redactor.new_memory(item)
+            return name, ref, settings, item, await self._vectors.embed([item.content])
+        embedded: list[np.ndarray | None] = []
+        failed: list[Exception] = []
+
+        async def embed() -> None:
+            try:
+                embedded.append(await self._vectors.embed([item.content]))
+            except Exception as exc:  # noqa: BLE001 - raised below as itself, not wrapped in a group
+                failed.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(embed)
+            try:
+                name, ref, settings = await self._prepare(agent, cube)
+            except Exception as exc:  # noqa: BLE001 - raised below as itself, not wrapped in a group
+                failed.insert(0, exc)
+                tg.cancel_scope.cancel()
+        if failed:
+            raise failed[0]
+        if settings.redact_secrets:  # the tags and metadata (the content has nothing to mask)
+            item = self._redactor.new_memory(item)
+        return name, ref, settings, item, embedded[0]
+
     async def _prepare(self, agent: Agent, cube: str | None) -> tuple[str, CubeRef, CubeSettings]:
-        """Check the cube is writable before spending time on embeddings; its settings."""
+        """The cube's name and ref, checked writable before anything is written; its settings."""
         name = check_cube_ref(cube) if cube else agent.home_cube
         async with self._store.read() as conn:
             ref = await self._access.require(conn, agent, name, "write", "memory_add")

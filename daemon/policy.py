@@ -18,6 +18,7 @@ from daemon.cube_settings import CubeRule
 from daemon.errors import NotFound, PermissionDenied
 from daemon.models import Agent
 from daemon.policy_rules import LEVEL, Grant, SourcedRule, effective_level, rule_applies
+from daemon.rows import Row
 from daemon.store import Connection, placeholders
 from daemon.timeutil import now_iso
 from daemon.validation import private_cube_of
@@ -114,7 +115,12 @@ class AccessPolicy:
         sql = "SELECT id, name, owner FROM cubes"
         if cube_ids is not None:
             sql += f" WHERE id IN ({placeholders(len(cube_ids))})"
-        cubes = await conn.rows(sql, list(cube_ids or []))
+        return await self._levels_of(conn, agent, await conn.rows(sql, list(cube_ids or [])), cube_ids)
+
+    async def _levels_of(
+        self, conn: Connection, agent: Agent, cubes: Sequence[Row], cube_ids: Sequence[int] | None
+    ) -> dict[int, tuple[str, int]]:
+        """`levels` for these rows of `cubes` (id, name, owner), read by the caller (`cube_ids`: which)."""
         groups = await self.groups_of(conn, agent.name)
         grants = await self._grants(conn, list(cube_ids or []), agent.name, groups)
         result = {}
@@ -212,8 +218,10 @@ class AccessPolicy:
         self, conn: Connection, agent: Agent, cube: str, permission: Permission, action: str = ""
     ) -> CubeRef:
         """The cube, if the agent holds `permission` on it. NotFound if it may not even read it."""
-        row = await conn.row("SELECT id, name FROM cubes WHERE name = ?", (cube,))
-        level = await self.level_of(conn, agent, row["id"]) if row else 0
+        row = await conn.row("SELECT id, name, owner FROM cubes WHERE name = ?", (cube,))
+        level = 0
+        if row is not None:  # its owner read with it: a query fewer than level_of, on every call
+            level = (await self._levels_of(conn, agent, [row], [row["id"]])).get(row["id"], ("", 0))[1]
         if level >= LEVEL[permission]:
             assert row is not None
             return CubeRef(id=row["id"], name=row["name"])

@@ -11,7 +11,7 @@ import pytest
 from mcp import Client
 
 from daemon import NewMemory, NotFound, SearchQuery, Services, agent_named
-from daemon.cube_settings import DEFAULTS
+from daemon.cube_settings import DEFAULTS, CubeSettings
 from tests.conftest import BOTH, free_port, mcp_client, memos_at, start_daemon, stop_daemon, write_config
 from tests.test_mcp_http import call
 
@@ -203,3 +203,41 @@ async def test_an_add_acknowledged_survives_a_kill_9_right_after_and_is_found_at
             assert second["id"] in [hit["id"] for hit in found["results"][:3]]
     finally:
         stop_daemon(daemon)
+
+
+async def test_a_redacting_cube_embeds_only_masked_text_and_a_refused_add_stores_nothing(
+    services: Services,
+) -> None:
+    """A single add's text is embedded while its cube's permission and settings are read, unless it holds
+    something a redaction masks. Steps: alice's cube redacts secrets; an add whose content holds a key stores
+    the vector of the masked text; an add with plain content and a secret in a tag stores the tag masked and
+    the vector of its content; bob, who may not write there, is refused and nothing of his is stored."""
+    alice = await _alice(services)
+    await services.identities.add("bob")
+    await services.settings.configure(alice, "@alice", CubeSettings(redact_secrets=True))
+    key = "sk-ant-" + "Zq7" * 10
+    secret = await services.additions.add(alice, None, NewMemory(content=f"The deploy key is {key}"))
+    assert key not in secret.content and "[REDACTED:anthropic_key]" in secret.content
+    plain = await services.additions.add(
+        alice, None, NewMemory(content="The deploy runs every Friday", tags=["ops", f"password={key}"])
+    )
+    assert plain.content == "The deploy runs every Friday" and key not in " ".join(plain.tags)
+
+    vectors = await services.vectors.embed([secret.content, f"The deploy key is {key}", plain.content])
+    assert vectors is not None
+    async with services.store.read() as conn:
+        seqs = {
+            row["id"]: row["seq"]
+            for row in await conn.rows(
+                "SELECT id, seq FROM memories WHERE id IN (?, ?)", (secret.id, plain.id)
+            )
+        }
+        masked = await services.vectors.similarities(conn, vectors[0], [seqs[secret.id]])
+        unmasked = await services.vectors.similarities(conn, vectors[1], [seqs[secret.id]])
+        content = await services.vectors.similarities(conn, vectors[2], [seqs[plain.id]])
+    assert masked[seqs[secret.id]] > 0.9999 and unmasked[seqs[secret.id]] < 0.999
+    assert content[seqs[plain.id]] > 0.9999
+
+    with pytest.raises(NotFound):
+        await services.additions.add(agent_named("bob"), "@alice", NewMemory(content="Bob was here"))
+    assert [m.id for m in (await services.memories.list(alice)).memories] == [plain.id, secret.id]
