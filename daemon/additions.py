@@ -56,6 +56,10 @@ _COLUMNS = (
 )
 _ROW = "(" + placeholders(15) + ", {embedded})"  # embedded: a literal, the same for every row of a call
 _INSERT_ROWS = 64  # rows a statement: 960 values, under every SQLite's limit on bound values
+_CURRENT_WITH_HASH = (  # a current memory of cube ? with kind ? and content hash ?
+    "SELECT 1 FROM memories INDEXED BY memories_current_by_hash WHERE cube_id = ? AND kind = ?"
+    " AND content_hash = ? AND deleted_at IS NULL AND superseded_by IS NULL"
+)
 
 
 class Additions:
@@ -279,11 +283,16 @@ class Additions:
         digests = [content_hash(item.content) for item in items]
         # A message is an event in a conversation: the same words said twice are two turns, not a duplicate.
         checked = [settings.dedupe_exact and item.kind != "message" for item in items]
-        known: dict[tuple[str, str], tuple[int | None, str]] = dict(
-            await _current(
-                conn, ref.id, {(i.kind, d) for i, d, c in zip(items, digests, checked, strict=True) if c}
+        # One text to check (a single add): its INSERT skips it if a current memory has it, one statement
+        # instead of a check and an insert; the memory that has it is read only then.
+        single = checked == [True]
+        known: dict[tuple[str, str], tuple[int | None, str]] = {}
+        if not single:
+            known.update(
+                await _current(
+                    conn, ref.id, {(i.kind, d) for i, d, c in zip(items, digests, checked, strict=True) if c}
+                )
             )
-        )
         rows: list[tuple[Any, ...]] = []
         plan: list[tuple[int | None, str, bool]] = []  # (seq, None until inserted; id; duplicate)
         for item, digest, check in zip(items, digests, checked, strict=True):
@@ -305,12 +314,27 @@ class Additions:
         row_sql = _ROW.format(embedded=0 if vectors is None else 1)
         for start in range(0, len(rows), _INSERT_ROWS):
             chunk = rows[start : start + _INSERT_ROWS]
-            returned = await conn.rows(
-                f"INSERT INTO memories ({_COLUMNS}, embedded) VALUES "
-                + ", ".join([row_sql] * len(chunk))
-                + " RETURNING seq, id",
-                [value for row in chunk for value in row],
-            )
+            if single:
+                returned = await conn.rows(
+                    f"INSERT INTO memories ({_COLUMNS}, embedded) SELECT {row_sql[1:-1]} WHERE NOT EXISTS"
+                    f" ({_CURRENT_WITH_HASH}) RETURNING seq, id",
+                    [*chunk[0], ref.id, items[0].kind, digests[0]],
+                )
+                if not returned:  # a current memory of the cube has this text: the add is that memory
+                    key = (items[0].kind, digests[0])
+                    found = await _current(conn, ref.id, {key})
+                    if not found:  # deleted in between, by another daemon on the same database
+                        raise Conflict(
+                            "a memory with the same text changed while this one was added; add again"
+                        )
+                    plan, rows = [(*found[key], True)], []
+            else:
+                returned = await conn.rows(
+                    f"INSERT INTO memories ({_COLUMNS}, embedded) VALUES "
+                    + ", ".join([row_sql] * len(chunk))
+                    + " RETURNING seq, id",
+                    [value for row in chunk for value in row],
+                )
             seq_of.update((row["id"], int(row["seq"])) for row in returned)
         out = [(seq_of[memory_id] if seq is None else seq, memory_id, dup) for seq, memory_id, dup in plan]
         if vectors is not None:

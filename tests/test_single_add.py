@@ -151,6 +151,7 @@ async def test_a_single_add_does_not_read_back_or_redo_what_its_write_knows(serv
         s for s in mine if s.startswith(("UPDATE memories SET embedded", "DELETE FROM memory_vectors"))
     ]
     assert not [s for s in mine if s.startswith("DELETE FROM memory_entities")]
+    assert not [s for s in mine if s.startswith("SELECT seq, id, kind, content_hash")]  # in the INSERT
     assert not [s for s in mine if s.startswith("SELECT seq, id, content")]  # the similar rows
     async with services.store.read() as conn:
         row = await conn.row(
@@ -241,3 +242,39 @@ async def test_a_redacting_cube_embeds_only_masked_text_and_a_refused_add_stores
     with pytest.raises(NotFound):
         await services.additions.add(agent_named("bob"), "@alice", NewMemory(content="Bob was here"))
     assert [m.id for m in (await services.memories.list(alice)).memories] == [plain.id, secret.id]
+
+
+async def test_a_single_add_is_a_duplicate_only_of_a_current_memory_of_its_cube_and_kind(
+    services: Services,
+) -> None:
+    """The INSERT of a single add skips its text when a current memory of the cube has it with the same kind
+    (the add is then that memory); the text again with another kind, after the first was deleted or
+    superseded, as a message, or in a cube with dedupe_exact off, is a new memory."""
+    alice = await _alice(services)
+    first = await services.additions.add(alice, None, NewMemory(content="Standup is at 9:30", kind="fact"))
+    same = await services.additions.add(alice, None, NewMemory(content="Standup is at 9:30", kind="fact"))
+    assert same.duplicate and same.id == first.id and same.similar == []
+    other_kind = await services.additions.add(alice, None, NewMemory(content="Standup is at 9:30"))
+    assert not other_kind.duplicate and other_kind.id != first.id
+    await services.memories.delete(alice, first.id)
+    after_delete = await services.additions.add(
+        alice, None, NewMemory(content="Standup is at 9:30", kind="fact")
+    )
+    assert not after_delete.duplicate and after_delete.id != first.id
+    newer = await services.additions.add(
+        alice, None, NewMemory(content="Standup is at 10:00", kind="fact"), supersedes=[after_delete.id]
+    )
+    after_supersede = await services.additions.add(
+        alice, None, NewMemory(content="Standup is at 9:30", kind="fact")
+    )
+    assert not after_supersede.duplicate and after_supersede.id not in {after_delete.id, newer.id}
+    said = [
+        await services.additions.add(alice, None, NewMemory(content="thanks!", kind="message"))
+        for _ in range(2)
+    ]
+    assert not said[1].duplicate and said[0].id != said[1].id
+    await services.settings.configure(alice, "@alice", CubeSettings(dedupe_exact=False))
+    kept = await services.additions.add(alice, None, NewMemory(content="Standup is at 9:30", kind="fact"))
+    assert not kept.duplicate and kept.id != after_supersede.id
+    listed = [m.id for m in (await services.memories.list(alice)).memories]
+    assert listed == [kept.id, said[1].id, said[0].id, after_supersede.id, newer.id, other_kind.id]
