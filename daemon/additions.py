@@ -1,10 +1,13 @@
 """Adding memories: single and atomic batch, exact-duplicate suppression, similar memories reported, and
 supersession (a new memory closes the validity of the ones it replaces).
 
-Text is embedded before the write lock is taken, so the model never holds up other writers. Similar
-memories are looked up on a worker thread while the write runs (the write does not need them); everything
-else — the permission checks, the duplicate check, closing superseded memories, the vectors, the audit entry
-and the idempotency record — happens in one transaction, a batch's rows a few dozen to a statement.
+Text is embedded before the write lock is taken, so the model never holds up other writers (a single
+add's text while its cube's permission and settings are read, unless it holds something to redact). Similar
+memories are looked up (the KNN on a worker thread, then their rows) on a reader while the write runs: the
+write does not need them, and the add answers once both are done. Everything else — the permission checks,
+the duplicate check, closing superseded memories, the vectors, the entities, the audit entry and the
+idempotency record — happens in one transaction, a batch's rows a few dozen to a statement, and what the
+write inserted is answered from what it knew, not read back.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from daemon.audit import Audit
 from daemon.config import LimitsConfig
 from daemon.content_hash import content_hash
 from daemon.cube_settings import CubeSettings
-from daemon.entities import index as index_entities
+from daemon.entities import index_new as index_entities
 from daemon.errors import Conflict, InvalidInput, MemosError
 from daemon.events import ChangeHub, MemoryChanged
 from daemon.idempotency import Recorder
@@ -35,6 +38,7 @@ from daemon.memories import (
 from daemon.models import AddedMemory, Agent, BatchAdded, Memory, NewMemory, Similar
 from daemon.policy import AccessPolicy, CubeRef
 from daemon.redaction import Redactor
+from daemon.rows import Row
 from daemon.settings_store import CubeSettingsStore
 from daemon.store import Connection, Store, placeholders
 from daemon.timeutil import now_iso
@@ -50,8 +54,12 @@ _COLUMNS = (
     "id, cube_id, content, kind, tags, metadata, source_agent, task_id, created_at, updated_at, occurred_at,"
     " importance, expires_at, valid_from, content_hash"
 )
-_ROW = "(" + placeholders(15) + ")"
+_ROW = "(" + placeholders(15) + ", {embedded})"  # embedded: a literal, the same for every row of a call
 _INSERT_ROWS = 64  # rows a statement: 960 values, under every SQLite's limit on bound values
+_CURRENT_WITH_HASH = (  # a current memory of cube ? with kind ? and content hash ?
+    "SELECT 1 FROM memories INDEXED BY memories_current_by_hash WHERE cube_id = ? AND kind = ?"
+    " AND content_hash = ? AND deleted_at IS NULL AND superseded_by IS NULL"
+)
 
 
 class Additions:
@@ -89,15 +97,13 @@ class Additions:
     ) -> AddedMemory:
         """Add one memory; report similar ones; close the validity of those it `supersedes`.
 
-        The similar-memory lookup (a KNN over the cube's vectors, on a worker thread) runs while the write
-        does: the write does not need it, so an add costs the longer of the two, not both. Its result is
-        what the cube held before this add (the memories this one supersedes included, itself left out)."""
+        The similar-memory lookup (a KNN over the cube's vectors on a worker thread, then those memories'
+        rows, on a reader) runs while the write does: the write does not need it, so an add costs the longer
+        of the two, not both. Its result is what the cube held before this add (the memories this one
+        supersedes included, itself left out)."""
         checked = check_new_memory(item, self._limits)
         old_ids = [check_memory_id(i, "supersedes") for i in dict.fromkeys(supersedes or [])]
-        name, ref, settings = await self._prepare(agent, cube)
-        if settings.redact_secrets:  # before anything is embedded, indexed or stored
-            checked = self._redactor.new_memory(checked)
-        vectors = await self._vectors.embed([checked.content])
+        name, ref, settings, checked, vectors = await self._prepared_and_embedded(agent, cube, checked)
         threshold = settings.similar_threshold
         lookup = _Lookup()
         failed: Exception | None = None
@@ -115,12 +121,8 @@ class Additions:
                 tg.cancel_scope.cancel()
         if failed is not None:
             raise failed
-        if recorder is None and lookup.near:
-            try:
-                async with self._store.read() as conn:
-                    result.similar = await self._similar_rows(conn, ref, lookup.near, result.id)
-            except MemosError as exc:  # the add is durable already: it is acknowledged, without the hint
-                log.warning("similar memories not read for an add to %s: %s", ref.name, exc)
+        if recorder is None:
+            result.similar = lookup.similar(ref, result.id)
         if vectors is None:
             self._vectors.wake()
         return result
@@ -136,15 +138,27 @@ class Additions:
         recorder: Recorder | None,
         lookup: _Lookup,
     ) -> AddedMemory:
+        now = now_iso()
         async with self._store.write() as conn:
             ref = await self._access.require(conn, agent, name, "write", "memory_add")
-            [(seq, memory_id, duplicate)] = await self._insert(conn, agent, ref, [checked], vectors, settings)
-            memory = await self._read(conn, seq)
+            [(seq, memory_id, duplicate)] = await self._insert(
+                conn, agent, ref, [checked], vectors, settings, now
+            )
+            if duplicate:  # the memory that was there
+                memory = await self._read(conn, seq)
+            else:  # what the write stored, as a read of its row would give it
+                memory = Memory(
+                    id=memory_id, cube=ref.name, content=checked.content, kind=checked.kind,
+                    tags=list(checked.tags), metadata=dict(checked.metadata), source_agent=agent.name,
+                    task_id=checked.task_id, created_at=now, updated_at=now, occurred_at=checked.occurred_at,
+                    importance=checked.importance, expires_at=checked.expires_at, version=1,
+                    valid_from=checked.occurred_at or now,
+                )  # fmt: skip
             superseded = await self._close(conn, agent, old_ids, memory) if old_ids else []
             result = AddedMemory(**msgspec.structs.asdict(memory), duplicate=duplicate, superseded=superseded)
             if recorder is not None:  # the recorded result is the whole result: the lookup is awaited here
                 await lookup.done.wait()
-                result.similar = await self._similar_rows(conn, ref, lookup.near, memory_id)
+                result.similar = lookup.similar(ref, memory_id)
                 await recorder.record(conn, result)
             self._announce(conn, agent, result.cube, [result.id, *superseded], checked.task_id)
         return result
@@ -177,7 +191,7 @@ class Additions:
         vectors = await self._vectors.embed([item.content for item in checked])
         async with self._store.write() as conn:
             ref = await self._access.require(conn, agent, name, "write", "memory_add")
-            inserted = await self._insert(conn, agent, ref, checked, vectors, settings)
+            inserted = await self._insert(conn, agent, ref, checked, vectors, settings, now_iso())
             result = BatchAdded(
                 ids=[memory_id for _, memory_id, _ in inserted],
                 cube=ref.name,
@@ -191,8 +205,44 @@ class Additions:
             self._vectors.wake()
         return result
 
+    async def _prepared_and_embedded(
+        self, agent: Agent, cube: str | None, item: NewMemory
+    ) -> tuple[str, CubeRef, CubeSettings, NewMemory, np.ndarray | None]:
+        """`_prepare`'s cube, ref and settings; the item, redacted if the cube says so; and its vector.
+
+        A text with nothing a redaction would mask is embedded while the permission and the settings are
+        read: its vector is the same whatever the cube's `redact_secrets`. One with something to mask waits
+        for the settings, so the model never reads a secret that the cube redacts. A refused call's vector
+        is dropped."""
+        if self._redactor.text(item.content) != item.content:
+            name, ref, settings = await self._prepare(agent, cube)
+            if settings.redact_secrets:  # before anything is embedded, indexed or stored
+                item = self._redactor.new_memory(item)
+            return name, ref, settings, item, await self._vectors.embed([item.content])
+        embedded: list[np.ndarray | None] = []
+        failed: list[Exception] = []
+
+        async def embed() -> None:
+            try:
+                embedded.append(await self._vectors.embed([item.content]))
+            except Exception as exc:  # noqa: BLE001 - raised below as itself, not wrapped in a group
+                failed.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(embed)
+            try:
+                name, ref, settings = await self._prepare(agent, cube)
+            except Exception as exc:  # noqa: BLE001 - raised below as itself, not wrapped in a group
+                failed.insert(0, exc)
+                tg.cancel_scope.cancel()
+        if failed:
+            raise failed[0]
+        if settings.redact_secrets:  # the tags and metadata (the content has nothing to mask)
+            item = self._redactor.new_memory(item)
+        return name, ref, settings, item, embedded[0]
+
     async def _prepare(self, agent: Agent, cube: str | None) -> tuple[str, CubeRef, CubeSettings]:
-        """Check the cube is writable before spending time on embeddings; its settings."""
+        """The cube's name and ref, checked writable before anything is written; its settings."""
         name = check_cube_ref(cube) if cube else agent.home_cube
         async with self._store.read() as conn:
             ref = await self._access.require(conn, agent, name, "write", "memory_add")
@@ -200,34 +250,22 @@ class Additions:
         return name, ref, settings
 
     async def _nearest(self, ref: CubeRef, vector: np.ndarray, threshold: float, lookup: _Lookup) -> None:
-        """The cube's memories at least `threshold` similar to `vector`, best first, into `lookup`."""
+        """The cube's memories at least `threshold` similar to `vector`, best first, and their rows (on the
+        same reader, while the write runs), into `lookup`."""
         try:
             async with self._store.read() as conn:
                 near = await self._vectors.nearest(conn, vector, [ref.id], _SIMILAR_CANDIDATES)
-            lookup.near = [(s, score) for s, score in near if score >= threshold]
+                near = [(s, score) for s, score in near if score >= threshold]
+                rows = await conn.rows(
+                    "SELECT seq, id, content, superseded_by FROM memories"
+                    f" WHERE seq IN ({placeholders(len(near))}) AND deleted_at IS NULL",
+                    [s for s, _ in near],
+                ) if near else []  # fmt: skip
+            lookup.near, lookup.rows = near, {row["seq"]: row for row in rows}
         except MemosError as exc:  # advisory: the add itself goes on (and may have committed already)
             log.warning("similar memories not looked up for an add to %s: %s", ref.name, exc)
         finally:
             lookup.done.set()
-
-    async def _similar_rows(
-        self, conn: Connection, ref: CubeRef, near: list[tuple[int, float]], new_id: str
-    ) -> list[Similar]:
-        """The current memories among `near`, as they were before the add of `new_id`: those it superseded
-        count (they were current), the new memory itself does not."""
-        if not near:
-            return []
-        rows = await conn.rows(
-            f"SELECT seq, id, content FROM memories WHERE seq IN ({placeholders(len(near))})"
-            " AND deleted_at IS NULL AND (superseded_by IS NULL OR superseded_by = ?)",
-            [*(s for s, _ in near), new_id],
-        )
-        found = {row["seq"]: row for row in rows}
-        return [
-            Similar(id=found[s]["id"], cube=ref.name, content=found[s]["content"], score=round(score, 4))
-            for s, score in near
-            if s in found and found[s]["id"] != new_id
-        ]
 
     async def _insert(
         self,
@@ -237,19 +275,24 @@ class Additions:
         items: list[NewMemory],
         vectors: np.ndarray | None,
         settings: CubeSettings,
+        now: str,
     ) -> list[tuple[int, str, bool]]:
         """(seq, id, was it a duplicate) per item, in order. An item whose text (and kind) a current memory
         of the cube has, or an earlier item of the same call, is that memory; the others are inserted a
-        few dozen rows to a statement."""
-        now = now_iso()
+        few dozen rows to a statement (marked embedded when `vectors` come with them), created at `now`."""
         digests = [content_hash(item.content) for item in items]
         # A message is an event in a conversation: the same words said twice are two turns, not a duplicate.
         checked = [settings.dedupe_exact and item.kind != "message" for item in items]
-        known: dict[tuple[str, str], tuple[int | None, str]] = dict(
-            await _current(
-                conn, ref.id, {(i.kind, d) for i, d, c in zip(items, digests, checked, strict=True) if c}
+        # One text to check (a single add): its INSERT skips it if a current memory has it, one statement
+        # instead of a check and an insert; the memory that has it is read only then.
+        single = checked == [True]
+        known: dict[tuple[str, str], tuple[int | None, str]] = {}
+        if not single:
+            known.update(
+                await _current(
+                    conn, ref.id, {(i.kind, d) for i, d, c in zip(items, digests, checked, strict=True) if c}
+                )
             )
-        )
         rows: list[tuple[Any, ...]] = []
         plan: list[tuple[int | None, str, bool]] = []  # (seq, None until inserted; id; duplicate)
         for item, digest, check in zip(items, digests, checked, strict=True):
@@ -268,22 +311,42 @@ class Additions:
                 )
             )  # fmt: skip
         seq_of: dict[str, int] = {}
+        row_sql = _ROW.format(embedded=0 if vectors is None else 1)
         for start in range(0, len(rows), _INSERT_ROWS):
             chunk = rows[start : start + _INSERT_ROWS]
-            returned = await conn.rows(
-                f"INSERT INTO memories ({_COLUMNS}) VALUES "
-                + ", ".join([_ROW] * len(chunk))
-                + " RETURNING seq, id",
-                [value for row in chunk for value in row],
-            )
+            if single:
+                returned = await conn.rows(
+                    f"INSERT INTO memories ({_COLUMNS}, embedded) SELECT {row_sql[1:-1]} WHERE NOT EXISTS"
+                    f" ({_CURRENT_WITH_HASH}) RETURNING seq, id",
+                    [*chunk[0], ref.id, items[0].kind, digests[0]],
+                )
+                if not returned:  # a current memory of the cube has this text: the add is that memory
+                    key = (items[0].kind, digests[0])
+                    found = await _current(conn, ref.id, {key})
+                    if not found:  # deleted in between, by another daemon on the same database
+                        raise Conflict(
+                            "a memory with the same text changed while this one was added; add again"
+                        )
+                    plan, rows = [(*found[key], True)], []
+            else:
+                returned = await conn.rows(
+                    f"INSERT INTO memories ({_COLUMNS}, embedded) VALUES "
+                    + ", ".join([row_sql] * len(chunk))
+                    + " RETURNING seq, id",
+                    [value for row in chunk for value in row],
+                )
             seq_of.update((row["id"], int(row["seq"])) for row in returned)
         out = [(seq_of[memory_id] if seq is None else seq, memory_id, dup) for seq, memory_id, dup in plan]
         if vectors is not None:
             fresh = [(seq, ref.id, vectors[index]) for index, (seq, _, dup) in enumerate(out) if not dup]
             if fresh:
-                await self._vectors.put(conn, fresh)
+                await self._vectors.put(conn, fresh, mark=False)
         added = [(seq, memory_id) for seq, memory_id, dup in out if not dup]
-        await index_entities(conn, [seq for seq, _ in added])
+        # (seq, cube id, content, metadata) of what was inserted, in order: the rows were built in `out`'s
+        # order, each non-duplicate once.
+        await index_entities(
+            conn, [(seq, ref.id, row[2], row[5]) for (seq, _), row in zip(added, rows, strict=True)]
+        )
         if added:
             more = f" (+{len(added) - 1} more)" if len(added) > 1 else ""
             await Audit.record(conn, agent.name, "memory_add", ref.name, added[0][1] + more)
@@ -326,11 +389,24 @@ class Additions:
 
 
 class _Lookup:
-    """The similar-memory lookup of one add: (seq, score) at or above the cube's threshold, once `done`."""
+    """The similar-memory lookup of one add, once `done`: (seq, score) at or above the cube's threshold,
+    best first, and the rows of those not deleted (read beside the write: before or after its commit)."""
 
     def __init__(self) -> None:
         self.near: list[tuple[int, float]] = []
+        self.rows: dict[int, Row] = {}
         self.done = anyio.Event()
+
+    def similar(self, ref: CubeRef, new_id: str) -> list[Similar]:
+        """The current memories among `near` as they were before the add of `new_id`: those it superseded
+        count (they were current; read after the commit they name it), the new memory itself does not."""
+        return [
+            Similar(id=row["id"], cube=ref.name, content=row["content"], score=round(score, 4))
+            for seq, score in self.near
+            if (row := self.rows.get(seq)) is not None
+            and row["id"] != new_id
+            and row["superseded_by"] in (None, new_id)
+        ]
 
 
 async def _current(

@@ -271,11 +271,27 @@ async def index(conn: Connection, seqs: Sequence[int]) -> None:
     """(Re)index these memories' entities, in the caller's write transaction."""
     if not seqs:
         return
-    marks = placeholders(len(seqs))
     rows = await conn.rows(
-        f"SELECT seq, cube_id, content, metadata FROM memories WHERE seq IN ({marks})", list(seqs)
+        f"SELECT seq, cube_id, content, metadata FROM memories WHERE seq IN ({placeholders(len(seqs))})",
+        list(seqs),
     )
-    found = {row["seq"]: (row["cube_id"], *parts(row["content"], _speaker(row["metadata"]))) for row in rows}
+    found = [(row["seq"], row["cube_id"], row["content"], row["metadata"]) for row in rows]
+    await _store(conn, found, list(seqs), replace=True)
+
+
+async def index_new(conn: Connection, rows: Sequence[tuple[int, int, str, str | None]]) -> None:
+    """Index memories this write just inserted, from what it knows of them: (seq, cube id, content,
+    metadata JSON). Nothing to read back, and no old entities to remove (a memory's go when it does)."""
+    if rows:
+        await _store(conn, rows, [seq for seq, _, _, _ in rows], replace=False)
+
+
+async def _store(
+    conn: Connection, rows: Sequence[tuple[int, int, str, str | None]], seqs: list[int], *, replace: bool
+) -> None:
+    """Store the entities of these memories (in place of their old ones if `replace`) and take `seqs` off
+    `entity_pending`."""
+    found = {seq: (cube_id, *parts(content, _speaker(metadata))) for seq, cube_id, content, metadata in rows}
     # A doubtful run is known when the cube has it already, or another of these memories names it surely.
     known: dict[int, set[str]] = {}
     for cube_id, sure, _ in found.values():
@@ -289,16 +305,19 @@ async def index(conn: Connection, seqs: Sequence[int]) -> None:
             for name in (d[0], d[2])
         }
         known[cube_id] |= set(await frequencies(conn, [cube_id], asked))
-    await conn.execute(f"DELETE FROM memory_entities WHERE seq IN ({marks})", list(seqs))
-    await conn.execute_many(
-        "INSERT OR IGNORE INTO memory_entities (cube_id, entity, seq) VALUES (?, ?, ?)",
-        [
-            (cube_id, entity, seq)
-            for seq, (cube_id, sure, doubtful) in found.items()
-            for entity in sorted(sure | resolve(doubtful, known[cube_id]))
-        ],
-    )
-    await conn.execute(f"DELETE FROM entity_pending WHERE seq IN ({marks})", list(seqs))
+    marks = placeholders(len(seqs))
+    if replace:
+        await conn.execute(f"DELETE FROM memory_entities WHERE seq IN ({marks})", seqs)
+    entities = [
+        (cube_id, entity, seq)
+        for seq, (cube_id, sure, doubtful) in found.items()
+        for entity in sorted(sure | resolve(doubtful, known[cube_id]))
+    ]
+    if entities:
+        await conn.execute_many(
+            "INSERT OR IGNORE INTO memory_entities (cube_id, entity, seq) VALUES (?, ?, ?)", entities
+        )
+    await conn.execute(f"DELETE FROM entity_pending WHERE seq IN ({marks})", seqs)
 
 
 async def entities_of_memory(conn: Connection, memory_id: str) -> list[str]:

@@ -129,15 +129,21 @@ class PgVectorIndex(VectorIndex):
             self._followed = int(rows[-1]["changed"])
             read += len(rows)
 
-    async def put(self, conn: Connection, rows: Sequence[tuple[int, int, np.ndarray]]) -> None:
-        """Store (seq, cube_id, vector) rows and mark the memories embedded, inside the caller's write."""
-        seqs = [seq for seq, _, _ in rows]
+    async def put(
+        self, conn: Connection, rows: Sequence[tuple[int, int, np.ndarray]], *, mark: bool = True
+    ) -> None:
+        """Store (seq, cube_id, vector) rows and mark the memories embedded (unless the caller inserted
+        them marked: `mark=False`), inside the caller's write."""
         await conn.execute_many(
             "INSERT OR REPLACE INTO memory_vectors (rowid, cube_id, embedding, changed)"
             " VALUES (?, ?, ?::vector, nextval('memory_vectors_changes'))",
             [(seq, cube_id, vector_literal(vector)) for seq, cube_id, vector in rows],
         )
-        await conn.execute(f"UPDATE memories SET embedded = 1 WHERE seq IN ({placeholders(len(seqs))})", seqs)
+        if mark:
+            seqs = [seq for seq, _, _ in rows]
+            await conn.execute(
+                f"UPDATE memories SET embedded = 1 WHERE seq IN ({placeholders(len(seqs))})", seqs
+            )
         await conn.execute(f"SELECT pg_notify('{VECTORS_CHANNEL}', '')")  # delivered at COMMIT
         if self._cache is not None:
             cache = self._cache

@@ -18,6 +18,7 @@ from daemon.cube_settings import CubeRule
 from daemon.errors import NotFound, PermissionDenied
 from daemon.models import Agent
 from daemon.policy_rules import LEVEL, Grant, SourcedRule, effective_level, rule_applies
+from daemon.rows import Row
 from daemon.store import Connection, placeholders
 from daemon.timeutil import now_iso
 from daemon.validation import private_cube_of
@@ -91,19 +92,27 @@ class AccessPolicy:
         return [row["name"] for row in rows]
 
     @staticmethod
-    async def _grants(
-        conn: Connection, cube_ids: Sequence[int], agent: str, groups: Sequence[str]
-    ) -> dict[int, list[Grant]]:
-        grantees = [agent, "*", *(f"group:{g}" for g in groups)]
+    async def _groups_and_grants(
+        conn: Connection, cube_ids: Sequence[int], agent: str
+    ) -> tuple[list[str], dict[int, list[Grant]]]:
+        """The agent's groups, and the grants it holds (as itself, as anyone, or through a group) on
+        `cube_ids` (every cube when empty), in one statement: the groups are the rows without a cube."""
+        member = "SELECT g.name FROM group_members m JOIN groups g ON g.id = m.group_id WHERE m.agent = ?"
         rows = await conn.rows(
-            f"SELECT cube_id, grantee, permission FROM cube_grants WHERE grantee IN ({placeholders(len(grantees))})"
+            f"SELECT NULL AS cube_id, mine.name AS grantee, NULL AS permission FROM ({member}) mine"
+            " UNION ALL SELECT cube_id, grantee, permission FROM cube_grants WHERE (grantee IN (?, '*')"
+            f" OR grantee IN (SELECT 'group:' || theirs.name FROM ({member}) theirs))"
             + (f" AND cube_id IN ({placeholders(len(cube_ids))})" if cube_ids else ""),
-            [*grantees, *cube_ids],
+            [agent, agent, agent, *cube_ids],
         )
+        groups: list[str] = []
         grants: dict[int, list[Grant]] = {}
         for row in rows:
-            grants.setdefault(row["cube_id"], []).append(Grant(row["grantee"], row["permission"]))
-        return grants
+            if row["cube_id"] is None:
+                groups.append(row["grantee"])
+            else:
+                grants.setdefault(row["cube_id"], []).append(Grant(row["grantee"], row["permission"]))
+        return groups, grants
 
     async def levels(
         self, conn: Connection, agent: Agent, cube_ids: Sequence[int] | None = None
@@ -114,9 +123,13 @@ class AccessPolicy:
         sql = "SELECT id, name, owner FROM cubes"
         if cube_ids is not None:
             sql += f" WHERE id IN ({placeholders(len(cube_ids))})"
-        cubes = await conn.rows(sql, list(cube_ids or []))
-        groups = await self.groups_of(conn, agent.name)
-        grants = await self._grants(conn, list(cube_ids or []), agent.name, groups)
+        return await self._levels_of(conn, agent, await conn.rows(sql, list(cube_ids or [])), cube_ids)
+
+    async def _levels_of(
+        self, conn: Connection, agent: Agent, cubes: Sequence[Row], cube_ids: Sequence[int] | None
+    ) -> dict[int, tuple[str, int]]:
+        """`levels` for these rows of `cubes` (id, name, owner), read by the caller (`cube_ids`: which)."""
+        groups, grants = await self._groups_and_grants(conn, list(cube_ids or []), agent.name)
         result = {}
         for cube in cubes:
             level = effective_level(
@@ -212,8 +225,10 @@ class AccessPolicy:
         self, conn: Connection, agent: Agent, cube: str, permission: Permission, action: str = ""
     ) -> CubeRef:
         """The cube, if the agent holds `permission` on it. NotFound if it may not even read it."""
-        row = await conn.row("SELECT id, name FROM cubes WHERE name = ?", (cube,))
-        level = await self.level_of(conn, agent, row["id"]) if row else 0
+        row = await conn.row("SELECT id, name, owner FROM cubes WHERE name = ?", (cube,))
+        level = 0
+        if row is not None:  # its owner read with it: a query fewer than level_of, on every call
+            level = (await self._levels_of(conn, agent, [row], [row["id"]])).get(row["id"], ("", 0))[1]
         if level >= LEVEL[permission]:
             assert row is not None
             return CubeRef(id=row["id"], name=row["name"])

@@ -117,15 +117,20 @@ class VectorIndex:
             log.warning("embedding deferred to backfill: %s", exc)
             return None
 
-    async def put(self, conn: Connection, rows: Sequence[tuple[int, int, np.ndarray]]) -> None:
-        """Store (seq, cube_id, vector) rows and mark the memories embedded, inside the caller's write."""
-        seqs = [seq for seq, _, _ in rows]
-        await conn.execute(f"DELETE FROM memory_vectors WHERE rowid IN ({placeholders(len(seqs))})", seqs)
+    async def put(
+        self, conn: Connection, rows: Sequence[tuple[int, int, np.ndarray]], *, mark: bool = True
+    ) -> None:
+        """Store (seq, cube_id, vector) rows in place of any old ones, inside the caller's write, and mark
+        the memories embedded (`mark=False`: the caller inserted them marked already)."""
         await conn.execute_many(
-            "INSERT INTO memory_vectors (rowid, cube_id, embedding) VALUES (?, ?, ?)",
+            "INSERT OR REPLACE INTO memory_vectors (rowid, cube_id, embedding) VALUES (?, ?, ?)",
             [(seq, cube_id, vector.astype(np.float32).tobytes()) for seq, cube_id, vector in rows],
         )
-        await conn.execute(f"UPDATE memories SET embedded = 1 WHERE seq IN ({placeholders(len(seqs))})", seqs)
+        if mark:
+            seqs = [seq for seq, _, _ in rows]
+            await conn.execute(
+                f"UPDATE memories SET embedded = 1 WHERE seq IN ({placeholders(len(seqs))})", seqs
+            )
         if self._cache is not None:
             cache = self._cache
             conn.after_commit(lambda: cache.upsert(rows))
