@@ -108,7 +108,7 @@ class PgConnection(Connection):
             values = await cursor.fetchall()
             names = column_names(cursor.description)
             await cursor.close()
-        return [Row.from_columns(names, row) for row in values]
+        return Row.many(names, values)
 
     async def row(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         with translated():
