@@ -397,13 +397,12 @@ class LexicalIndex:
             start, chunk = 0, limit * 2 + 20
             while len(found) < limit and start < len(seqs):
                 part = [int(seq) for seq in seqs[start : start + chunk]]
-                keep = {
-                    row["seq"]
-                    for row in await conn.rows(
+                keep = set(
+                    await conn.column(
                         f"SELECT m.seq FROM memories m WHERE m.seq IN ({placeholders(len(part))}) {predicate}",
                         [*part, *params],
                     )
-                }
+                )
                 found += [
                     (seq, float(score))
                     for seq, score in zip(part, scores[start : start + chunk], strict=True)

@@ -407,13 +407,12 @@ class Search:
         if not nearest:
             return []
         # The KNN ran over whole cubes; apply the same filters as the lexical side.
-        keep = {
-            row["seq"]
-            for row in await conn.rows(
+        keep = set(
+            await conn.column(
                 f"SELECT m.seq FROM memories m WHERE m.seq IN ({placeholders(len(nearest))}) {predicate}",
                 [seq for seq, _ in nearest] + params,
             )
-        }
+        )
         return [(seq, sim) for seq, sim in nearest if seq in keep][:depth]
 
     async def _hits(

@@ -83,6 +83,14 @@ class Connection:
             names, values, _ = await self._raw.run(sql, params, fetch=1)
         return Row.from_columns(names, values[0]) if values else None
 
+    async def column(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """The single column of a one-column query, every row (no `Row` built per row: for long lists of seqs)."""
+        with translated():
+            names, values, _ = await self._raw.run(sql, params, fetch=-1)
+        if len(names) != 1:
+            raise ValueError(f"column() needs a query of one column, not {len(names)}: {sql}")
+        return [value for (value,) in values]
+
     async def value(self, sql: str, params: Sequence[Any] = (), default: Any = None) -> Any:
         """The single column of a one-column query's first row (`default` if there is no row)."""
         with translated():
