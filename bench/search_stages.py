@@ -91,8 +91,9 @@ class Stages:
             )
         from daemon import store
 
-        for name in ("rows", "row", "value", "execute"):
-            setattr(store.Connection, name, self._counted(getattr(store.Connection, name)))
+        for name in ("rows", "row", "value", "column", "execute"):
+            if hasattr(store.Connection, name):
+                setattr(store.Connection, name, self._counted(getattr(store.Connection, name)))
 
     def _wrapped(self, label: str, function: Callable[..., Any]) -> Callable[..., Any]:
         clock = time.thread_time if label.endswith("thread)") else time.process_time

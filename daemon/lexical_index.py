@@ -33,9 +33,10 @@ import numpy as np
 
 from daemon import sqlite_driver
 from daemon.errors import MemosError
+from daemon.filters import passing
 from daemon.heap import release_freed_memory
 from daemon.rows import read_row_pages, read_rows
-from daemon.store import Connection, Step, Store, placeholders
+from daemon.store import Connection, Step, Store
 from daemon.store_errors import translated
 
 log = logging.getLogger(__name__)
@@ -393,22 +394,10 @@ class LexicalIndex:
             if ranked is None:
                 return None
             seqs, scores, complete = ranked
-            found: list[tuple[int, float]] = []
-            start, chunk = 0, limit * 2 + 20
-            while len(found) < limit and start < len(seqs):
-                part = [int(seq) for seq in seqs[start : start + chunk]]
-                keep = set(
-                    await conn.column(
-                        f"SELECT m.seq FROM memories m WHERE m.seq IN ({placeholders(len(part))}) {predicate}",
-                        [*part, *params],
-                    )
-                )
-                found += [
-                    (seq, float(score))
-                    for seq, score in zip(part, scores[start : start + chunk], strict=True)
-                    if seq in keep
-                ]
-                start, chunk = start + chunk, chunk * 4
+            ranking = seqs.tolist()
+            kept = await passing(conn, ranking, predicate, params, limit)
+            score_of = dict(zip(ranking, scores.tolist(), strict=True))
+            found = [(seq, score_of[seq]) for seq in kept]
             if len(found) >= limit or complete:
                 break
         return found[:limit]

@@ -145,6 +145,37 @@ async def test_the_nearest_by_meaning_pass_every_filter_as_the_words_do(services
     assert await found(as_of="2024-06-01T00:00:00Z") == {black.content}
 
 
+async def test_the_candidates_that_pass_are_found_when_most_of_the_best_matches_do_not(
+    services: Services,
+) -> None:
+    """Steps: alice writes 300 notes about a zeppelin and deletes all but every 7th; a search's lexical and
+    nearest candidates are filtered a chunk at a time, best first, until enough pass: every kept note that
+    matches is still a lexical candidate, the nearest ones are all kept notes, and no deleted note is found."""
+    await services.identities.add("alice")
+    alice = agent_named("alice")
+    notes = [
+        NewMemory(content=f"The zeppelin {'flew ' * (i % 5)}over harbour number {i}") for i in range(300)
+    ]
+    ids = (await services.additions.add_batch(alice, None, notes)).ids
+    for index, memory_id in enumerate(ids):
+        if index % 7:
+            await services.memories.delete(alice, memory_id)
+    async with services.store.read() as conn:
+        seq_of = {row["id"]: row["seq"] for row in await conn.rows("SELECT id, seq FROM memories")}
+    kept = {seq_of[memory_id] for index, memory_id in enumerate(ids) if index % 7 == 0}
+
+    if services.search.lexical_index is not None:  # the in-memory BM25, as searches use it once filled
+        await services.search.lexical_index.wait_ready()
+    query = SearchQuery(query="zeppelin over the harbour", k=10)
+    found = await services.search.candidates(alice, query)
+    (lexical,) = found.lists["lexical"]
+    (nearest,) = found.lists["vector"]
+    assert set(lexical) == kept
+    assert nearest and set(nearest) <= kept
+    hits = (await services.search.search(alice, query)).results
+    assert len(hits) == 10 and {seq_of[hit.id] for hit in hits} <= kept
+
+
 async def test_search_never_returns_memories_from_unreadable_cubes(services: Services) -> None:
     alice = await _alice_with_facts(services)
     await services.identities.add("bob")
