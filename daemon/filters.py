@@ -9,6 +9,7 @@ import msgspec
 
 from daemon.config import LimitsConfig
 from daemon.errors import InvalidInput
+from daemon.store import Connection, placeholders
 from daemon.timeutil import now_iso, parse_time
 from daemon.validation import check_kind, check_name, check_tags
 
@@ -90,3 +91,24 @@ class MemoryFilter(msgspec.Struct, kw_only=True, frozen=True):
             clauses.append("AND m.source_agent = ?")
             params.append(self.source_agent)
         return " ".join(clauses), params
+
+
+async def passing(
+    conn: Connection, seqs: Sequence[int], predicate: str, params: Sequence[Any], wanted: int
+) -> list[int]:
+    """The seqs of `seqs` (a ranking, best first) that pass `predicate`, in order: at least the first
+    `wanted` that pass (all, if fewer do), perhaps more. Looked up a chunk at a time, a little more than
+    `wanted` first: most memories pass, and each one looked up costs a row read."""
+    kept: list[int] = []
+    start, chunk = 0, wanted + wanted // 4 + 10
+    while len(kept) < wanted and start < len(seqs):
+        part = list(seqs[start : start + chunk])
+        keep = set(
+            await conn.column(
+                f"SELECT m.seq FROM memories m WHERE m.seq IN ({placeholders(len(part))}) {predicate}",
+                [*part, *params],
+            )
+        )
+        kept += [seq for seq in part if seq in keep]
+        start, chunk = start + chunk, chunk * 4
+    return kept

@@ -157,10 +157,7 @@ def episode_scores(found: Gathered, index: int) -> dict[int, float]:
 def signals(found: Gathered) -> Signals:
     """Every candidate's signals, each from 0 to 1, averaged over the phrasings (signals not computed are
     absent): what the blend weighs, and what its weights are fitted on."""
-
-    def mean(per_phrasing: list[dict[int, float]], seq: int) -> float:
-        return sum(max(0.0, scores.get(seq, 0.0)) for scores in per_phrasing) / found.phrasings
-
+    pool = found.pool()
     present = {
         "lexical": found.bm25["lexical"],
         "exact": found.bm25["exact"],
@@ -168,24 +165,37 @@ def signals(found: Gathered) -> Signals:
         "context": found.context,
         "episode": found.episode_score,
     }
-    present = {name: lists for name, lists in present.items() if lists}
-    placed = bool(found.placement.when)
-    named = named_speaker(found.texts, found.placement.speaker.values()) if placed else None
-    result = {}
-    for seq in found.pool():
-        values = {name: mean(lists, seq) for name, lists in present.items()}
-        if found.window is not None and placed:
-            values["time"] = 1.0 if found.in_window(seq) else 0.0
-        if placed:
-            placement = found.placement
-            values["speaker"] = speaker_signal(
-                placement.role.get(seq), found.speaker, placement.speaker.get(seq), named
-            )
-        for name, scores in (("entity", found.entity_score), ("graph", found.graph_score)):
-            if scores is not None:
-                values[name] = scores.get(seq, 0.0)
-        result[seq] = values
-    return result
+    # One column (seq -> value) per signal, each worked out once for the whole pool.
+    columns = {name: _mean(lists, pool, found.phrasings) for name, lists in present.items() if lists}
+    placement = found.placement
+    placed = bool(placement.when)
+    if found.window is not None and placed:
+        columns["time"] = {seq: 1.0 if found.in_window(seq) else 0.0 for seq in pool}
+    if placed:
+        named = named_speaker(found.texts, placement.speaker.values())
+        said: dict[tuple[object, object], float] = {}  # (role, speaker) -> the signal, worked out once
+        column = {}
+        for seq in pool:
+            key = (placement.role.get(seq), placement.speaker.get(seq))
+            value = said.get(key)
+            if value is None:
+                value = said[key] = speaker_signal(key[0], found.speaker, key[1], named)
+            column[seq] = value
+        columns["speaker"] = column
+    for name, scores in (("entity", found.entity_score), ("graph", found.graph_score)):
+        if scores is not None:
+            columns[name] = {seq: scores.get(seq, 0.0) for seq in pool}
+    names = list(columns)
+    values = list(columns.values())
+    return {seq: dict(zip(names, [column[seq] for column in values], strict=True)) for seq in pool}
+
+
+def _mean(per_phrasing: list[dict[int, float]], pool: set[int], phrasings: int) -> dict[int, float]:
+    """Each seq's score (below 0 counts as 0) averaged over the phrasings, summed in phrasing order."""
+    if len(per_phrasing) == 1:
+        (scores,) = per_phrasing
+        return {seq: max(0.0, scores.get(seq, 0.0)) / phrasings for seq in pool}
+    return {seq: sum([max(0.0, scores.get(seq, 0.0)) for scores in per_phrasing]) / phrasings for seq in pool}
 
 
 @dataclass(frozen=True)
@@ -215,13 +225,18 @@ def blend(found: Gathered, weights: BlendWeights, values: Signals | None = None)
     speaker holds."""
     values = signals(found) if values is None else values
     weight = {name: getattr(weights, name) for name in SIGNALS}
-    present = {name for signals_of in values.values() for name in signals_of}
+    present = set().union(*values.values())
     matching = [name for name in TEXT_MATCH if name in present and weight[name] > 0]
     if matching:
         share = sum(weight[name] for name in TEXT_MATCH) / sum(weight[name] for name in matching)
         weight.update((name, weight[name] * share) for name in matching)
-    scores = {seq: sum(weight[name] * value for name, value in of.items()) for seq, of in values.items()}
-    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+    scores = {seq: sum([weight[name] * value for name, value in of.items()]) for seq, of in values.items()}
+    return sorted(scores.items(), key=_best_first)
+
+
+def _best_first(item: Fused) -> tuple[float, int]:
+    """Best score first; ties by the lower seq."""
+    return -item[1], item[0]
 
 
 def spread_over_episodes(
@@ -280,9 +295,12 @@ def weigh_time_and_importance(
     """score × (1 + recency_weight · 2^(-age / half-life) + importance_weight · (importance − ½)), with age
     counted back from `now`; `facts`: seq -> (importance, occurred_at or created_at). Best first."""
     factor = {}
+    recency_of: dict[str, float] = {}  # many memories share a moment (one import, one session)
     for seq, (importance, when) in facts.items():
-        age_days = max(0.0, (now - stored_moment(when)).total_seconds() / 86400)
-        recency = 0.5 ** (age_days / config.recency_half_life_days)
+        recency = recency_of.get(when)
+        if recency is None:
+            age_days = max(0.0, (now - stored_moment(when)).total_seconds() / 86400)
+            recency = recency_of[when] = 0.5 ** (age_days / config.recency_half_life_days)
         factor[seq] = 1 + config.recency_weight * recency + config.importance_weight * (importance - 0.5)
     rescored = [(seq, score * factor.get(seq, 1.0)) for seq, score in fused]
-    return sorted(rescored, key=lambda item: (-item[1], item[0]))
+    return sorted(rescored, key=_best_first)

@@ -22,7 +22,7 @@ import math
 import re
 import threading
 from array import array
-from collections import OrderedDict, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +33,10 @@ import numpy as np
 
 from daemon import sqlite_driver
 from daemon.errors import MemosError
+from daemon.filters import passing
 from daemon.heap import release_freed_memory
 from daemon.rows import read_row_pages, read_rows
-from daemon.store import Connection, Step, Store, placeholders
+from daemon.store import Connection, Step, Store
 from daemon.store_errors import translated
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ _TF_BITS = 24  # a posting is row << 24 | term frequency
 _TF_MASK = (1 << _TF_BITS) - 1
 _RETIRED = -1
 _RECHECK_S = 2.0
+_KEPT_BUFFERS = 4  # score arrays kept for reuse (one per search scoring at once)
 _RECORDS = "SELECT id, block FROM memories_fts_data WHERE id IN (1, 10) ORDER BY id"
 # The records and the connection's data_version in one statement (a write reads both twice).
 _RECORDS_AND_VERSION = (
@@ -87,6 +89,8 @@ _STATE = [
     "_rows",
     "_tokens",
     "_retired",
+    "_cube_rows",
+    "_live_cubes",
 ]
 
 
@@ -157,9 +161,14 @@ class LexicalIndex:
         self._rows = 0  # live rows (FTS5's row count)
         self._tokens = 0  # their tokens (FTS5's total size)
         self._retired = 0
+        self._cube_rows: Counter[int] = Counter()  # live rows per cube
+        self._live_cubes: frozenset[int] = frozenset()  # replaced, never changed: searches read it on threads
         self._wake = anyio.Event()
         self._filled = anyio.Event()  # set while `ready`
         self.fills = 0
+        # Score arrays of finished searches, reused: a fresh one per search (800 KB at 100k rows) would be
+        # mapped anew and page-faulted in, which took as long as the scoring (daemon/heap.py's threshold).
+        self._score_buffers: list[np.ndarray] = []
         # Retired rows (and their share of all) past which the index is filled again without them.
         self.compact_after, self.compact_share = 4096, 0.25
         self.fill_slice = _FILL_SLICE  # token instances turned into postings at a time while filling
@@ -300,20 +309,25 @@ class LexicalIndex:
             row = self._row(seq)
             if row is not None:
                 self._row_of.pop(seq, None)
+                self._cube_rows[int(self._cubes[row])] -= 1
                 self._cubes[row] = _RETIRED
                 self._rows -= 1
                 self._tokens -= int(self._lengths[row])
                 self._retired += 1
-        if not change.rows:
-            return
-        cube_of = {seq: cube for seq, cube, _, _ in change.rows}
-        tokens = self._tokenizer.documents([(seq, content, tags) for seq, _, content, tags in change.rows])
+        if change.rows:
+            self._add_rows(change.rows)
+        self._live_cubes = frozenset(cube for cube, rows in self._cube_rows.items() if rows)
+
+    def _add_rows(self, rows: list[tuple[int, int, str, str]]) -> None:
+        """Rows for (seq, cube id, content, tags), tokenized as FTS5 does."""
+        cube_of = {seq: cube for seq, cube, _, _ in rows}
+        tokens = self._tokenizer.documents([(seq, content, tags) for seq, _, content, tags in rows])
         counts: dict[int, dict[str, int]] = defaultdict(dict)
         for term, seq in tokens:
             per = counts[seq]
             per[term] = per.get(term, 0) + 1
         added: dict[str, list[int]] = defaultdict(list)
-        for seq, _, _, _ in change.rows:
+        for seq, _, _, _ in rows:
             self._add_row(seq, cube_of[seq], counts.get(seq, {}), added)
         for term, new in added.items():  # one copy of each term's added postings per write, not per row
             old = self._added.get(term)
@@ -347,6 +361,7 @@ class LexicalIndex:
         length = sum(terms.values())
         self._seqs[row], self._cubes[row], self._lengths[row] = seq, cube, float(length)
         self._used += 1
+        self._cube_rows[cube] += 1
         self._row_of[seq] = row
         self._rows += 1
         self._tokens += length
@@ -379,23 +394,10 @@ class LexicalIndex:
             if ranked is None:
                 return None
             seqs, scores, complete = ranked
-            found: list[tuple[int, float]] = []
-            start, chunk = 0, limit * 2 + 20
-            while len(found) < limit and start < len(seqs):
-                part = [int(seq) for seq in seqs[start : start + chunk]]
-                keep = {
-                    row["seq"]
-                    for row in await conn.rows(
-                        f"SELECT m.seq FROM memories m WHERE m.seq IN ({placeholders(len(part))}) {predicate}",
-                        [*part, *params],
-                    )
-                }
-                found += [
-                    (seq, float(score))
-                    for seq, score in zip(part, scores[start : start + chunk], strict=True)
-                    if seq in keep
-                ]
-                start, chunk = start + chunk, chunk * 4
+            ranking = seqs.tolist()
+            kept = await passing(conn, ranking, predicate, params, limit)
+            score_of = dict(zip(ranking, scores.tolist(), strict=True))
+            found = [(seq, score_of[seq]) for seq in kept]
             if len(found) >= limit or complete:
                 break
         return found[:limit]
@@ -415,24 +417,34 @@ class LexicalIndex:
         postings = [self._postings_of(terms[0]) for terms in phrases]
         seqs, cubes, lengths, used = self._seqs, self._cubes, self._lengths, self._used
         n_rows, n_tokens = self._rows, self._tokens
+        retired, live_cubes = self._retired, self._live_cubes
         if self._version != version:
             return None
         avgdl = float(n_tokens) / float(n_rows) if n_rows else 0.0
-        # FTS5 sums each phrase's term in the query's order, from 0.0: the same additions, the same doubles.
-        score = np.zeros(used, np.float64)
-        for posting in postings:
-            rows = posting >> _TF_BITS
-            live = cubes[rows] != _RETIRED
-            rows, freq = rows[live], (posting[live] & _TF_MASK).astype(np.float64)
-            n_hit = float(len(rows))
-            idf = math.log((n_rows - n_hit + 0.5) / (n_hit + 0.5))
-            if idf <= 0.0:
-                idf = 1e-6
-            d = lengths[rows]
-            score[rows] += idf * ((freq * (_K1 + 1.0)) / (freq + _K1 * (1 - _B + _B * d / avgdl)))
-        every = np.flatnonzero(score)  # every term adds more than 0 (idf ≥ 1e-6)
-        every = every[np.isin(cubes[every], np.asarray(cube_ids, np.int64))]
-        negated = -1.0 * score[every]
+        buffer = self._score_buffer(used)
+        try:
+            score = buffer[:used]
+            # FTS5 sums each phrase's term in the query's order, from 0.0: the same additions, the same doubles.
+            for posting in postings:
+                rows = posting >> _TF_BITS
+                if retired:  # else every row is live
+                    live = cubes[rows] != _RETIRED
+                    rows, posting = rows[live], posting[live]
+                freq = (posting & _TF_MASK).astype(np.float64)
+                n_hit = float(len(rows))
+                idf = math.log((n_rows - n_hit + 0.5) / (n_hit + 0.5))
+                if idf <= 0.0:
+                    idf = 1e-6
+                d = lengths[rows]
+                score[rows] += idf * ((freq * (_K1 + 1.0)) / (freq + _K1 * (1 - _B + _B * d / avgdl)))
+            # Every term adds more than 0 (idf ≥ 1e-6); a mask is scanned 3x quicker than the doubles.
+            every = np.flatnonzero(score != 0.0)
+            if not live_cubes <= set(cube_ids):  # else every live row is in the caller's cubes
+                every = every[np.isin(cubes[every], np.asarray(cube_ids, np.int64))]
+            negated = -1.0 * score[every]
+        finally:
+            if len(self._score_buffers) < _KEPT_BUFFERS:
+                self._score_buffers.append(buffer)
         complete = count is None or count >= len(every)
         if count is not None and not complete:
             cut = np.partition(negated, count - 1)[count - 1]
@@ -443,6 +455,18 @@ class LexicalIndex:
         if self._version != version:  # rows retired or the index filled again while scoring
             return None
         return row_seqs[order], negated[order], complete
+
+    def _score_buffer(self, size: int) -> np.ndarray:
+        """An array of at least `size` doubles, the caller's alone until handed back, its first `size`
+        zeroed."""
+        try:
+            buffer = self._score_buffers.pop()
+        except IndexError:
+            buffer = np.empty(0, np.float64)
+        if len(buffer) < size:
+            buffer = np.empty(size + size // 8, np.float64)  # room for rows added meanwhile
+        buffer[:size].fill(0.0)
+        return buffer
 
 
 async def _records(conn: Connection) -> Records:
@@ -485,6 +509,9 @@ def _fill(index: LexicalIndex, path: Path) -> Records:
                     seqs[at], cubes[at] = row["seq"], row["cube_id"]
                     at += 1
             index._seqs, index._cubes = seqs, cubes
+            found, counts = np.unique(cubes, return_counts=True)
+            index._cube_rows = Counter(dict(zip(found.tolist(), counts.tolist(), strict=True)))
+            index._live_cubes = frozenset(index._cube_rows)
             index._used = index._rows = index._filled_rows = members
             _postings_from(index, conn.execute("SELECT term, doc FROM temp.memos_vocab"))
             conn.execute("COMMIT")

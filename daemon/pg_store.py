@@ -108,7 +108,7 @@ class PgConnection(Connection):
             values = await cursor.fetchall()
             names = column_names(cursor.description)
             await cursor.close()
-        return [Row.from_columns(names, row) for row in values]
+        return Row.many(names, values)
 
     async def row(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         with translated():
@@ -117,6 +117,16 @@ class PgConnection(Connection):
             names = column_names(cursor.description)
             await cursor.close()
         return Row.from_columns(names, values) if values is not None else None
+
+    async def column(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with translated():
+            cursor = await self._run(sql, params)
+            values = await cursor.fetchall()
+            width = len(cursor.description or ())
+            await cursor.close()
+        if width != 1:
+            raise ValueError(f"column() needs a query of one column, not {width}: {sql}")
+        return [row[0] for row in values]
 
     async def value(self, sql: str, params: Sequence[Any] = (), default: Any = None) -> Any:
         with translated():

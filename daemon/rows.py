@@ -30,6 +30,15 @@ class Row:
             raise ValueError(f"the statement returns two columns named {duplicates}; alias them (AS ...)")
         return cls(dict(zip(names, values, strict=True)))
 
+    @classmethod
+    def many(cls, names: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[Row]:
+        """Every row of one statement: `from_columns` for each, its names checked once."""
+        if not rows:
+            return []
+        if len(set(names)) != len(names):
+            return [cls.from_columns(names, values) for values in rows]  # raises its error
+        return [cls(dict(zip(names, values, strict=True))) for values in rows]
+
     def __getitem__(self, name: str) -> Any:
         if not isinstance(name, str):
             raise TypeError(
@@ -81,8 +90,7 @@ def read_rows(conn: Any, sql: str, params: Sequence[Any] = ()) -> list[Row]:
     on short-lived connections outside the pool (migrations, backup, check)."""
     cursor = conn.execute(sql, params)
     try:
-        names = column_names(cursor.description)
-        return [Row.from_columns(names, values) for values in cursor.fetchall()]
+        return Row.many(column_names(cursor.description), cursor.fetchall())
     finally:
         cursor.close()
 
@@ -94,6 +102,6 @@ def read_row_pages(conn: Any, sql: str, params: Sequence[Any] = (), *, page: int
     try:
         names = column_names(cursor.description)
         while values := cursor.fetchmany(page):
-            yield [Row.from_columns(names, row) for row in values]
+            yield Row.many(names, values)
     finally:
         cursor.close()

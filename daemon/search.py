@@ -37,7 +37,7 @@ from daemon.entity_signals import entity_scores, graph_scores, seed_scores
 from daemon.episodes import Placement, around, place
 from daemon.errors import InvalidInput, Unavailable
 from daemon.fairness import FairGate
-from daemon.filters import MemoryFilter
+from daemon.filters import MemoryFilter, passing
 from daemon.fusion import (
     Fused,
     Fusion,
@@ -406,14 +406,9 @@ class Search:
         nearest = await self._vectors.nearest(conn, vector, cube_ids, depth * 2)
         if not nearest:
             return []
-        # The KNN ran over whole cubes; apply the same filters as the lexical side.
-        keep = {
-            row["seq"]
-            for row in await conn.rows(
-                f"SELECT m.seq FROM memories m WHERE m.seq IN ({placeholders(len(nearest))}) {predicate}",
-                [seq for seq, _ in nearest] + params,
-            )
-        }
+        # The KNN ran over whole cubes (deleted, superseded and expired memories keep their vectors); apply
+        # the same filters as the lexical side.
+        keep = set(await passing(conn, [seq for seq, _ in nearest], predicate, params, depth))
         return [(seq, sim) for seq, sim in nearest if seq in keep][:depth]
 
     async def _hits(

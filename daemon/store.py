@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -51,7 +52,7 @@ class Connection:
 
     dialect = "sqlite"  # what the backend-specific modules (lexical, vectors) branch on
 
-    def __init__(self, raw: aiosqlite.Connection) -> None:
+    def __init__(self, raw: SQLiteConnection) -> None:
         self._raw = raw
         self.committed: list[Callable[[], None]] = []
 
@@ -63,10 +64,8 @@ class Connection:
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run a statement; returns the last inserted rowid."""
         with translated():
-            cursor = await self._raw.execute(sql, params)
-            rowid = cursor.lastrowid or 0
-            await cursor.close()
-        return rowid
+            _, _, rowid = await self._raw.run(sql, params, fetch=0)
+        return rowid or 0
 
     async def execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         with translated():
@@ -75,31 +74,50 @@ class Connection:
     async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Every row of a query, each read by column name."""
         with translated():
-            cursor = await self._raw.execute(sql, params)
-            values = await cursor.fetchall()
-            names = column_names(cursor.description)
-            await cursor.close()
-        return [Row.from_columns(names, row) for row in values]
+            names, values, _ = await self._raw.run(sql, params, fetch=-1)
+        return Row.many(names, values)
 
     async def row(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         """The first row of a query (None if there is none), read by column name."""
         with translated():
-            cursor = await self._raw.execute(sql, params)
-            values = await cursor.fetchone()
-            names = column_names(cursor.description)
-            await cursor.close()
-        return Row.from_columns(names, values) if values is not None else None
+            names, values, _ = await self._raw.run(sql, params, fetch=1)
+        return Row.from_columns(names, values[0]) if values else None
+
+    async def column(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """The single column of a one-column query, every row (no `Row` built per row: for long lists of seqs)."""
+        with translated():
+            names, values, _ = await self._raw.run(sql, params, fetch=-1)
+        if len(names) != 1:
+            raise ValueError(f"column() needs a query of one column, not {len(names)}: {sql}")
+        return [value for (value,) in values]
 
     async def value(self, sql: str, params: Sequence[Any] = (), default: Any = None) -> Any:
         """The single column of a one-column query's first row (`default` if there is no row)."""
         with translated():
-            cursor = await self._raw.execute(sql, params)
-            values = await cursor.fetchone()
-            width = len(cursor.description or ())
-            await cursor.close()
-        if width != 1:
-            raise ValueError(f"value() needs a query of one column, not {width}: {sql}")
-        return values[0] if values is not None else default
+            names, values, _ = await self._raw.run(sql, params, fetch=1)
+        if len(names) != 1:
+            raise ValueError(f"value() needs a query of one column, not {len(names)}: {sql}")
+        return values[0][0] if values else default
+
+
+class SQLiteConnection(aiosqlite.Connection):
+    """aiosqlite's connection, with a statement run and read in one trip to its thread (aiosqlite's own
+    cursor takes three: execute, fetch, close; each trip is a hand-off through the event loop)."""
+
+    def _run(self, sql: str, params: Sequence[Any], fetch: int) -> tuple[list[str], list[Any], int | None]:
+        cursor = self._conn.execute(sql, params)
+        try:
+            values = cursor.fetchall() if fetch < 0 else cursor.fetchmany(fetch) if fetch else []
+            return column_names(cursor.description), values, cursor.lastrowid
+        finally:
+            cursor.close()
+
+    async def run(
+        self, sql: str, params: Sequence[Any], *, fetch: int
+    ) -> tuple[list[str], list[Any], int | None]:
+        """Column names, rows (all when `fetch` < 0, else up to `fetch`) and the last inserted rowid."""
+        result: tuple[list[str], list[Any], int | None] = await self._execute(self._run, sql, params, fetch)
+        return result
 
 
 class Store:
@@ -110,9 +128,9 @@ class Store:
     def __init__(
         self,
         path: Path,
-        writer: aiosqlite.Connection,
-        readers: list[aiosqlite.Connection],
-        long_readers: list[aiosqlite.Connection] | None = None,
+        writer: SQLiteConnection,
+        readers: list[SQLiteConnection],
+        long_readers: list[SQLiteConnection] | None = None,
     ) -> None:
         """`readers` serve short reads; `long_readers` (if given) serve `read(long=True)`, else `readers` do."""
         self.path = path
@@ -132,16 +150,16 @@ class Store:
         `read_connections` readers serve long reads, and `SHORT_READ_CONNECTIONS` more every other read."""
         private_file(path)  # 0600 in a 0700 folder if new; SQLite gives its -wal and -shm the same mode
         await anyio.to_thread.run_sync(_prepare, path, check_integrity)
-        opened: list[aiosqlite.Connection] = []
+        opened: list[SQLiteConnection] = []
         try:
             with translated(path):
-                opened.append(await aiosqlite.Connection(lambda: sqlite_driver.connect(str(path)), 64))
-                for _ in range(read_connections + SHORT_READ_CONNECTIONS):
-                    opened.append(
-                        await aiosqlite.Connection(
-                            lambda: sqlite_driver.connect(str(path), read_only=True), 64
-                        )
+                for index in range(1 + read_connections + SHORT_READ_CONNECTIONS):
+                    read_only = index > 0  # the first is the writer
+                    conn = SQLiteConnection(
+                        partial(sqlite_driver.connect, str(path), read_only=read_only), 64
                     )
+                    await conn  # aiosqlite's await starts its thread and connects
+                    opened.append(conn)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 for conn in opened:

@@ -48,6 +48,18 @@ async def test_opening_an_empty_database_applies_every_migration_once(url: str) 
     assert versions == [version for version, _, _ in MIGRATIONS]
 
 
+async def test_a_column_is_every_rows_one_value_as_on_sqlite(url: str) -> None:
+    store = await PgStore.open_url(url)
+    async with store.write() as conn:
+        await conn.execute("INSERT INTO meta (key, value) VALUES ('b', '2'), ('a', '1')")
+    async with store.read() as conn:
+        assert await conn.column("SELECT key FROM meta WHERE key IN ('a', 'b') ORDER BY key") == ["a", "b"]
+        assert await conn.column("SELECT key FROM meta WHERE key = 'none'") == []
+        with pytest.raises(ValueError, match="one column, not 2"):
+            await conn.column("SELECT key, value FROM meta")
+    await store.close()
+
+
 async def test_a_failed_write_block_rolls_back_everything_in_it_and_skips_its_after_commit(url: str) -> None:
     store = await PgStore.open_url(url)
     ran: list[str] = []

@@ -58,6 +58,26 @@ def test_the_store_hands_out_rows_by_name(tmp_path: Path) -> None:
     anyio.run(main)
 
 
+def test_a_column_is_every_rows_one_value_and_rows_refuse_twin_names(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = await Store.open(tmp_path / "memos.db")
+        try:
+            async with store.read() as conn:
+                assert await conn.column("SELECT value FROM json_each('[3, 1, 2]')") == [3, 1, 2]
+                assert await conn.column("SELECT 1 WHERE 0") == []
+                with pytest.raises(ValueError, match="one column, not 2"):
+                    await conn.column("SELECT 1, 2")
+                with pytest.raises(ValueError, match=r"two columns named \['a'\]; alias them"):
+                    await conn.rows("SELECT value AS a, key AS a FROM json_each('[1, 2]')")
+                assert await conn.rows("SELECT 1 AS a, 2 AS a WHERE 0") == []
+                rows = await conn.rows("SELECT key AS k, value AS v FROM json_each('[5, 6]')")
+                assert [(row["k"], row["v"]) for row in rows] == [(0, 5), (1, 6)]
+        finally:
+            await store.close()
+
+    anyio.run(main)
+
+
 def _tuple_reads(path: Path) -> list[str]:
     """Calls in `path` that yield rows by position: the legacy tuple methods, DB-API fetches, and a raw
     cursor's rows used directly (iterated, unpacked or indexed: `for a, b in conn.execute(...)`)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -88,6 +89,91 @@ async def test_filters_narrow_results(services: Services) -> None:
     assert [hit.tags for hit in result.results] == [["infra"]]
     result = await services.search.search(alice, SearchQuery(query="tea", until="2000-01-01"))
     assert result.results == []
+
+
+async def test_the_nearest_by_meaning_pass_every_filter_as_the_words_do(services: Services) -> None:
+    """Steps: alice keeps notes about tea of several kinds, tags and times; one is superseded, one deleted,
+    one expired. The nearest vectors are found over whole cubes, so searching by meaning alone (and hybrid)
+    must still leave out what each filter excludes: kinds, tags, since/until, as_of, and always the deleted,
+    the expired and (unless asked for) the superseded."""
+    await services.identities.add("alice")
+    alice = agent_named("alice")
+    add = services.additions.add
+    black = NewMemory(
+        content="Alice drinks black tea with milk",
+        kind="preference",
+        tags=["drinks"],
+        occurred_at="2024-01-10T08:00:00Z",
+    )
+    old = await add(alice, None, black)
+    green = NewMemory(
+        content="Alice drinks green tea every morning",
+        kind="preference",
+        tags=["drinks"],
+        occurred_at="2025-06-01T08:00:00Z",
+    )
+    await add(alice, None, green, supersedes=[old.id])
+    oolong = NewMemory(
+        content="Alice brewed oolong tea at the offsite",
+        kind="event",
+        tags=["offsite"],
+        occurred_at="2025-03-01T08:00:00Z",
+    )
+    await add(alice, None, oolong)
+    gone = await add(alice, None, NewMemory(content="Alice bought a jasmine tea sampler", kind="event"))
+    await services.memories.delete(alice, gone.id)
+    expired = NewMemory(
+        content="Alice tried a cup of chai tea", kind="note", expires_at="2001-01-01T00:00:00Z"
+    )
+    await add(alice, None, expired)
+
+    async def found(**filters: object) -> set[str]:
+        contents = set()
+        for mode in ("vector", "hybrid"):
+            query = msgspec.convert(
+                {"query": "what tea does Alice drink", "mode": mode, **filters}, SearchQuery
+            )
+            contents |= {hit.content for hit in (await services.search.search(alice, query)).results}
+        return contents
+
+    assert await found() == {green.content, oolong.content}
+    assert await found(include_superseded=True) == {black.content, green.content, oolong.content}
+    assert await found(kinds=["event"]) == {oolong.content}
+    assert await found(tags=["drinks"]) == {green.content}
+    assert await found(since="2025-05-01T00:00:00Z") == {green.content}
+    assert await found(until="2025-04-01T00:00:00Z") == {oolong.content}
+    assert await found(as_of="2024-06-01T00:00:00Z") == {black.content}
+
+
+async def test_the_candidates_that_pass_are_found_when_most_of_the_best_matches_do_not(
+    services: Services,
+) -> None:
+    """Steps: alice writes 300 notes about a zeppelin and deletes all but every 7th; a search's lexical and
+    nearest candidates are filtered a chunk at a time, best first, until enough pass: every kept note that
+    matches is still a lexical candidate, the nearest ones are all kept notes, and no deleted note is found."""
+    await services.identities.add("alice")
+    alice = agent_named("alice")
+    notes = [
+        NewMemory(content=f"The zeppelin {'flew ' * (i % 5)}over harbour number {i}") for i in range(300)
+    ]
+    ids = (await services.additions.add_batch(alice, None, notes)).ids
+    for index, memory_id in enumerate(ids):
+        if index % 7:
+            await services.memories.delete(alice, memory_id)
+    async with services.store.read() as conn:
+        seq_of = {row["id"]: row["seq"] for row in await conn.rows("SELECT id, seq FROM memories")}
+    kept = {seq_of[memory_id] for index, memory_id in enumerate(ids) if index % 7 == 0}
+
+    if services.search.lexical_index is not None:  # the in-memory BM25, as searches use it once filled
+        await services.search.lexical_index.wait_ready()
+    query = SearchQuery(query="zeppelin over the harbour", k=10)
+    found = await services.search.candidates(alice, query)
+    (lexical,) = found.lists["lexical"]
+    (nearest,) = found.lists["vector"]
+    assert set(lexical) == kept
+    assert nearest and set(nearest) <= kept
+    hits = (await services.search.search(alice, query)).results
+    assert len(hits) == 10 and {seq_of[hit.id] for hit in hits} <= kept
 
 
 async def test_search_never_returns_memories_from_unreadable_cubes(services: Services) -> None:
