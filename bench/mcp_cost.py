@@ -94,9 +94,7 @@ def layers(raw: Path) -> tuple[Counter[str], Counter[str]]:
 
 def loop_thread_cpu_seconds(pid: int) -> float:
     """CPU time of the process's main thread so far: the event loop's (the rest is SQLite, the model...)."""
-    return cpu_seconds(pid) - sum(
-        cpu_seconds_of(task) for task in Path(f"/proc/{pid}/task").iterdir() if task.name != str(pid)
-    )
+    return cpu_seconds_of(Path(f"/proc/{pid}/task/{pid}"))
 
 
 def cpu_seconds_of(task: Path) -> float:
