@@ -4,9 +4,11 @@ still checked against the database on every request."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
+import anyio
 import httpx2
 import msgspec
 import pytest
@@ -142,3 +144,25 @@ async def test_a_rotated_token_is_refused_on_the_very_next_request_of_an_open_co
         assert refused.status_code == 401
     async with mcp_client(lexical_daemon.url, new) as client:
         assert (await client.call_tool("cube_list", {})).structured_content["home_cube"] == "@rotated"  # type: ignore[index]
+
+
+async def test_an_unfinished_request_head_over_16_kib_is_refused_and_a_large_body_is_not_taken_for_one(
+    lexical_daemon: RunningDaemon,
+) -> None:
+    """Steps: a request head that is 20 KiB and not yet complete gets 400 and the connection closes (the bound
+    h11 kept before the parser changed); a tools/call whose body is 200 KiB, sent in one write with its head, is
+    answered as usual."""
+    token = lexical_daemon.add_agent("big-heads")
+    reader, writer = await asyncio.open_connection("127.0.0.1", lexical_daemon.port)
+    writer.write(
+        f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{lexical_daemon.port}\r\nX-Pad: {'a' * 20_000}".encode()
+    )
+    with anyio.fail_after(10):
+        status = await reader.readline()
+        await reader.read()  # the server closes the connection
+    writer.close()
+    assert status.startswith(b"HTTP/1.1 400 ")
+    query = "billing " * 25_000
+    async with httpx2.AsyncClient(timeout=30) as http:
+        answer = await _call(http, lexical_daemon.url, token, MODERN, "memory_search", query=query, k=3)
+    assert "result" in answer, answer
