@@ -16,7 +16,7 @@ import logging
 import resource
 from typing import Any
 
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def connection_budget(configured: int | None, fd_limit: int) -> int:
     return configured or ceiling
 
 
-class _BoundedProtocol(H11Protocol):
+class _BoundedProtocol(HttpToolsProtocol):
     """uvicorn's HTTP/1.1 protocol that makes room, or refuses, once `max_connections` are open."""
 
     max_connections: int = 1000
@@ -82,7 +82,7 @@ class _BoundedProtocol(H11Protocol):
             victim.transport.abort()
 
 
-def _oldest_idle(connections: set[Any], newcomer: H11Protocol) -> H11Protocol | None:
+def _oldest_idle(connections: set[Any], newcomer: HttpToolsProtocol) -> HttpToolsProtocol | None:
     """The longest-open connection not in a request and not closing already (never the newcomer)."""
     idle = [
         c
@@ -94,6 +94,6 @@ def _oldest_idle(connections: set[Any], newcomer: H11Protocol) -> H11Protocol | 
     return min(idle, key=lambda c: getattr(c, "_opened_at", 0.0), default=None)
 
 
-def bounded_protocol(base: type[H11Protocol], max_connections: int) -> type[H11Protocol]:
+def bounded_protocol(base: type[HttpToolsProtocol], max_connections: int) -> type[HttpToolsProtocol]:
     """`base` (a protocol class for uvicorn) with the connection bound."""
     return type("BoundedProtocol", (_BoundedProtocol, base), {"max_connections": max_connections})

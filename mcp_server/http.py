@@ -1,8 +1,9 @@
 """Serve the MCP app with uvicorn inside the daemon's task group.
 
 uvicorn's own signal handling is switched off (the daemon owns signals) and so is its lifespan (we enter the
-SDK's session manager ourselves: it may be entered only once). Its HTTP/1.1 protocol gets deadlines for slow
-clients (`[server] client_timeout_s`). The listening socket is bound before uvicorn starts, so "port in use"
+SDK's session manager ourselves: it may be entered only once). HTTP/1.1 is parsed by httptools (in C; h11,
+in Python, was a fifth of a small tool call's CPU, issue 17), with deadlines for slow clients (`[server]
+client_timeout_s`) and h11's bound on a request head. The listening socket is bound before uvicorn starts, so "port in use"
 is our error with our words, not uvicorn's `sys.exit`.
 """
 
@@ -16,12 +17,11 @@ import socket
 from collections.abc import Callable, Iterator
 
 import anyio
-import h11
 import uvicorn
 from anyio.abc import TaskStatus
 from mcp.server.mcpserver import MCPServer
 from starlette.applications import Starlette
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from daemon import ConfigError, ServerConfig
 from mcp_server.connections import accept_backlog, bounded_protocol, connection_budget, open_files_limit
@@ -29,14 +29,18 @@ from mcp_server.connections import accept_backlog, bounded_protocol, connection_
 log = logging.getLogger(__name__)
 
 
-class _DeadlineProtocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol with deadlines against slow clients (slowloris).
+MAX_HEAD_BYTES = 16 * 1024  # h11's bound on a request head (uvicorn's h11_max_incomplete_event_size)
+
+
+class _DeadlineProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol with deadlines against slow clients (slowloris) and a bounded head.
 
     uvicorn waits for a request's head and body as long as the client keeps the connection open, and for a
     client to take a response as long as it likes. Here a whole request must arrive within `timeout_s` of
     the connection opening or the previous response ending, and a response that cannot be written (the
     client stopped reading and the buffers are full) gets as long; otherwise the connection is closed.
-    A request that has fully arrived may take as long as it needs (a tool call, a GET event stream).
+    A request that has fully arrived may take as long as it needs (a tool call, a GET event stream). A request
+    head over `MAX_HEAD_BYTES` gets 400 (httptools itself would buffer a head of any size).
     """
 
     timeout_s: float = 30.0
@@ -44,8 +48,31 @@ class _DeadlineProtocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._read_deadline: asyncio.TimerHandle | None = None
         self._write_deadline: asyncio.TimerHandle | None = None
+        self._head_bytes: int | None = 0  # bytes of the head being received; None in a body
+        self._boundary = False  # a head or a request ended in the data being parsed
         super().connection_made(transport)
         self._await_request()
+
+    def data_received(self, data: bytes) -> None:
+        self._boundary = False
+        super().data_received(data)
+        # Counted only when the data lay wholly inside one head (no head or request ended in it), so a large
+        # body in the same data is never taken for a head; a head may run one read's worth over the bound.
+        if self._head_bytes is not None and not self._boundary:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+                log.warning(
+                    "closing a connection from %s: request head over %d bytes", self.client, MAX_HEAD_BYTES
+                )
+                self.send_400_response("Invalid HTTP request received.")
+
+    def on_headers_complete(self) -> None:
+        self._boundary, self._head_bytes = True, None
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._boundary, self._head_bytes = True, 0
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -76,7 +103,8 @@ class _DeadlineProtocol(H11Protocol):
 
     def _request_not_received(self) -> None:
         self._read_deadline = None
-        if self.transport.is_closing() or self.conn.their_state in (h11.DONE, h11.MUST_CLOSE):
+        answering = self.cycle is not None and not self.cycle.more_body and not self.cycle.response_complete
+        if self.transport.is_closing() or answering:
             return  # closed already, or the request is in and being answered
         log.warning("closing a connection from %s: no whole request within %g s", self.client, self.timeout_s)
         self.transport.close()

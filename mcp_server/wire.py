@@ -12,7 +12,7 @@ import msgspec
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
-from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import ValidationError
 
 from daemon import InvalidInput, MemosError
@@ -47,23 +47,35 @@ def output_schema(struct: type[msgspec.Struct]) -> dict[str, Any]:
     return root
 
 
-def to_result(value: msgspec.Struct) -> CallToolResult:
-    data = msgspec.to_builtins(value)
-    text = msgspec.json.encode(data).decode()
-    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data)
+def to_result(value: msgspec.Struct) -> dict[str, Any]:
+    """A successful result in its wire form (what `CallToolResult.model_dump(by_alias=True, mode="json",
+    exclude_none=True)` gives), encoded once: the text is the Struct's JSON and the structured content that
+    JSON decoded. The SDK still checks the result against the protocol's schema before it sends it; handing
+    it the wire form spares it building a model of a large result and walking it again (issue 17)."""
+    text = msgspec.json.encode(value)
+    return {
+        "content": [{"type": "text", "text": text.decode()}],
+        "structuredContent": msgspec.json.decode(text),
+        "isError": False,
+        "resultType": "complete",  # the protocol's sieve keeps it for the eras that have it, as for the model
+    }
 
 
 class StrictTool(Tool):
     """The SDK's Tool, stricter with arguments and plain about failures: unknown names and non-finite
     numbers are refused, and every failure is an `isError` result in our words (see mcp_server.errors),
-    where the SDK would ignore the former and prefix the latter with `Error executing tool NAME`."""
+    where the SDK would ignore the former and prefix the latter with `Error executing tool NAME`.
+
+    A call returns the result as `make_tool`'s function made it (a wire-form dict, or a CallToolResult for
+    a failure): the SDK's conversion of a return value has nothing to add to either, and the server's
+    request handler takes both forms."""
 
     async def run(
         self, arguments: dict[str, Any], context: Context[Any, Any], convert_result: bool = False
     ) -> Any:
         try:
             check_arguments(self.fn_metadata.pre_parse_json(arguments), self.parameters)
-            return await super().run(arguments, context, convert_result=convert_result)
+            return await super().run(arguments, context, convert_result=False)
         except InvalidInput as exc:
             return tool_error_result(exc)
         except ToolError as exc:
@@ -78,7 +90,7 @@ def make_tool(
     """An SDK Tool from an async function whose parameters are its arguments and whose result is a Struct."""
 
     @functools.wraps(fn)
-    async def run(*args: P.args, **kwargs: P.kwargs) -> CallToolResult:
+    async def run(*args: P.args, **kwargs: P.kwargs) -> dict[str, Any] | CallToolResult:
         try:
             return to_result(await fn(*args, **kwargs))
         except MemosError as exc:
