@@ -50,7 +50,7 @@ def quantize(source: Path, target: Path) -> None:
     os.close(fd)
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "daemon.quantized", str(source), partial],
+            [sys.executable, "-c", _CHILD, str(Path(__file__).resolve().parents[1]), str(source), partial],
             capture_output=True, text=True, timeout=_TIMEOUT_S, check=False,
         )  # fmt: skip
         if done.returncode != 0:
@@ -79,13 +79,13 @@ def open_int8(source: Path, directory: Path, load: Callable[[Path], T]) -> T:
     return load(target)
 
 
+# The child imports this very module (from the directory holding this `daemon` package, whatever its cwd).
+_CHILD = "import sys; sys.path.insert(0, sys.argv[1]); from daemon.quantized import _quantize_here as q; q(*sys.argv[2:4])"
+
+
 def _quantize_here(source: str, target: str) -> None:
-    """The child's work: `python -m daemon.quantized SOURCE TARGET`."""
+    """The child's work."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     logging.disable(logging.WARNING)  # a line per tensor, and advice meant for image models
     quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=True)
-
-
-if __name__ == "__main__":
-    _quantize_here(*sys.argv[1:3])
