@@ -40,7 +40,9 @@ from bench.peer_load import PeerRun, estimate_note, run_peer
 from bench.plot import Panel, bar_panels
 from bench.report import RESULTS, Ratio, Row, load_average, machine, percentile, ratio_rows, rss_mib, table
 from daemon import sqlite_driver
-from tests.conftest import free_port, mcp_client, start_daemon, stop_daemon, write_config
+from daemon.config import EmbedderConfig
+from daemon.embedder import load_model
+from tests.conftest import QUANTIZED_DIR, free_port, mcp_client, start_daemon, stop_daemon, write_config
 from tests.pg_server import PgCluster
 
 BATCH = 500
@@ -88,9 +90,9 @@ class Floor:
     embedding the question alone, and an exact KNN (one float32 matrix product) over the same vectors."""
 
     def __init__(self, model: str) -> None:
-        from fastembed import TextEmbedding
-
-        self._model = TextEmbedding("sentence-transformers/all-MiniLM-L6-v2", specific_model_path=model)
+        # The model as memosd loads it by default (int8 copy, threads that sleep), or the floor is another's.
+        config = EmbedderConfig(model_path=model, quantized_dir=str(QUANTIZED_DIR))
+        self._model = load_model(config, Path(tempfile.gettempdir()) / "memos-bench-models")
 
     def embedding_ms(self, texts: list[str]) -> float:
         latencies = []

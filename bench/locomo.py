@@ -388,9 +388,13 @@ async def run(args: argparse.Namespace) -> str:
         if args.backend == "postgresql":  # a fresh database on a real server, loaded again each run
             cluster = stack.enter_context(PgCluster.start())
             url = stack.enter_context(cluster.database())
-            memos = Memos(args.model, True, workdir.with_name(f"{workdir.name}-postgresql"), DATASET, url)
+            memos = Memos(
+                args.model, True, workdir.with_name(f"{workdir.name}-postgresql"), DATASET, url,
+                precision=args.embedder_precision,
+            )  # fmt: skip
             return await measure(args, memos, questions, samples)
-        return await measure(args, Memos(args.model, args.fresh, workdir, DATASET), questions, samples)
+        memos = Memos(args.model, args.fresh, workdir, DATASET, precision=args.embedder_precision)
+        return await measure(args, memos, questions, samples)
 
 
 async def measure(
@@ -450,6 +454,7 @@ def main() -> None:
         help="postgresql: a real server (tests/pg_server.py), loaded afresh",
     )
     parser.add_argument("--vector-precision", choices=["int8", "float32"], help="[search] vector_precision")
+    parser.add_argument("--embedder-precision", choices=["int8", "float32"], help="[embedder] precision")
     args = parser.parse_args()
     if args.lexical_index:
         LEXICAL_INDEX["lexical_index"] = args.lexical_index

@@ -127,6 +127,8 @@ async def main(args: argparse.Namespace) -> None:
         extra += "\n[search.blend]\n" + "\n".join(args.blend)
     if args.embedder_threads:  # the config's [embedder] table is the one open before `extra`
         extra = f"threads = {args.embedder_threads}\n{extra}"
+    if args.embedder_precision:
+        extra = f'precision = "{args.embedder_precision}"\n{extra}'
     config = write_config(home, port=port, model=str(args.model), extra=extra)
     daemon = start_daemon(config, home, port)
     out: Path = args.out
@@ -206,6 +208,7 @@ if __name__ == "__main__":
         help='a [search] line of memos.toml, e.g. "episode_spread = 0" (repeatable)',
     )
     parser.add_argument("--embedder-threads", type=int, help="[embedder] threads (default: unset, all cores)")
+    parser.add_argument("--embedder-precision", choices=["int8", "float32"], help="[embedder] precision")
     parser.add_argument(
         "--blend", action="append", default=[], metavar="KEY=VALUE", help="a [search.blend] line (repeatable)"
     )

@@ -256,8 +256,10 @@ class Memos:
         workdir: Path = WORKDIR,
         dataset: Path = DATASET,
         url: str | None = None,
+        precision: str | None = None,
     ) -> None:
         self.model = model
+        self.precision = precision  # [embedder] precision; None: the default
         self.url = url  # a PostgreSQL database instead of the file
         self.workdir, self.dataset = workdir, dataset
         self.manifest = workdir / "manifest.json"
@@ -278,7 +280,10 @@ class Memos:
     def start(self, search_settings: str = "") -> RunningDaemon:
         self.stop()
         port = free_port()
-        config = write_config(self.workdir, port=port, model=self.model, extra=search_settings, url=self.url)
+        embedder = f'precision = "{self.precision}"\n' if self.precision else ""  # still in [embedder]
+        config = write_config(
+            self.workdir, port=port, model=self.model, extra=embedder + search_settings, url=self.url
+        )
         self.daemon = start_daemon(config, self.workdir, port)
         if not self.token:
             self.token = self._bench_token(self.daemon)
@@ -856,7 +861,7 @@ def search_settings(settings: Settings) -> str:
 
 async def run(args: argparse.Namespace) -> str:
     questions = load_questions()
-    memos = Memos(args.model, args.fresh)
+    memos = Memos(args.model, args.fresh, precision=args.embedder_precision)
     if not memos.loaded():
         await memos.load([haystack(q) for q in interleaved(questions)])
     out = [
@@ -928,6 +933,7 @@ def main() -> None:
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="local model dir")
     parser.add_argument("--fresh", action="store_true", help="reload the dataset even if a kept copy matches")
     parser.add_argument("--vector-precision", choices=["int8", "float32"], help="[search] vector_precision")
+    parser.add_argument("--embedder-precision", choices=["int8", "float32"], help="[embedder] precision")
     args = parser.parse_args()
     args.search = {"vector_precision": args.vector_precision} if args.vector_precision else {}
     out = anyio.run(run, args)

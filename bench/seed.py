@@ -30,11 +30,15 @@ from bench.corpus import CORPORA
 from bench.load import kept_database_name
 from daemon import sqlite_driver
 from daemon.config import DEFAULT_MODEL as MODEL_NAME
+from daemon.config import EmbedderConfig
 from daemon.pg_vectors import vector_literal
 from tests.conftest import free_port, mcp_client, start_daemon, stop_daemon, write_config
 from tests.pg_server import PgCluster
 
 BATCH = 500
+# The model the stored vectors are labelled with: the default precision's, so memosd (which runs the default)
+# takes them as its own instead of embedding every memory again (they are near copies of float32 vectors).
+SEEDED_AS = EmbedderConfig().identity
 
 
 async def load_texts(home: Path, texts: list[str], url: str | None = None) -> str:
@@ -92,7 +96,7 @@ def store_vectors(db: Path, model: str, sample: int) -> None:
         conn.execute("UPDATE memories SET embedded = 1")
         conn.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('embedding_model', ?), ('embedding_dims', ?)",
-            (MODEL_NAME, str(dims)),
+            (SEEDED_AS, str(dims)),
         )
         conn.execute("COMMIT")
     finally:
@@ -133,7 +137,7 @@ def store_pg_vectors(url: str, model: str, sample: int) -> None:
         conn.execute(
             "INSERT INTO meta (key, value) VALUES ('embedding_model', %s), ('embedding_dims', %s)"
             " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-            (MODEL_NAME, str(dims)),
+            (SEEDED_AS, str(dims)),
         )
 
 

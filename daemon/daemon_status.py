@@ -19,6 +19,7 @@ from daemon.scheduler import Scheduler
 from daemon.store import Store
 from daemon.supervision import retrying
 from daemon.timeutil import now_iso
+from daemon.vectors import VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ class DaemonStatus(msgspec.Struct, kw_only=True):
     updated_at: str
     embedder_model: str = ""  # the model it loads (as named in [embedder] model)
     embedder_problem: str | None = None  # why it failed (or stopped)
+    # Memories left to embed again after a change of model (search is lexical until then); None: none.
+    reembedding: int | None = None
     last_errors: list[str] = msgspec.field(default_factory=list)
     # Scheduler metrics per class: queued, running, done, failed, cancelled, coalesced, mean wait/run ms.
     queue: dict[str, dict[str, float]] = msgspec.field(default_factory=dict)
@@ -85,11 +88,18 @@ class _ErrorMemory(logging.Handler):
 
 class StatusReporter:
     def __init__(
-        self, store: Store, version: str, url: str, embedder: Embedder, scheduler: Scheduler | None = None
+        self,
+        store: Store,
+        version: str,
+        url: str,
+        embedder: Embedder,
+        vectors: VectorIndex,
+        scheduler: Scheduler | None = None,
     ) -> None:
         self._scheduler = scheduler
         self._store = store
         self._embedder = embedder
+        self._vectors = vectors
         self.status = DaemonStatus(
             pid=os.getpid(), version=version, url=url, started_at=now_iso(), state="starting",
             embedder="", updated_at=now_iso(),
@@ -105,6 +115,7 @@ class StatusReporter:
             embedder=self._embedder.state,
             embedder_model=self._embedder.model_name,
             embedder_problem=self._embedder.problem,
+            reembedding=self._vectors.reembedding,
             last_errors=list(self._errors.records),
             queue=self._scheduler.snapshot() if self._scheduler is not None else {},
         )

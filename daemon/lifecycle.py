@@ -119,7 +119,7 @@ class Services:
 
     def status_reporter(self, version: str, url: str) -> StatusReporter:
         """The reporter that keeps this daemon's status in the database for `memos status`."""
-        return StatusReporter(self.store, version, url, self.embedder, self.scheduler)
+        return StatusReporter(self.store, version, url, self.embedder, self.vectors, self.scheduler)
 
     def export(
         self, *, everything: bool = False, cubes: list[str] | None = None

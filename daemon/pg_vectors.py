@@ -52,16 +52,18 @@ class PgVectorIndex(VectorIndex):
                     row["key"]: row["value"]
                     for row in await conn.rows("SELECT key, value FROM meta WHERE key LIKE 'embedding_%'")
                 }
-            self.ready = meta.get("embedding_model") == model and meta.get("embedding_dims") == str(dims)
+                self.ready = meta.get("embedding_model") == model and meta.get("embedding_dims") == str(dims)
+                if self.ready:
+                    await self._resume_reembedding(conn, meta)
             return
         async with self._store.write() as conn:
             rows = {
                 row["key"]: row["value"]
                 for row in await conn.rows("SELECT key, value FROM meta WHERE key LIKE 'embedding_%'")
             }
+            if rows.get("embedding_model") == model and rows.get("embedding_dims") == str(dims):
+                await self._resume_reembedding(conn, rows)
             if rows.get("embedding_model") != model or rows.get("embedding_dims") != str(dims):
-                if rows:
-                    log.warning("embedding model changed to %s: re-embedding every memory", model)
                 await conn.execute("DROP TABLE IF EXISTS memory_vectors")
                 # dims is an int from the model, not caller text.
                 # `changed` orders the writes: every daemon's cache follows the table by it (`catch_up`).
@@ -80,6 +82,8 @@ class PgVectorIndex(VectorIndex):
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('embedding_model', ?), ('embedding_dims', ?)",
                     (model, str(dims)),
                 )
+                if rows:
+                    await self._begin_reembedding(conn, rows.get("embedding_model", ""))
         if self._use_cache:
             self._cache = VectorCache(dims, precision=self._precision)
             await self._fill(self._cache)

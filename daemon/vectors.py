@@ -48,6 +48,10 @@ class VectorIndex:
         self.scheduler: Scheduler | None = None  # set by the daemon: backfill then runs as background jobs
         self._cache: VectorCache | None = None
         self.ready = False  # the table matches the loaded model
+        # Memories left to embed again after a change of model (None: no such change under way). Until they
+        # are done, searches are lexical: vectors for only some memories would skew the ranking.
+        self.reembedding: int | None = None
+        self._previous_model = ""
         self.attached = anyio.Event()  # set when `ready` becomes true
         self._wake = anyio.Event()
 
@@ -59,13 +63,15 @@ class VectorIndex:
         if read_only:
             async with self._store.read() as conn:
                 meta = await _embedding_meta(conn)
-            self.ready = meta.get("embedding_model") == model and meta.get("embedding_dims") == str(dims)
+                self.ready = meta.get("embedding_model") == model and meta.get("embedding_dims") == str(dims)
+                if self.ready:
+                    await self._resume_reembedding(conn, meta)
             return
         async with self._store.write() as conn:
             rows = await _embedding_meta(conn)
+            if rows.get("embedding_model") == model and rows.get("embedding_dims") == str(dims):
+                await self._resume_reembedding(conn, rows)
             if rows.get("embedding_model") != model or rows.get("embedding_dims") != str(dims):
-                if rows:
-                    log.warning("embedding model changed to %s: re-embedding every memory", model)
                 await conn.execute("DROP TABLE IF EXISTS memory_vectors")
                 await conn.execute(_CREATE_TABLE)
                 await conn.execute("UPDATE memories SET embedded = 0 WHERE embedded = 1")
@@ -73,6 +79,8 @@ class VectorIndex:
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('embedding_model', ?), ('embedding_dims', ?)",
                     (model, str(dims)),
                 )
+                if rows:
+                    await self._begin_reembedding(conn, rows.get("embedding_model", ""))
             elif "vec0" in str(
                 await conn.value("SELECT sql FROM sqlite_schema WHERE name = 'memory_vectors'")
             ):
@@ -92,6 +100,28 @@ class VectorIndex:
         self.attached.set()
         self.wake()
 
+    async def _begin_reembedding(self, conn: Connection, previous: str) -> None:
+        """After a change of model (or of its precision), inside the write that dropped the old vectors. The
+        meta table remembers it until every memory is done, so a restart meanwhile goes on saying so."""
+        left = int(await conn.value("SELECT count(*) FROM memories WHERE embedded = 0") or 0)
+        if left:
+            await conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('embedding_replaced', ?)", (previous,)
+            )
+            self.reembedding, self._previous_model = left, previous
+            log.warning(
+                "the embedding model changed from %s to %s: embedding %d memories again in the background;"
+                " search is lexical until they are done",
+                previous, self._embedder.model_name, left,
+            )  # fmt: skip
+
+    async def _resume_reembedding(self, conn: Connection, meta: dict[str, str]) -> None:
+        """A re-embedding begun by an earlier start (or by the daemon beside a CLI command) and not done."""
+        previous = meta.get("embedding_replaced")
+        if previous is not None:
+            self._previous_model = previous
+            self.reembedding = int(await conn.value("SELECT count(*) FROM memories WHERE embedded = 0") or 0)
+
     async def _background(self, work: Callable[[], Awaitable[bool]]) -> bool:
         """Run one unit of backfill as a background job on the scheduler (directly without one)."""
         if self.scheduler is None:
@@ -105,7 +135,7 @@ class VectorIndex:
 
     @property
     def usable(self) -> bool:
-        return self.ready and self._embedder.state == "ready"
+        return self.ready and self._embedder.state == "ready" and self.reembedding is None
 
     async def embed(self, texts: list[str]) -> np.ndarray | None:
         """Vectors for `texts`, or None when the index cannot take them now (the backfill will)."""
@@ -231,6 +261,7 @@ class VectorIndex:
                 (_BACKFILL_BATCH,),
             )
         if not rows:
+            await self._reembedded()
             return False
         vectors = await self._embedder.embed([row["content"] for row in rows])
         async with self._store.write() as conn:
@@ -250,11 +281,29 @@ class VectorIndex:
             if todo:
                 await self.put(conn, todo)
         log.info("backfill embedded %d memories", len(todo))
-        return len(rows) == _BACKFILL_BATCH
+        if self.reembedding is not None:
+            self.reembedding = max(self.reembedding - len(todo), 0)
+        if len(rows) < _BACKFILL_BATCH:
+            await self._reembedded()
+            return False
+        return True
+
+    async def _reembedded(self) -> None:
+        if self.reembedding is not None:
+            async with self._store.write() as conn:
+                await conn.execute("DELETE FROM meta WHERE key = 'embedding_replaced'")
+            self.reembedding = None
+            log.info("every memory has a vector of %s again: search is hybrid", self._embedder.model_name)
 
     def unavailable_reason(self) -> str:
         if self._embedder.state == "ready" and not self.ready:
             return "the vector index is being prepared; results are lexical for now"
+        if self._embedder.state == "ready" and self.reembedding is not None:
+            return (
+                f"the embedding model changed (from {self._previous_model} to {self._embedder.model_name}):"
+                f" memories are being embedded again, about {self.reembedding} left; results are lexical"
+                " until then"
+            )
         return self._embedder.unavailable_reason()
 
 

@@ -62,7 +62,7 @@ def check_model(config: Config, report: Report) -> None:
             "FAIL", "model", f"{embedder.model} from {where} cannot be loaded: {type(exc).__name__}: {exc}"
         )
         return
-    report("ok", "model", f"{embedder.model} loads from {where} ({dims} dimensions)")
+    report("ok", "model", f"{embedder.identity} loads from {where} ({dims} dimensions)")
 
 
 def port_free(host: str, port: int) -> bool:
@@ -130,6 +130,11 @@ def daemon_embedder(reported: DaemonStatus | None) -> tuple[str, str, str]:
             "memosd has not reported on its model yet (it does within seconds of starting)",
         )
     model = reported.embedder_model or "the embedding model"
+    if reported.embedder == "ready" and reported.reembedding is not None:
+        return (
+            "warn", "embedder", f"memosd has {model} loaded and is embedding every memory again for it (the"
+            f" model changed; about {reported.reembedding} left): search is lexical until it is done",
+        )  # fmt: skip
     if reported.embedder == "ready":
         return "ok", "embedder", f"memosd has {model} loaded: search is hybrid"
     if reported.embedder == "loading":

@@ -140,6 +140,12 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
             f"            {when}pid {reported.pid}, memos {reported.version}, {reported.state} since"
             f" {reported.started_at}, embedder {reported.embedder or 'n/a'}"
             + (f" ({reported.embedder_problem})" if reported.embedder_problem else "")
+            + (
+                f", embedding every memory again for {reported.embedder_model} (about {reported.reembedding}"
+                " left; search is lexical until then)"
+                if reported.reembedding is not None
+                else ""
+            )
         )
         for name, m in reported.queue.items() if status.running else ():
             print(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -23,6 +25,9 @@ from tests.pg_server import PgCluster
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_DIR = REPO.parent / "shared" / "models" / "all-MiniLM-L6-v2-onnx"
+# The int8 copy of the model (the default precision), made once and shared by every daemon the tests start,
+# as a user's daemons share their cache; daemon/quantized.py names it for its source, so it is never stale.
+QUANTIZED_DIR = Path(tempfile.gettempdir()) / f"memos-tests-{getpass.getuser()}" / "quantized"
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +54,7 @@ def write_config(
     """A memos.toml for tests; `model` is a model dir, or "none" for lexical only; `url` a PostgreSQL
     database instead of the file."""
     embedder = 'model = "none"' if model == "none" else f'model_path = "{model}"' if model else ""
+    embedder += f"\nquantized_dir = {json.dumps(str(QUANTIZED_DIR))}"
     storage = 'path = "data/memos.db"' + (f"\nurl = {json.dumps(url)}" if url else "")
     path = directory / "memos.toml"
     path.write_text(

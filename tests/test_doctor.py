@@ -57,7 +57,7 @@ def test_a_working_set_up_passes_every_check(tmp_path: Path, model_dir: Path) ->
     assert checks["model"].startswith("ok ") and checks["model"].endswith(f"{model_dir} (384 dimensions)")
     assert checks["daemon"] == f"ok running at http://127.0.0.1:{port}/mcp (pid {daemon.process.pid})"
     assert checks["embedder"] == (
-        "ok memosd has sentence-transformers/all-MiniLM-L6-v2 loaded: search is hybrid"
+        "ok memosd has sentence-transformers/all-MiniLM-L6-v2 (int8) loaded: search is hybrid"
     )
     assert checks["token"] == "ok valid for agent desk"
 

@@ -57,10 +57,11 @@ def test_the_model_threads_sleep_between_calls_and_vectors_do_not_change(
     model_dir: Path, tmp_path: Path
 ) -> None:
     """onnxruntime's pool threads spin after each call by default, burning a core that a search's SQLite and
-    KNN work needs: the loaded model's session has spinning off, keeps the arena off, and embeds as before."""
+    KNN work needs: the loaded model's session has spinning off, keeps the arena off, and embeds as before
+    (the float model here; tests/test_quantized_model.py checks the int8 one's session)."""
     from fastembed import TextEmbedding
 
-    config = EmbedderConfig(model_path=str(model_dir))
+    config = EmbedderConfig(model_path=str(model_dir), precision="float32")
     model = load_model(config, tmp_path)
     options = model.model.model.get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
