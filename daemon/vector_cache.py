@@ -199,7 +199,10 @@ class VectorCache:
             if len(candidates) < eligible and approx.min() + self._int8.error * error + query_error >= low:
                 self._count_capped()
             candidates = candidates[approx + bounds >= low]
-        order = candidates[np.argsort(-similarity[candidates], kind="stable")]
+        if self._int8 is None and len(candidates) == cap and used > cap:
+            # Rows tied with the k-th are all taken, so the lower seqs among them win (as everywhere else).
+            candidates = np.flatnonzero(similarity >= similarity[candidates].min())
+        order = candidates[np.lexsort((seqs[candidates], -similarity[candidates]))][: max(cap, k)]
         return list(zip(seqs[order].tolist(), similarity[order].tolist(), strict=True))
 
     def _count_capped(self) -> None:

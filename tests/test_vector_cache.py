@@ -586,3 +586,24 @@ def test_a_failed_product_fails_every_search_it_was_made_for_and_the_next_ones_g
     assert len(got) == 24 and 13 in failed and batches.queries == 24 and batches.products < 24
     assert all(got[query] == 2 * query for query in set(range(24)) - failed)
     assert len({got[query] for query in failed}) == 1  # one product's error, shared by its searches
+
+
+@pytest.mark.parametrize("precision", ["float32", "int8"])
+def test_rows_tied_in_similarity_come_lower_seq_first_and_the_lower_seqs_win_the_last_places(
+    precision: str,
+) -> None:
+    """Steps: 40 copies of one vector under shuffled seqs, among 200 others; the 10 nearest are the 10
+    lowest seqs of the copies, in seq order (the rule every ranking here follows for ties)."""
+    rng = np.random.default_rng(3)
+    others = rng.normal(size=(200, 384)).astype(np.float32)
+    others /= np.linalg.norm(others, axis=1, keepdims=True)
+    twin = others[0] * 0 + 1 / np.sqrt(384)
+    seqs = rng.permutation(np.arange(1000, 1240)).tolist()
+    rows = [(seqs[i], 1, twin if i < 40 else others[i - 40]) for i in range(240)]
+    cache = VectorCache(384, precision=precision)
+    cache.upsert(rows)
+    vectors = np.zeros((1240, 384), np.float32)
+    for seq, _, vector in rows:
+        vectors[seq] = vector
+    found = nearest(cache, vectors, twin.astype(np.float32), [1], 10)
+    assert [seq for seq, _ in found] == sorted(seqs[:40])[:10]
