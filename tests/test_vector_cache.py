@@ -597,7 +597,7 @@ def test_rows_tied_in_similarity_come_lower_seq_first_and_the_lower_seqs_win_the
     rng = np.random.default_rng(3)
     others = rng.normal(size=(200, 384)).astype(np.float32)
     others /= np.linalg.norm(others, axis=1, keepdims=True)
-    twin = others[0] * 0 + 1 / np.sqrt(384)
+    twin = np.full(384, 1 / np.sqrt(384), np.float32)
     seqs = rng.permutation(np.arange(1000, 1240)).tolist()
     rows = [(seqs[i], 1, twin if i < 40 else others[i - 40]) for i in range(240)]
     cache = VectorCache(384, precision=precision)
