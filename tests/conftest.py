@@ -15,12 +15,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import httpx2
+import numpy as np
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from daemon import Config, Services, load_config, open_services
+from daemon.config import EmbedderConfig
+from daemon.embedder import Embedder
 from tests.pg_server import PgCluster
 
 REPO = Path(__file__).resolve().parents[1]
@@ -269,3 +273,15 @@ async def lexical_services(tmp_path: Path, backend: str | None) -> AsyncIterator
     """The daemon core without a model (lexical search): quick to open, for tests about rules, not meaning."""
     async with open_services(make_config(tmp_path, "none", url=backend)) as core:
         yield core
+
+
+async def embedded(config: EmbedderConfig, cache: Path, texts: list[str]) -> np.ndarray:
+    """`texts` through the daemon's own embedder (batching, truncation, normalization)."""
+    embedder = Embedder(config, cache)
+    async with anyio.create_task_group() as tg:
+        await tg.start(embedder.run)
+        with anyio.fail_after(120):
+            await embedder.ready.wait()
+            result = await embedder.embed(texts)
+        tg.cancel_scope.cancel()
+    return result

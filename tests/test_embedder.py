@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import anyio
 import msgspec
 import numpy as np
 import pytest
@@ -12,21 +12,14 @@ import pytest
 from bench.client import call, wait_for_model
 from bench.report import rss_mib
 from daemon.config import EmbedderConfig
-from daemon.embedder import Embedder, load_model
-from tests.conftest import free_port, mcp_client, start_daemon, stop_daemon, write_config
+from daemon.embedder import load_model
+from tests.conftest import embedded, free_port, mcp_client, start_daemon, stop_daemon, write_config
 
 pytestmark = pytest.mark.anyio
 
 
-async def vectors(model_dir: Path, cache: Path, texts: list[str], **config: int) -> np.ndarray:
-    embedder = Embedder(EmbedderConfig(model_path=str(model_dir), **config), cache)
-    async with anyio.create_task_group() as tg:
-        await tg.start(embedder.run)
-        with anyio.fail_after(120):
-            await embedder.ready.wait()
-            result = await embedder.embed(texts)
-        tg.cancel_scope.cancel()
-    return result
+async def vectors(model_dir: Path, cache: Path, texts: list[str], **config: Any) -> np.ndarray:
+    return await embedded(EmbedderConfig(model_path=str(model_dir), **config), cache, texts)
 
 
 async def test_vectors_are_the_same_however_many_tokens_a_model_call_may_hold(

@@ -20,7 +20,7 @@ from daemon.errors import ConfigError
 from daemon.quantized import int8_path
 from daemon.vectors import VectorIndex
 from memos_cli.doctor import daemon_embedder
-from tests.conftest import QUANTIZED_DIR, free_port, load_config, write_config
+from tests.conftest import QUANTIZED_DIR, embedded, free_port, load_config, write_config
 
 pytestmark = pytest.mark.anyio
 ALICE = agent_named("alice")
@@ -29,18 +29,6 @@ TEXTS = [
     "Rosa prefers green tea in the morning",
     " ".join(f"a long conversation turn {i} about the deployment pipeline" for i in range(80)),  # cut at 256
 ]
-
-
-async def embedded(config: EmbedderConfig, cache: Path, texts: list[str]) -> np.ndarray:
-    """`texts` through the daemon's own embedder (batching, truncation, normalization)."""
-    embedder = Embedder(config, cache)
-    async with anyio.create_task_group() as tg:
-        await tg.start(embedder.run)
-        with anyio.fail_after(120):
-            await embedder.ready.wait()
-            result = await embedder.embed(texts)
-        tg.cancel_scope.cancel()
-    return result
 
 
 def test_precision_is_a_checked_setting_and_int8_by_default() -> None:
