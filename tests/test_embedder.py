@@ -40,6 +40,18 @@ async def test_vectors_are_the_same_however_many_tokens_a_model_call_may_hold(
         assert np.allclose(together, alone, atol=1e-5)
 
 
+async def test_a_batch_dealt_out_to_every_core_gives_each_text_its_vector_in_order(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """The int8 model's batch of 40 texts, split over two lanes and over one (`threads = 1`): every vector
+    equals the text's vector embedded alone, in the order given."""
+    texts = [f"note {i}: " + "about the billing service " * (1 + i % 7) for i in range(40)]
+    alone = np.concatenate([await vectors(model_dir, tmp_path, [text]) for text in texts])
+    for config in ({"threads": 2}, {"threads": 1}):
+        together = await vectors(model_dir, tmp_path, texts, **config)
+        assert np.array_equal(together, alone)
+
+
 def test_batch_tokens_is_a_checked_setting() -> None:
     assert EmbedderConfig().batch_tokens == 512
     with pytest.raises(msgspec.ValidationError, match=r"Expected `int` >= 256 - at `\$.batch_tokens`"):
