@@ -8,7 +8,6 @@ being computed are gathered into the next one, so many concurrent writers cost a
 from __future__ import annotations
 
 import logging
-import os
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +18,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from daemon.config import NO_MODEL, EmbedderConfig
+from daemon.cores import usable_cores
 from daemon.errors import Unavailable
 from daemon.heap import release_freed_memory
 from daemon.quantized import open_int8
@@ -228,7 +228,7 @@ class Embedder:
         0.79 s instead of 1.41 (with less CPU). A query, or a few, stays on one thread."""
         lanes = 1
         if self.config.precision == "int8":
-            lanes = min(self.config.threads or len(os.sched_getaffinity(0)), len(texts) // _LANE_TEXTS)
+            lanes = min(self.config.threads or usable_cores(), len(texts) // _LANE_TEXTS)
         if lanes <= 1:
             return await anyio.to_thread.run_sync(self._compute, texts, abandon_on_cancel=True)
         parts: dict[int, np.ndarray] = {}

@@ -13,11 +13,11 @@ Blocking: `run` is called on worker threads (anyio's), which wait on a `threadin
 
 from __future__ import annotations
 
-import functools
-import os
 import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
+
+from daemon.cores import usable_cores
 
 __all__ = ["Batches", "idle_core"]
 
@@ -45,7 +45,7 @@ class Batches(Generic[Q, R]):
         once (default: the cores this process may use)."""
         self._compute = compute
         self._most = most
-        self._leaders = leaders or _cores()
+        self._leaders = leaders or usable_cores()
         self._lock = threading.Lock()  # guards _waiting and _running
         self._waiting: list[_Wanted[Q, R]] = []
         self._running = 0  # products being made (their makers' threads)
@@ -108,9 +108,4 @@ def idle_core() -> bool:
             runnable = int(file.read().split()[3].split(b"/")[0])
     except (OSError, ValueError, IndexError):
         return False
-    return runnable < _cores()
-
-
-@functools.cache
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return runnable < usable_cores()

@@ -527,7 +527,7 @@ def test_searches_at_once_get_what_each_gets_alone_from_products_made_together()
     """Steps: 60,000 int8 rows; the nearest 20 of each of 48 queries (shortlists re-scored), one at a time;
     then the same 48 from 16 threads released at once (3 each): the same answers, from fewer products than
     queries (unless the machine has a core for each thread)."""
-    from daemon.vector_batches import _cores
+    from daemon.cores import usable_cores
 
     rng = np.random.default_rng(9)
     rows = unit(rng, 60_000, 384)
@@ -552,7 +552,7 @@ def test_searches_at_once_get_what_each_gets_alone_from_products_made_together()
     assert together == alone
     products = cache._batches.products - before[0]
     asked = cache._batches.queries - before[1]
-    assert asked == len(queries) and (products < asked or _cores() >= 16)
+    assert asked == len(queries) and (products < asked or usable_cores() >= 16)
 
 
 def test_a_failed_product_fails_every_search_it_was_made_for_and_the_next_ones_go_on() -> None:
