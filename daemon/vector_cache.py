@@ -6,10 +6,14 @@ it at start and changed only after a write commits.
 
 Two precisions (`[search] vector_precision`):
 - "float32": 4 bytes per dimension (1.5 KiB a memory with MiniLM, ~150 MiB at 100k); `nearest` is exact.
-- "int8": 1 byte per dimension and a scale and an error per row (~40 MiB at 100k): each unit vector x is
-  held as codes c = round(x / s) with s = max|x| / 127 and its error |x - s c|, the query as two such parts
-  (the second codes what the first leaves), and onnxruntime's integer product (MLAS's u8 x s8 kernels, AVX2
-  or VNNI) ranks every row in about half the CPU of the float32 product. `nearest` then returns a shortlist
+- "int8": 1 byte per dimension and a scale, an error and a code sum per row (~40 MiB at 100k): each unit
+  vector x is held as codes c = round(x / s) with s = max|x| / 127 and its error |x - s c|, the query as two
+  such parts (the second codes what the first leaves), and onnxruntime's integer product (MLAS's u8 x s8
+  kernels, AVX2 or VNNI) ranks every row in about half the CPU of the float32 product. The codes are held
+  transposed, a block of rows as the columns of a (dimensions x rows) matrix, and the query's codes + 128
+  are the product's left (uint8) operand: MLAS then packs only the few query rows, where with the rows on
+  the left it packed every row's codes on every product, 7.7 -> 4.7 ms of CPU at 100k (AMD EPYC, 2026-12-02).
+  The +128 adds 128 x a row's code sum to its product, taken off again with the sum held per row. `nearest` then returns a shortlist
   with approximate similarities, which the vector index re-scores exactly from the stored float32 vectors
   (daemon/vectors.py). A row's approximate similarity is within a bound of its exact one (`_Int8.errors`);
   the shortlist holds every row whose bound reaches the k-th best lower end, so it holds the true top k
@@ -44,15 +48,16 @@ from daemon.vector_batches import Batches
 log = logging.getLogger(__name__)
 
 Precision = Literal["float32", "int8"]
-# blocks of vectors (float32 rows or uint8 codes), blocks of each row's (scale, error) (int8 only), seqs,
-# cube ids, rows in use
+# blocks of vectors (float32 rows, or int8 codes as the columns of a (dims x rows) block), blocks of each
+# row's (scale, error, 128 x code sum) as columns (int8 only), seqs, cube ids, rows in use
 _Snapshot = tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...], np.ndarray, np.ndarray, int]
 _Scored = tuple[_Snapshot, np.ndarray]  # the snapshot a product read, and its similarities
 _RETIRED = -1  # cube id of a row whose memory got a newer vector
 BLOCK_ROWS = 8192  # rows per block: 12 MiB of float32 with MiniLM's 384 dimensions (int8: twice, 6 MiB)
+_FACTS = 3  # an int8 row's scale, error and 128 x the sum of its codes
 _HUGE_PAGE = 2 << 20  # bytes: a block's start is aligned to this (x86-64's huge page; others' are no larger)
 _TABLE_LIMIT = 1 << 20  # cube ids up to this are looked up in a table (at most 1 MiB), larger by np.isin
-_OFFSET = 128  # codes -127..127 are held as uint8 1..255: MLAS's fast integer kernels take u8 x s8
+_OFFSET = 128  # the query's codes -127..127 go in as uint8 1..255: MLAS's fast integer kernels take u8 x s8
 
 
 class VectorCache:
@@ -97,10 +102,11 @@ class VectorCache:
         needed = -(-(used + len(rows)) // self.block_rows)
         if needed > len(blocks):
             more = range(needed - len(blocks))
-            dtype = np.float32 if self.exact else np.uint8
-            blocks = blocks + tuple(_block(self.block_rows, self.dims, dtype) for _ in more)
-            if not self.exact:
-                scales = scales + tuple(np.empty((self.block_rows, 2), np.float32) for _ in more)
+            if self.exact:
+                blocks = blocks + tuple(_block(self.block_rows, self.dims, np.float32) for _ in more)
+            else:
+                blocks = blocks + tuple(_block(self.dims, self.block_rows, np.int8) for _ in more)
+                scales = scales + tuple(np.empty((_FACTS, self.block_rows), np.float32) for _ in more)
         vectors = np.stack([vector for _, _, vector in rows]).astype(np.float32, copy=False)
         row_scales = None
         if self._int8 is not None:
@@ -112,9 +118,11 @@ class VectorCache:
                 self._cube_rows[int(cubes[old])] -= 1
                 cubes[old] = _RETIRED
                 self._retired += 1
-            blocks[used // size][used % size] = vectors[index]
-            if row_scales is not None:
-                scales[used // size][used % size] = row_scales[index]
+            if row_scales is None:
+                blocks[used // size][used % size] = vectors[index]
+            else:
+                blocks[used // size][:, used % size] = vectors[index]
+                scales[used // size][:, used % size] = row_scales[index]
             seqs[used], cubes[used] = seq, cube_id
             self._cube_rows[cube_id] += 1
             self._rows.set(seq, used)
@@ -143,13 +151,16 @@ class VectorCache:
         size = self.block_rows
         for start in range(0, len(keep), size):
             rows = keep[start : start + size]
-            block = _block(size, self.dims, blocks[0].dtype)
-            block[: len(rows)] = _gathered(blocks, size, rows)
-            fresh.append(block)
-            if scales:
-                scale = np.empty((size, 2), np.float32)
-                scale[: len(rows)] = _gathered(scales, size, rows)
+            if self.exact:
+                block = _block(size, self.dims, np.float32)
+                block[: len(rows)] = _gathered(blocks, size, rows)
+            else:
+                block = _block(self.dims, size, np.int8)
+                block[:, : len(rows)] = _gathered(blocks, size, rows, axis=1)
+                scale = np.empty((_FACTS, size), np.float32)
+                scale[:, : len(rows)] = _gathered(scales, size, rows, axis=1)
                 fresh_scales.append(scale)
+            fresh.append(block)
         self._snapshot = (tuple(fresh), tuple(fresh_scales), seqs[keep].copy(), cubes[keep].copy(), len(keep))
         self._rows = _RowOf(self._snapshot[2][: len(keep)])
         self._retired = 0
@@ -166,7 +177,7 @@ class VectorCache:
         coded = None
         if self._int8 is None:
             similarity = np.empty(used, np.float32)
-            for start, end, block, _ in _filled(blocks, scales, self.block_rows, used):
+            for start, end, block, _ in _filled(blocks, (), self.block_rows, used):
                 np.dot(block, query, out=similarity[start:end])
         else:
             coded = _Int8.coded_query(query)
@@ -194,7 +205,7 @@ class VectorCache:
             # largest bound: when that reaches `low`, one of them might belong (counted in `capped`).
             approx = similarity[candidates]
             error, query_error = self._int8.errors(query, coded)
-            bounds = _gathered(scales, size, candidates)[:, 1] * error + query_error
+            bounds = _gathered(scales, size, candidates, axis=1)[1] * error + query_error
             low = np.partition(approx - bounds, len(candidates) - k)[len(candidates) - k]
             if len(candidates) < eligible and approx.min() + self._int8.error * error + query_error >= low:
                 self._count_capped()
@@ -222,10 +233,10 @@ class VectorCache:
         snapshot = self._snapshot
         blocks, scales, _, _, used = snapshot
         session = _matmul_integer(2 if alone else 1)
-        codes = np.concatenate([query.codes for query in queries], axis=1)
+        lifted = np.concatenate([query.lifted for query in queries])
         scored = [np.empty(used, np.float32) for _ in queries]
-        for start, end, block, scale in _filled(blocks, scales, self.block_rows, used):
-            _Int8.product(session, block, scale[:, 0], codes, queries, [out[start:end] for out in scored])
+        for start, end, block, facts in _filled(blocks, scales, self.block_rows, used):
+            _Int8.product(session, block, facts, lifted, queries, [out[start:end] for out in scored])
         return [(snapshot, similarity) for similarity in scored]
 
     def similarities(self, query: np.ndarray, seqs: Iterable[int]) -> dict[int, float]:
@@ -324,13 +335,14 @@ class _Int8:
         _matmul_integer(1), _matmul_integer(2)  # made now, not by two searches' threads at once
 
     def encoded(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(uint8 codes + 128, each row's (scale, error |x - s c|)) of float32 rows."""
+        """(int8 codes, each row's (scale, error |x - s c|, 128 x the sum of its codes)) of float32 rows."""
         codes, scales = _quantised(vectors)
         decoded = codes * scales[:, None]
         errors = np.linalg.norm(vectors - decoded, axis=1)
         self.error = max(self.error, float(errors.max()))
         self.norm = max(self.norm, float(np.linalg.norm(decoded, axis=1).max()))
-        return (codes.astype(np.int16) + _OFFSET).astype(np.uint8), np.stack([scales, errors], axis=1)
+        lift = _OFFSET * codes.sum(axis=1)  # exact in float32: at most 128 x 127 x d
+        return codes.astype(np.int8), np.stack([scales, errors, lift], axis=1).astype(np.float32)
 
     @staticmethod
     def coded_query(query: np.ndarray) -> _CodedQuery:
@@ -341,25 +353,27 @@ class _Int8:
         second, second_scale = _quantised(rest[None, :])
         codes = np.stack([first[0], second[0]], axis=1)
         scales = np.concatenate([first_scale, second_scale])
-        offset = np.float32(_OFFSET * (codes.sum(axis=0) @ scales))  # the rows' +128 times the query
-        return _CodedQuery(codes.astype(np.int8), scales, codes @ scales, offset)
+        lifted = np.ascontiguousarray((codes.T + _OFFSET).astype(np.uint8))
+        return _CodedQuery(lifted, scales, codes @ scales)
 
     @staticmethod
     def product(
         session: Any,
         codes: np.ndarray,
-        scales: np.ndarray,
-        columns: np.ndarray,
+        facts: np.ndarray,
+        lifted: np.ndarray,
         queries: list[_CodedQuery],
         outs: list[np.ndarray],
     ) -> None:
-        """Approximate similarities of rows given as codes + 128 and their scales to each query (two
-        `columns` each, side by side), into its `out`."""
-        dots = session.run(None, {"A": codes, "B": columns})[0].astype(np.float32)  # exact: < 2^24
+        """Approximate similarities of rows, given as the int8 columns of `codes` (d x rows) and their
+        `facts` (scale, error, 128 x code sum; one row each), to each query (its two parts' codes + 128, two
+        rows of `lifted` each), into its `out`."""
+        codes = np.ascontiguousarray(codes)  # a block's rows in use, a copy only in the last block
+        dots = session.run(None, {"A": lifted, "B": codes})[0].astype(np.float32)  # exact: < 2^24
+        dots -= facts[2]  # the +128 of the query's codes times each row's code sum: exact integers still
         for index, (query, out) in enumerate(zip(queries, outs, strict=True)):
-            np.dot(dots[:, 2 * index : 2 * index + 2], query.scales, out=out)
-            np.subtract(out, query.offset, out=out)
-            np.multiply(out, scales, out=out)
+            np.dot(query.scales, dots[2 * index : 2 * index + 2], out=out)
+            out *= facts[0]
 
     def errors(self, query: np.ndarray, coded: _CodedQuery) -> tuple[float, float]:
         """How far an approximate similarity can be from the exact x.q, as (a, b): a row's bound is its
@@ -377,10 +391,9 @@ class _Int8:
 
 
 class _CodedQuery(NamedTuple):
-    codes: np.ndarray  # int8, d x 2
+    lifted: np.ndarray  # its two parts' codes + 128, uint8, 2 x d
     scales: np.ndarray  # float32, 2
     decoded: np.ndarray  # codes @ scales
-    offset: np.float32
 
 
 def _quantised(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -393,7 +406,7 @@ def _quantised(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @functools.cache
 def _matmul_integer(threads: int) -> Any:
-    """One onnxruntime session (thread-safe) of a graph holding one MatMulInteger: (n x d uint8) x (d x 2
+    """One onnxruntime session (thread-safe) of a graph holding one MatMulInteger: (2 x d uint8) x (d x n
     int8) -> int32, on the caller's thread and `threads` - 1 of the session's own, which block (no spinning)
     between products."""
     import onnxruntime
@@ -406,8 +419,8 @@ def _matmul_integer(threads: int) -> Any:
 
 
 def matmul_integer_model() -> bytes:
-    """The ONNX model (a protobuf, written here: `onnx` is not a dependency) of Y = MatMulInteger(A, B) with
-    A uint8 [n, d] and B int8 [d, 1]; tests/test_vector_cache.py checks it against onnx's own builder."""
+    """The ONNX model (a protobuf, written here) of Y = MatMulInteger(A, B) with A uint8 [m, d] (queries)
+    and B int8 [d, n] (rows); tests/test_vector_cache.py checks it against onnx's own builder."""
 
     def varint(value: int) -> bytes:
         out = bytearray()
@@ -436,9 +449,9 @@ def matmul_integer_model() -> bytes:
     graph = (
         message(1, node)
         + message(2, "int8_knn")
-        + message(11, value_info("A", uint8, ("n", "d")))
-        + message(11, value_info("B", int8, ("d", "m")))
-        + message(12, value_info("Y", int32, ("n", "m")))
+        + message(11, value_info("A", uint8, ("m", "d")))
+        + message(11, value_info("B", int8, ("d", "n")))
+        + message(12, value_info("Y", int32, ("m", "n")))
     )
     return number(1, 8) + message(7, graph) + message(8, number(2, 13))  # IR version 8, opset 13
 
@@ -463,23 +476,33 @@ def _block(rows: int, dims: int, dtype: np.dtype[Any] | type[np.generic]) -> np.
 def _filled(
     blocks: tuple[np.ndarray, ...], scales: tuple[np.ndarray, ...], size: int, used: int
 ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
-    """(first row, end, the block's rows in use, their scales (int8; else an empty array)) of each block
-    holding rows below `used`."""
+    """(first row, end, the block's rows in use, their facts) of each block holding rows below `used`:
+    with `scales` (int8) the blocks' and their facts' columns, else the blocks' rows and an empty array."""
     for index, block in enumerate(blocks):
         start = index * size
         if start >= used:
             return
         end = min(start + size, used)
-        yield start, end, block[: end - start], scales[index][: end - start] if scales else np.empty(0)
+        if scales:
+            yield start, end, block[:, : end - start], scales[index][:, : end - start]
+        else:
+            yield start, end, block[: end - start], np.empty(0)
 
 
-def _gathered(blocks: tuple[np.ndarray, ...], size: int, rows: np.ndarray) -> np.ndarray:
-    """The rows of `rows` (a row's block is row // size), in the order given."""
-    out = np.empty((len(rows), *blocks[0].shape[1:]), blocks[0].dtype)
+def _gathered(blocks: tuple[np.ndarray, ...], size: int, rows: np.ndarray, axis: int = 0) -> np.ndarray:
+    """The rows of `rows` (a row's block is row // size), in the order given; `axis=1`: blocks that hold
+    their rows as columns, gathered as columns."""
     which, offset = np.divmod(rows, size)
+    if axis == 0:
+        out = np.empty((len(rows), *blocks[0].shape[1:]), blocks[0].dtype)
+        for index in np.unique(which):
+            mask = which == index
+            out[mask] = blocks[index][offset[mask]]
+        return out
+    out = np.empty((blocks[0].shape[0], len(rows)), blocks[0].dtype)
     for index in np.unique(which):
         mask = which == index
-        out[mask] = blocks[index][offset[mask]]
+        out[:, mask] = blocks[index][:, offset[mask]]
     return out
 
 

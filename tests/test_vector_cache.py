@@ -387,10 +387,10 @@ def test_the_onnx_model_of_the_integer_product_is_the_one_onnx_builds() -> None:
         [helper.make_node("MatMulInteger", ["A", "B"], ["Y"])],
         "int8_knn",
         [
-            helper.make_tensor_value_info("A", TensorProto.UINT8, ["n", "d"]),
-            helper.make_tensor_value_info("B", TensorProto.INT8, ["d", "m"]),
+            helper.make_tensor_value_info("A", TensorProto.UINT8, ["m", "d"]),
+            helper.make_tensor_value_info("B", TensorProto.INT8, ["d", "n"]),
         ],
-        [helper.make_tensor_value_info("Y", TensorProto.INT32, ["n", "m"])],
+        [helper.make_tensor_value_info("Y", TensorProto.INT32, ["m", "n"])],
     )
     assert built.graph == graph and built.ir_version == 8
     assert [(o.domain, o.version) for o in built.opset_import] == [("", 13)]
@@ -482,12 +482,12 @@ def test_the_integer_product_is_the_same_on_one_or_two_threads() -> None:
     from daemon.vector_cache import _Int8, _matmul_integer
 
     rng = np.random.default_rng(6)
-    codes = rng.integers(1, 256, (20_000, 384), dtype=np.uint8)
-    scales = rng.random(20_000, dtype=np.float32)
+    codes = rng.integers(-127, 128, (384, 20_000), dtype=np.int8)
+    facts = np.stack([rng.random(20_000), rng.random(20_000), 128.0 * codes.sum(axis=0)]).astype(np.float32)
     coded = _Int8.coded_query(unit(rng, 1, 384)[0])
     one, two = np.empty(20_000, np.float32), np.empty(20_000, np.float32)
     for session, out in ((_matmul_integer(1), one), (_matmul_integer(2), two)):
-        _Int8.product(session, codes, scales, coded.codes, [coded], [out])
+        _Int8.product(session, codes, facts, coded.lifted, [coded], [out])
     assert np.array_equal(one, two)
 
 
