@@ -7,7 +7,7 @@ with a large result (`memory_search`, k=10), over the SDK's own client on loopba
 
 Starts memosd on DIR's database with the real model, then in each round runs `--calls` gets and
 `--searches` searches (questions of the many-matches corpus) and prints the daemon's CPU per call from /proc,
-the load average beside it. With `--py-spy`, samples memosd at 200 Hz during the gets of the last round and
+the client's own CPU (the SDK's client, on the same cores) and the load average beside it. With `--py-spy`, samples memosd at 200 Hz during the gets of the last round and
 prints where a call's CPU goes, by layer (HTTP parsing, middleware, the SDK's dispatch, validation, our
 tool code, the service...), from the frames each sample holds.
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.client import DEFAULT_MODEL, call, wait_for_model
 from bench.corpus import CORPORA
 from bench.load import cpu_seconds
-from bench.profile import IDLE, sample
+from bench.profile import IDLE
 from bench.report import load_average
 from tests.conftest import free_port, mcp_client, start_daemon, stop_daemon, write_config
 
@@ -92,6 +93,15 @@ def layers(raw: Path) -> tuple[Counter[str], Counter[str]]:
     return counts, frames_seen
 
 
+def sample(py_spy: Path, pid: int, raw: Path, gil: bool) -> subprocess.Popen[bytes]:
+    """py-spy sampling `pid` at 200 Hz into `raw` until it gets SIGINT; with `gil`, only the thread holding
+    the GIL (what 16 agents at once queue behind), else every thread that is not idle."""
+    command = [str(py_spy), "record", "-r", "200", "-p", str(pid), "--format", "raw", "-o", str(raw)]
+    return subprocess.Popen(
+        command + (["--gil"] if gil else []), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
 def loop_thread_cpu_seconds(pid: int) -> float:
     """CPU time of the process's main thread so far: the event loop's (the rest is SQLite, the model...)."""
     return cpu_seconds_of(Path(f"/proc/{pid}/task/{pid}"))
@@ -138,16 +148,19 @@ async def main(args: argparse.Namespace) -> None:
                     spy = None
                     raw = args.out / f"mcp-cost-{name}.txt"
                     if args.py_spy is not None and round_ == args.rounds:
-                        spy = sample(args.py_spy, pid, raw)
+                        spy = sample(args.py_spy, pid, raw, args.gil)
                         await anyio.sleep(1)
                     cpu, loop, started = cpu_seconds(pid), loop_thread_cpu_seconds(pid), time.perf_counter()
+                    own = time.process_time()
                     await work()
                     wall, spent = time.perf_counter() - started, cpu_seconds(pid) - cpu
+                    own = time.process_time() - own
                     on_loop = loop_thread_cpu_seconds(pid) - loop
                     print(
                         f"round {round_} {name}: daemon CPU {spent / n * 1000:.2f} ms/call"
                         f" (event-loop thread {on_loop / n * 1000:.2f}),"
-                        f" {wall / n * 1000:.2f} ms/call wall, load average {load_average()}",
+                        f" {wall / n * 1000:.2f} ms/call wall, the client's CPU {own / n * 1000:.2f} ms/call,"
+                        f" load average {load_average()}",
                         flush=True,
                     )
                     if spy is not None:
@@ -176,6 +189,7 @@ if __name__ == "__main__":
     parser.add_argument("--mode", choices=["auto", "legacy"], default="auto", help="protocol era")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--py-spy", type=Path, default=None, help="py-spy to sample memosd with")
+    parser.add_argument("--gil", action="store_true", help="sample only the thread holding the GIL")
     parser.add_argument("--frames", type=int, default=0, help="also print the N busiest frames")
     parser.add_argument("--out", type=Path, default=Path("bench", "results", "profile"))
     arguments = parser.parse_args()

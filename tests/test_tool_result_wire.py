@@ -12,11 +12,13 @@ import anyio
 import httpx2
 import msgspec
 import pytest
+from jsonschema import Draft202012Validator
 from mcp_types import CallToolResult, TextContent
 
 from daemon import SearchResults
-from mcp_server.wire import to_result
-from tests.conftest import RunningDaemon, mcp_client
+from mcp_server.app import build_catalog
+from mcp_server.wire import output_schema, to_result
+from tests.conftest import RunningDaemon, make_config, mcp_client
 from tests.raw_mcp import HANDSHAKE, MODERN, headers
 
 pytestmark = pytest.mark.anyio
@@ -42,6 +44,58 @@ def test_a_result_is_sent_as_the_sdks_model_of_it_would_be_with_the_text_the_sam
     wire = to_result(value)
     assert wire == as_model.model_dump(by_alias=True, mode="json", exclude_none=True)
     assert json.loads(wire["content"][0]["text"]) == wire["structuredContent"]
+
+
+def _msgspec_schema(struct: type[msgspec.Struct]) -> dict[str, Any]:
+    """The schema msgspec writes for `struct`, with `$defs` and `$ref`s (what tools/list said before)."""
+    (ref,), components = msgspec.json.schema_components([struct], ref_template="#/$defs/{name}")
+    root = dict(components.pop(ref["$ref"].rsplit("/", 1)[-1]))
+    return {**root, "$defs": components} if components else root
+
+
+def _variants(value: Any) -> list[Any]:
+    """`value`, and copies of it each with one part replaced by a value of another JSON type or with a
+    name added or removed, at every depth: what a wrong result might look like."""
+    out = [value]
+    if isinstance(value, dict):
+        out += [{k: v for k, v in value.items() if k != key} for key in value]
+        out.append({**value, "unexpected": 1})
+        for key, item in value.items():
+            out += [{**value, key: other} for other in _variants(item)[1:]]
+            out += [{**value, key: other} for other in (None, "x", 1, 1.5, True, [], {})]
+    elif isinstance(value, list) and value:
+        out += [[other, *value[1:]] for other in _variants(value[0])[1:]]
+        out += [[other, *value[1:]] for other in (None, "x", 1, [], {})]
+    return out
+
+
+def test_output_schemas_have_no_refs_and_accept_exactly_what_msgspecs_schemas_accept(tmp_path: Any) -> None:
+    """The published output schemas are written flat (cheap for the SDK's client to check every result
+    against), and judge a search result and hundreds of altered copies of it as msgspec's would."""
+    catalog = build_catalog(make_config(tmp_path, model="none"), "test")
+    for tool in catalog.tools.values():
+        assert "$ref" not in json.dumps(tool.fn_metadata.output_schema), tool.name
+    result = msgspec.to_builtins(msgspec.convert(RESULT, SearchResults))
+    turn = {
+        "id": "mem_0123456789abcdee",
+        "content": "Before",
+        "offset": -1,
+        "occurred_at": None,
+        "metadata": {},
+    }
+    result["results"][0]["context"] = [turn]
+    result["time_window"] = {
+        "start": "2026-05-01T00:00:00Z",
+        "end": "2026-06-01T00:00:00Z",
+        "expression": "May",
+    }
+    flat = Draft202012Validator(output_schema(SearchResults))
+    nested = Draft202012Validator(_msgspec_schema(SearchResults))
+    variants = _variants(result)
+    assert len(variants) > 300
+    verdicts = [(flat.is_valid(v), nested.is_valid(v)) for v in variants]
+    assert all(a == b for a, b in verdicts)
+    assert sum(a for a, _ in verdicts) > 10 and sum(not a for a, _ in verdicts) > 100
 
 
 def _answer(response: httpx2.Response) -> dict[str, Any]:
