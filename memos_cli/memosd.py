@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+from functools import partial
 
 import anyio
 import anyio.abc
@@ -22,6 +23,7 @@ from daemon import (
     open_services,
     supervised,
 )
+from daemon.collector import set_aside_when_filled
 from mcp_server.app import build_app, build_mcp
 from mcp_server.connections import raise_open_files_limit
 from mcp_server.http import HttpServer
@@ -78,6 +80,10 @@ async def _serve(
             await tg.start(http.serve)
             await tg.start(notifier.watchdog)
             await tg.start(supervised, "status reporter", reporter.run)
+            filled = [services.vectors.attached.wait]
+            if services.search.lexical_index is not None:
+                filled.append(services.search.lexical_index.wait_ready)
+            await tg.start(supervised, "collector", partial(set_aside_when_filled, filled))
             print(f"memosd ready: {url}", file=sys.stderr, flush=True)
             notifier.ready(f"serving {url}")
             stopping = False
