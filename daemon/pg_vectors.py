@@ -167,11 +167,12 @@ class PgVectorIndex(VectorIndex):
     _EMBEDDING = "vector_send(v.embedding)"
 
     @staticmethod
-    def _matrix(blobs: Sequence[bytes]) -> np.ndarray:
-        """Rows of float32 vectors from pgvector's binary forms (as `from_binary` reads one): one join, one
-        copy. The first 4 bytes of each are its two int16 headers, the first big-endian float4's place."""
-        rows = np.frombuffer(b"".join(blobs), dtype=">f4").reshape(len(blobs), -1)
-        return rows[:, 1:].astype(np.float32, order="C")
+    def _rows(block: np.ndarray) -> np.ndarray:
+        """The float32 vectors of pgvector's binary forms (as `from_binary` reads one), swapped to native
+        order in place; the first 4 bytes of each are its two int16 headers, the first float4's place."""
+        words = block.view(np.uint32)
+        words.byteswap(inplace=True)
+        return words.view(np.float32).reshape(len(block), -1)[:, 1:]
 
     async def _uncached_similarities(
         self, conn: Connection, vector: np.ndarray, seqs: Sequence[int]
