@@ -293,7 +293,9 @@ class VectorIndex:
         if sum(map(len, blobs)) != count * width:
             raise ValueError("stored vectors of different sizes in one table")
         if len(self._blob_buffer) < count or self._blob_buffer.dtype.itemsize != width:
-            self._blob_buffer = np.empty(max(count, 2 * len(self._blob_buffer)), dtype=f"S{width}")
+            # Grown by doubling, up to a chunk's rows (~3 MiB at 384 dimensions).
+            rows = max(count, min(2 * len(self._blob_buffer), _READ_CHUNK))
+            self._blob_buffer = np.empty(rows, dtype=f"S{width}")
         block = self._blob_buffer[:count]
         block[:] = blobs
         return self._rows(block) @ query
