@@ -245,6 +245,27 @@ async def test_a_nearest_memory_that_fails_the_filters_gives_its_place_to_the_ne
     assert [value for _, value in found] == pytest.approx([similarity[m] for m in passing], abs=1e-5)
 
 
+async def test_a_stored_vector_without_a_memory_the_reader_sees_never_passes(services: Services) -> None:
+    """Steps: alice writes four notes; a vector is stored for a seq no memory has (as a row of another
+    writer's transaction not yet visible would be), nearest of all to the query. The KNN finds it first; the
+    nearest that pass the filters leave it out, and alice's notes keep their order."""
+    alice = await _alice_with_facts(services)
+    asked = "which hot beverage does Alice prefer"
+    query = (await services.embedder.embed([asked]))[0]
+    async with services.store.read() as conn:
+        cube = await conn.value("SELECT cube_id FROM memories LIMIT 1")
+    async with services.store.write() as conn:
+        await services.vectors.put(conn, [(10**9, cube, query)], mark=False)
+    where = MemoryFilter().sql()
+    async with services.store.read() as conn:
+        nearest = await services.vectors.nearest(conn, query, [cube], 4)
+        passing = await services.vectors.nearest_passing(conn, query, [cube], 4, where, 4)
+    assert nearest[0][0] == 10**9
+    assert passing == nearest[1:]
+    hits = (await services.search.search(alice, SearchQuery(query=asked))).results
+    assert hits[0].content == "Alice drinks green tea every morning"
+
+
 async def test_search_never_returns_memories_from_unreadable_cubes(services: Services) -> None:
     alice = await _alice_with_facts(services)
     await services.identities.add("bob")
