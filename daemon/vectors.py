@@ -229,8 +229,8 @@ class VectorIndex:
         k: int,
         where: tuple[str, Sequence[Any]] | None,
     ) -> tuple[list[tuple[int, float]], set[int] | None]:
-        """The k nearest from the cache, and (int8 with `where`) those of them that pass it; None when
-        nothing was looked up."""
+        """The k nearest from the cache, and (int8 with `where`, a short shortlist) those of them that pass
+        it; None when nothing was looked up."""
         cache = self._cache
         assert cache is not None
         found = await anyio.to_thread.run_sync(cache.nearest, vector, cube_ids, k)
@@ -238,6 +238,11 @@ class VectorIndex:
             return found, None
         # int8: the shortlist holds the true top k; rank it by the stored float32 vectors (ties: lower seq
         # first). Rows the reader cannot see yet (the cache runs ahead of an older read transaction) drop out.
+        # The filter is read with the vectors (one statement, not two) unless the shortlist is long (a near tie
+        # of many vectors): each row's memory costs ~3 us to look up on the reader's thread, so then only the
+        # k ranked are looked up after (`nearest_passing`).
+        if len(found) > _FOLD_FACTOR * k:
+            where = None
         stored = await self._stored_similarities(conn, vector, [seq for seq, _ in found], where)
         order = np.lexsort((stored.seqs, -stored.similarity))[:k]
         seqs = stored.seqs[order]
@@ -402,6 +407,7 @@ async def _embedding_meta(conn: Connection) -> dict[str, str]:
 
 _FILL_CHUNK = 4096
 _READ_CHUNK = 2048  # vectors read by key in one statement
+_FOLD_FACTOR = 2  # the filter is read with a shortlist of up to this many times k vectors (`_cached_nearest`)
 _CREATE_TABLE = "CREATE TABLE memory_vectors (rowid INTEGER PRIMARY KEY, cube_id INTEGER NOT NULL, embedding BLOB NOT NULL)"
 
 

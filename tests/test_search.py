@@ -260,8 +260,10 @@ async def test_a_stored_vector_without_a_memory_the_reader_sees_never_passes(ser
     async with services.store.read() as conn:
         nearest = await services.vectors.nearest(conn, query, [cube], 4)
         passing = await services.vectors.nearest_passing(conn, query, [cube], 4, where, 4)
+        only_nearest = await services.vectors.nearest_passing(conn, query, [cube], 1, where, 1)
     assert nearest[0][0] == 10**9
     assert passing == nearest[1:]
+    assert only_nearest == []  # of the 1 nearest, none passes
     hits = (await services.search.search(alice, SearchQuery(query=asked))).results
     assert hits[0].content == "Alice drinks green tea every morning"
 
