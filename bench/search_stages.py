@@ -91,7 +91,7 @@ class Stages:
             )
         from daemon import store
 
-        for name in ("rows", "row", "value", "column", "execute"):
+        for name in ("rows", "row", "value", "column", "columns", "execute"):
             if hasattr(store.Connection, name):
                 setattr(store.Connection, name, self._counted(getattr(store.Connection, name)))
 

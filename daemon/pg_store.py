@@ -26,7 +26,7 @@ from psycopg.adapt import Loader
 from daemon.pg_errors import translated
 from daemon.pg_schema import apply_postgres_migrations
 from daemon.pg_sql import postgres_sql
-from daemon.rows import Row, column_names
+from daemon.rows import Row, by_column, column_names
 from daemon.store import SHORT_READ_CONNECTIONS, Connection, ReaderPool, Store
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,14 @@ class PgConnection(Connection):
         if width != 1:
             raise ValueError(f"column() needs a query of one column, not {width}: {sql}")
         return [row[0] for row in values]
+
+    async def columns(self, sql: str, params: Sequence[Any] = ()) -> dict[str, tuple[Any, ...]]:
+        with translated():
+            cursor = await self._run(sql, params)
+            values = await cursor.fetchall()
+            names = column_names(cursor.description)
+            await cursor.close()
+        return by_column(names, values)
 
     async def value(self, sql: str, params: Sequence[Any] = (), default: Any = None) -> Any:
         with translated():

@@ -164,15 +164,15 @@ class PgVectorIndex(VectorIndex):
         )
         return [(int(row["seq"]), 1.0 - float(row["distance"])) for row in rows]
 
-    async def _stored_vectors(self, conn: Connection, seqs: Sequence[int]) -> tuple[list[int], np.ndarray]:
-        rows = await conn.rows(
-            "SELECT rowid AS seq, vector_send(embedding) AS blob FROM memory_vectors"
-            f" WHERE rowid IN ({placeholders(len(seqs))})",
-            list(seqs),
-        )
-        if not rows:
-            return [], np.empty((0, 0), np.float32)
-        return [int(row["seq"]) for row in rows], np.stack([from_binary(row["blob"]) for row in rows])
+    _EMBEDDING = "vector_send(v.embedding)"
+
+    @staticmethod
+    def _rows(block: np.ndarray) -> np.ndarray:
+        """The float32 vectors of pgvector's binary forms (as `from_binary` reads one), swapped to native
+        order in place; the first 4 bytes of each are its two int16 headers, the first float4's place."""
+        words = block.view(np.uint32)
+        words.byteswap(inplace=True)
+        return words.view(np.float32).reshape(len(block), -1)[:, 1:]
 
     async def _uncached_similarities(
         self, conn: Connection, vector: np.ndarray, seqs: Sequence[int]

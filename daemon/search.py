@@ -37,7 +37,7 @@ from daemon.entity_signals import entity_scores, graph_scores, seed_scores
 from daemon.episodes import Placement, around, place
 from daemon.errors import InvalidInput, Unavailable
 from daemon.fairness import FairGate
-from daemon.filters import MemoryFilter, passing
+from daemon.filters import MemoryFilter
 from daemon.fusion import (
     Fused,
     Fusion,
@@ -403,13 +403,11 @@ class Search:
         params: list,
         depth: int,
     ) -> list[tuple[int, float]]:
-        nearest = await self._vectors.nearest(conn, vector, cube_ids, depth * 2)
-        if not nearest:
-            return []
-        # The KNN ran over whole cubes (deleted, superseded and expired memories keep their vectors); apply
-        # the same filters as the lexical side.
-        keep = set(await passing(conn, [seq for seq, _ in nearest], predicate, params, depth))
-        return [(seq, sim) for seq, sim in nearest if seq in keep][:depth]
+        # The KNN runs over whole cubes (deleted, superseded and expired memories keep their vectors): of
+        # its 2 * depth nearest, those that pass the same filters as the lexical side.
+        return await self._vectors.nearest_passing(
+            conn, vector, cube_ids, depth * 2, (predicate, params), depth
+        )
 
     async def _hits(
         self,

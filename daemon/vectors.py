@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import anyio
 import numpy as np
@@ -23,6 +24,7 @@ from anyio.abc import TaskStatus
 from daemon import sqlite_driver
 from daemon.embedder import Embedder
 from daemon.errors import Unavailable
+from daemon.filters import passing
 from daemon.heap import release_freed_memory
 from daemon.rows import read_row_pages, read_rows
 from daemon.scheduler import JobClass, Scheduler
@@ -32,6 +34,15 @@ from daemon.supervision import retrying
 from daemon.vector_cache import Precision, VectorCache
 
 log = logging.getLogger(__name__)
+
+
+class _Scored(NamedTuple):
+    """Stored vectors' seqs, their similarity to a query, and (when asked) whether each memory passes."""
+
+    seqs: np.ndarray  # int64
+    similarity: np.ndarray  # float32
+    passes: np.ndarray | None  # bool
+
 
 _BACKFILL_BATCH = 256
 _RECHECK_S = 5.0
@@ -47,6 +58,7 @@ class VectorIndex:
         self._precision: Precision = precision
         self.scheduler: Scheduler | None = None  # set by the daemon: backfill then runs as background jobs
         self._cache: VectorCache | None = None
+        self._blob_buffer = np.empty(0, "S1")  # the stored vectors a search re-scores, copied (`_products`)
         self.ready = False  # the table matches the loaded model
         # Memories left to embed again after a change of model (None: no such change under way). Until they
         # are done, searches are lexical: vectors for only some memories would skew the ranking.
@@ -172,8 +184,31 @@ class VectorIndex:
         way, from the in-memory cache (BLAS; int8's shortlist re-scored from the table) or from the table
         scanned by sqlite-vec."""
         if self._cache is not None:
-            return await self._cached_nearest(conn, vector, cube_ids, k)
+            ranked, _ = await self._cached_nearest(conn, vector, cube_ids, k, None)
+            return ranked
         return await self._scanned_nearest(conn, vector, cube_ids, k)
+
+    async def nearest_passing(
+        self,
+        conn: Connection,
+        vector: np.ndarray,
+        cube_ids: Sequence[int],
+        k: int,
+        where: tuple[str, Sequence[Any]],
+        wanted: int,
+    ) -> list[tuple[int, float]]:
+        """Of the k nearest (ranked as `nearest` ranks them), the first `wanted` whose memory passes `where`
+        (a predicate over `memories m` starting with AND, and its parameters), best first. With the int8
+        cache the statement that re-scores the shortlist reads with each vector whether its memory passes;
+        otherwise the memories are looked up after (`filters.passing`)."""
+        passed: set[int] | None = None
+        if self._cache is not None and not self._cache.exact:
+            ranked, passed = await self._cached_nearest(conn, vector, cube_ids, k, where)
+        else:
+            ranked = await self.nearest(conn, vector, cube_ids, k)
+        if passed is None:
+            passed = set(await passing(conn, [seq for seq, _ in ranked], *where, wanted))
+        return [(seq, similarity) for seq, similarity in ranked if seq in passed][:wanted]
 
     async def _scanned_nearest(
         self, conn: Connection, vector: np.ndarray, cube_ids: Sequence[int], k: int
@@ -187,38 +222,93 @@ class VectorIndex:
         return [(int(row["seq"]), 1.0 - float(row["distance"])) for row in rows]
 
     async def _cached_nearest(
-        self, conn: Connection, vector: np.ndarray, cube_ids: Sequence[int], k: int
-    ) -> list[tuple[int, float]]:
+        self,
+        conn: Connection,
+        vector: np.ndarray,
+        cube_ids: Sequence[int],
+        k: int,
+        where: tuple[str, Sequence[Any]] | None,
+    ) -> tuple[list[tuple[int, float]], set[int] | None]:
+        """The k nearest from the cache, and (int8 with `where`, a short shortlist) those of them that pass
+        it; None when nothing was looked up."""
         cache = self._cache
         assert cache is not None
         found = await anyio.to_thread.run_sync(cache.nearest, vector, cube_ids, k)
         if cache.exact or not found:
-            return found
-        # int8: the shortlist holds the true top k; rank it by the stored float32 vectors. Rows the reader
-        # cannot see yet (the cache runs ahead of an older read transaction) drop out.
-        exact = await self._stored_similarities(conn, vector, [seq for seq, _ in found])
-        return sorted(exact.items(), key=lambda item: (-item[1], item[0]))[:k]
-
-    async def _stored_vectors(self, conn: Connection, seqs: Sequence[int]) -> tuple[list[int], np.ndarray]:
-        """The seqs of `seqs` that have a stored vector, and those vectors (float32 rows)."""
-        rows = await conn.rows(
-            f"SELECT rowid AS seq, embedding FROM memory_vectors WHERE rowid IN ({placeholders(len(seqs))})",
-            list(seqs),
-        )
-        if not rows:
-            return [], np.empty((0, 0), np.float32)
-        return [int(row["seq"]) for row in rows], _matrix([row["embedding"] for row in rows])
+            return found, None
+        # int8: the shortlist holds the true top k; rank it by the stored float32 vectors (ties: lower seq
+        # first). Rows the reader cannot see yet (the cache runs ahead of an older read transaction) drop out.
+        # The filter is read with the vectors (one statement, not two) unless the shortlist is long (a near tie
+        # of many vectors): each row's memory costs ~3 us to look up on the reader's thread, so then only the
+        # k ranked are looked up after (`nearest_passing`).
+        if len(found) > _FOLD_FACTOR * k:
+            where = None
+        stored = await self._stored_similarities(conn, vector, [seq for seq, _ in found], where)
+        order = np.lexsort((stored.seqs, -stored.similarity))[:k]
+        seqs = stored.seqs[order]
+        ranked = list(zip(seqs.tolist(), stored.similarity[order].tolist(), strict=True))
+        if stored.passes is None:
+            return ranked, None
+        return ranked, set(seqs[stored.passes[order]].tolist())
 
     async def _stored_similarities(
-        self, conn: Connection, vector: np.ndarray, seqs: Sequence[int]
-    ) -> dict[int, float]:
-        found: dict[int, float] = {}
+        self,
+        conn: Connection,
+        vector: np.ndarray,
+        seqs: Sequence[int],
+        where: tuple[str, Sequence[Any]] | None = None,
+    ) -> _Scored:
+        """The similarity of `vector` to each of `seqs` that has a stored vector, and (given `where`) whether
+        its memory passes it (False when the reader sees no such memory), read a chunk at a time."""
+        seq_parts, similarity_parts = [np.empty(0, np.int64)], [np.empty(0, np.float32)]
+        pass_parts = [np.empty(0, bool)]
+        query = vector.astype(np.float32)
         for start in range(0, len(seqs), _READ_CHUNK):
-            have, matrix = await self._stored_vectors(conn, seqs[start : start + _READ_CHUNK])
-            if have:
-                values = matrix @ vector.astype(np.float32)
-                found.update(zip(have, values.tolist(), strict=True))
-        return found
+            part = seqs[start : start + _READ_CHUNK]
+            passes, join, params = "", "", []
+            if where is not None:
+                predicate, bound = where
+                passes, params = f", (m.seq IS NOT NULL {predicate}) AS passes", list(bound)
+                join = " LEFT JOIN memories m ON m.seq = v.rowid"
+            found = await conn.columns(
+                f"SELECT v.rowid AS seq, {self._EMBEDDING} AS embedding{passes} FROM memory_vectors v{join}"
+                f" WHERE v.rowid IN ({placeholders(len(part))})",
+                [*params, *part],
+            )
+            if found["seq"]:
+                seq_parts.append(np.array(found["seq"], dtype=np.int64))
+                similarity_parts.append(self._products(found["embedding"], query))
+                if where is not None:
+                    pass_parts.append(np.array(found["passes"], dtype=bool))
+        return _Scored(
+            np.concatenate(seq_parts),
+            np.concatenate(similarity_parts),
+            np.concatenate(pass_parts) if where is not None else None,
+        )
+
+    _EMBEDDING = "v.embedding"  # the stored vector's column as `_rows` reads it
+
+    def _products(self, blobs: Sequence[bytes], query: np.ndarray) -> np.ndarray:
+        """`query`'s product with each stored vector. The blobs are copied (in C) into a buffer kept for the
+        next read, not joined into a fresh bytes object: past glibc's mmap threshold (daemon/heap.py) each
+        join was a new mapping whose page faults and unmapping cost ~10 times the copy (0.26 ms of the event
+        loop's time for a 270-row shortlist). The same rows in the same layout: the same products, bit for
+        bit. Filled and read with no await between, so searches on the loop never share it at once."""
+        count, width = len(blobs), len(blobs[0])
+        if sum(map(len, blobs)) != count * width:
+            raise ValueError("stored vectors of different sizes in one table")
+        if len(self._blob_buffer) < count or self._blob_buffer.dtype.itemsize != width:
+            # Grown by doubling, up to a chunk's rows (~3 MiB at 384 dimensions).
+            rows = max(count, min(2 * len(self._blob_buffer), _READ_CHUNK))
+            self._blob_buffer = np.empty(rows, dtype=f"S{width}")
+        block = self._blob_buffer[:count]
+        block[:] = blobs
+        return self._rows(block) @ query
+
+    @staticmethod
+    def _rows(block: np.ndarray) -> np.ndarray:
+        """The float32 vectors (one a row) of stored blobs copied into a fixed-width bytes array."""
+        return block.view(np.float32).reshape(len(block), -1)
 
     async def similarities(
         self, conn: Connection, vector: np.ndarray, seqs: Sequence[int]
@@ -229,14 +319,16 @@ class VectorIndex:
         if self._cache is not None and self._cache.exact:
             return self._cache.similarities(vector, seqs)
         if self._cache is not None:
-            return await self._stored_similarities(conn, vector, seqs)
+            stored = await self._stored_similarities(conn, vector, seqs)
+            return dict(zip(stored.seqs.tolist(), stored.similarity.tolist(), strict=True))
         return await self._uncached_similarities(conn, vector, seqs)
 
     async def _uncached_similarities(
         self, conn: Connection, vector: np.ndarray, seqs: Sequence[int]
     ) -> dict[int, float]:
         """`similarities` without the cache (each store's SQL; here the stored vectors read by key)."""
-        return await self._stored_similarities(conn, vector, seqs)
+        stored = await self._stored_similarities(conn, vector, seqs)
+        return dict(zip(stored.seqs.tolist(), stored.similarity.tolist(), strict=True))
 
     async def backfill(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Embed memories that have no vector yet, whenever woken; runs until cancelled."""
@@ -315,12 +407,8 @@ async def _embedding_meta(conn: Connection) -> dict[str, str]:
 
 _FILL_CHUNK = 4096
 _READ_CHUNK = 2048  # vectors read by key in one statement
+_FOLD_FACTOR = 2  # the filter is read with a shortlist of up to this many times k vectors (`_cached_nearest`)
 _CREATE_TABLE = "CREATE TABLE memory_vectors (rowid INTEGER PRIMARY KEY, cube_id INTEGER NOT NULL, embedding BLOB NOT NULL)"
-
-
-def _matrix(blobs: Sequence[bytes]) -> np.ndarray:
-    """Rows of float32 vectors from their blobs."""
-    return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), -1)
 
 
 def _fill(cache: VectorCache, path: Path) -> None:

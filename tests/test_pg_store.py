@@ -60,6 +60,24 @@ async def test_a_column_is_every_rows_one_value_as_on_sqlite(url: str) -> None:
     await store.close()
 
 
+async def test_columns_are_every_rows_values_by_column_name_as_on_sqlite(url: str) -> None:
+    store = await PgStore.open_url(url)
+    async with store.write() as conn:
+        await conn.execute("INSERT INTO meta (key, value) VALUES ('b', '2'), ('a', '1')")
+    async with store.read() as conn:
+        found = await conn.columns(
+            "SELECT key AS k, value AS v FROM meta WHERE key IN ('a', 'b') ORDER BY key"
+        )
+        assert found == {"k": ("a", "b"), "v": ("1", "2")}
+        assert await conn.columns("SELECT key AS a, value AS b FROM meta WHERE key = 'none'") == {
+            "a": (),
+            "b": (),
+        }
+        with pytest.raises(ValueError, match=r"two columns named \['a'\]; alias them"):
+            await conn.columns("SELECT key AS a, value AS a FROM meta")
+    await store.close()
+
+
 async def test_a_failed_write_block_rolls_back_everything_in_it_and_skips_its_after_commit(url: str) -> None:
     store = await PgStore.open_url(url)
     ran: list[str] = []

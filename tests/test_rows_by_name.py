@@ -78,6 +78,25 @@ def test_a_column_is_every_rows_one_value_and_rows_refuse_twin_names(tmp_path: P
     anyio.run(main)
 
 
+def test_columns_are_every_rows_values_by_column_name(tmp_path: Path) -> None:
+    """`columns` reads a long result column-wise, by name, in row order; twin names are refused as rows
+    refuse them, and an empty result still names its columns."""
+
+    async def main() -> None:
+        store = await Store.open(tmp_path / "memos.db")
+        try:
+            async with store.read() as conn:
+                found = await conn.columns("SELECT key AS k, value AS v FROM json_each('[5, 6, 7]')")
+                assert found == {"k": (0, 1, 2), "v": (5, 6, 7)}
+                assert await conn.columns("SELECT 1 AS a, 2 AS b WHERE 0") == {"a": (), "b": ()}
+                with pytest.raises(ValueError, match=r"two columns named \['a'\]; alias them"):
+                    await conn.columns("SELECT value AS a, key AS a FROM json_each('[1, 2]')")
+        finally:
+            await store.close()
+
+    anyio.run(main)
+
+
 def _tuple_reads(path: Path) -> list[str]:
     """Calls in `path` that yield rows by position: the legacy tuple methods, DB-API fetches, and a raw
     cursor's rows used directly (iterated, unpacked or indexed: `for a, b in conn.execute(...)`)."""

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daemon import InvalidInput, NewMemory, SearchQuery, Services, agent_named, open_services
+from daemon.filters import MemoryFilter
 from daemon.lexical import fts_query
 from daemon.sqlite_driver import connect
 from tests.conftest import BOTH, make_config
@@ -174,6 +175,97 @@ async def test_the_candidates_that_pass_are_found_when_most_of_the_best_matches_
     assert nearest and set(nearest) <= kept
     hits = (await services.search.search(alice, query)).results
     assert len(hits) == 10 and {seq_of[hit.id] for hit in hits} <= kept
+
+
+@pytest.mark.parametrize("cache", ["int8", "float32", "none"])
+async def test_a_nearest_memory_that_fails_the_filters_gives_its_place_to_the_next_that_passes(
+    tmp_path: Path, model_dir: Path, backend: str | None, cache: str
+) -> None:
+    """Steps: alice writes ten notes about tea, of three kinds; of the query's nearest, the best is deleted,
+    the second superseded (by a note about a fence) and the third of a kind the filter leaves out. Of the
+    2 * 3 nearest (exact), the first 3 that pass are the search's nearest: those left out give their places
+    to the next that pass, in order, with the int8 cache (whose re-score reads the filter with the vectors),
+    the float32 cache and none, on either store."""
+    config = make_config(tmp_path, str(model_dir), url=backend)
+    search = msgspec.structs.replace(
+        config.search,
+        vector_cache=cache != "none",
+        vector_precision="float32" if cache == "float32" else "int8",
+    )
+    async with open_services(msgspec.structs.replace(config, search=search)) as services:
+        await services.vectors.attached.wait()
+        await services.identities.add("alice")
+        alice = agent_named("alice")
+        teas = [
+            "green",
+            "black",
+            "oolong",
+            "jasmine",
+            "chai",
+            "mint",
+            "earl grey",
+            "white",
+            "rooibos",
+            "matcha",
+        ]
+        kinds = ["preference", "fact", "event"]
+        notes = {
+            f"Alice drinks {tea} tea in the morning": kinds[i % len(kinds)] for i, tea in enumerate(teas)
+        }
+        ids = (
+            await services.additions.add_batch(
+                alice, None, [NewMemory(content=text, kind=kind) for text, kind in notes.items()]
+            )
+        ).ids
+        kind_of = dict(zip(ids, notes.values(), strict=True))
+        query = (await services.embedder.embed(["which tea does Alice drink in the morning"]))[0]
+        vectors = await services.embedder.embed(list(notes))
+        similarity = {
+            memory_id: float(vector @ query) for memory_id, vector in zip(ids, vectors, strict=True)
+        }
+        best = sorted(ids, key=lambda memory_id: -similarity[memory_id])
+        await services.memories.delete(alice, best[0])
+        fence = NewMemory(content="Bob repaints the garden fence", kind="fact")
+        fence_id = (await services.additions.add(alice, None, fence, supersedes=[best[1]])).id
+        similarity[fence_id] = float((await services.embedder.embed([fence.content]))[0] @ query)
+        kind_of[fence_id] = fence.kind
+        where = MemoryFilter(kinds=[kind for kind in kinds if kind != kind_of[best[2]]])
+        async with services.store.read() as conn:
+            seq_of = {row["id"]: row["seq"] for row in await conn.rows("SELECT id, seq FROM memories")}
+            cube = await conn.value("SELECT cube_id FROM memories WHERE id = ?", (ids[0],))
+            found = await services.vectors.nearest_passing(conn, query, [cube], 6, where.sql(), 3)
+    nearest = sorted(similarity, key=lambda memory_id: -similarity[memory_id])[:6]
+    passing = [
+        memory_id
+        for memory_id in nearest
+        if memory_id not in best[:2] and kind_of[memory_id] in (where.kinds or [])
+    ][:3]
+    assert found, "at least one of the 6 nearest passes"
+    assert [seq for seq, _ in found] == [seq_of[memory_id] for memory_id in passing]
+    assert [value for _, value in found] == pytest.approx([similarity[m] for m in passing], abs=1e-5)
+
+
+async def test_a_stored_vector_without_a_memory_the_reader_sees_never_passes(services: Services) -> None:
+    """Steps: alice writes four notes; a vector is stored for a seq no memory has (as a row of another
+    writer's transaction not yet visible would be), nearest of all to the query. The KNN finds it first; the
+    nearest that pass the filters leave it out, and alice's notes keep their order."""
+    alice = await _alice_with_facts(services)
+    asked = "which hot beverage does Alice prefer"
+    query = (await services.embedder.embed([asked]))[0]
+    async with services.store.read() as conn:
+        cube = await conn.value("SELECT cube_id FROM memories LIMIT 1")
+    async with services.store.write() as conn:
+        await services.vectors.put(conn, [(10**9, cube, query)], mark=False)
+    where = MemoryFilter().sql()
+    async with services.store.read() as conn:
+        nearest = await services.vectors.nearest(conn, query, [cube], 4)
+        passing = await services.vectors.nearest_passing(conn, query, [cube], 4, where, 4)
+        only_nearest = await services.vectors.nearest_passing(conn, query, [cube], 1, where, 1)
+    assert nearest[0][0] == 10**9
+    assert passing == nearest[1:]
+    assert only_nearest == []  # of the 1 nearest, none passes
+    hits = (await services.search.search(alice, SearchQuery(query=asked))).results
+    assert hits[0].content == "Alice drinks green tea every morning"
 
 
 async def test_search_never_returns_memories_from_unreadable_cubes(services: Services) -> None:
