@@ -114,7 +114,18 @@ class VectorCache:
         size = self.block_rows
         for index, (seq, cube_id, _) in enumerate(rows):
             old = self._rows.get(seq)
+            if (
+                old >= 0
+                and int(cubes[old]) == cube_id
+                and self._holds(blocks, scales, old, vectors[index], row_scales, index)
+            ):
+                continue  # the same vector again (a PostgreSQL cache reading its own writes back)
             if old >= 0:
+                if cubes is self._snapshot[3]:
+                    # A search under way reads the rows of the snapshot it began with: retiring one in place
+                    # would hide that memory from it (its new row is past the search's `used`), so the cube
+                    # ids it reads stay as they were and the change goes into a copy.
+                    cubes = cubes.copy()
                 self._cube_rows[int(cubes[old])] -= 1
                 cubes[old] = _RETIRED
                 self._retired += 1
@@ -132,14 +143,33 @@ class VectorCache:
         if self._retired > 1024 and self._retired > used // 4:
             self._compact()
 
+    def _holds(
+        self,
+        blocks: tuple[np.ndarray, ...],
+        scales: tuple[np.ndarray, ...],
+        row: int,
+        vector: np.ndarray,
+        row_scales: np.ndarray | None,
+        index: int,
+    ) -> bool:
+        """Whether `row` holds `vector` already (int8: the same codes and facts)."""
+        block, at = divmod(row, self.block_rows)
+        if row_scales is None:
+            return bool(np.array_equal(blocks[block][at], vector))
+        codes, facts = blocks[block][:, at], scales[block][:, at]
+        return bool(np.array_equal(codes, vector) and np.array_equal(facts, row_scales[index]))
+
     def discard(self, seqs: Iterable[int]) -> None:
-        cubes = self._snapshot[3]
-        for seq in seqs:
-            row = self._rows.pop(seq)
-            if row >= 0:
-                self._cube_rows[int(cubes[row])] -= 1
-                cubes[row] = _RETIRED
-                self._retired += 1
+        blocks, scales, ids, cubes, used = self._snapshot
+        rows = [row for row in (self._rows.pop(seq) for seq in seqs) if row >= 0]
+        if not rows:
+            return
+        cubes = cubes.copy()  # searches under way keep the rows they began with (`upsert`)
+        for row in rows:
+            self._cube_rows[int(cubes[row])] -= 1
+            cubes[row] = _RETIRED
+            self._retired += 1
+        self._snapshot = (blocks, scales, ids, cubes, used)
         self._live_cubes = frozenset(cube for cube, n in self._cube_rows.items() if n)
 
     def _compact(self) -> None:

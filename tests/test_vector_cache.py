@@ -7,6 +7,7 @@ import threading
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -607,3 +608,32 @@ def test_rows_tied_in_similarity_come_lower_seq_first_and_the_lower_seqs_win_the
         vectors[seq] = vector
     found = nearest(cache, vectors, twin.astype(np.float32), [1], 10)
     assert [seq for seq, _ in found] == sorted(seqs[:40])[:10]
+
+
+@pytest.mark.parametrize("again", ["the same vector", "a new vector"])
+def test_a_memory_whose_vector_is_written_while_a_search_runs_is_still_found_by_that_search(
+    again: str,
+) -> None:
+    """Steps: an int8 cache of 300 memories; a search's product runs, and while it does the event loop writes
+    the vector of the memory nearest to the query again (the same one, as a PostgreSQL cache reads its own
+    writes back; or a new one, as an update or re-embedding writes). The search still finds that memory first,
+    and the next search finds it with the vector written."""
+    from daemon.vector_batches import Batches
+
+    rng = np.random.default_rng(11)
+    vectors = unit(rng, 300, 8)
+    cache = VectorCache(8, precision="int8")
+    cache.upsert([(seq, 1, vectors[seq]) for seq in range(300)])
+    written = vectors[42] if again == "the same vector" else unit(rng, 1, 8)[0]
+    product = cache._int8_scores
+
+    def written_meanwhile(queries: list[Any], alone: bool) -> list[Any]:
+        scored = product(queries, alone)
+        cache.upsert([(42, 1, written)])
+        return scored
+
+    cache._batches = Batches(written_meanwhile)
+    assert cache.nearest(vectors[42], [1], 5)[0][0] == 42
+    cache._batches = Batches(product)
+    assert cache.nearest(written, [1], 5)[0][0] == 42
+    assert len(cache) == 300
