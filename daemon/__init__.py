@@ -5,6 +5,7 @@ Everything another package may use is re-exported here; `tests/test_public_surfa
 
 from daemon.activity import DayCount, StorageFacts, storage_facts
 from daemon.backup import backup_database, restore_database
+from daemon.collector import set_aside_when_filled
 from daemon.config import NO_MODEL, Config, ServerConfig, load_config, model_cache_dir
 from daemon.cube_settings import CubeSettings
 from daemon.daemon_status import DaemonStatus, StatusReporter, StoredStatus
@@ -164,6 +165,7 @@ __all__ = [
     "repair_database",
     "restore_database",
     "retrying",
+    "set_aside_when_filled",
     "shown",
     "storage_facts",
     "supervised",

@@ -21,9 +21,9 @@ from daemon import (
     StatusReporter,
     load_config,
     open_services,
+    set_aside_when_filled,
     supervised,
 )
-from daemon.collector import set_aside_when_filled
 from mcp_server.app import build_app, build_mcp
 from mcp_server.connections import raise_open_files_limit
 from mcp_server.http import HttpServer
