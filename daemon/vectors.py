@@ -43,6 +43,10 @@ class _Scored(NamedTuple):
     similarity: np.ndarray  # float32
     passes: np.ndarray | None  # bool
 
+    def by_seq(self) -> dict[int, float]:
+        """Each seq's similarity."""
+        return dict(zip(self.seqs.tolist(), self.similarity.tolist(), strict=True))
+
 
 _BACKFILL_BATCH = 256
 _RECHECK_S = 5.0
@@ -319,16 +323,14 @@ class VectorIndex:
         if self._cache is not None and self._cache.exact:
             return self._cache.similarities(vector, seqs)
         if self._cache is not None:
-            stored = await self._stored_similarities(conn, vector, seqs)
-            return dict(zip(stored.seqs.tolist(), stored.similarity.tolist(), strict=True))
+            return (await self._stored_similarities(conn, vector, seqs)).by_seq()
         return await self._uncached_similarities(conn, vector, seqs)
 
     async def _uncached_similarities(
         self, conn: Connection, vector: np.ndarray, seqs: Sequence[int]
     ) -> dict[int, float]:
         """`similarities` without the cache (each store's SQL; here the stored vectors read by key)."""
-        stored = await self._stored_similarities(conn, vector, seqs)
-        return dict(zip(stored.seqs.tolist(), stored.similarity.tolist(), strict=True))
+        return (await self._stored_similarities(conn, vector, seqs)).by_seq()
 
     async def backfill(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Embed memories that have no vector yet, whenever woken; runs until cancelled."""
