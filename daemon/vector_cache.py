@@ -200,9 +200,17 @@ class VectorCache:
         """(seq, cosine similarity) of the k most similar vectors in the given cubes, best first. With int8,
         a shortlist of more than k rows with approximate similarities, best first, to be re-scored exactly.
         Blocking (a matrix product): call it on a worker thread."""
+        return self.nearest_within(query, cube_ids, k, k)[0]
+
+    def nearest_within(
+        self, query: np.ndarray, cube_ids: Sequence[int], k: int, first: int
+    ) -> tuple[list[tuple[int, float]], int]:
+        """`nearest`'s k, and how many of them (int8: a prefix of the shortlist, each part best first) make
+        the shortlist for the nearest `first` <= k: re-scored alone, they give the exact top `first`, so a
+        caller that finds those enough reads no more rows. Blocking, as `nearest`."""
         blocks, scales, seqs, cubes, used = self._snapshot
         if used == 0 or k <= 0:
-            return []
+            return [], 0
         query = query.astype(np.float32)
         coded = None
         if self._int8 is None:
@@ -224,7 +232,7 @@ class VectorCache:
             similarity[~readable] = -np.inf
             eligible = int(np.count_nonzero(readable))
         if eligible == 0:
-            return []
+            return [], 0
         # The `cap` best, by argpartition from the top (no negated copy of every row's similarity).
         candidates = np.argpartition(similarity, used - cap)[used - cap :] if used > cap else np.arange(used)
         candidates = candidates[similarity[candidates] > -np.inf]
@@ -239,12 +247,30 @@ class VectorCache:
             low = np.partition(approx - bounds, len(candidates) - k)[len(candidates) - k]
             if len(candidates) < eligible and approx.min() + self._int8.error * error + query_error >= low:
                 self._count_capped()
-            candidates = candidates[approx + bounds >= low]
+            kept = approx + bounds >= low
+            candidates, approx, bounds = candidates[kept], approx[kept], bounds[kept]
+            if first < k and len(candidates) > first:
+                # The same rule for `first`, over the rows kept for k (a superset of those it keeps over
+                # every row: the `first`-th largest lower end of fewer rows is no larger).
+                low = np.partition(approx - bounds, len(candidates) - first)[len(candidates) - first]
+                inner = approx + bounds >= low
+                head, tail = candidates[inner], candidates[~inner]
+                order = np.concatenate(
+                    [self._best_first(head, similarity, seqs), self._best_first(tail, similarity, seqs)]
+                )
+                pairs = list(zip(seqs[order].tolist(), similarity[order].tolist(), strict=True))
+                return pairs, len(head)
         if self._int8 is None and len(candidates) == cap and used > cap:
             # Rows tied with the k-th are all taken, so the lower seqs among them win (as everywhere else).
             candidates = np.flatnonzero(similarity >= similarity[candidates].min())
-        order = candidates[np.lexsort((seqs[candidates], -similarity[candidates]))][: max(cap, k)]
-        return list(zip(seqs[order].tolist(), similarity[order].tolist(), strict=True))
+        order = self._best_first(candidates, similarity, seqs)[: max(cap, k)]
+        pairs = list(zip(seqs[order].tolist(), similarity[order].tolist(), strict=True))
+        return pairs, len(pairs) if self._int8 is not None else min(first, len(pairs))
+
+    @staticmethod
+    def _best_first(rows: np.ndarray, similarity: np.ndarray, seqs: np.ndarray) -> np.ndarray:
+        """`rows` by similarity, best first, ties by lower seq."""
+        return rows[np.lexsort((seqs[rows], -similarity[rows]))]
 
     def _count_capped(self) -> None:
         """Count a search whose shortlist hit its cap, and say so in the log (the first, then every 100th)."""

@@ -47,6 +47,17 @@ class _Scored(NamedTuple):
         """Each seq's similarity."""
         return dict(zip(self.seqs.tolist(), self.similarity.tolist(), strict=True))
 
+    def joined(self, other: _Scored) -> _Scored:
+        """These rows, then `other`'s (both read with the filter, or both without)."""
+        passes = None
+        if self.passes is not None and other.passes is not None:
+            passes = np.concatenate([self.passes, other.passes])
+        return _Scored(
+            np.concatenate([self.seqs, other.seqs]),
+            np.concatenate([self.similarity, other.similarity]),
+            passes,
+        )
+
 
 _BACKFILL_BATCH = 256
 _RECHECK_S = 5.0
@@ -207,7 +218,7 @@ class VectorIndex:
         otherwise the memories are looked up after (`filters.passing`)."""
         passed: set[int] | None = None
         if self._cache is not None and not self._cache.exact:
-            ranked, passed = await self._cached_nearest(conn, vector, cube_ids, k, where)
+            ranked, passed = await self._cached_nearest(conn, vector, cube_ids, k, where, wanted)
         else:
             ranked = await self.nearest(conn, vector, cube_ids, k)
         if passed is None:
@@ -232,12 +243,14 @@ class VectorIndex:
         cube_ids: Sequence[int],
         k: int,
         where: tuple[str, Sequence[Any]] | None,
+        wanted: int | None = None,
     ) -> tuple[list[tuple[int, float]], set[int] | None]:
         """The k nearest from the cache, and (int8 with `where`, a short shortlist) those of them that pass
-        it; None when nothing was looked up."""
+        it; None when nothing was looked up. `wanted` (with `where`): the caller keeps only the first
+        `wanted` that pass, so when the nearest `wanted` all pass, those alone are returned."""
         cache = self._cache
         assert cache is not None
-        found = await anyio.to_thread.run_sync(cache.nearest, vector, cube_ids, k)
+        found, inner = await anyio.to_thread.run_sync(cache.nearest_within, vector, cube_ids, k, wanted or k)
         if cache.exact or not found:
             return found, None
         # int8: the shortlist holds the true top k; rank it by the stored float32 vectors (ties: lower seq
@@ -247,7 +260,21 @@ class VectorIndex:
         # k ranked are looked up after (`nearest_passing`).
         if len(found) > _FOLD_FACTOR * k:
             where = None
-        stored = await self._stored_similarities(conn, vector, [seq for seq, _ in found], where)
+        shortlist = [seq for seq, _ in found]
+        if where is not None and wanted is not None and inner < len(found):
+            # The shortlist for the nearest `wanted` first (about half the rows): when the reader sees all of
+            # them and their exact top `wanted` all pass, those are what the whole shortlist's ranking and
+            # filter would give.
+            head = await self._stored_similarities(conn, vector, shortlist[:inner], where)
+            order = np.lexsort((head.seqs, -head.similarity))[:wanted]
+            assert head.passes is not None
+            if len(head.seqs) == inner and len(order) == wanted and head.passes[order].all():
+                ranked = list(zip(head.seqs[order].tolist(), head.similarity[order].tolist(), strict=True))
+                return ranked, {seq for seq, _ in ranked}
+            tail = await self._stored_similarities(conn, vector, shortlist[inner:], where)
+            stored = head.joined(tail)
+        else:
+            stored = await self._stored_similarities(conn, vector, shortlist, where)
         order = np.lexsort((stored.seqs, -stored.similarity))[:k]
         seqs = stored.seqs[order]
         ranked = list(zip(seqs.tolist(), stored.similarity[order].tolist(), strict=True))

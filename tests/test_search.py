@@ -6,6 +6,7 @@ from pathlib import Path
 
 import anyio
 import msgspec
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -243,6 +244,49 @@ async def test_a_nearest_memory_that_fails_the_filters_gives_its_place_to_the_ne
     assert found, "at least one of the 6 nearest passes"
     assert [seq for seq, _ in found] == [seq_of[memory_id] for memory_id in passing]
     assert [value for _, value in found] == pytest.approx([similarity[m] for m in passing], abs=1e-5)
+
+
+async def test_the_nearest_that_pass_are_exact_whether_or_not_the_nearest_few_all_pass(
+    services: Services,
+) -> None:
+    """Steps: alice writes 240 notes, facts and preferences in turn; their stored vectors are replaced by near
+    copies of one vector, so that the int8 shortlist for the nearest 40 is longer than the one for the
+    nearest 20. The 20 nearest with no filter (they all pass: only their own shortlist is re-scored) and the
+    20 nearest facts (half of the nearest fail: the whole shortlist is) are the exact ones, by the stored
+    vectors."""
+    await services.identities.add("alice")
+    alice = agent_named("alice")
+    kinds = ["fact", "preference"]
+    notes = [NewMemory(content=f"note {i} about topic {i % 7}", kind=kinds[i % 2]) for i in range(240)]
+    ids = (await services.additions.add_batch(alice, None, notes)).ids
+    rng = np.random.default_rng(3)
+    centre = rng.standard_normal(384).astype(np.float32)
+    async with services.store.read() as conn:
+        rows = await conn.rows(
+            f"SELECT seq, cube_id, kind FROM memories WHERE id IN ({','.join('?' * len(ids))})", ids
+        )
+    vectors = {
+        row["seq"]: centre / np.linalg.norm(centre) + rng.normal(0, 0.05, 384).astype(np.float32)
+        for row in rows
+    }
+    vectors = {seq: (v / np.linalg.norm(v)).astype(np.float32) for seq, v in vectors.items()}
+    cube = rows[0]["cube_id"]
+    async with services.store.write() as conn:
+        await services.vectors.put(conn, [(seq, cube, v) for seq, v in vectors.items()], mark=False)
+    query = rng.standard_normal(384).astype(np.float32)
+    query /= np.linalg.norm(query)
+    exact = sorted(vectors, key=lambda seq: (-float(vectors[seq] @ query), seq))
+    kind_of = {row["seq"]: row["kind"] for row in rows}
+    async with services.store.read() as conn:
+        every = await services.vectors.nearest_passing(conn, query, [cube], 40, MemoryFilter().sql(), 20)
+        facts = await services.vectors.nearest_passing(
+            conn, query, [cube], 40, MemoryFilter(kinds=["fact"]).sql(), 20
+        )
+    assert [seq for seq, _ in every] == exact[:20]
+    assert [seq for seq, _ in facts] == [seq for seq in exact[:40] if kind_of[seq] == "fact"][:20]
+    assert [value for _, value in every] == pytest.approx(
+        [float(vectors[seq] @ query) for seq in exact[:20]], abs=1e-5
+    )
 
 
 async def test_a_stored_vector_without_a_memory_the_reader_sees_never_passes(services: Services) -> None:

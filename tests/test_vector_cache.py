@@ -70,6 +70,42 @@ def test_nearest_matches_brute_force_within_the_given_cubes(
     )
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 3000),
+    st.integers(1, 60),
+    st.integers(1, 60),
+    st.integers(0, 10_000),
+    BLOCKS,
+    PRECISIONS,
+)
+def test_the_shortlist_for_fewer_rows_comes_first_and_holds_their_exact_top(
+    n: int, k: int, first: int, seed: int, block_rows: int, precision: str
+) -> None:
+    """`nearest_within(k, first)`: the shortlist `nearest` gives for k, of which the first rows it counts,
+    re-scored alone, give the exact nearest `first` (so a search whose `first` all pass reads no more)."""
+    first = min(first, k)
+    rng = np.random.default_rng(seed)
+    # Near copies of a few vectors: many rows close together, as the shortlists of real collections are.
+    seeds = unit(rng, 12, dims=32)
+    vectors = seeds[rng.integers(0, 12, n)] + rng.normal(0, 0.05, (n, 32)).astype(np.float32)
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    cache = VectorCache(32, block_rows=block_rows, precision=precision)  # type: ignore[arg-type]
+    cache.upsert((seq, 1, vectors[seq]) for seq in range(n))
+    query = unit(rng, 1, dims=32)[0]
+    capped = cache.capped
+    found, inner = cache.nearest_within(query, [1], k, first)
+    assert sorted(found) == sorted(cache.nearest(query, [1], k))
+    head = [seq for seq, _ in found[:inner]]
+    exact = dict(zip(head, (vectors[head] @ query).tolist(), strict=True))
+    got = sorted(exact, key=lambda seq: (-exact[seq], seq))[:first]
+    expected = sorted(range(n), key=lambda seq: (-float(vectors[seq] @ query), seq))[:first]
+    if cache.capped == capped:  # the bound held (int8): the true top is in the shortlist
+        assert got == expected or np.allclose(
+            [exact[seq] for seq in got], [float(vectors[seq] @ query) for seq in expected], atol=1e-6
+        )
+
+
 @pytest.mark.parametrize("block_rows", [64, 8192])
 def test_a_new_vector_replaces_the_old_one_and_compaction_keeps_the_rest(block_rows: int) -> None:
     rng = np.random.default_rng(1)
