@@ -56,19 +56,20 @@ async def place(
     seqs = list(seqs)
     if not seqs:
         return found
-    rows = await conn.rows(
+    # Read column-wise (no `Row` a candidate: a search places a few hundred) and stored whole columns at once.
+    placed = await conn.columns(
         f"SELECT m.seq, m.cube_id, m.episode, {_WHEN}, {_TURN_ROLE},"
         f" m.importance, {_TURN_SPEAKER} FROM memories m WHERE m.seq IN ({placeholders(len(seqs))})",
         seqs,
     )
+    seq_column = placed["seq"]
+    found.importance.update(zip(seq_column, placed["importance"], strict=True))
+    found.speaker.update(zip(seq_column, placed["speaker"], strict=True))
+    found.when.update(zip(seq_column, placed["happened_at"], strict=True))
+    found.role.update(zip(seq_column, placed["role"], strict=True))
     wanted: dict[int, set[str]] = defaultdict(set)
-    for row in rows:
-        seq, cube_id, episode = row["seq"], row["cube_id"], row["episode"]
-        found.importance[seq] = row["importance"]
-        found.speaker[seq] = row["speaker"]
+    for seq, cube_id, episode in zip(seq_column, placed["cube_id"], placed["episode"], strict=True):
         found.episode[seq] = (cube_id, episode) if episode is not None else None
-        found.when[seq] = row["happened_at"]
-        found.role[seq] = row["role"]
         if episode is not None:
             wanted[cube_id].add(episode)
     if not whole_episodes:
@@ -76,21 +77,21 @@ async def place(
     budget = MAX_EPISODE_ROWS
     for cube_id, episodes in wanted.items():
         names = sorted(episodes)
-        rows = await conn.rows(
+        turns_read = await conn.columns(
             f"SELECT m.seq, m.episode, {_WHEN}, {_TURN_ROLE} FROM memories m"
             f" WHERE m.cube_id = ? AND m.episode IN ({placeholders(len(names))}) {predicate}"
             " ORDER BY m.episode, m.episode_position, coalesce(m.occurred_at, m.created_at), m.seq LIMIT ?",
             [cube_id, *names, *params, budget],
         )
-        budget -= len(rows)
-        for row in rows:
-            seq, episode = row["seq"], row["episode"]
-            found.role[seq] = row["role"]
+        seq_column = turns_read["seq"]
+        budget -= len(seq_column)
+        found.role.update(zip(seq_column, turns_read["role"], strict=True))
+        found.when.update(zip(seq_column, turns_read["happened_at"], strict=True))
+        for seq, episode in zip(seq_column, turns_read["episode"], strict=True):
             turns = found.turns.setdefault((cube_id, episode), [])
             found.index[seq] = len(turns)
             turns.append(seq)
             found.episode[seq] = (cube_id, episode)
-            found.when[seq] = row["happened_at"]
         if budget <= 0:
             break
     return found
