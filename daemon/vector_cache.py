@@ -7,12 +7,13 @@ it at start and changed only after a write commits.
 Two precisions (`[search] vector_precision`):
 - "float32": 4 bytes per dimension (1.5 KiB a memory with MiniLM, ~150 MiB at 100k); `nearest` is exact.
 - "int8": 1 byte per dimension and a scale, an error and a code sum per row (~40 MiB at 100k): each unit
-  vector x is held as codes c = round(x / s) with s = max|x| / 127 and its error |x - s c|, the query as two
-  such parts (the second codes what the first leaves), and onnxruntime's integer product (MLAS's u8 x s8
-  kernels, AVX2 or VNNI) ranks every row in about half the CPU of the float32 product. The codes are held
-  transposed, a block of rows as the columns of a (dimensions x rows) matrix, and the query's codes + 128
-  are the product's left (uint8) operand: MLAS then packs only the few query rows, where with the rows on
-  the left it packed every row's codes on every product, 7.7 -> 4.7 ms of CPU at 100k (AMD EPYC, 2026-12-02).
+  vector x is held as codes c = round(x / s) with s = max|x| / 127 and its error |x - s c|, the query as such
+  codes too, and onnxruntime's integer product (MLAS's u8 x s8 kernels, AVX2 or VNNI) ranks every row in
+  about a quarter of the CPU of the float32 product. The codes are held transposed, a block of rows as the
+  columns of a (dimensions x rows) matrix, and the query's codes + 128 are the product's left (uint8)
+  operand: MLAS then packs only the query, where with the rows on the left it packed every row's codes on
+  every product (7.7 -> 4.7 ms of CPU at 100k, AMD EPYC, 2026-12-02), and a one-row left operand takes its
+  matrix-vector kernel (8.3 -> 3.4 ms against the query in two parts, which kept its own error negligible).
   The +128 adds 128 x a row's code sum to its product, taken off again with the sum held per row. `nearest` then returns a shortlist
   with approximate similarities, which the vector index re-scores exactly from the stored float32 vectors
   (daemon/vectors.py). A row's approximate similarity is within a bound of its exact one (`_Int8.errors`);
@@ -207,18 +208,34 @@ class VectorCache:
     ) -> tuple[list[tuple[int, float]], int]:
         """`nearest`'s k, and how many of them (int8: a prefix of the shortlist, each part best first) make
         the shortlist for the nearest `first` <= k: re-scored alone, they give the exact top `first`, so a
-        caller that finds those enough reads no more rows. Blocking, as `nearest`."""
-        blocks, scales, seqs, cubes, used = self._snapshot
-        if used == 0 or k <= 0:
+        caller that finds those enough reads no more rows. Blocking, as `nearest`.
+
+        int8: the query is coded as one row first (MLAS's matrix-vector kernel, under half the CPU of two
+        rows); when its wider bounds might leave a true row past the shortlist's cap (a near tie of many
+        vectors), the product is made again with the query in two parts, whose bounds are ~100x tighter."""
+        if self._snapshot[4] == 0 or k <= 0:
             return [], 0
         query = query.astype(np.float32)
+        found, inner, capped = self._shortlist(query, cube_ids, k, first, parts=1)
+        if capped:
+            found, inner, capped = self._shortlist(query, cube_ids, k, first, parts=2)
+            if capped:
+                self._count_capped()
+        return found, inner
+
+    def _shortlist(
+        self, query: np.ndarray, cube_ids: Sequence[int], k: int, first: int, parts: int
+    ) -> tuple[list[tuple[int, float]], int, bool]:
+        """`nearest_within`'s answer, and whether (int8, the query in `parts` rows) rows past the cap might
+        belong to the top k."""
+        blocks, scales, seqs, cubes, used = self._snapshot
         coded = None
         if self._int8 is None:
             similarity = np.empty(used, np.float32)
             for start, end, block, _ in _filled(blocks, (), self.block_rows, used):
                 np.dot(block, query, out=similarity[start:end])
         else:
-            coded = _Int8.coded_query(query)
+            coded = _Int8.coded_query(query, parts)
             (blocks, scales, seqs, cubes, used), similarity = self._batches.run(coded)
         size = self.block_rows
         cap = k if self._int8 is None else self._int8.cap(k)
@@ -232,21 +249,23 @@ class VectorCache:
             similarity[~readable] = -np.inf
             eligible = int(np.count_nonzero(readable))
         if eligible == 0:
-            return [], 0
+            return [], 0, False
         # The `cap` best, by argpartition from the top (no negated copy of every row's similarity).
         candidates = np.argpartition(similarity, used - cap)[used - cap :] if used > cap else np.arange(used)
         candidates = candidates[similarity[candidates] > -np.inf]
+        capped = False
         if self._int8 is not None and coded is not None and len(candidates) > k:
             # A row's exact similarity lies within its bound of its approximate one, so at least k rows score
             # `low` or more exactly (the k-th largest lower end), and every row of the true top k has an upper
             # end of at least `low`. Rows past the cap have upper ends of at most the lowest one's + the
-            # largest bound: when that reaches `low`, one of them might belong (counted in `capped`).
+            # largest bound: when that reaches `low`, one of them might belong (`capped`).
             approx = similarity[candidates]
             error, query_error = self._int8.errors(query, coded)
             bounds = _gathered(scales, size, candidates, axis=1)[1] * error + query_error
             low = np.partition(approx - bounds, len(candidates) - k)[len(candidates) - k]
-            if len(candidates) < eligible and approx.min() + self._int8.error * error + query_error >= low:
-                self._count_capped()
+            capped = (
+                len(candidates) < eligible and approx.min() + self._int8.error * error + query_error >= low
+            )
             kept = approx + bounds >= low
             candidates, approx, bounds = candidates[kept], approx[kept], bounds[kept]
             if first < k and len(candidates) > first:
@@ -259,13 +278,13 @@ class VectorCache:
                     [self._best_first(head, similarity, seqs), self._best_first(tail, similarity, seqs)]
                 )
                 pairs = list(zip(seqs[order].tolist(), similarity[order].tolist(), strict=True))
-                return pairs, len(head)
+                return pairs, len(head), capped
         if self._int8 is None and len(candidates) == cap and used > cap:
             # Rows tied with the k-th are all taken, so the lower seqs among them win (as everywhere else).
             candidates = np.flatnonzero(similarity >= similarity[candidates].min())
         order = self._best_first(candidates, similarity, seqs)[: max(cap, k)]
         pairs = list(zip(seqs[order].tolist(), similarity[order].tolist(), strict=True))
-        return pairs, len(pairs) if self._int8 is not None else min(first, len(pairs))
+        return pairs, len(pairs) if self._int8 is not None else min(first, len(pairs)), capped
 
     @staticmethod
     def _best_first(rows: np.ndarray, similarity: np.ndarray, seqs: np.ndarray) -> np.ndarray:
@@ -401,16 +420,20 @@ class _Int8:
         return codes.astype(np.int8), np.stack([scales, errors, lift], axis=1).astype(np.float32)
 
     @staticmethod
-    def coded_query(query: np.ndarray) -> _CodedQuery:
-        """The query in two int8 parts, t d + u e (e codes what t d leaves): the product takes two columns
-        at the cost of one, and the query's own error becomes negligible beside a row's."""
+    def coded_query(query: np.ndarray, parts: int = 1) -> _CodedQuery:
+        """The query as int8 codes too, in `parts` rows (the second codes what the first leaves). One row
+        takes MLAS's matrix-vector kernel: at 100k rows 3.4 ms of CPU against 8.3 for two (its matrix
+        kernel); its own error widens each row's bound, ~30% more rows re-scored. Two rows make the query's
+        error negligible beside a row's, for near ties of many vectors."""
         first, first_scale = _quantised(query[None, :])
-        rest = query - first[0] * first_scale[0]
-        second, second_scale = _quantised(rest[None, :])
-        codes = np.stack([first[0], second[0]], axis=1)
-        scales = np.concatenate([first_scale, second_scale])
+        coded, scales = [first[0]], [first_scale[0]]
+        if parts == 2:
+            rest, rest_scale = _quantised((query - first[0] * first_scale[0])[None, :])
+            coded.append(rest[0])
+            scales.append(rest_scale[0])
+        codes, scale = np.stack(coded, axis=1), np.array(scales, np.float32)
         lifted = np.ascontiguousarray((codes.T + _OFFSET).astype(np.uint8))
-        return _CodedQuery(lifted, scales, codes @ scales)
+        return _CodedQuery(lifted, scale, codes @ scale)
 
     @staticmethod
     def product(
@@ -422,18 +445,21 @@ class _Int8:
         outs: list[np.ndarray],
     ) -> None:
         """Approximate similarities of rows, given as the int8 columns of `codes` (d x rows) and their
-        `facts` (scale, error, 128 x code sum; one row each), to each query (its two parts' codes + 128, two
-        rows of `lifted` each), into its `out`."""
+        `facts` (scale, error, 128 x code sum; one row each), to each query (its codes + 128, its parts'
+        rows of `lifted`), into its `out`."""
         codes = np.ascontiguousarray(codes)  # a block's rows in use, a copy only in the last block
         dots = session.run(None, {"A": lifted, "B": codes})[0].astype(np.float32)  # exact: < 2^24
         dots -= facts[2]  # the +128 of the query's codes times each row's code sum: exact integers still
-        for index, (query, out) in enumerate(zip(queries, outs, strict=True)):
-            np.dot(query.scales, dots[2 * index : 2 * index + 2], out=out)
+        row = 0
+        for query, out in zip(queries, outs, strict=True):
+            parts = len(query.scales)
+            np.dot(query.scales, dots[row : row + parts], out=out)
             out *= facts[0]
+            row += parts
 
     def errors(self, query: np.ndarray, coded: _CodedQuery) -> tuple[float, float]:
         """How far an approximate similarity can be from the exact x.q, as (a, b): a row's bound is its
-        |e| times a, plus b. With x = s c + e and the query q = p + f (p its two parts),
+        |e| times a, plus b. With x = s c + e and the query q = p + f (p its decoded codes),
         x.q - (s c).p = e.q + (s c).f, at most |e| |q| + |s c| |f| (Cauchy-Schwarz); b adds float32
         rounding of the products."""
         query_error = float(np.linalg.norm(query - coded.decoded))
@@ -447,8 +473,8 @@ class _Int8:
 
 
 class _CodedQuery(NamedTuple):
-    lifted: np.ndarray  # its two parts' codes + 128, uint8, 2 x d
-    scales: np.ndarray  # float32, 2
+    lifted: np.ndarray  # its parts' codes + 128, uint8, parts x d
+    scales: np.ndarray  # float32, one a part
     decoded: np.ndarray  # codes @ scales
 
 
