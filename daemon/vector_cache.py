@@ -212,7 +212,7 @@ class VectorCache:
 
         int8: the query is coded as one row first (MLAS's matrix-vector kernel, under half the CPU of two
         rows); when its wider bounds might leave a true row past the shortlist's cap (a near tie of many
-        vectors), the product is made again with the query in two parts, whose bounds are ~100x tighter."""
+        vectors), the product is made again with the query in two parts, whose own error is ~100x smaller."""
         if self._snapshot[4] == 0 or k <= 0:
             return [], 0
         query = query.astype(np.float32)
