@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -30,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.client import DEFAULT_MODEL, call, wait_for_model
 from bench.corpus import CORPORA
 from bench.load import cpu_seconds
-from bench.profile import IDLE
+from bench.profile import IDLE, sample
 from bench.report import load_average
 from tests.conftest import free_port, mcp_client, start_daemon, stop_daemon, write_config
 
@@ -91,15 +90,6 @@ def layers(raw: Path) -> tuple[Counter[str], Counter[str]]:
         own = [f for f in frames if any(m in f for _, ms in FILES for m in ms) or "daemon/" in f]
         frames_seen[own[-1] if own else frames[-1]] += int(count)
     return counts, frames_seen
-
-
-def sample(py_spy: Path, pid: int, raw: Path, gil: bool) -> subprocess.Popen[bytes]:
-    """py-spy sampling `pid` at 200 Hz into `raw` until it gets SIGINT; with `gil`, only the thread holding
-    the GIL (what 16 agents at once queue behind), else every thread that is not idle."""
-    command = [str(py_spy), "record", "-r", "200", "-p", str(pid), "--format", "raw", "-o", str(raw)]
-    return subprocess.Popen(
-        command + (["--gil"] if gil else []), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
 
 
 def loop_thread_cpu_seconds(pid: int) -> float:

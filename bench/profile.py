@@ -73,12 +73,12 @@ def parts(raw: Path) -> Counter[str]:
     return counts
 
 
-def sample(py_spy: Path, pid: int, raw: Path) -> subprocess.Popen[bytes]:
-    """py-spy sampling `pid` at 200 Hz into `raw` until it gets SIGINT."""
+def sample(py_spy: Path, pid: int, raw: Path, gil: bool = False) -> subprocess.Popen[bytes]:
+    """py-spy sampling `pid` at 200 Hz into `raw` until it gets SIGINT; with `gil`, only the thread holding
+    the GIL (what 16 agents at once queue behind), else every thread that is not idle."""
+    command = [str(py_spy), "record", "-r", "200", "-p", str(pid), "--format", "raw", "-o", str(raw)]
     return subprocess.Popen(
-        [str(py_spy), "record", "-r", "200", "-p", str(pid), "--format", "raw", "-o", str(raw)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        command + (["--gil"] if gil else []), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
 
 
