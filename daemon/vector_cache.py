@@ -488,7 +488,7 @@ def _quantised(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @functools.cache
 def _matmul_integer(threads: int) -> Any:
-    """One onnxruntime session (thread-safe) of a graph holding one MatMulInteger: (2 x d uint8) x (d x n
+    """One onnxruntime session (thread-safe) of a graph holding one MatMulInteger: (m x d uint8) x (d x n
     int8) -> int32, on the caller's thread and `threads` - 1 of the session's own, which block (no spinning)
     between products."""
     import onnxruntime
