@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -120,9 +120,21 @@ def sign_in(driver: WebDriver, port: int, token: str) -> None:
 
 
 def wait_until(driver: WebDriver, check: Callable[[], bool], timeout: float = 30) -> None:
-    WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(
-        lambda _: check()
-    )
+    """Waits for check() to hold; an element read while its page is being replaced counts as not yet."""
+
+    def attempt(_: WebDriver) -> bool:
+        try:
+            return check()
+        except StaleElementReferenceException:
+            return False
+        except WebDriverException as error:
+            # Chromium reports a read of a node whose document a form's redirect is replacing this way, not as
+            # a stale element.
+            if "does not belong to the document" in (error.msg or ""):
+                return False
+            raise
+
+    WebDriverWait(driver, timeout).until(attempt)
 
 
 def task_row(driver: WebDriver, title: str) -> str:
@@ -143,8 +155,8 @@ def column(driver: WebDriver, n: int) -> set[str]:
 
 def wait_for_text(driver: WebDriver, text: str, present: bool = True, timeout: float = 20) -> None:
     try:
-        WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(
-            lambda d: (text in d.find_element(By.TAG_NAME, "body").text) == present
+        wait_until(
+            driver, lambda: (text in driver.find_element(By.TAG_NAME, "body").text) == present, timeout
         )
     except TimeoutException:
         raise AssertionError(f"{text!r} {'never appeared' if present else 'never went away'}") from None
