@@ -32,7 +32,7 @@ from daemon.embedder import Embedder
 from daemon.entities import EntityIndex
 from daemon.events import ChangeHub
 from daemon.fairness import FairGate
-from daemon.heap import map_large_blocks
+from daemon.heap import tune_heaps
 from daemon.idempotency import Recorder, idempotent
 from daemon.identity import Groups, Identities
 from daemon.links import Links
@@ -182,7 +182,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
     # the same cores slow each other down (measured at 100k memories: search p50 76 -> 47 ms, an add with
     # its similarity check 41 -> 19 ms, embedding throughput unchanged). Process-wide, hence here.
     threadpool_limits(1, user_api="blas")
-    map_large_blocks()  # large temporaries (model tensors, score arrays) handed back when freed (daemon/heap.py)
+    tune_heaps()  # model tensors handed back when freed, a search's temporaries reused (daemon/heap.py)
     store = await open_store(config)
     try:
         services = _services(config, store, Embedder(config.embedder, model_cache_dir()))
