@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from functools import partial
 
 import anyio
@@ -140,12 +141,20 @@ def _serve_command(config_path: str | None) -> int:
     return exit_now(0)
 
 
-def exit_now(code: int) -> int:
+def exit_now(code: int, grace: float = 1.0) -> int:
     """Exit at once: everything acknowledged is committed and the store is closed by now, so the
     interpreter's own teardown (seconds, with the model's libraries loaded) only delays a service manager's
-    restart. A non-daemon worker thread still running is one stuck in a call that cannot be cancelled (a
-    model download retrying without network): say so, then leave it behind."""
-    stuck = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    restart. anyio's idle worker threads are told to stop as the event loop closes and end a moment later,
+    so the non-daemon threads get `grace` seconds in all; one still running then is stuck in a call that
+    cannot be cancelled (a model download retrying without network): say so, then leave it behind."""
+    deadline = time.monotonic() + grace
+    stuck = []
+    for thread in threading.enumerate():
+        if thread is threading.main_thread() or thread.daemon:
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            stuck.append(thread)
     if stuck:
         log.warning("leaving %d blocked worker thread(s) behind", len(stuck))
     logging.shutdown()
