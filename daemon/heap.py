@@ -14,7 +14,7 @@ below those a search's temporaries (score and product arrays of 400-800 KiB at 1
 handed back at the top of a thread's heap, and page-faulted in again by every search (~500 faults a search at
 100k, 2026-12-02, issue 17). Blocks under 1 MiB now stay in the heaps, so the heaps are as many as the cores,
 not glibc's eight per core: each of memosd's ~20 threads (anyio's workers, SQLite's, onnxruntime's) would
-otherwise keep its own heap, and its own free blocks (+17 MiB RSS at 100k; with two heaps, 9 MiB less than
+otherwise keep its own heap, and its own free blocks (+17 MiB RSS at 100k; with two heaps, ~5 MiB less than
 before instead).
 """
 
