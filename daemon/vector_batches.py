@@ -2,8 +2,8 @@
 
 The int8 KNN (daemon/vector_cache.py) reads every row of the cache for each product, and onnxruntime's kernel
 (MLAS) takes several queries per row it reads for little more than two (100k rows, one thread, 2026-12-02:
-3.4 ms of CPU for one query by its matrix-vector kernel, 6.4 for two, 7.8 for eight together). So at most as many products run at once as
-the process may use cores; a search that finds them all running waits for one to end, and the search whose
+3.4 ms of CPU for one query by its matrix-vector kernel, 6.4 for two, 7.8 for eight together). So at most as
+many products run at once as the process may use cores; a search that finds them all running waits for one to end, and the search whose
 turn came then makes its product for every search waiting by then (up to `most`), oldest first. Under many
 agents the product's CPU per search falls several-fold; a search that finds a core free never waits, and
 one alone on an idle machine is told so, to split its product over two threads.
