@@ -103,12 +103,12 @@ async def passing(
     start, chunk = 0, wanted + wanted // 4 + 10
     while len(kept) < wanted and start < len(seqs):
         part = list(seqs[start : start + chunk])
-        keep = set(
-            await conn.column(
-                f"SELECT m.seq FROM memories m WHERE m.seq IN ({placeholders(len(part))}) {predicate}",
-                [*part, *params],
-            )
+        found = await conn.packed_columns(
+            f"SELECT m.seq FROM memories m WHERE m.seq IN ({placeholders(len(part))}) {predicate}",
+            [*part, *params],
+            {"seq": "value"},
         )
+        keep = set(found.values["seq"])
         kept += [seq for seq in part if seq in keep]
         start, chunk = start + chunk, chunk * 4
     return kept

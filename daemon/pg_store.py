@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import anyio
 import psycopg
 from psycopg.adapt import Loader
 
+from daemon.packed_columns import Kind, Packed, from_columns
 from daemon.pg_errors import translated
 from daemon.pg_schema import apply_postgres_migrations
 from daemon.pg_sql import postgres_sql
@@ -135,6 +136,10 @@ class PgConnection(Connection):
             names = column_names(cursor.description)
             await cursor.close()
         return by_column(names, values)
+
+    async def packed_columns(self, sql: str, params: Sequence[Any], kinds: Mapping[str, Kind]) -> Packed:
+        """As SQLite's, from the rows as they come: psycopg reads a result whole, with no hand-off a row."""
+        return from_columns(await self.columns(sql, params), kinds)
 
     async def value(self, sql: str, params: Sequence[Any] = (), default: Any = None) -> Any:
         with translated():

@@ -26,6 +26,7 @@ from daemon.embedder import Embedder
 from daemon.errors import Unavailable
 from daemon.filters import passing
 from daemon.heap import release_freed_memory
+from daemon.packed_columns import Kind
 from daemon.rows import read_row_pages, read_rows
 from daemon.scheduler import JobClass, Scheduler
 from daemon.store import Connection, Store, placeholders
@@ -73,7 +74,6 @@ class VectorIndex:
         self._precision: Precision = precision
         self.scheduler: Scheduler | None = None  # set by the daemon: backfill then runs as background jobs
         self._cache: VectorCache | None = None
-        self._blob_buffer = np.empty(0, "S1")  # the stored vectors a search re-scores, copied (`_products`)
         self.ready = False  # the table matches the loaded model
         # Memories left to embed again after a change of model (None: no such change under way). Until they
         # are done, searches are lexical: vectors for only some memories would skew the ranking.
@@ -301,16 +301,20 @@ class VectorIndex:
                 predicate, bound = where
                 passes, params = f", (m.seq IS NOT NULL {predicate}) AS passes", list(bound)
                 join = " LEFT JOIN memories m ON m.seq = v.rowid"
-            found = await conn.columns(
+            kinds: dict[str, Kind] = {"seq": "value", "embedding": "blob"}
+            if where is not None:
+                kinds["passes"] = "value"
+            found = await conn.packed_columns(
                 f"SELECT v.rowid AS seq, {self._EMBEDDING} AS embedding{passes} FROM memory_vectors v{join}"
                 f" WHERE v.rowid IN ({placeholders(len(part))})",
                 [*params, *part],
+                kinds,
             )
-            if found["seq"]:
-                seq_parts.append(np.array(found["seq"], dtype=np.int64))
-                similarity_parts.append(self._products(found["embedding"], query))
+            if found.count:
+                seq_parts.append(np.array(found.values["seq"], dtype=np.int64))
+                similarity_parts.append(self._products(found.blobs["embedding"], found.count, query))
                 if where is not None:
-                    pass_parts.append(np.array(found["passes"], dtype=bool))
+                    pass_parts.append(np.array(found.values["passes"], dtype=bool))
         return _Scored(
             np.concatenate(seq_parts),
             np.concatenate(similarity_parts),
@@ -319,21 +323,10 @@ class VectorIndex:
 
     _EMBEDDING = "v.embedding"  # the stored vector's column as `_rows` reads it
 
-    def _products(self, blobs: Sequence[bytes], query: np.ndarray) -> np.ndarray:
-        """`query`'s product with each stored vector. The blobs are copied (in C) into a buffer kept for the
-        next read, not joined into a fresh bytes object: past glibc's mmap threshold (daemon/heap.py) each
-        join was a new mapping whose page faults and unmapping cost ~10 times the copy (0.26 ms of the event
-        loop's time for a 270-row shortlist). The same rows in the same layout: the same products, bit for
-        bit. Filled and read with no await between, so searches on the loop never share it at once."""
-        count, width = len(blobs), len(blobs[0])
-        if sum(map(len, blobs)) != count * width:
-            raise ValueError("stored vectors of different sizes in one table")
-        if len(self._blob_buffer) < count or self._blob_buffer.dtype.itemsize != width:
-            # Grown by doubling, up to a chunk's rows (~3 MiB at 384 dimensions).
-            rows = max(count, min(2 * len(self._blob_buffer), _READ_CHUNK))
-            self._blob_buffer = np.empty(rows, dtype=f"S{width}")
-        block = self._blob_buffer[:count]
-        block[:] = blobs
+    def _products(self, joined: bytes, count: int, query: np.ndarray) -> np.ndarray:
+        """`query`'s product with each of `count` stored vectors, `joined` in one buffer (read packed: one row
+        for the whole read, daemon/packed_columns.py, and no bytes object a vector)."""
+        block = np.frombuffer(joined, dtype=f"S{len(joined) // count}")
         return self._rows(block) @ query
 
     @staticmethod
