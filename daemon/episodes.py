@@ -10,12 +10,22 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from daemon.packed_columns import Kind
 from daemon.store import Connection, placeholders
 
 MAX_EPISODE_ROWS = 5000  # turns fetched for one search; beyond it the rest of a huge thread is left out
 _TURN_ROLE = "CASE WHEN m.kind = 'message' THEN json_extract(m.metadata, '$.role') END AS role"
 _TURN_SPEAKER = "CASE WHEN m.kind = 'message' THEN json_extract(m.metadata, '$.speaker') END AS speaker"
 _WHEN = "coalesce(m.occurred_at, m.created_at) AS happened_at"
+_PLACED: dict[str, Kind] = {
+    "seq": "value",
+    "cube_id": "value",
+    "episode": "value",
+    "happened_at": "value",
+    "role": "value",
+    "importance": "key",  # a float: few distinct values, each read as stored
+    "speaker": "value",
+}
 
 
 class Placement:
@@ -56,13 +66,16 @@ async def place(
     seqs = list(seqs)
     if not seqs:
         return found
-    # Read column-wise (no `Row` a candidate: a search places a few hundred) and stored whole columns at once.
-    placed = await conn.columns(
+    # Read packed (a search places a few hundred candidates; a row a distinct importance, not a candidate) and
+    # stored whole columns at once.
+    read = await conn.packed_columns(
         f"SELECT m.seq, m.cube_id, m.episode, {_WHEN}, {_TURN_ROLE},"
         f" m.importance, {_TURN_SPEAKER} FROM memories m WHERE m.seq IN ({placeholders(len(seqs))})",
         seqs,
+        _PLACED,
     )
-    seq_column = placed["seq"]
+    placed = read.values
+    seq_column: Sequence[Any] = placed["seq"]
     found.importance.update(zip(seq_column, placed["importance"], strict=True))
     found.speaker.update(zip(seq_column, placed["speaker"], strict=True))
     found.when.update(zip(seq_column, placed["happened_at"], strict=True))

@@ -1,14 +1,17 @@
-"""A long read of a few columns as one row: SQLite aggregates every row into one value a column.
+"""A long read of a few columns in a few rows: SQLite aggregates the rows into one value a column.
 
 Python's sqlite3 hands the GIL back and forth around each row it steps to, and builds a tuple a row. A search
 reads ~800 rows (the re-scored vectors, the candidates' places, the filter's pass list); under 16 agents
 each of those hand-offs wakes a thread that waits for the GIL, only for it to wait again (~160 futex calls
-a search on each reader's thread, 2026-12-02). Packed, a read is one step: the values of each column as one
-JSON array, and fixed-width blobs (stored vectors) joined into one blob, in the same row order.
+a search on each reader's thread, 2026-12-02). Packed, a read takes a step or a few: the values of each
+column as one JSON array, and fixed-width blobs (stored vectors) joined into one blob, in the same row order.
 
 Kinds of column:
 - "value": integers, text and NULL, which JSON keeps exactly. A float would come back with 15 significant
   digits, not always the same double: a read that meets one is made again row by row (`exact` is False);
+- "key": a column of few distinct values, floats included (a memory's importance): the rows are grouped by
+  the keys, one packed row a group, and each key read as it is stored (a zero's sign aside: 0.0 and -0.0
+  are one group);
 - "blob": blobs of one width, joined (a blob cannot be a JSON value); a NULL or text there is read row by
   row too, and refused.
 
@@ -24,9 +27,11 @@ from typing import Any, Literal
 
 import msgspec
 
-__all__ = ["Kind", "Packed", "exact", "from_columns", "from_row", "packed_sql"]
+from daemon.rows import Row
 
-Kind = Literal["value", "blob"]
+__all__ = ["Kind", "Packed", "exact", "from_columns", "from_rows", "packed_sql"]
+
+Kind = Literal["value", "key", "blob"]
 
 _COUNT = "__rows"
 _UNPACKABLE = "__unpackable"  # rows with a float in a value column or a non-blob in a blob column
@@ -34,7 +39,7 @@ _UNPACKABLE = "__unpackable"  # rows with a float in a value column or a non-blo
 
 @dataclass(frozen=True)
 class Packed:
-    """Every row of a read, column-wise: `values[name]` a list for a value column, `blobs[name]` the
+    """Every row of a read, column-wise: `values[name]` a list for a value or key column, `blobs[name]` the
     blobs of a blob column joined in the same order (each `len(blob) // count` bytes)."""
 
     count: int
@@ -47,11 +52,15 @@ def _quoted(name: str) -> str:
 
 
 def packed_sql(sql: str, kinds: Mapping[str, Kind]) -> str:
-    """`sql` (whose result has the columns named in `kinds`) wrapped to give one row."""
-    parts, unpackable = [f"count(*) AS {_COUNT}"], []
+    """`sql` (whose result has the columns named in `kinds`) wrapped to give one row (a row a group of its key
+    columns' values, if it has any; none for no rows then)."""
+    parts, unpackable, keys = [f"count(*) AS {_COUNT}"], [], []
     for name, kind in kinds.items():
         column = _quoted(name)
-        if kind == "value":
+        if kind == "key":
+            keys.append(column)
+            parts.append(column)
+        elif kind == "value":
             parts.append(f"json_group_array({column}) AS {column}")
             unpackable.append(f"typeof({column}) = 'real'")
         else:
@@ -60,29 +69,39 @@ def packed_sql(sql: str, kinds: Mapping[str, Kind]) -> str:
             parts.append(f"max(length({column})) AS {_quoted(name + ' widest')}")
             unpackable.append(f"typeof({column}) <> 'blob'")
     parts.append(f"coalesce(sum({' OR '.join(unpackable) or '0'}), 0) AS {_UNPACKABLE}")
-    return f"SELECT {', '.join(parts)} FROM ({sql})"
+    grouped = f" GROUP BY {', '.join(keys)}" if keys else ""
+    return f"SELECT {', '.join(parts)} FROM ({sql}){grouped}"
 
 
-def exact(row: Mapping[str, Any]) -> bool:
+def exact(rows: Sequence[Row]) -> bool:
     """Whether the packed read gave every value back as it is stored: no float in a value column (JSON keeps
     15 digits), nothing but blobs in a blob column (a NULL would be left out of the join)."""
-    return not row[_UNPACKABLE]
+    return not any(row[_UNPACKABLE] for row in rows)
 
 
-def from_row(row: Mapping[str, Any], kinds: Mapping[str, Kind]) -> Packed:
-    """The packed read's one row, unpacked."""
-    count = int(row[_COUNT])
-    values: dict[str, list[Any]] = {}
-    blobs: dict[str, bytes] = {}
-    for name, kind in kinds.items():
-        if kind == "blob":
-            joined = row[name] or b""
-            if count and row[name + " narrowest"] != row[name + " widest"]:
-                raise ValueError(f"column {name!r} holds blobs of different widths")
-            blobs[name] = bytes(joined)
+def from_rows(rows: Sequence[Row], kinds: Mapping[str, Kind]) -> Packed:
+    """The packed read's rows, unpacked into one column-wise read."""
+    count = 0
+    values: dict[str, list[Any]] = {name: [] for name, kind in kinds.items() if kind != "blob"}
+    blobs: dict[str, list[bytes]] = {name: [] for name, kind in kinds.items() if kind == "blob"}
+    widths: dict[str, set[int]] = {name: set() for name in blobs}
+    for row in rows:
+        rows_in_it = int(row[_COUNT])
+        if not rows_in_it:
             continue
-        values[name] = msgspec.json.decode(row[name]) if count else []
-    return Packed(count, values, blobs)
+        count += rows_in_it
+        for name, kind in kinds.items():
+            if kind == "key":
+                values[name] += [row[name]] * rows_in_it
+            elif kind == "value":
+                values[name] += msgspec.json.decode(row[name])
+            else:
+                widths[name] |= {row[name + " narrowest"], row[name + " widest"]}
+                blobs[name].append(row[name])
+    for name, seen in widths.items():
+        if len(seen) > 1:
+            raise ValueError(f"column {name!r} holds blobs of different widths")
+    return Packed(count, values, {name: b"".join(parts) for name, parts in blobs.items()})
 
 
 def from_columns(columns: Mapping[str, Sequence[Any]], kinds: Mapping[str, Kind]) -> Packed:

@@ -23,7 +23,7 @@ import anyio
 from daemon import sqlite_driver
 from daemon.errors import StoreClosed, StoreCorrupt
 from daemon.migrations import apply_migrations
-from daemon.packed_columns import Kind, Packed, exact, from_columns, from_row, packed_sql
+from daemon.packed_columns import Kind, Packed, exact, from_columns, from_rows, packed_sql
 from daemon.private_files import private_file
 from daemon.rows import Row, by_column, column_names, read_rows
 from daemon.store_errors import CHECK_ADVICE, sqlite_errors, translated
@@ -100,14 +100,15 @@ class Connection:
         return by_column(names, values)
 
     async def packed_columns(self, sql: str, params: Sequence[Any], kinds: Mapping[str, Kind]) -> Packed:
-        """Every row of a query column-wise, read as one row (daemon/packed_columns.py): for long reads whose
-        rows are matched by a column of their own, not by their order. `kinds`: the query's columns."""
+        """Every row of a query column-wise, read packed into a row or a few (daemon/packed_columns.py): for
+        long reads whose rows are matched by a column of their own, not by their order. `kinds`: the query's
+        columns."""
         with translated():
-            names, values, _ = await self._raw.run(packed_sql(sql, kinds), params, fetch=1)
-        row = Row.from_columns(names, values[0])
-        if not exact(row):  # a float in a value column: read row by row, which keeps every bit
+            names, values, _ = await self._raw.run(packed_sql(sql, kinds), params, fetch=-1)
+        rows = Row.many(names, values)
+        if not exact(rows):  # a float in a value column: read row by row, which keeps every bit
             return from_columns(await self.columns(sql, params), kinds)
-        return from_row(row, kinds)
+        return from_rows(rows, kinds)
 
     async def value(self, sql: str, params: Sequence[Any] = (), default: Any = None) -> Any:
         """The single column of a one-column query's first row (`default` if there is no row)."""

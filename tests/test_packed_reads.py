@@ -109,3 +109,26 @@ async def test_a_null_in_a_blob_column_is_refused_not_left_out(store: Store) -> 
     async with store.read() as conn:
         with pytest.raises(ValueError, match="'payload' holds values that are not blobs"):
             await conn.packed_columns("SELECT seq, payload FROM t", [], {"seq": "value", "payload": "blob"})
+
+
+async def test_a_key_column_groups_the_rows_and_keeps_each_float_as_stored(store: Store) -> None:
+    """A memory's importance: few distinct floats, each read as stored (one packed row a value)."""
+    weights = [0.1 + 0.2, 0.5, 1e-300 / 3, 0.5, 2.0 / 3]
+    async with store.write() as conn:
+        await conn.execute("CREATE TABLE k (seq INTEGER PRIMARY KEY, note TEXT, weight DOUBLE PRECISION)")
+        for seq in range(200):
+            await conn.execute(
+                "INSERT INTO k (seq, note, weight) VALUES (?, ?, ?)",
+                [seq, f"note {seq}", weights[seq % len(weights)]],
+            )
+    kinds = {"seq": "value", "note": "value", "weight": "key"}
+    async with store.read() as conn:
+        found = await conn.packed_columns("SELECT seq, note, weight FROM k", [], kinds)
+        nothing = await conn.packed_columns("SELECT seq, note, weight FROM k WHERE seq < ?", [0], kinds)
+    assert found.count == 200
+    rows = zip(found.values["seq"], found.values["note"], found.values["weight"], strict=True)
+    assert sorted(rows) == sorted((seq, f"note {seq}", weights[seq % len(weights)]) for seq in range(200))
+    assert {struct.pack("<d", weight) for weight in found.values["weight"]} == {
+        struct.pack("<d", weight) for weight in weights
+    }
+    assert (nothing.count, nothing.values) == (0, {"seq": [], "note": [], "weight": []})
