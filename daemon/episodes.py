@@ -74,7 +74,10 @@ async def place(
         seqs,
         _PLACED,
     )
-    placed = read.values
+    # In seq order, as the row-by-row read gave them (SQLite walks the IN list in order); a packed read's rows
+    # come a group at a time. The order decides which cubes' episodes are read first within the turn budget.
+    order = sorted(range(read.count), key=read.values["seq"].__getitem__)
+    placed = {name: [column[index] for index in order] for name, column in read.values.items()}
     seq_column: Sequence[Any] = placed["seq"]
     found.importance.update(zip(seq_column, placed["importance"], strict=True))
     found.speaker.update(zip(seq_column, placed["speaker"], strict=True))

@@ -1,17 +1,18 @@
 """A long read of a few columns in a few rows: SQLite aggregates the rows into one value a column.
 
 Python's sqlite3 hands the GIL back and forth around each row it steps to, and builds a tuple a row. A search
-reads ~800 rows (the re-scored vectors, the candidates' places, the filter's pass list); under 16 agents
-each of those hand-offs wakes a thread that waits for the GIL, only for it to wait again (~160 futex calls
-a search on each reader's thread, 2026-12-02). Packed, a read takes a step or a few: the values of each
-column as one JSON array, and fixed-width blobs (stored vectors) joined into one blob, in the same row order.
+read ~790 rows (the re-scored vectors, the candidates' places, the filter's pass list); under 16 agents each
+of those hand-offs woke a thread that waits for the GIL, only for it to wait again (~20,000 futex calls in
+5 s on each reader's thread, bench/README.md). Packed, a read takes a step or a few (~17 a search): the
+values of each column as one JSON array, and fixed-width blobs (stored vectors) joined into one blob, in the
+same row order.
 
 Kinds of column:
 - "value": integers, text and NULL, which JSON keeps exactly. A float would come back with 15 significant
-  digits, not always the same double: a read that meets one is made again row by row (`exact` is False);
+  digits, not always the same double, and a blob cannot be JSON: a read that meets either is made again row
+  by row (`exact` is False);
 - "key": a column of few distinct values, floats included (a memory's importance): the rows are grouped by
-  the keys, one packed row a group, and each key read as it is stored (a zero's sign aside: 0.0 and -0.0
-  are one group);
+  the keys (by storage class and bytes), one packed row a group, and each key read as it is stored;
 - "blob": blobs of one width, joined (a blob cannot be a JSON value); a NULL or text there is read row by
   row too, and refused.
 
@@ -29,7 +30,7 @@ import msgspec
 
 from daemon.rows import Row
 
-__all__ = ["Kind", "Packed", "exact", "from_columns", "from_rows", "packed_sql"]
+__all__ = ["Kind", "Packed", "exact", "from_columns", "from_rows", "packed_sql", "quote_identifier"]
 
 Kind = Literal["value", "key", "blob"]
 
@@ -47,35 +48,44 @@ class Packed:
     blobs: dict[str, bytes]
 
 
-def _quoted(name: str) -> str:
+def quote_identifier(name: str) -> str:
+    """Quote an SQL identifier; values are always bound, never formatted into SQL."""
     return '"' + name.replace('"', '""') + '"'
 
 
 def packed_sql(sql: str, kinds: Mapping[str, Kind]) -> str:
     """`sql` (whose result has the columns named in `kinds`) wrapped to give one row (a row a group of its key
-    columns' values, if it has any; none for no rows then)."""
+    columns' values, if it has any; none for no rows then). A name the query does not give is an error (the
+    columns are read as `packed."name"`, never as a string literal)."""
     parts, unpackable, keys = [f"count(*) AS {_COUNT}"], [], []
     for name, kind in kinds.items():
-        column = _quoted(name)
+        if name in (_COUNT, _UNPACKABLE) or name.endswith((" narrowest", " widest")):
+            raise ValueError(f"a packed read cannot have a column named {name!r}; alias it (AS ...)")
+        column = f"packed.{quote_identifier(name)}"
         if kind == "key":
-            keys.append(column)
-            parts.append(column)
+            # One storage class and binary comparison a group: 1 and 1.0, or 'A' and 'a' under NOCASE, are two.
+            keys += [f"typeof({column})", f"{column} COLLATE BINARY"]
+            parts.append(f"{column} AS {quote_identifier(name)}")
         elif kind == "value":
-            parts.append(f"json_group_array({column}) AS {column}")
-            unpackable.append(f"typeof({column}) = 'real'")
+            # `|| ''` makes a text plain text: a JSON text (json_extract's) would go into the array as JSON
+            # where SQLite before 3.45 passes its JSON subtype through the subquery. A blob cannot be JSON.
+            plain = f"CASE typeof({column}) WHEN 'text' THEN {column} || '' WHEN 'blob' THEN NULL ELSE {column} END"
+            parts.append(f"json_group_array({plain}) AS {quote_identifier(name)}")
+            unpackable.append(f"typeof({column}) IN ('real', 'blob')")
         else:
-            parts.append(f"CAST(group_concat({column}, '') AS BLOB) AS {column}")
-            parts.append(f"min(length({column})) AS {_quoted(name + ' narrowest')}")
-            parts.append(f"max(length({column})) AS {_quoted(name + ' widest')}")
+            parts.append(f"CAST(group_concat({column}, '') AS BLOB) AS {quote_identifier(name)}")
+            parts.append(f"min(length({column})) AS {quote_identifier(name + ' narrowest')}")
+            parts.append(f"max(length({column})) AS {quote_identifier(name + ' widest')}")
             unpackable.append(f"typeof({column}) <> 'blob'")
     parts.append(f"coalesce(sum({' OR '.join(unpackable) or '0'}), 0) AS {_UNPACKABLE}")
     grouped = f" GROUP BY {', '.join(keys)}" if keys else ""
-    return f"SELECT {', '.join(parts)} FROM ({sql}){grouped}"
+    return f"SELECT {', '.join(parts)} FROM ({sql}) AS packed{grouped}"
 
 
 def exact(rows: Sequence[Row]) -> bool:
-    """Whether the packed read gave every value back as it is stored: no float in a value column (JSON keeps
-    15 digits), nothing but blobs in a blob column (a NULL would be left out of the join)."""
+    """Whether the packed read gave every value back as it is stored: no float or blob in a value column (JSON
+    keeps 15 digits of a float, and no blob), nothing but blobs in a blob column (a NULL would be left out of
+    the join)."""
     return not any(row[_UNPACKABLE] for row in rows)
 
 
@@ -106,6 +116,9 @@ def from_rows(rows: Sequence[Row], kinds: Mapping[str, Kind]) -> Packed:
 
 def from_columns(columns: Mapping[str, Sequence[Any]], kinds: Mapping[str, Kind]) -> Packed:
     """The same, from a read made row by row (a store that has no reason to pack)."""
+    missing = [name for name in kinds if name not in columns]
+    if missing:
+        raise ValueError(f"the query gives no column named {', '.join(map(repr, missing))}")
     counts = {len(values) for values in columns.values()}
     count = counts.pop() if counts else 0
     values = {name: list(columns[name]) for name, kind in kinds.items() if kind != "blob"}

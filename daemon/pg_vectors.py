@@ -170,7 +170,7 @@ class PgVectorIndex(VectorIndex):
     def _rows(block: np.ndarray) -> np.ndarray:
         """The float32 vectors of pgvector's binary forms (as `from_binary` reads one), swapped to native
         order; the first 4 bytes of each are its two int16 headers, the first float4's place."""
-        words = block.view(np.uint32).byteswap()  # a copy: the block may be read-only
+        words = block.view(np.uint32).byteswap()  # a copy: the block is a view of read-only bytes
         return words.view(np.float32).reshape(len(block), -1)[:, 1:]
 
     async def _uncached_similarities(

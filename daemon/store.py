@@ -39,11 +39,6 @@ Step = Callable[[], Awaitable[None]]
 WriteHook = Callable[["Connection"], tuple[Step, Step, Step]]
 
 
-def quote_identifier(name: str) -> str:
-    """Quote an SQL identifier; values are always bound, never formatted into SQL."""
-    return '"' + name.replace('"', '""') + '"'
-
-
 def placeholders(count: int) -> str:
     return ", ".join("?" * count)
 

@@ -324,14 +324,16 @@ class VectorIndex:
     _EMBEDDING = "v.embedding"  # the stored vector's column as `_rows` reads it
 
     def _products(self, joined: bytes, count: int, query: np.ndarray) -> np.ndarray:
-        """`query`'s product with each of `count` stored vectors, `joined` in one buffer (read packed: one row
-        for the whole read, daemon/packed_columns.py, and no bytes object a vector)."""
+        """`query`'s product with each of `count` stored vectors, `joined` in one buffer as a packed read gives
+        them (daemon/packed_columns.py: on SQLite one bytes object for the read, none a vector). A typical
+        shortlist's buffer (~260 rows, 400 KiB) comes from the heap and is reused; only a read of more than
+        ~680 rows passes the mmap threshold (daemon/heap.py) and is mapped for itself."""
         block = np.frombuffer(joined, dtype=f"S{len(joined) // count}")
         return self._rows(block) @ query
 
     @staticmethod
     def _rows(block: np.ndarray) -> np.ndarray:
-        """The float32 vectors (one a row) of stored blobs copied into a fixed-width bytes array."""
+        """The float32 vectors (one a row) of stored blobs viewed as a fixed-width bytes array."""
         return block.view(np.float32).reshape(len(block), -1)
 
     async def similarities(

@@ -4,11 +4,13 @@ row gives, on a real SQLite file and a real PostgreSQL server."""
 from __future__ import annotations
 
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 
+from daemon import MemosError
+from daemon.packed_columns import Kind, packed_sql
 from daemon.pg_store import PgStore
 from daemon.store import Store
 from tests.pg_server import PgCluster
@@ -39,13 +41,10 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         await opened.close()
 
 
-async def _filled(store: Store, rows: list[tuple[int, object, bytes | None]]) -> None:
+async def _filled(store: Store, rows: Sequence[tuple[int, object, bytes | None]]) -> None:
+    blob = "BLOB" if store.dialect == "sqlite" else "BYTEA"
     async with store.write() as conn:
-        await conn.execute(
-            "CREATE TABLE t (seq INTEGER PRIMARY KEY, note TEXT, payload BYTEA)".replace(
-                "BYTEA", "BLOB" if store.dialect == "sqlite" else "BYTEA"
-            )
-        )
+        await conn.execute(f"CREATE TABLE t (seq INTEGER PRIMARY KEY, note TEXT, payload {blob})")
         for seq, note, payload in rows:
             await conn.execute("INSERT INTO t (seq, note, payload) VALUES (?, ?, ?)", [seq, note, payload])
 
@@ -121,7 +120,7 @@ async def test_a_key_column_groups_the_rows_and_keeps_each_float_as_stored(store
                 "INSERT INTO k (seq, note, weight) VALUES (?, ?, ?)",
                 [seq, f"note {seq}", weights[seq % len(weights)]],
             )
-    kinds = {"seq": "value", "note": "value", "weight": "key"}
+    kinds: dict[str, Kind] = {"seq": "value", "note": "value", "weight": "key"}
     async with store.read() as conn:
         found = await conn.packed_columns("SELECT seq, note, weight FROM k", [], kinds)
         nothing = await conn.packed_columns("SELECT seq, note, weight FROM k WHERE seq < ?", [0], kinds)
@@ -132,3 +131,76 @@ async def test_a_key_column_groups_the_rows_and_keeps_each_float_as_stored(store
         struct.pack("<d", weight) for weight in weights
     }
     assert (nothing.count, nothing.values) == (0, {"seq": [], "note": [], "weight": []})
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await Store.open(tmp_path / "m.db")
+    yield opened
+    await opened.close()
+
+
+async def test_json_a_query_extracts_comes_back_as_its_text(sqlite_store: Store) -> None:
+    """As the candidates' places read a turn's role: an object or a list in the metadata is text, as a read row
+    by row gives it (SQLite before 3.45 would put it into the array as JSON)."""
+    store = sqlite_store
+    roles = ['{"x": 1}', '["a", "b"]', '"user"', "null"]
+    async with store.write() as conn:
+        await conn.execute("CREATE TABLE j (seq INTEGER PRIMARY KEY, metadata TEXT)")
+        for seq, role in enumerate(roles):
+            await conn.execute("INSERT INTO j (seq, metadata) VALUES (?, ?)", [seq, f'{{"role": {role}}}'])
+    sql = "SELECT seq, CASE WHEN seq >= 0 THEN json_extract(metadata, '$.role') END AS role FROM j"
+    async with store.read() as conn:
+        found = await conn.packed_columns(sql, [], {"seq": "value", "role": "value"})
+        row_by_row = await conn.columns(sql)
+    assert dict(zip(found.values["seq"], found.values["role"], strict=True)) == dict(
+        zip(row_by_row["seq"], row_by_row["role"], strict=True)
+    )
+    assert dict(zip(found.values["seq"], found.values["role"], strict=True)) == {
+        0: '{"x":1}',
+        1: '["a","b"]',
+        2: "user",
+        3: None,
+    }
+
+
+async def test_a_blob_in_a_value_column_comes_back_as_bytes(store: Store) -> None:
+    await _filled(store, [(1, "a", b"\x00\xff"), (2, "b", b"ok")])
+    async with store.read() as conn:
+        found = await conn.packed_columns(
+            "SELECT seq, payload FROM t", [], {"seq": "value", "payload": "value"}
+        )
+    assert dict(zip(found.values["seq"], found.values["payload"], strict=True)) == {1: b"\x00\xff", 2: b"ok"}
+
+
+async def test_a_name_the_query_does_not_give_is_an_error_not_a_string(store: Store) -> None:
+    await _filled(store, [(1, "a", b"x")])
+    async with store.read() as conn:
+        with pytest.raises((MemosError, ValueError), match="xx"):
+            await conn.packed_columns("SELECT seq FROM t", [], {"seq": "value", "xx": "value"})
+
+
+async def test_key_values_of_two_storage_classes_are_two_groups(sqlite_store: Store) -> None:
+    """Only SQLite keeps 1 and 1.0 in one column; NOCASE would make 'A' and 'a' one group."""
+    store = sqlite_store
+    async with store.write() as conn:
+        await conn.execute("CREATE TABLE d (seq INTEGER PRIMARY KEY, key)")  # no affinity: 1.0 stays a float
+        for seq, key in enumerate([1, 1.0, "A", "a", None]):
+            await conn.execute("INSERT INTO d (seq, key) VALUES (?, ?)", [seq, key])
+    async with store.read() as conn:
+        found = await conn.packed_columns(
+            "SELECT seq, key COLLATE NOCASE AS key FROM d", [], {"seq": "value", "key": "key"}
+        )
+    back = dict(zip(found.values["seq"], found.values["key"], strict=True))
+    assert [(back[seq], type(back[seq])) for seq in range(5)] == [
+        (1, int),
+        (1.0, float),
+        ("A", str),
+        ("a", str),
+        (None, type(None)),
+    ]
+
+
+def test_a_column_name_the_packing_uses_itself_is_refused() -> None:
+    with pytest.raises(ValueError, match="cannot have a column named '__rows'"):
+        packed_sql("SELECT 1 AS __rows", {"__rows": "value"})
