@@ -11,10 +11,13 @@ import logging
 from functools import partial
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import msgspec
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 
+from daemon.reader_threads import on_reader_thread
 from daemon.store import Connection, Store, placeholders
 from daemon.supervision import retrying
 from daemon.timeutil import now_iso
@@ -37,6 +40,7 @@ class Audit:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._queue: MemoryObjectSendStream[AuditEntry] | None = None
+        self._loop: anyio.lowlevel.EventLoopToken | None = None  # the loop `run` serves the queue on
         self.dropped = 0
 
     @staticmethod
@@ -50,7 +54,7 @@ class Audit:
         )
 
     def denied(self, agent: str, action: str, cube: str | None, target: str | None, detail: str) -> None:
-        """Log a refused call, soon; never blocks (a full queue drops and counts)."""
+        """Log a refused call, soon; never waits for the write (a full queue drops and counts)."""
         entry = AuditEntry(
             at=now_iso(),
             agent=agent,
@@ -62,6 +66,14 @@ class Audit:
         )
         if self._queue is None:
             return  # not serving (a CLI command): nobody is refused there
+        if on_reader_thread():  # a search's reads (daemon/reader_threads.py): the queue is the loop's
+            anyio.from_thread.run_sync(self._queued, entry, token=self._loop)
+            return
+        self._queued(entry)
+
+    def _queued(self, entry: AuditEntry) -> None:
+        if self._queue is None:
+            return  # stopped meanwhile: the daemon is shutting down
         try:
             self._queue.send_nowait(entry)
         except anyio.WouldBlock:
@@ -70,7 +82,7 @@ class Audit:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         send, receive = anyio.create_memory_object_stream[AuditEntry](_QUEUE_LIMIT)
-        self._queue = send
+        self._queue, self._loop = send, anyio.lowlevel.current_token()
         try:
             with send, receive:
                 task_status.started()

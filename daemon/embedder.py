@@ -22,6 +22,7 @@ from daemon.cores import usable_cores
 from daemon.errors import Unavailable
 from daemon.heap import release_freed_memory
 from daemon.quantized import open_int8
+from daemon.reader_threads import on_reader_thread
 
 log = logging.getLogger(__name__)
 
@@ -305,6 +306,11 @@ class Embedder:
         """Unit-length vectors for `texts`; Unavailable when the model is not (yet) loaded."""
         if self.state != "ready" or self._send is None:
             raise Unavailable(self.unavailable_reason())
+        if on_reader_thread():  # a search's phrasings on its reader's thread: a few texts, made in place
+            try:
+                return self._compute(texts)
+            except Exception as exc:  # as `_serve` hands a failure to its caller
+                raise Unavailable(f"embedding failed: {exc}") from exc
         result = np.empty((0, self.dims or 0), dtype=np.float32)
         # Split huge requests so one caller cannot hold the model for long.
         step = max(self.config.batch_size, 1)

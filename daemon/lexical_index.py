@@ -35,6 +35,7 @@ from daemon import sqlite_driver
 from daemon.errors import MemosError
 from daemon.filters import passing
 from daemon.heap import release_freed_memory
+from daemon.reader_threads import blocking
 from daemon.rows import read_row_pages, read_rows
 from daemon.store import Connection, Step, Store
 from daemon.store_errors import translated
@@ -390,7 +391,7 @@ class LexicalIndex:
         words = re.findall(r'"([^"]*)"', expression)
         records = await _records(conn)
         for count in (limit * 2 + 20, None):  # the best few; all of them if too few of those pass
-            ranked = await anyio.to_thread.run_sync(self._ranked, words, cube_ids, records, count)
+            ranked = await blocking(self._ranked, words, cube_ids, records, count)
             if ranked is None:
                 return None
             seqs, scores, complete = ranked

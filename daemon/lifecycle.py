@@ -238,7 +238,7 @@ def _services(config: Config, store: Store, embedder: Embedder) -> Services:
     reranker = Reranker(config.reranker, model_cache_dir())
     metrics = MetricsHistory()
     # Searches beyond the slots wait, agents taking turns; each search's time goes to the history.
-    gate = FairGate(slots=config.storage.read_connections, observe=metrics.search_took)
+    gate = FairGate(slots=store.search_slots, observe=metrics.search_took)
     search = Search(store, memories, vectors, config.limits, config.search, reranker, gate)
     search.lexical_index = lexical_index(store, config)
     tasks = Tasks(store, access, hub, working, redactor=redactor if config.redaction.enabled else None)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from daemon.pg_errors import translated
 from daemon.pg_schema import apply_postgres_migrations
 from daemon.pg_sql import postgres_sql
 from daemon.rows import Row, by_column, column_names
-from daemon.store import SHORT_READ_CONNECTIONS, Connection, ReaderPool, Store
+from daemon.store import SHORT_READ_CONNECTIONS, Connection, ReaderPool, Store, T
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,7 @@ class PgStore(Store):
         self.path = Path(redacted(url))  # named in messages and logs, never opened as a file
         self._pg_writer = writer
         self._pg_all = [writer, *readers, *(long_readers or [])]  # every open connection, for close()
+        self._pg_long_readers = long_readers or readers
         self._write_lock = anyio.Lock()  # protects the writer connection's transaction
         self._pg_pools = {False: ReaderPool(readers)}
         self._pg_pools[True] = ReaderPool(long_readers) if long_readers else self._pg_pools[False]
@@ -254,6 +255,16 @@ class PgStore(Store):
         self._check_open()
         async with self._pg_pools[long].lend(lambda: self._closed, self._usable) as raw:
             yield PgConnection(raw)
+
+    @property
+    def search_slots(self) -> int:
+        """Searches at work at once: one per long reader, which each holds for its reads."""
+        return len(self._pg_long_readers)
+
+    async def long_read(self, work: Callable[[Connection], Awaitable[T]]) -> T:
+        """`work(conn)` on a long reader lent for it, on the event loop (psycopg's connections are async)."""
+        async with self.read(long=True) as conn:
+            return await work(conn)
 
     async def claim_turn(self, job: str, every_s: float) -> bool:
         """Whether this daemon runs periodic `job` now: the first of the daemons to ask once `every_s` (less

@@ -25,6 +25,7 @@ readable cubes and the filters inside SQL.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 
 import anyio
 import numpy as np
@@ -125,25 +126,10 @@ class Search:
 
     async def _search(self, agent: Agent, query: SearchQuery, plan: _Plan) -> SearchResults:
         rerank = self._reranker.state == "ready"
-        top: dict[int, str] = {}
-        async with self._store.read(long=True) as conn:
-            refs = await self._memories.scope(conn, agent, query.cubes)
-            cubes = [ref.name for ref in refs]
-            found = await self._gather(conn, plan, [ref.id for ref in refs]) if refs else plan.nothing()
-            fusion = fuse(found, self._ranking)
-            fused = fusion.ranked
-            if fused and (self._ranking.recency_weight or self._ranking.importance_weight):
-                fused = await self._weigh_time_and_importance(
-                    conn, fused, self._ranking, plan.where.as_of, found.placement
-                )
-            if len(plan.texts) > 1 and fused:
-                fused = self._each_phrasing_kept(fused, found, query.k)
-            if fused and rerank:
-                top = await self._contents(
-                    conn, [seq for seq, _ in fused[: self._reranker.config.candidates]]
-                )
-            if not top:
-                hits = await self._hits(conn, fused[: query.k], found, fusion, query.context_window, plan, {})
+        await self._embed(plan)
+        cubes, found, fusion, fused, top, hits = await self._store.long_read(
+            partial(self._read, agent, query, plan, rerank)
+        )
         notes = [plan.note, self._reranker.unavailable_reason()]
         if top:  # outside the read: the model must not hold one of the few reader connections
             reranked: dict[int, float] = {}
@@ -151,10 +137,10 @@ class Search:
                 fused, reranked = await self._rerank(fused, top, plan.texts[0])
             except Unavailable as exc:
                 notes.append(str(exc))
-            async with self._store.read(long=True) as conn:
-                hits = await self._hits(
-                    conn, fused[: query.k], found, fusion, query.context_window, plan, reranked
-                )
+            best = fused[: query.k]
+            hits = await self._store.long_read(
+                lambda conn: self._hits(conn, best, found, fusion, query.context_window, plan, reranked)
+            )
         return SearchResults(
             results=hits,
             mode=plan.mode,
@@ -162,6 +148,31 @@ class Search:
             note="; ".join(note for note in notes if note) or None,
             time_window=plan.window,
         )
+
+    async def _read(
+        self, agent: Agent, query: SearchQuery, plan: _Plan, rerank: bool, conn: Connection
+    ) -> tuple[list[str], Gathered, Fusion, list[Fused], dict[int, str], list[SearchHit]]:
+        """A search's reads (`Store.long_read`): the cubes in scope, the fused candidates, and either the
+        hits or, when the re-ranker will order them, the best candidates' contents (`top`)."""
+        refs = await self._memories.scope(conn, agent, query.cubes)
+        found = await self._gather(conn, plan, [ref.id for ref in refs]) if refs else plan.nothing()
+        fusion = fuse(found, self._ranking)
+        fused = fusion.ranked
+        if fused and (self._ranking.recency_weight or self._ranking.importance_weight):
+            fused = await self._weigh_time_and_importance(
+                conn, fused, self._ranking, plan.where.as_of, found.placement
+            )
+        if len(plan.texts) > 1 and fused:
+            fused = self._each_phrasing_kept(fused, found, query.k)
+        top: dict[int, str] = {}
+        if fused and rerank:
+            top = await self._contents(conn, [seq for seq, _ in fused[: self._reranker.config.candidates]])
+        hits = (
+            []
+            if top
+            else await self._hits(conn, fused[: query.k], found, fusion, query.context_window, plan, {})
+        )
+        return [ref.name for ref in refs], found, fusion, fused, top, hits
 
     def _each_phrasing_kept(self, fused: list[Fused], found: Gathered, k: int) -> list[Fused]:
         """Each phrasing's best match kept in the top k (daemon/phrasings.py)."""
@@ -191,9 +202,27 @@ class Search:
     async def candidates(self, agent: Agent, query: SearchQuery) -> Gathered:
         """Every candidate with its rank in each signal, before fusion (for tuning the weights)."""
         plan = await self._plan(query)
-        async with self._store.read(long=True) as conn:
+        await self._embed(plan)
+
+        async def gathered(conn: Connection) -> Gathered:
             refs = await self._memories.scope(conn, agent, query.cubes)
             return await self._gather(conn, plan, [ref.id for ref in refs]) if refs else plan.nothing()
+
+        return await self._store.long_read(gathered)
+
+    async def _embed(self, plan: _Plan) -> None:
+        """The query vectors, if the plan wants them: perhaps made already, with another search's (on the
+        event loop, before the reads: a reader's thread never waits for the model's turn). None, and the
+        search lexical, when the model cannot make them now."""
+        if not plan.embed:
+            return
+        if plan.pending is not None:
+            made = await self.query_vectors.vectors(plan.pending)
+        else:
+            made = await self._vectors.embed(plan.texts)
+        plan.vectors, plan.embed = made, False
+        if made is None:
+            plan.mode, plan.note = "lexical", self._vectors.unavailable_reason()
 
     async def _plan(self, query: SearchQuery) -> _Plan:
         """The checked query: its phrasings, filters, time window, mode and query vectors."""
@@ -311,16 +340,12 @@ class Search:
                         tg.start_soon(lexical, name, index, expression)
 
         async def vector(tg: TaskGroup) -> None:
-            if plan.embed:
-                if plan.pending is not None:  # perhaps made already, with another search's
-                    made = await self.query_vectors.vectors(plan.pending)
-                else:
-                    made = await self._vectors.embed(plan.texts)
-                plan.vectors, plan.embed = made, False
+            if plan.embed:  # the phrasings without a speaker's name (`_gather`)
+                asked = plan.mode
+                await self._embed(plan)
                 if plan.vectors is None:
-                    if plan.mode == "vector":  # its lexical queries were not started
+                    if asked == "vector":  # its lexical queries were not started
                         start_lexical(tg)
-                    plan.mode, plan.note = "lexical", self._vectors.unavailable_reason()
                     return
             if plan.vectors is not None:
                 for index, query in enumerate(plan.vectors):

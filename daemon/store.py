@@ -3,8 +3,9 @@
 Every write runs in `Store.write()`: one `BEGIN IMMEDIATE` transaction on the single writer connection,
 serialised by a lock, shielded from cancellation so a started write always commits or rolls back, and
 acknowledged only after COMMIT returns (with `synchronous=FULL`, after it is on disk). Reads use their own
-connections and never wait for the writer (WAL); long reads (searches) take theirs from a pool of their own,
-so a short read (a get, a listing, a token check) never waits behind them. Every call into SQLite runs inside `translated()`
+connections and never wait for the writer (WAL); long reads (searches) have readers of their own, so a short
+read (a get, a listing, a token check) never waits behind them, and run whole on their reader's thread
+(`long_read`, daemon/reader_threads.py). Every call into SQLite runs inside `translated()`
 (daemon/store_errors.py), so what leaves the store is a `MemosError`, never a sqlite exception.
 """
 
@@ -19,12 +20,14 @@ from typing import Any, Generic, TypeVar
 
 import aiosqlite
 import anyio
+import anyio.lowlevel
 
 from daemon import sqlite_driver
 from daemon.errors import StoreClosed, StoreCorrupt
 from daemon.migrations import apply_migrations
 from daemon.packed_columns import Kind, Packed, exact, from_columns, from_rows, packed_sql
 from daemon.private_files import private_file
+from daemon.reader_threads import close_here, run_here
 from daemon.rows import Row, by_column, column_names, read_rows
 from daemon.store_errors import CHECK_ADVICE, sqlite_errors, translated
 
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 SHORT_READ_CONNECTIONS = 2
 
 C = TypeVar("C")
+T = TypeVar("T")
 Step = Callable[[], Awaitable[None]]
 WriteHook = Callable[["Connection"], tuple[Step, Step, Step]]
 
@@ -44,11 +48,11 @@ def placeholders(count: int) -> str:
 
 
 class Connection:
-    """A thin, typed face over one aiosqlite connection."""
+    """A thin, typed face over one aiosqlite connection (or, on its own thread, its statements run in place)."""
 
     dialect = "sqlite"  # what the backend-specific modules (lexical, vectors) branch on
 
-    def __init__(self, raw: SQLiteConnection) -> None:
+    def __init__(self, raw: SQLiteConnection | InPlace) -> None:
         self._raw = raw
         self.committed: list[Callable[[], None]] = []
 
@@ -133,6 +137,30 @@ class SQLiteConnection(aiosqlite.Connection):
         result: tuple[list[str], list[Any], int | None] = await self._execute(self._run, sql, params, fetch)
         return result
 
+    async def run_whole(self, work: Callable[[Connection], Awaitable[T]]) -> T:
+        """`work(conn)` run whole on this connection's thread, its statements in place (daemon/reader_threads.py).
+        Waited for even when cancelled: the thread cannot be stopped mid-way, and the caller's slot is
+        its until then."""
+        with anyio.CancelScope(shield=True):
+            result: T = await self._execute(run_here, partial(work, Connection(InPlace(self))))
+        await anyio.lowlevel.checkpoint_if_cancelled()  # a caller cancelled meanwhile gives the result up
+        return result
+
+
+class InPlace:
+    """A connection's statements run on the calling thread, which must be its own (`run_whole`)."""
+
+    def __init__(self, raw: SQLiteConnection) -> None:
+        self._raw = raw
+
+    async def run(
+        self, sql: str, params: Sequence[Any], *, fetch: int
+    ) -> tuple[list[str], list[Any], int | None]:
+        return self._raw._run(sql, params, fetch)
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self._raw._conn.executemany(sql, rows)
+
 
 class Store:
     """Owns the database file. Open with `await Store.open(path)`; close with `await store.close()`."""
@@ -153,6 +181,8 @@ class Store:
         self._write_lock = anyio.Lock()  # protects the writer connection's transaction
         self._pools = {False: ReaderPool(readers)}
         self._pools[True] = ReaderPool(long_readers) if long_readers else self._pools[False]
+        # Long reads at work or waiting on each long reader's thread (`long_read`), kept by the event loop.
+        self._long_reads = {reader: 0 for reader in long_readers or readers}
         self._closed = False
         # Called with each write's connection: each gives (begun, ending, committed), awaited after BEGIN,
         # before COMMIT and after it, the lock still held (the lexical index records what a write touched).
@@ -238,6 +268,26 @@ class Store:
         async with self._pools[long].lend(lambda: self._closed) as raw:
             yield Connection(raw)
 
+    @property
+    def search_slots(self) -> int:
+        """Searches at work at once (the fair gate's slots): two per long reader, so that when one search's
+        reads end, the next already waits on the reader's thread instead of for the event loop to hand it
+        over (daemon/reader_threads.py)."""
+        return 2 * len(self._long_reads)
+
+    async def long_read(self, work: Callable[[Connection], Awaitable[T]]) -> T:
+        """`work(conn)`, a long read (a search's), run whole on the thread of the long reader with the
+        fewest at work or waiting (daemon/reader_threads.py): its statements run there in place, each its
+        own snapshot as with `read`."""
+        self._check_open()
+        reader = min(self._long_reads, key=self._long_reads.__getitem__)
+        self._long_reads[reader] += 1
+        try:
+            with translated():
+                return await reader.run_whole(work)
+        finally:
+            self._long_reads[reader] -= 1
+
     async def claim_turn(self, job: str, every_s: float) -> bool:
         """Whether this daemon runs periodic `job` now. Always: one daemon owns the file (the instance
         lock); a shared database decides among its daemons (daemon/pg_store.py)."""
@@ -264,6 +314,8 @@ class Store:
                     log.warning("WAL checkpoint at close failed: %s", exc)
                 await self._writer.close()
             for reader in self._all_readers:
+                if reader in self._long_reads:
+                    await reader._execute(close_here)  # its thread's event loop, if a long read made one
                 await reader.close()
             for pool in self._pools.values():
                 pool.send.close()

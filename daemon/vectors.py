@@ -27,6 +27,7 @@ from daemon.errors import Unavailable
 from daemon.filters import passing
 from daemon.heap import release_freed_memory
 from daemon.packed_columns import Kind
+from daemon.reader_threads import blocking
 from daemon.rows import read_row_pages, read_rows
 from daemon.scheduler import JobClass, Scheduler
 from daemon.store import Connection, Store, placeholders
@@ -250,7 +251,7 @@ class VectorIndex:
         `wanted` that pass, so when the nearest `wanted` all pass, those alone are returned."""
         cache = self._cache
         assert cache is not None
-        found, inner = await anyio.to_thread.run_sync(cache.nearest_within, vector, cube_ids, k, wanted or k)
+        found, inner = await blocking(cache.nearest_within, vector, cube_ids, k, wanted or k)
         if cache.exact or not found:
             return found, None
         # int8: the shortlist holds the true top k; rank it by the stored float32 vectors (ties: lower seq

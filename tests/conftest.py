@@ -9,13 +9,16 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import anyio
+import anyio.abc
 import httpx2
 import numpy as np
 import pytest
@@ -285,3 +288,29 @@ async def embedded(config: EmbedderConfig, cache: Path, texts: list[str]) -> np.
             result = await embedder.embed(texts)
         tg.cancel_scope.cancel()
     return result
+
+
+async def hold_every_search_slot(
+    tg: anyio.abc.TaskGroup, services: Services, releases: list[threading.Event], agent: str = "holder"
+) -> None:
+    """One search of `agent` per search slot, each holding it as a running search does: its slot, and in its
+    turn a long reader for its reads (on SQLite, that reader's thread), until its event in `releases` is set;
+    returns once every slot is held."""
+    gate, held, all_held = services.search.gate, 0, anyio.Event()
+
+    async def reads(release: threading.Event, conn: object) -> None:
+        # Polled: on SQLite this runs on a reader's thread, on a loop of its own, which no anyio.Event crosses.
+        while not release.is_set():  # noqa: ASYNC110
+            await anyio.sleep(0.005)
+
+    async def running_search(release: threading.Event) -> None:
+        nonlocal held
+        async with gate.slot(agent):
+            held += 1
+            if held == gate.slots:
+                all_held.set()
+            await services.store.long_read(partial(reads, release))
+
+    for release in releases:
+        tg.start_soon(running_search, release)
+    await all_held.wait()

@@ -3,6 +3,8 @@ busy, and a write rebuilds only the context packs it can change."""
 
 from __future__ import annotations
 
+import threading
+
 import anyio
 import anyio.lowlevel
 import pytest
@@ -13,6 +15,7 @@ from daemon import NewMemory, SearchQuery, Services, agent_named
 from daemon.events import Change, CubesChanged, MemoryChanged, PackReady
 from daemon.fairness import FairGate
 from daemon.scheduler import JobClass
+from tests.conftest import hold_every_search_slot
 
 pytestmark = pytest.mark.anyio
 
@@ -137,33 +140,22 @@ async def test_many_concurrent_searches_from_one_agent_do_not_starve_another(
 
 
 async def test_short_reads_are_answered_while_searches_hold_every_slot(lexical_services: Services) -> None:
-    """Steps: A stores a memory; searches (of B) hold every search slot and its reader, as running searches
-    do, and one more search waits at the gate; A's token check, get, listing and a cube listing are answered
-    meanwhile; once the slots free, the waiting search runs."""
+    """Steps: A stores a memory; searches (of B) hold every search slot and, in turn, every long reader, as
+    running searches do, and one more search waits at the gate; A's token check, get, listing and a cube
+    listing are answered meanwhile; once the slots free, the waiting search runs."""
     services = lexical_services
     _, token = await services.identities.add("reader")
     await services.identities.add("searcher")
     reader, searcher = agent_named("reader"), agent_named("searcher")
     memory = await services.additions.add(reader, None, NewMemory(content="The billing service moves to Go"))
-    gate, held, release = services.search.gate, anyio.Event(), anyio.Event()
-    holding = 0
-
-    async def running_search() -> None:
-        nonlocal holding
-        async with gate.slot(searcher.name), services.store.read(long=True):
-            holding += 1
-            if holding == gate.slots:
-                held.set()
-            await release.wait()
+    gate, release = services.search.gate, threading.Event()
 
     async def one_more_search() -> None:
         await services.search.search(searcher, SearchQuery(query="billing service", k=5))
 
     async with anyio.create_task_group() as tg:
-        for _ in range(gate.slots):
-            tg.start_soon(running_search)
         with anyio.fail_after(10):
-            await held.wait()
+            await hold_every_search_slot(tg, services, [release] * gate.slots, searcher.name)
         tg.start_soon(one_more_search)
         await anyio.wait_all_tasks_blocked()
         assert gate.waiting(searcher.name) == 1

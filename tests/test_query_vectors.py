@@ -3,12 +3,14 @@ as they do alone."""
 
 from __future__ import annotations
 
+import threading
+
 import anyio
-import anyio.abc
 import anyio.lowlevel
 import pytest
 
 from daemon import NewMemory, SearchQuery, Services, agent_named
+from tests.conftest import hold_every_search_slot
 
 pytestmark = pytest.mark.anyio
 
@@ -20,26 +22,6 @@ QUESTIONS = [
     "Why did the cache fail last week?",
     "billing invoices",
 ]
-
-
-async def hold_every_slot(tg: anyio.abc.TaskGroup, services: Services, releases: list[anyio.Event]) -> None:
-    """One running search per search slot, each holding its slot and a reader for long reads until its event
-    in `releases` is set; returns once every slot is held."""
-    search = services.search
-    held = 0
-    all_held = anyio.Event()
-
-    async def running_search(release: anyio.Event) -> None:
-        nonlocal held
-        async with search.gate.slot("holder"), services.store.read(long=True):
-            held += 1
-            if held == search.gate.slots:
-                all_held.set()
-            await release.wait()
-
-    for release in releases:
-        tg.start_soon(running_search, release)
-    await all_held.wait()
 
 
 async def test_searches_waiting_for_their_turn_share_one_model_call_and_answer_as_alone(
@@ -65,7 +47,7 @@ async def test_searches_waiting_for_their_turn_share_one_model_call_and_answer_a
 
     alone = [await answer(question) for question in QUESTIONS]
     together: dict[int, list[tuple[str, float]]] = {}
-    release = anyio.Event()
+    release = threading.Event()
 
     async def ask(index: int) -> None:
         together[index] = await answer(QUESTIONS[index])
@@ -73,7 +55,7 @@ async def test_searches_waiting_for_their_turn_share_one_model_call_and_answer_a
     calls = search.query_vectors.calls
     with anyio.fail_after(60):
         async with anyio.create_task_group() as tg:
-            await hold_every_slot(tg, services, [release] * search.gate.slots)
+            await hold_every_search_slot(tg, services, [release] * search.gate.slots)
             for index in range(len(QUESTIONS)):
                 tg.start_soon(ask, index)
             await anyio.wait_all_tasks_blocked()
@@ -92,10 +74,10 @@ async def test_a_search_cancelled_while_waiting_leaves_no_query_behind(services:
     await services.identities.add("asker")
     await services.additions.add(asker, None, NewMemory(content="Lena moved the billing service to Go"))
     search = services.search
-    release = anyio.Event()
+    release = threading.Event()
     with anyio.fail_after(60):
         async with anyio.create_task_group() as tg:
-            await hold_every_slot(tg, services, [release] * search.gate.slots)
+            await hold_every_search_slot(tg, services, [release] * search.gate.slots)
             with anyio.move_on_after(0.2):
                 await search.search(asker, SearchQuery(query="billing service", k=5))
             assert (search.gate.waiting(), search.query_vectors.waiting) == (0, 0)
@@ -117,7 +99,7 @@ async def test_cancelling_the_search_that_embeds_others_queries_leaves_them_answ
             agent_named(name), None, NewMemory(content=f"{name} moved the billing service to Go")
         )
     search, vectors = services.search, services.search.query_vectors
-    holders = [anyio.Event() for _ in range(search.gate.slots)]
+    holders = [threading.Event() for _ in range(search.gate.slots)]
     answers: dict[str, list[str]] = {}
 
     async def ask(name: str, scope: anyio.CancelScope) -> None:
@@ -129,7 +111,7 @@ async def test_cancelling_the_search_that_embeds_others_queries_leaves_them_answ
     first = anyio.CancelScope()
     with anyio.fail_after(60):
         async with anyio.create_task_group() as tg:
-            await hold_every_slot(tg, services, holders)
+            await hold_every_search_slot(tg, services, holders)
             for name in ("a", "b", "c"):
                 tg.start_soon(ask, name, first if name == "a" else anyio.CancelScope())
                 await anyio.wait_all_tasks_blocked()
