@@ -7,12 +7,11 @@ costs one commit per batch instead of one each, and never blocks the caller.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from functools import partial
 
 import anyio
-import anyio.from_thread
-import anyio.lowlevel
 import msgspec
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
@@ -40,7 +39,7 @@ class Audit:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._queue: MemoryObjectSendStream[AuditEntry] | None = None
-        self._loop: anyio.lowlevel.EventLoopToken | None = None  # the loop `run` serves the queue on
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop `run` serves the queue on
         self.dropped = 0
 
     @staticmethod
@@ -67,7 +66,8 @@ class Audit:
         if self._queue is None:
             return  # not serving (a CLI command): nobody is refused there
         if on_reader_thread():  # a search's reads (daemon/reader_threads.py): the queue is the loop's
-            anyio.from_thread.run_sync(self._queued, entry, token=self._loop)
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self._queued, entry)
             return
         self._queued(entry)
 
@@ -82,7 +82,7 @@ class Audit:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         send, receive = anyio.create_memory_object_stream[AuditEntry](_QUEUE_LIMIT)
-        self._queue, self._loop = send, anyio.lowlevel.current_token()
+        self._queue, self._loop = send, asyncio.get_running_loop()
         try:
             with send, receive:
                 task_status.started()

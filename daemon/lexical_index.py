@@ -408,7 +408,8 @@ class LexicalIndex:
     ) -> tuple[np.ndarray, np.ndarray, bool] | None:
         """Seqs of the best `count` matching rows in `cube_ids` (all when None; more when ties straddle the
         cut), best first and ties by seq, their BM25 as FTS5 gives it, and whether they are all the matches.
-        Blocking (numpy): a worker thread. None when the index does not hold the reader's state."""
+        Blocking (numpy): a worker thread, or a search's reader thread. None when the index does not hold the
+        reader's state."""
         version = self._version
         if version % 2 or self._records != records:
             return None

@@ -8,9 +8,12 @@ thread's own: its statements run in place on the connection (no trip), its block
 place too, and the daemon's loop hands the work over once and takes the result once.
 
 The coroutine is the same code the daemon's loop runs on PostgreSQL: nothing in it waits on the daemon's loop
-(the query's vectors are made before the hand-over). What it reads of the daemon's state is made to be read
-from threads (the vector cache's snapshots, the BM25 index's version check, policy rules replaced whole); what
-it must hand back to the daemon's loop (an audit record of a refusal) goes through `to_daemon_loop`.
+(the query's vectors are made before the hand-over; the phrasings of a speaker's retry are embedded in place,
+a model call of a few short texts). What it reads of the daemon's state is made to be read from threads (the
+vector cache's snapshots, the BM25 index's version check, policy rules replaced whole; a float32 cache's exact
+similarities are read from the store instead); what it hands to the daemon's loop (an audit record of a
+refusal) goes by `call_soon_threadsafe`, without waiting. The store's `read`, `write` and `long_read` refuse
+to be called here.
 
 The caller waits for the work (shielded: a reader's thread cannot be interrupted mid-search, so a cancelled
 search gives up its slot when its reading ends, not before), so the work is owned as any awaited call is.
@@ -30,7 +33,7 @@ __all__ = ["blocking", "close_here", "on_reader_thread", "run_here"]
 
 T = TypeVar("T")
 
-_here = threading.local()  # `.runner`: this reader thread's event loop, once it has run a search's reads
+_here = threading.local()  # `.loop`: this reader thread's event loop, once it has run a search's reads
 
 
 def on_reader_thread() -> bool:
@@ -47,20 +50,22 @@ async def blocking(fn: Callable[..., T], *args: Any) -> T:
 
 
 def run_here(work: Callable[[], Awaitable[T]]) -> T:
-    """Run `work()` to its end on this thread's own event loop (made on the thread's first call)."""
-    runner = getattr(_here, "runner", None)
-    if runner is None:
-        runner = _here.runner = asyncio.Runner()
+    """Run `work()` to its end on this thread's own event loop (made on the thread's first call), as a task
+    of its own: each with a fresh copy of the thread's context, so nothing one sets is seen by the next."""
+    loop = getattr(_here, "loop", None)
+    if loop is None:
+        loop = _here.loop = asyncio.new_event_loop()
     _here.running = True
     try:
-        return runner.run(work())  # type: ignore[arg-type]
+        return loop.run_until_complete(work())
     finally:
         _here.running = False
 
 
 def close_here() -> None:
     """Close this thread's event loop, if it made one (before its connection closes)."""
-    runner = getattr(_here, "runner", None)
-    if runner is not None:
-        _here.runner = None
-        runner.close()
+    loop = getattr(_here, "loop", None)
+    if loop is not None:
+        _here.loop = None
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()

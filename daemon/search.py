@@ -256,7 +256,7 @@ class Search:
             note = self._vectors.unavailable_reason()
         mode = wanted if use_vectors else "lexical"
         depth = max(query.k * 4, self._ranking.candidates)
-        # The query vectors are made beside the lexical queries (`_candidate_lists`).
+        # The query vectors are made before the reads (`_embed`).
         return _Plan(texts, where, window, mode, note, None, depth, embed=use_vectors)  # type: ignore[arg-type]
 
     async def _gather(
@@ -322,9 +322,9 @@ class Search:
     async def _candidate_lists(
         self, conn: Connection, plan: _Plan, cube_ids: list[int], predicate: str, params: list
     ) -> tuple[dict[tuple[str, int], list[tuple[int, float]]], dict[int, list[tuple[int, float]]]]:
-        """Each phrasing's lexical and exact (seq, BM25) lists and its nearest (seq, similarity) list, found
-        at once: SQLite works on the reader's thread while the model embeds the query and numpy's KNN
-        works on others, all without the GIL, so a search uses both cores."""
+        """Each phrasing's lexical and exact (seq, BM25) lists and its nearest (seq, similarity) list. On SQLite
+        they are found one after another, in place on the reader's thread (daemon/reader_threads.py: searches
+        at once use the cores); on PostgreSQL the KNN works on a worker thread while the server ranks."""
         config, depth = self._ranking, plan.depth
         scored: dict[tuple[str, int], list[tuple[int, float]]] = {}
         nearest_of: dict[int, list[tuple[int, float]]] = {}

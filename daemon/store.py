@@ -27,7 +27,7 @@ from daemon.errors import StoreClosed, StoreCorrupt
 from daemon.migrations import apply_migrations
 from daemon.packed_columns import Kind, Packed, exact, from_columns, from_rows, packed_sql
 from daemon.private_files import private_file
-from daemon.reader_threads import close_here, run_here
+from daemon.reader_threads import close_here, on_reader_thread, run_here
 from daemon.rows import Row, by_column, column_names, read_rows
 from daemon.store_errors import CHECK_ADVICE, sqlite_errors, translated
 
@@ -174,7 +174,8 @@ class Store:
         readers: list[SQLiteConnection],
         long_readers: list[SQLiteConnection] | None = None,
     ) -> None:
-        """`readers` serve short reads; `long_readers` (if given) serve `read(long=True)`, else `readers` do."""
+        """`readers` serve short reads; `long_readers` (if given) serve `long_read` (and `read(long=True)`),
+        else `readers` do."""
         self.path = path
         self._writer = writer
         self._all_readers = readers + (long_readers or [])
@@ -213,6 +214,8 @@ class Store:
         return cls(path, opened[0], opened[1:short], opened[short:])
 
     def _check_open(self) -> None:
+        if on_reader_thread():  # the pools, the write lock and the counts belong to the daemon's event loop
+            raise RuntimeError("a search's reads on a reader's thread cannot read, write or long_read anew")
         if self._closed:
             raise StoreClosed("the store is closed: memosd is shutting down")
 

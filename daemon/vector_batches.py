@@ -8,7 +8,8 @@ turn came then makes its product for every search waiting by then (up to `most`)
 agents the product's CPU per search falls several-fold; a search that finds a core free never waits, and
 one alone on an idle machine is told so, to split its product over two threads.
 
-Blocking: `run` is called on worker threads (anyio's), which wait on a `threading.Event` for their turn.
+Blocking: `run` is called on searches' threads (their readers', daemon/reader_threads.py; anyio's workers on
+PostgreSQL), which wait on a `threading.Event` for their turn.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ The vectors live in blocks of a fixed number of rows, allocated as rows arrive: 
 them into a larger array, so memory grows by one block at a time and has no peak of two copies. Each block is
 on huge pages where the kernel offers them (`_block`).
 
-Searches run on worker threads while the event loop appends, so the tuples of blocks and the id arrays are
+Searches run on other threads (their readers' or anyio's workers) while the event loop appends, so the tuples of blocks and the id arrays are
 replaced, never resized in place, and a search reads one consistent snapshot: rows past its `used` count
 may be written meanwhile, rows before it are only ever retired (their cube set to -1).
 """
@@ -318,7 +318,8 @@ class VectorCache:
         """Cosine similarity of `query` to each of `seqs` that has a vector (float32 only: int8 similarities
         are approximate, and the vector index reads those from the store). Hundreds of dot products, a few
         thousand with whole episodes read (context, episode): about 1 ms for 5,000 (measured), cheap enough
-        for the event loop, where the cache is also changed, so rows cannot move meanwhile."""
+        for the event loop, where the cache is also changed, so rows cannot move meanwhile. Never on another
+        thread (a search's reads on a reader's thread read these from the store: daemon/vectors.py)."""
         assert self.exact, "an int8 cache holds no exact vectors"
         blocks = self._snapshot[0]
         pairs = [(seq, row) for seq in seqs if (row := self._rows.get(seq)) >= 0]

@@ -27,7 +27,7 @@ from daemon.errors import Unavailable
 from daemon.filters import passing
 from daemon.heap import release_freed_memory
 from daemon.packed_columns import Kind
-from daemon.reader_threads import blocking
+from daemon.reader_threads import blocking, on_reader_thread
 from daemon.rows import read_row_pages, read_rows
 from daemon.scheduler import JobClass, Scheduler
 from daemon.store import Connection, Store, placeholders
@@ -343,9 +343,9 @@ class VectorIndex:
         """Cosine similarity of `vector` to each of `seqs` that has a vector (for candidates found otherwise)."""
         if not seqs:
             return {}
-        if self._cache is not None and self._cache.exact:
+        if self._cache is not None and self._cache.exact and not on_reader_thread():
             return self._cache.similarities(vector, seqs)
-        if self._cache is not None:
+        if self._cache is not None:  # int8; or float32 on a reader's thread, where the cache's rows may move
             return (await self._stored_similarities(conn, vector, seqs)).by_seq()
         return await self._uncached_similarities(conn, vector, seqs)
 
