@@ -45,9 +45,15 @@ NOW = "2026-12-05T12:00:00.000000Z"  # "now" of --record/--check: recency and ex
 # (label, module, attribute, class or None): the stages timed, where they exist in this version.
 STAGES: list[tuple[str, str, str, str | None]] = [
     ("search (whole)", "daemon.search", "_search", "Search"),
+    ("query embedding (_embed)", "daemon.search", "_embed", "Search"),
     ("scope", "daemon.memories", "scope", "Memories"),
     ("gather (all below)", "daemon.search", "_gather", "Search"),
-    ("candidate lists: embed+KNN+BM25", "daemon.search", "_candidate_lists", "Search"),
+    (
+        "candidate lists: KNN+BM25 (+ the embedding before 303f416)",
+        "daemon.search",
+        "_candidate_lists",
+        "Search",
+    ),
     ("  lexical (_bm25)", "daemon.search", "_bm25", "Search"),
     ("    BM25 in memory (_ranked, thread)", "daemon.lexical_index", "_ranked", "LexicalIndex"),
     ("  nearest, filtered (_nearest)", "daemon.search", "_nearest", "Search"),
@@ -91,7 +97,7 @@ class Stages:
             )
         from daemon import store
 
-        for name in ("rows", "row", "value", "column", "columns", "execute"):
+        for name in ("rows", "row", "value", "column", "columns", "packed_columns", "execute"):
             if hasattr(store.Connection, name):
                 setattr(store.Connection, name, self._counted(getattr(store.Connection, name)))
 
@@ -135,7 +141,9 @@ class Stages:
             if label in self.calls:
                 cpu = self.cpu[label] / searches * 1000
                 lines.append(f"| {label} | {cpu:.2f} | {self.calls[label] / searches:.1f} |")
-        named = ("scope", "gather (all below)", "fusion (fuse)", "recency and importance", "hits")
+        named = (
+            "query embedding (_embed)", "scope", "gather (all below)", "fusion (fuse)", "recency and importance", "hits"
+        )  # fmt: skip
         rest = self.cpu["search (whole)"] - sum(self.cpu[label] for label in named)
         lines.append(f"| rest of _search | {rest / searches * 1000:.2f} | |")
         lines.append(f"| SQL statements | | {self.statements / searches:.1f} |")
