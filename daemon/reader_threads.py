@@ -2,7 +2,7 @@
 
 A search used to make ~12 trips between the event loop and other threads: each statement on its reader's
 thread, the BM25 ranking and the KNN on anyio's workers. Under 16 agents each trip waited ~0.5 ms for the loop
-or the GIL, and the two readers stood idle ~45% of the time between a search's statements. So on the SQLite
+or the GIL, while the search held its reader (bench/README.md, "Seventh look"). So on the SQLite
 file `Store.long_read` runs a search's reading coroutine on its reader's thread, on an event loop of that
 thread's own: its statements run in place on the connection (no trip), its blocking steps (`blocking`) run in
 place too, and the daemon's loop hands the work over once and takes the result once.
