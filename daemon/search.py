@@ -54,6 +54,7 @@ from daemon.lexical_index import LexicalIndex
 from daemon.memories import MEMORY_COLUMNS, MEMORY_FROM, Memories, memory_from_row
 from daemon.models import Agent, ContextTurn, MatchInfo, SearchHit, SearchMode, SearchQuery, SearchResults
 from daemon.phrasings import guarantee, leaders
+from daemon.policy import CubeRef
 from daemon.query_vectors import Pending, QueryVectors
 from daemon.reranker import Reranker
 from daemon.speaker import without_speaker_names
@@ -154,8 +155,7 @@ class Search:
     ) -> tuple[list[str], Gathered, Fusion, list[Fused], dict[int, str], list[SearchHit]]:
         """A search's reads (`Store.long_read`): the cubes in scope, the fused candidates, and either the
         hits or, when the re-ranker will order them, the best candidates' contents (`top`)."""
-        refs = await self._memories.scope(conn, agent, query.cubes)
-        found = await self._gather(conn, plan, [ref.id for ref in refs]) if refs else plan.nothing()
+        refs, found = await self._scoped(conn, agent, query, plan)
         fusion = fuse(found, self._ranking)
         fused = fusion.ranked
         if fused and (self._ranking.recency_weight or self._ranking.importance_weight):
@@ -203,12 +203,15 @@ class Search:
         """Every candidate with its rank in each signal, before fusion (for tuning the weights)."""
         plan = await self._plan(query)
         await self._embed(plan)
+        _, found = await self._store.long_read(partial(self._scoped, agent=agent, query=query, plan=plan))
+        return found
 
-        async def gathered(conn: Connection) -> Gathered:
-            refs = await self._memories.scope(conn, agent, query.cubes)
-            return await self._gather(conn, plan, [ref.id for ref in refs]) if refs else plan.nothing()
-
-        return await self._store.long_read(gathered)
+    async def _scoped(
+        self, conn: Connection, agent: Agent, query: SearchQuery, plan: _Plan
+    ) -> tuple[list[CubeRef], Gathered]:
+        """The cubes the search covers (each checked against the agent's permissions, now) and its candidates."""
+        refs = await self._memories.scope(conn, agent, query.cubes)
+        return refs, await self._gather(conn, plan, [ref.id for ref in refs]) if refs else plan.nothing()
 
     async def _embed(self, plan: _Plan) -> None:
         """The query vectors, if the plan wants them: perhaps made already, with another search's (on the

@@ -27,9 +27,9 @@ The vectors live in blocks of a fixed number of rows, allocated as rows arrive: 
 them into a larger array, so memory grows by one block at a time and has no peak of two copies. Each block is
 on huge pages where the kernel offers them (`_block`).
 
-Searches run on other threads (their readers' or anyio's workers) while the event loop appends, so the tuples of blocks and the id arrays are
-replaced, never resized in place, and a search reads one consistent snapshot: rows past its `used` count
-may be written meanwhile, rows before it are only ever retired (their cube set to -1).
+Searches run on other threads (their readers' or anyio's workers) while the event loop appends, so the tuples
+of blocks and the id arrays are replaced, never resized in place, and a search reads one consistent snapshot:
+rows past its `used` count may be written meanwhile, rows before it are only ever retired (their cube set to -1).
 """
 
 from __future__ import annotations
