@@ -32,6 +32,7 @@ from daemon import sqlite_driver
 from daemon.config import DEFAULT_MODEL as MODEL_NAME
 from daemon.config import EmbedderConfig
 from daemon.pg_vectors import vector_literal
+from daemon.vectors import CREATE_VECTOR_TABLE
 from tests.conftest import free_port, mcp_client, start_daemon, stop_daemon, write_config
 from tests.pg_server import PgCluster
 
@@ -76,14 +77,10 @@ def store_vectors(db: Path, model: str, sample: int) -> None:
         rows = conn.execute("SELECT seq, cube_id, content FROM memories ORDER BY seq").fetchall()
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("DROP TABLE IF EXISTS memory_vectors")
+        conn.execute(CREATE_VECTOR_TABLE)  # the daemon's own table, so its first start has nothing to copy
         dims = 0
         for start, vectors in near_copies([row[2] for row in rows], model, sample):
-            if not dims:
-                dims = vectors.shape[1]
-                conn.execute(
-                    "CREATE VIRTUAL TABLE memory_vectors USING vec0("
-                    f"cube_id integer partition key, embedding float[{dims}] distance_metric=cosine)"
-                )
+            dims = vectors.shape[1]
             conn.executemany(
                 "INSERT INTO memory_vectors (rowid, cube_id, embedding) VALUES (?, ?, ?)",
                 [

@@ -101,7 +101,7 @@ class VectorIndex:
                 await self._resume_reembedding(conn, rows)
             if rows.get("embedding_model") != model or rows.get("embedding_dims") != str(dims):
                 await conn.execute("DROP TABLE IF EXISTS memory_vectors")
-                await conn.execute(_CREATE_TABLE)
+                await conn.execute(CREATE_VECTOR_TABLE)
                 await conn.execute("UPDATE memories SET embedded = 0 WHERE embedded = 1")
                 await conn.execute(
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('embedding_model', ?), ('embedding_dims', ?)",
@@ -113,7 +113,7 @@ class VectorIndex:
                 await conn.value("SELECT sql FROM sqlite_schema WHERE name = 'memory_vectors'")
             ):
                 log.info("copying the vectors out of sqlite-vec's vec0 table into a plain one")
-                await conn.execute(_CREATE_TABLE.replace("memory_vectors", "memory_vectors_plain"))
+                await conn.execute(CREATE_VECTOR_TABLE.replace("memory_vectors", "memory_vectors_plain"))
                 await conn.execute(
                     "INSERT INTO memory_vectors_plain (rowid, cube_id, embedding)"
                     " SELECT rowid, cube_id, embedding FROM memory_vectors ORDER BY rowid"
@@ -433,7 +433,8 @@ async def _embedding_meta(conn: Connection) -> dict[str, str]:
 _FILL_CHUNK = 4096
 _READ_CHUNK = 2048  # vectors read by key in one statement
 _FOLD_FACTOR = 2  # the filter is read with a shortlist of up to this many times k vectors (`_cached_nearest`)
-_CREATE_TABLE = "CREATE TABLE memory_vectors (rowid INTEGER PRIMARY KEY, cube_id INTEGER NOT NULL, embedding BLOB NOT NULL)"
+# The vectors' table on SQLite (bench/seed.py writes one as the daemon makes it).
+CREATE_VECTOR_TABLE = "CREATE TABLE memory_vectors (rowid INTEGER PRIMARY KEY, cube_id INTEGER NOT NULL, embedding BLOB NOT NULL)"
 
 
 def _fill(cache: VectorCache, path: Path) -> None:
