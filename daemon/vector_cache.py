@@ -58,7 +58,7 @@ BLOCK_ROWS = 8192  # rows per block: 12 MiB of float32 with MiniLM's 384 dimensi
 _FACTS = 3  # an int8 row's scale, error and 128 x the sum of its codes
 _HUGE_PAGE = 2 << 20  # bytes: a block's start is aligned to this (x86-64's huge page; others' are no larger)
 _TABLE_LIMIT = 1 << 20  # cube ids up to this are looked up in a table (at most 1 MiB), larger by np.isin
-_OFFSET = 128  # the query's codes -127..127 go in as uint8 1..255: MLAS's fast integer kernels take u8 x s8
+_OFFSET = 128  # a row's lift is 128 x its code sum: the query's codes -127..127 go in as uint8 1..255
 
 
 class VectorCache:
@@ -408,7 +408,8 @@ class _Int8:
     def __init__(self) -> None:
         self.error = 0.0  # the largest |x - s c| of any row encoded (a row's quantisation error)
         self.norm = 0.0  # the largest |s c|
-        _matmul_integer(1), _matmul_integer(2)  # made now, not by two searches' threads at once
+        # Made now, not by two searches' threads at once.
+        _matmul_integer(1), _matmul_integer(2), query_levels()
 
     def encoded(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(int8 codes, each row's (scale, error |x - s c|, 128 x the sum of its codes)) of float32 rows."""
@@ -426,14 +427,15 @@ class _Int8:
         takes MLAS's matrix-vector kernel: at 100k rows 3.4 ms of CPU against 8.3 for two (its matrix
         kernel); its own error widens each row's bound, ~30% more rows re-scored. Two rows make the query's
         error negligible beside a row's, for near ties of many vectors."""
-        first, first_scale = _quantised(query[None, :])
+        levels = query_levels()
+        first, first_scale = _quantised(query[None, :], levels)
         coded, scales = [first[0]], [first_scale[0]]
         if parts == 2:
-            rest, rest_scale = _quantised((query - first[0] * first_scale[0])[None, :])
+            rest, rest_scale = _quantised((query - first[0] * first_scale[0])[None, :], levels)
             coded.append(rest[0])
             scales.append(rest_scale[0])
         codes, scale = np.stack(coded, axis=1), np.array(scales, np.float32)
-        lifted = np.ascontiguousarray((codes.T + _OFFSET).astype(np.uint8))
+        lifted = np.ascontiguousarray((codes.T + levels + 1).astype(np.uint8))
         return _CodedQuery(lifted, scale, codes @ scale)
 
     @staticmethod
@@ -446,11 +448,13 @@ class _Int8:
         outs: list[np.ndarray],
     ) -> None:
         """Approximate similarities of rows, given as the int8 columns of `codes` (d x rows) and their
-        `facts` (scale, error, 128 x code sum; one row each), to each query (its codes + 128, its parts'
-        rows of `lifted`), into its `out`."""
+        `facts` (scale, error, 128 x code sum; one row each), to each query (its codes + their offset,
+        `query_levels() + 1`, its parts' rows of `lifted`), into its `out`."""
         codes = np.ascontiguousarray(codes)  # a block's rows in use, a copy only in the last block
         dots = session.run(None, {"A": lifted, "B": codes})[0].astype(np.float32)  # exact: < 2^24
-        dots -= facts[2]  # the +128 of the query's codes times each row's code sum: exact integers still
+        # The query's codes' offset times each row's code sum (exact integers still: the lift halved at most).
+        offset = query_levels() + 1
+        dots -= facts[2] if offset == _OFFSET else facts[2] * (offset / _OFFSET)
         row = 0
         for query, out in zip(queries, outs, strict=True):
             parts = len(query.scales)
@@ -474,14 +478,14 @@ class _Int8:
 
 
 class _CodedQuery(NamedTuple):
-    lifted: np.ndarray  # its parts' codes + 128, uint8, parts x d
+    lifted: np.ndarray  # its parts' codes + their offset (query_levels() + 1), uint8, parts x d
     scales: np.ndarray  # float32, one a part
     decoded: np.ndarray  # codes @ scales
 
 
-def _quantised(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric per-row codes in -127..127 (float32) and their scales."""
-    scales = np.abs(vectors).max(axis=1) / 127.0
+def _quantised(vectors: np.ndarray, levels: int = 127) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-row codes in -levels..levels (float32) and their scales."""
+    scales = np.abs(vectors).max(axis=1) / float(levels)
     scales[scales == 0] = 1.0
     scales = scales.astype(np.float32)
     return np.rint(vectors / scales[:, None]).astype(np.float32), scales
@@ -499,6 +503,30 @@ def _matmul_integer(threads: int) -> Any:
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(matmul_integer_model(), options, providers=["CPUExecutionProvider"])
+
+
+@functools.cache
+def query_levels() -> int:
+    """The query's codes' range either side of zero: 127 where this machine's u8 x s8 product is exact, else
+    63. Without VNNI (AVX2 alone) MLAS adds each two u8 x s8 products in 16 bits (`vpmaddubsw`), which
+    saturates past 32,767: codes + 128 up to 255 times rows' codes up to 127 reach 64,770, and the product is
+    wrong (on an AMD EPYC without AVX-512: off by up to 83,000 on random codes, and the int8 top k no longer
+    the exact one). Codes in -63..63 go in as 1..127, whose pairs stay within 2 x 127 x 127 = 32,258; the
+    query's coarser codes only widen the bounds, so more rows are re-scored. Checked once, on the largest
+    sums either way, against numpy's exact product, on both sessions."""
+    dims = 64
+    lifted = np.full((1, dims), 255, np.uint8)
+    codes = np.empty((dims, 2), np.int8)
+    codes[:, 0], codes[:, 1] = 127, -127
+    exact = lifted.astype(np.int64) @ codes.astype(np.int64)
+    for threads in (1, 2):
+        if not np.array_equal(_matmul_integer(threads).run(None, {"A": lifted, "B": codes})[0], exact):
+            log.warning(
+                "vector search: this CPU's 8-bit product saturates (no VNNI); questions are coded to 7 bits,"
+                " so int8 searches re-score more rows"
+            )
+            return 63
+    return 127
 
 
 def matmul_integer_model() -> bytes:
