@@ -521,7 +521,7 @@ def query_levels() -> int:
     exact = lifted.astype(np.int64) @ codes.astype(np.int64)
     for threads in (1, 2):
         if not np.array_equal(_matmul_integer(threads).run(None, {"A": lifted, "B": codes})[0], exact):
-            log.warning(
+            log.info(  # nothing for the user to do: searches stay exact
                 "vector search: this CPU's 8-bit product saturates (no VNNI); questions are coded to 7 bits,"
                 " so int8 searches re-score more rows"
             )
