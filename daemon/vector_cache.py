@@ -10,11 +10,11 @@ Two precisions (`[search] vector_precision`):
   vector x is held as codes c = round(x / s) with s = max|x| / 127 and its error |x - s c|, the query as such
   codes too, and onnxruntime's integer product (MLAS's u8 x s8 kernels, AVX2 or VNNI) ranks every row in
   about a quarter of the CPU of the float32 product. The codes are held transposed, a block of rows as the
-  columns of a (dimensions x rows) matrix, and the query's codes + 128 are the product's left (uint8)
-  operand: MLAS then packs only the query, where with the rows on the left it packed every row's codes on
-  every product (7.7 -> 4.7 ms of CPU at 100k, AMD EPYC, 2026-12-02), and a one-row left operand takes its
+  columns of a (dimensions x rows) matrix, and the query's codes + 128 (+ 64 where the kernel would saturate,
+  `query_levels`) are the product's left (uint8) operand: MLAS then packs only the query, where with the
+  rows on the left it packed every row's codes on every product (7.7 -> 4.7 ms of CPU at 100k, AMD EPYC, 2026-12-02), and a one-row left operand takes its
   matrix-vector kernel (8.3 -> 3.4 ms against the query in two parts, which kept its own error negligible).
-  The +128 adds 128 x a row's code sum to its product, taken off again with the sum held per row. `nearest` then returns a shortlist
+  The offset adds itself times a row's code sum to its product, taken off again with that lift held per row. `nearest` then returns a shortlist
   with approximate similarities, which the vector index re-scores exactly from the stored float32 vectors
   (daemon/vectors.py). A row's approximate similarity is within a bound of its exact one (`_Int8.errors`);
   the shortlist holds every row whose bound reaches the k-th best lower end, so it holds the true top k
@@ -50,15 +50,14 @@ log = logging.getLogger(__name__)
 
 Precision = Literal["float32", "int8"]
 # blocks of vectors (float32 rows, or int8 codes as the columns of a (dims x rows) block), blocks of each
-# row's (scale, error, 128 x code sum) as columns (int8 only), seqs, cube ids, rows in use
+# row's (scale, error, lift: the query codes' offset x code sum) as columns (int8 only), seqs, cube ids, rows in use
 _Snapshot = tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...], np.ndarray, np.ndarray, int]
 _Scored = tuple[_Snapshot, np.ndarray]  # the snapshot a product read, and its similarities
 _RETIRED = -1  # cube id of a row whose memory got a newer vector
 BLOCK_ROWS = 8192  # rows per block: 12 MiB of float32 with MiniLM's 384 dimensions (int8: twice, 6 MiB)
-_FACTS = 3  # an int8 row's scale, error and 128 x the sum of its codes
+_FACTS = 3  # an int8 row's scale, error and lift (the query codes' offset x the sum of its codes)
 _HUGE_PAGE = 2 << 20  # bytes: a block's start is aligned to this (x86-64's huge page; others' are no larger)
 _TABLE_LIMIT = 1 << 20  # cube ids up to this are looked up in a table (at most 1 MiB), larger by np.isin
-_OFFSET = 128  # a row's lift is 128 x its code sum: the query's codes -127..127 go in as uint8 1..255
 
 
 class VectorCache:
@@ -412,13 +411,14 @@ class _Int8:
         _matmul_integer(1), _matmul_integer(2), query_levels()
 
     def encoded(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(int8 codes, each row's (scale, error |x - s c|, 128 x the sum of its codes)) of float32 rows."""
+        """(int8 codes, each row's (scale, error |x - s c|, lift: the query codes' offset x the sum of its
+        codes)) of float32 rows."""
         codes, scales = _quantised(vectors)
         decoded = codes * scales[:, None]
         errors = np.linalg.norm(vectors - decoded, axis=1)
         self.error = max(self.error, float(errors.max()))
         self.norm = max(self.norm, float(np.linalg.norm(decoded, axis=1).max()))
-        lift = _OFFSET * codes.sum(axis=1)  # exact in float32: at most 128 x 127 x d
+        lift = (query_levels() + 1) * codes.sum(axis=1)  # exact in float32: at most 128 x 127 x d
         return codes.astype(np.int8), np.stack([scales, errors, lift], axis=1).astype(np.float32)
 
     @staticmethod
@@ -448,13 +448,11 @@ class _Int8:
         outs: list[np.ndarray],
     ) -> None:
         """Approximate similarities of rows, given as the int8 columns of `codes` (d x rows) and their
-        `facts` (scale, error, 128 x code sum; one row each), to each query (its codes + their offset,
+        `facts` (scale, error, lift; one row each), to each query (its codes + their offset,
         `query_levels() + 1`, its parts' rows of `lifted`), into its `out`."""
         codes = np.ascontiguousarray(codes)  # a block's rows in use, a copy only in the last block
         dots = session.run(None, {"A": lifted, "B": codes})[0].astype(np.float32)  # exact: < 2^24
-        # The query's codes' offset times each row's code sum (exact integers still: the lift halved at most).
-        offset = query_levels() + 1
-        dots -= facts[2] if offset == _OFFSET else facts[2] * (offset / _OFFSET)
+        dots -= facts[2]  # the query codes' offset times each row's code sum: exact integers still
         row = 0
         for query, out in zip(queries, outs, strict=True):
             parts = len(query.scales)

@@ -516,11 +516,13 @@ def test_a_search_whose_shortlist_hits_its_cap_is_logged(caplog: pytest.LogCaptu
 
 def test_the_integer_product_is_the_same_on_one_or_two_threads() -> None:
     """A search alone on an idle machine splits the product over two threads: the same integers."""
-    from daemon.vector_cache import _Int8, _matmul_integer
+    from daemon.vector_cache import _Int8, _matmul_integer, query_levels
 
     rng = np.random.default_rng(6)
     codes = rng.integers(-127, 128, (384, 20_000), dtype=np.int8)
-    facts = np.stack([rng.random(20_000), rng.random(20_000), 128.0 * codes.sum(axis=0)]).astype(np.float32)
+    facts = np.stack(
+        [rng.random(20_000), rng.random(20_000), (query_levels() + 1.0) * codes.sum(axis=0)]
+    ).astype(np.float32)
     coded = _Int8.coded_query(unit(rng, 1, 384)[0])
     one, two = np.empty(20_000, np.float32), np.empty(20_000, np.float32)
     for session, out in ((_matmul_integer(1), one), (_matmul_integer(2), two)):
@@ -532,11 +534,13 @@ def test_the_integer_product_is_exact_on_this_cpu_even_where_8_bit_products_satu
     """Steps: rows and a query whose codes reach ±127 (products a CPU without VNNI adds in 16 bits, where they
     would saturate); each row's integer product with the query, taken out of the similarity the cache
     computes, is numpy's exact one, on one thread and on two."""
-    from daemon.vector_cache import _Int8, _matmul_integer
+    from daemon.vector_cache import _Int8, _matmul_integer, query_levels
 
     rng = np.random.default_rng(11)
     codes = rng.choice(np.array([-127, 127], np.int8), (384, 5_000))
-    facts = np.stack([np.ones(5_000), np.zeros(5_000), 128.0 * codes.sum(axis=0)]).astype(np.float32)
+    facts = np.stack([np.ones(5_000), np.zeros(5_000), (query_levels() + 1.0) * codes.sum(axis=0)]).astype(
+        np.float32
+    )
     query = rng.choice(np.array([-1.0, 1.0], np.float32), 384) / np.sqrt(384)
     coded = _Int8.coded_query(query.astype(np.float32))
     query_codes = np.rint(coded.decoded / coded.scales[0]).astype(np.int64)
