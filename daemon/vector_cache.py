@@ -12,10 +12,11 @@ Two precisions (`[search] vector_precision`):
   about a quarter of the CPU of the float32 product. The codes are held transposed, a block of rows as the
   columns of a (dimensions x rows) matrix, and the query's codes + 128 (+ 64 where the kernel would saturate,
   `query_levels`) are the product's left (uint8) operand: MLAS then packs only the query, where with the
-  rows on the left it packed every row's codes on every product (7.7 -> 4.7 ms of CPU at 100k, AMD EPYC, 2026-12-02), and a one-row left operand takes its
-  matrix-vector kernel (8.3 -> 3.4 ms against the query in two parts, which kept its own error negligible).
-  The offset adds itself times a row's code sum to its product, taken off again with that lift held per row. `nearest` then returns a shortlist
-  with approximate similarities, which the vector index re-scores exactly from the stored float32 vectors
+  rows on the left it packed every row's codes on every product (7.7 -> 4.7 ms of CPU at 100k, AMD EPYC,
+  2026-12-02), and a one-row left operand takes its matrix-vector kernel (8.3 -> 3.4 ms against the query in
+  two parts, which kept its own error negligible). The offset adds itself times a row's code sum to its
+  product, taken off again with that lift held per row. `nearest` then returns a shortlist with approximate
+  similarities, which the vector index re-scores exactly from the stored float32 vectors
   (daemon/vectors.py). A row's approximate similarity is within a bound of its exact one (`_Int8.errors`);
   the shortlist holds every row whose bound reaches the k-th best lower end, so it holds the true top k
   unless more rows than its cap could (`capped` counts those searches, the log tells the first and every
